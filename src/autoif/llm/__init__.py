@@ -1,0 +1,44 @@
+"""The LLM layer: `make_backend(config).generate(requests)`.
+
+Backends sit in a registry from name to "module:Class", imported only when chosen, so that the
+HTTP backend never pays for torch and `autoif --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Backend, BackendError, BackendStats, Completion, Job, Request, Sampling
+from .cache import ResponseCache
+
+BACKENDS: dict[str, str] = {
+    "openai": "autoif.llm.openai_backend:OpenAIBackend",
+    "local": "autoif.llm.local:LocalBackend",
+    "vllm": "autoif.llm.vllm_backend:VLLMBackend",
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    if name not in BACKENDS:
+        raise BackendError(f"unknown LLM backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_backend(config, cache: ResponseCache | None = None) -> Backend:
+    """A backend for `config` (the whole `Config` or its `llm` section).
+
+    With the whole Config and `llm.cache` on, the response cache is opened at `llm.cache_path`
+    (relative to `paths.out`) unless one is passed in.
+    """
+    from ..config import Config
+
+    llm = config.llm if isinstance(config, Config) else config
+    if cache is None and isinstance(config, Config) and llm.cache:
+        cache = ResponseCache(config.resolve_under_out(llm.cache_path))
+    cls = backend_class(llm.backend)
+    return cls.from_config(llm, cache=cache, paths=config.paths if isinstance(config, Config) else None)
+
+
+__all__ = ["Backend", "BackendError", "BackendStats", "Completion", "Job", "Request", "ResponseCache",
+           "Sampling", "make_backend", "backend_class", "BACKENDS"]

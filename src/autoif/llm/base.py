@@ -1,0 +1,238 @@
+"""The LLM layer's one interface: `Backend.generate(requests) -> completions`.
+
+Every backend (HTTP, local transformers, vLLM) implements only `_run`, which produces the samples
+that are not cached yet. The base class owns caching, counting and progress, so that a rerun after
+an interruption (kill -9 included) re-issues no request that had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+from ..errors import AutoifError
+from .cache import ResponseCache
+
+
+class BackendError(AutoifError):
+    """The backend cannot serve at all (unreachable endpoint, model missing): a one-line error."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one request; part of the cache key."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    def seed_for(self, sample_index: int) -> int | None:
+        """Each sample of a seeded request gets its own seed, so fanned-out samples differ."""
+        return None if self.seed is None else self.seed + sample_index
+
+
+@dataclass(frozen=True)
+class Request:
+    """Chat messages + sampling settings + how many samples (n) to return."""
+
+    messages: tuple[dict, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        msgs = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in self.messages)
+        if not msgs:
+            raise ValueError("a request needs at least one message")
+        object.__setattr__(self, "messages", msgs)
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+    @classmethod
+    def user(cls, prompt: str, *, n: int = 1, system: str | None = None, **sampling: Any) -> "Request":
+        """A single-turn request: `Request.user("Write a haiku.", n=4, temperature=0.8)`."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        return cls(messages=tuple(messages), sampling=Sampling(**sampling), n=n)
+
+
+class Completion(str):
+    """One sample's text (a `str`), with metadata: `finish_reason`, `tokens`, and `error`.
+
+    `error` is set (and the text empty) when the backend gave up on this one sample for a reason
+    that is the request's fault (for example a prompt longer than the context). Errors are never
+    cached, so a rerun tries again.
+    """
+
+    finish_reason: str | None
+    tokens: int | None
+    error: str | None
+
+    def __new__(cls, text: str, finish_reason: str | None = None, tokens: int | None = None,
+                error: str | None = None) -> "Completion":
+        obj = super().__new__(cls, text)
+        obj.finish_reason, obj.tokens, obj.error = finish_reason, tokens, error
+        return obj
+
+    def to_json(self) -> str:
+        return json.dumps({"text": str(self), "finish_reason": self.finish_reason, "tokens": self.tokens})
+
+    @classmethod
+    def from_json(cls, raw: str) -> "Completion":
+        d = json.loads(raw)
+        return cls(d["text"], d.get("finish_reason"), d.get("tokens"))
+
+
+@dataclass
+class Job:
+    """What a backend must produce: the samples (by index) of one request that are not cached."""
+
+    request: Request
+    samples: list[int]
+
+
+Emit = Callable[[int, int, Completion], None]
+"""emit(job_index, sample_index, completion): a backend reports each sample as soon as it has it."""
+
+
+@dataclass
+class BackendStats:
+    hits: int = 0
+    misses: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_key(backend: str, model: str, request: Request, sample_index: int) -> str:
+    """Hash of everything that determines a sample; `n` is left out so n=8 reuses n=4's samples."""
+    payload = {
+        "backend": backend,
+        "model": model,
+        "messages": list(request.messages),
+        "sampling": asdict(request.sampling),
+        "sample": sample_index,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class Backend(ABC):
+    """Base of all backends. Subclasses set `kind` and implement `_run` (and `close` if needed)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, model: str, cache: ResponseCache | None = None) -> None:
+        self.model = model
+        self.cache = cache
+        self.stats = BackendStats()
+        self._lock = threading.Lock()
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> "Backend":
+        """Build from the `llm` config section (`paths`: the `paths` section, or None)."""
+
+    @property
+    def cache_identity(self) -> str:
+        """The model's identity in cache keys (a backend may refine it, e.g. with a file hash)."""
+        return self.model
+
+    def generate(self, requests: Sequence[Request], *, desc: str | None = None,
+                 progress: bool = True) -> list[list[Completion]]:
+        """For each request, its n completions, in order. Cached samples are not requested again."""
+        requests = list(requests)
+        keys = [[cache_key(self.kind, self.cache_identity, r, i) for i in range(r.n)] for r in requests]
+        found = self.cache.get_many([k for ks in keys for k in ks]) if self.cache else {}
+        results: list[list[Completion | None]] = [[None] * r.n for r in requests]
+        jobs: list[Job] = []
+        job_slots: list[int] = []
+        for ri, (r, ks) in enumerate(zip(requests, keys)):
+            missing = []
+            for i, k in enumerate(ks):
+                if k in found:
+                    results[ri][i] = Completion.from_json(found[k])
+                else:
+                    missing.append(i)
+            if missing:
+                jobs.append(Job(r, missing))
+                job_slots.append(ri)
+        n_hits = sum(r.n for r in requests) - sum(len(j.samples) for j in jobs)
+        n_missing = sum(len(j.samples) for j in jobs)
+        with self._lock:
+            self.stats.hits += n_hits
+            self.stats.misses += n_missing
+        if not jobs:
+            return results  # type: ignore[return-value]
+
+        bar = _progress(n_missing, desc or f"{self.kind}:{self.model}", progress)
+
+        def emit(job_index: int, sample_index: int, completion: Completion) -> None:
+            ri = job_slots[job_index]
+            if results[ri][sample_index] is not None:
+                return  # a backend retried a sample it had already delivered: keep the first
+            results[ri][sample_index] = completion
+            with self._lock:
+                if completion.error:
+                    self.stats.errors += 1
+                else:
+                    self.stats.completion_tokens += completion.tokens or 0
+            if self.cache is not None and not completion.error:
+                self.cache.put(keys[ri][sample_index], completion.to_json())
+            bar.update(1)
+
+        try:
+            self._run(jobs, emit)
+        finally:
+            bar.close()
+        for ri, row in enumerate(results):
+            for i, c in enumerate(row):
+                if c is None:  # a backend bug, never silently an empty sample
+                    raise RuntimeError(f"backend {self.kind} returned no sample {i} for request {ri}")
+        return results  # type: ignore[return-value]
+
+    @abstractmethod
+    def _run(self, jobs: list[Job], emit: Emit) -> None:
+        """Produce every sample of every job, calling `emit` for each as soon as it is done."""
+
+    def close(self) -> None:
+        """Release engines, threads and connections."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", leave=False, dynamic_ncols=True)
+
