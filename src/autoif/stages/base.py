@@ -80,15 +80,12 @@ class Stage(ABC):
     """One step of the pipeline. Subclasses set the class attributes and implement `run`."""
 
     name: ClassVar[str]
+    output: ClassVar[str]  # the file it writes under OUT, e.g. "crossval.jsonl"
     input: ClassVar[str | None]  # the stage whose output feeds this one (None: a source stage)
     output_type: ClassVar[type[Record]]
     needs: ClassVar[tuple[str, ...]] = ()  # other stages' outputs read whole (see `Context.needs`)
     sharded: ClassVar[bool] = True  # False when a stage must see all records at once (dedup, merge)
     uses_llm: ClassVar[bool] = False
-
-    @property
-    def output(self) -> str:
-        return f"{self.name}.jsonl"
 
     def settings(self, config: Config) -> Any:
         """Everything in the config that changes this stage's output (part of its resume key)."""

@@ -1,0 +1,43 @@
+"""Stage `seeds`: the hand-written atomic instructions the run starts from.
+
+The paper's 36 seeds (or the user's file), optionally sampled down by `seeds.limit`, plus, when
+enabled, autoif's built-in verified library: instructions that come with functions and test cases
+we wrote, so a supervision model too weak to write functions (the embedded one) still feeds
+stage 2. Library records carry their `functions` and `cases`; `verifiers` hands them to crossval
+as generations, so they pass the same cross-validation as everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..data import load_seed_instructions
+from ..records import Instruction
+from .base import Context, Stage
+
+
+class SeedsStage(Stage):
+    name = "seeds"
+    output = "seeds.jsonl"
+    input = None
+    output_type = Instruction
+    sharded = False
+
+    def settings(self, config):
+        return {**super().settings(config), "library": config.seeds.library_enabled(config.llm)}
+
+    def run(self, records: list, ctx: Context) -> Iterable[Instruction]:
+        cfg = ctx.config.seeds
+        seeds = load_seed_instructions(cfg.file)
+        chosen = list(range(len(seeds)))
+        if cfg.limit is not None and cfg.limit < len(seeds):
+            chosen = sorted(ctx.rng("seeds.limit").sample(chosen, cfg.limit))
+        for i in chosen:
+            yield Instruction(id=f"seed-{i:03d}", text=seeds[i], source="seed")
+        if cfg.library_enabled(ctx.config.llm):
+            from ..library import build_library
+
+            for entry in build_library(ctx.config.seed, per_constraint=cfg.library_per_constraint):
+                yield Instruction(id=f"lib-{entry.id}", text=entry.instruction, source="builtin",
+                                  constraint=entry.constraint, functions=list(entry.functions),
+                                  cases=list(entry.cases))

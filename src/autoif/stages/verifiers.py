@@ -1,0 +1,66 @@
+"""Stage `verifiers`: K raw samples of {func, cases} per instruction, kept as raw text.
+
+Parsing is crossval's job, so generations made elsewhere (a batch API, another tool) can be
+dropped into verifiers.jsonl and `autoif run --only crossval` takes it from there. Instructions
+from the built-in library are not sent to the LLM: their own functions and cases are written out
+in the same JSON form, so crossval treats every instruction alike.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Iterable
+
+from ..llm import Request
+from ..prompts import render
+from ..records import Instruction, VerifierSamples
+from .base import Context, Stage
+
+N_CASES = 6
+
+
+def library_generation(functions: list[str], cases: list[dict]) -> list[str]:
+    """A library entry's functions and cases in the same form an LLM is asked to answer in."""
+    return ["```json\n" + json.dumps({"func": f, "cases": cases}, ensure_ascii=False) + "\n```" for f in functions]
+
+
+class VerifiersStage(Stage):
+    name = "verifiers"
+    output = "verifiers.jsonl"
+    input = "augment"
+    output_type = VerifierSamples
+    uses_llm = True
+
+    def run(self, records: list[Instruction], ctx: Context) -> Iterable[VerifierSamples]:
+        cfg = ctx.config.verifiers
+        asked = [r for r in records if r.source != "builtin"]
+        requests = [Request.user(self.prompt(r, ctx), n=cfg.k, temperature=cfg.temperature,
+                                 max_tokens=cfg.max_tokens, seed=ctx.config.seed) for r in asked]
+        answers = dict(zip((r.id for r in asked), ctx.llm.generate(requests, desc="verifiers"))) if asked else {}
+        for r in records:
+            if r.source == "builtin":
+                raw = library_generation(r.functions, r.cases)
+            else:
+                completions = answers[r.id]
+                failed = [c for c in completions if c.error]
+                if failed:
+                    ctx.count("llm_error", len(failed))
+                raw = [str(c) for c in completions if not c.error]
+            yield VerifierSamples(instruction_id=r.id, instruction=r.text, raw=raw, source=r.source)
+
+    @staticmethod
+    def prompt(instruction: Instruction, ctx: Context) -> str:
+        # The few-shot example rotates with the instruction, from our own verified library.
+        examples = _few_shot_examples()
+        ex = examples[ctx.rng("verifiers.example", instruction.id).randrange(len(examples))]
+        example_json = json.dumps({"func": ex.functions[0], "cases": ex.cases[:4]}, ensure_ascii=False)
+        return render("verifiers", instruction=instruction.text, n_cases=N_CASES,
+                      example_instruction=ex.instruction, example_json=example_json)
+
+
+@lru_cache(maxsize=1)
+def _few_shot_examples():
+    from ..library import build_library
+
+    return build_library(seed=0)

@@ -1,0 +1,52 @@
+"""The command line as a user meets it: exit codes and one-line errors, in a real subprocess."""
+
+import subprocess
+import sys
+
+import yaml
+
+from autoif.config import Config, config_from_dict
+
+
+def autoif(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "autoif.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def assert_one_line_exit_2(proc, fragment):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert fragment in lines[0]
+
+
+def test_config_prints_loadable_default():
+    proc = autoif("config")
+    assert proc.returncode == 0
+    assert config_from_dict(yaml.safe_load(proc.stdout)) == Config()
+
+
+def test_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("llm: [\n")
+    assert_one_line_exit_2(autoif("config", "-c", str(bad)), "is not valid YAML at line 2")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("llm:\n  modle: x\n")
+    assert_one_line_exit_2(autoif("run", "-c", str(unknown)), "unknown key 'llm.modle'")
+    assert_one_line_exit_2(autoif("run", "-c", str(tmp_path / "missing.yaml")), "no such config file")
+    assert_one_line_exit_2(autoif("config", "--set", "sandbox.timeout_s=-1"), "sandbox.timeout_s")
+
+
+def test_unknown_stage_is_usage_error(tmp_path):
+    assert_one_line_exit_2(autoif("run", "-o", str(tmp_path), "--only", "crossvall"), "did you mean 'crossval'")
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = autoif("--debug", "config", "-c", str(tmp_path / "missing.yaml"))
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_help_does_not_import_heavy_modules():
+    code = "import sys, autoif.cli; print(sorted(m for m in ('torch', 'transformers', 'trl', 'openai') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

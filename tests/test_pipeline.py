@@ -1,0 +1,112 @@
+"""The pipeline's own mechanics (sharding, resume, funnel, errors) with two small real stages."""
+
+import json
+
+import pytest
+
+from autoif import pipeline as pipeline_mod
+from autoif.config import load_config
+from autoif.errors import AutoifError
+from autoif.pipeline import Pipeline
+from autoif.records import Instruction
+from autoif.stages.base import Drop, Stage
+
+CALLS: list[int] = []
+
+
+class NumbersStage(Stage):
+    name = "numbers"
+    output = "numbers.jsonl"
+    input = None
+    output_type = Instruction
+    sharded = False
+
+    def run(self, records, ctx):
+        for i in range(10):
+            yield Instruction(id=f"n{i}", text=f"number {i}", source="seed")
+
+
+class EvensStage(Stage):
+    """Keeps even numbers; can be told to die after some shards, like a killed process."""
+
+    name = "evens"
+    output = "evens.jsonl"
+    input = "numbers"
+    output_type = Instruction
+    die_after: int | None = None
+
+    def run(self, records, ctx):
+        if EvensStage.die_after is not None and len(CALLS) >= EvensStage.die_after:
+            raise KeyboardInterrupt
+        CALLS.append(len(records))
+        for r in records:
+            n = int(r.id[1:])
+            ctx.count("seen")
+            yield r if n % 2 == 0 else Drop(r, "odd")
+
+
+@pytest.fixture
+def stages(monkeypatch):
+    import sys
+    monkeypatch.setattr(pipeline_mod, "STAGES", {"numbers": f"{__name__}:NumbersStage",
+                                                 "evens": f"{__name__}:EvensStage"})
+    monkeypatch.setitem(sys.modules, __name__, sys.modules[__name__])
+    CALLS.clear()
+    EvensStage.die_after = None
+
+
+def make(tmp_path, *sets):
+    return Pipeline(load_config(None, [f"paths.out={tmp_path}", "executor.shard_size=3", *sets]))
+
+
+def test_run_writes_outputs_and_funnel(tmp_path, stages):
+    funnel = make(tmp_path).run()
+    assert [json.loads(line)["id"] for line in (tmp_path / "evens.jsonl").read_text().splitlines()] == \
+        ["n0", "n2", "n4", "n6", "n8"]
+    assert funnel["stages"]["evens"]["in"] == 10 and funnel["stages"]["evens"]["out"] == 5
+    assert funnel["stages"]["evens"]["dropped"] == {"odd": 5}
+    assert funnel["stages"]["evens"]["counts"] == {"seen": 10}
+    assert json.loads((tmp_path / "funnel.json").read_text()) == funnel
+    assert CALLS == [3, 3, 3, 1]
+
+
+def test_interrupted_stage_resumes_from_finished_shards(tmp_path, stages):
+    EvensStage.die_after = 2
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path).run()
+    assert not (tmp_path / "evens.jsonl").exists()
+    EvensStage.die_after = None
+    CALLS.clear()
+    make(tmp_path).run()
+    assert CALLS == [3, 1]  # only the two shards that had not finished
+    assert len((tmp_path / "evens.jsonl").read_text().splitlines()) == 5
+
+
+def test_finished_stage_is_skipped_until_settings_change(tmp_path, stages):
+    make(tmp_path).run()
+    CALLS.clear()
+    make(tmp_path).run()
+    assert CALLS == []
+    make(tmp_path).run(force=True)
+    assert CALLS == [3, 3, 3, 1]
+    CALLS.clear()
+    make(tmp_path, "seed=7").run()  # the seed is part of every stage's settings
+    assert CALLS == [3, 3, 3, 1]
+
+
+def test_only_and_until(tmp_path, stages):
+    with pytest.raises(AutoifError, match=r"stage 'evens' needs .*numbers.jsonl; run `autoif run --until numbers`"):
+        make(tmp_path).run(only="evens")
+    make(tmp_path).run(until="numbers")
+    assert not (tmp_path / "evens.jsonl").exists()
+    make(tmp_path).run(only="evens")
+    assert (tmp_path / "evens.jsonl").exists()
+    with pytest.raises(AutoifError, match="unknown stage 'even' \\(did you mean 'evens'\\?\\)"):
+        make(tmp_path).run(only="even")
+
+
+def test_bad_input_record_names_file_and_line(tmp_path, stages):
+    make(tmp_path).run(until="numbers")
+    (tmp_path / "numbers.jsonl").write_text('{"id": "a", "text": "x", "source": "seed"}\n{"id": "b"}\n')
+    with pytest.raises(AutoifError, match=r"numbers.jsonl line 2: text: Field required"):
+        make(tmp_path).run(only="evens")
