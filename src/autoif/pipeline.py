@@ -112,54 +112,58 @@ class Pipeline:
 
     def run_stage(self, stage: Stage, ctx: Context, force: bool = False) -> StageReport:
         records = self._read_input(stage)
-        ctx.needs = {need: self._read_output(need, stage.name) for need in stage.needs}
+        needs = {need: self._resolve_need(need, stage.name) for need in stage.needs}
+        ctx.needs = {need: self._read_output(source, stage.name) for need, source in needs.items()}
         settings = stage.settings(self.config)
+        sources = ([stage.input] if stage.input else []) + list(needs.values())
         inputs_key = _digest(stage.name, getattr(stage, "version", 1), settings,
-                             *(self._file_digest(n) for n in ([stage.input] if stage.input else []) + list(stage.needs)))
+                             *(self._file_digest(n) for n in sources))
         workdir = self.out / _WORK / stage.name
         marker = workdir / "DONE"
-        output = self.out / stage.output
-        if not force and marker.is_file() and output.is_file():
+        files = stage.files()
+        if not force and marker.is_file() and all((self.out / f).is_file() for f in files.values()):
             done = json.loads(marker.read_text())
             if done.get("key") == inputs_key:
-                log.info("%s: up to date (%d records), skipped", stage.name, done["report"]["out"])
-                report = StageReport(done["report"]["in"], done["report"]["out"], Counter(done["report"]["dropped"]),
-                                     Counter(done["report"]["counts"]), done["report"]["shards_reused"],
-                                     done["report"]["shards_run"])
-                return report
+                r = done["report"]
+                log.info("%s: up to date (%d records), skipped", stage.name, r["out"])
+                return StageReport(r["in"], r["out"], Counter(r["dropped"]), Counter(r["counts"]),
+                                   r["shards_reused"], r["shards_run"])
 
         size = self.config.executor.shard_size if stage.sharded else max(1, len(records))
         shards = [records[i:i + size] for i in range(0, len(records), size)] or [[]]
         keys = [_digest(inputs_key, [r.model_dump(mode="json") for r in shard]) for shard in shards]
         report = StageReport(records_in=len(records))
-        todo = []
-        for i, key in enumerate(keys):
-            if not force and (workdir / f"{key}.done").is_file():
-                report.shards_reused += 1
-            else:
-                todo.append(i)
+        todo = [i for i, key in enumerate(keys) if force or not (workdir / f"{key}.done").is_file()]
+        report.shards_reused = len(keys) - len(todo)
         log.info("%s: %d records in %d shard(s), %d to run", stage.name, len(records), len(shards), len(todo))
         for i, result in self.executor.run(stage, [shards[i] for i in todo], ctx):
             key = keys[todo[i]]
-            atomic_write_text(workdir / f"{key}.jsonl", dumps_records(result.records))
+            by_file: dict[str, list[Record]] = {f: [] for f in files.values()}
+            for record in result.records:
+                by_file[files[type(record)]].append(record)
+            for fname, recs in by_file.items():
+                atomic_write_text(workdir / f"{key}.{fname}", dumps_records(recs))
+            # The marker comes last: a shard is done only once all its files are.
             atomic_write_text(workdir / f"{key}.done", json.dumps(
                 {"dropped": result.dropped, "counts": result.counts}) + "\n")
             report.shards_run += 1
 
-        parts = []
         for key in keys:
             meta = json.loads((workdir / f"{key}.done").read_text())
             report.dropped.update(meta["dropped"])
             report.counts.update(meta["counts"])
-            parts.append((workdir / f"{key}.jsonl").read_text(encoding="utf-8"))
-        text = "".join(parts)
-        atomic_write_text(output, text)
-        report.records_out = sum(1 for line in text.splitlines() if line.strip())
+        for fname in files.values():
+            text = "".join((workdir / f"{key}.{fname}").read_text(encoding="utf-8") for key in keys)
+            atomic_write_text(self.out / fname, text)
+            if fname == stage.output:
+                report.records_out = sum(1 for line in text.splitlines() if line.strip())
+            else:
+                report.counts[f"records_out:{fname}"] = sum(1 for line in text.splitlines() if line.strip())
         atomic_write_text(marker, json.dumps({"key": inputs_key, "report": report.as_dict()}) + "\n")
         self._prune(workdir, set(keys))
         dropped = ", ".join(f"{k}: {v}" for k, v in report.dropped.most_common()) or "none"
         log.info("%s: %d in, %d out (dropped: %s) -> %s", stage.name, report.records_in, report.records_out,
-                 dropped, output)
+                 dropped, ", ".join(files.values()))
         return report
 
     # ------------------------------------------------------------------------------------ helpers
@@ -175,6 +179,14 @@ class Pipeline:
             raise AutoifError(f"stage '{reader}' needs {path}; run `autoif run --until {name}` first")
         return read_jsonl(path, producer.output_type)
 
+    def _resolve_need(self, need: str, reader: str) -> str:
+        """'backtranslate|crossval' -> the first of those stages whose output exists."""
+        options = need.split("|")
+        for name in options:
+            if (self.out / load_stage(name).output).is_file():
+                return name
+        return options[-1]  # reading it raises the "run --until" error
+
     def _file_digest(self, name: str) -> str:
         path = self.out / load_stage(name).output
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
@@ -182,8 +194,8 @@ class Pipeline:
     @staticmethod
     def _prune(workdir: Path, keep: set[str]) -> None:
         """Shards of earlier settings are dead weight once a stage completes with new ones."""
-        for path in workdir.glob("*.*"):
-            if path.stem not in keep and path.suffix in (".jsonl", ".done"):
+        for path in workdir.iterdir():
+            if path.name != "DONE" and path.name.split(".", 1)[0] not in keep:
                 path.unlink(missing_ok=True)
 
     def _load_funnel(self) -> dict:

@@ -78,11 +78,36 @@ class ResponsesRecord(Record):
 class VerifiedResponse(Record):
     text: str
     pass_rate: float
-    outcomes: list[Optional[bool]]
+    outcomes: list[Optional[bool]]  # per function: its bool, or None when it failed to run
+    score: Optional[float] = None  # relevance, set by the score stage
 
 
 class VerifiedRecord(Record):
-    """verified.jsonl: each response with its pass rate over the instruction's functions."""
+    """verified.jsonl (and scored.jsonl): each response with its pass rate over the functions."""
 
     prompt_id: str
     responses: list[VerifiedResponse]
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SFTRecord(Record):
+    """sft.jsonl: TRL conversational format, with the functions that verified the answer."""
+
+    messages: list[Message]
+    instruction_id: str
+    functions: list[str]
+    pass_rate: float
+
+
+class DPORecord(Record):
+    """dpo.jsonl: TRL conversational preference format, with the functions that judged the pair."""
+
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    level: Literal["query", "instruction"]
+    functions: list[str]

@@ -83,9 +83,16 @@ class Stage(ABC):
     output: ClassVar[str]  # the file it writes under OUT, e.g. "crossval.jsonl"
     input: ClassVar[str | None]  # the stage whose output feeds this one (None: a source stage)
     output_type: ClassVar[type[Record]]
-    needs: ClassVar[tuple[str, ...]] = ()  # other stages' outputs read whole (see `Context.needs`)
+    # Extra files written besides `output`, by record type, e.g. {DPORecord: "dpo.jsonl"}.
+    also_writes: ClassVar[dict[type[Record], str]] = {}
+    # Other stages' outputs read whole (see `Context.needs`); "a|b" takes a's, or b's when a has none.
+    needs: ClassVar[tuple[str, ...]] = ()
     sharded: ClassVar[bool] = True  # False when a stage must see all records at once (dedup, merge)
     uses_llm: ClassVar[bool] = False
+
+    def files(self) -> dict[type[Record], str]:
+        """Output file of each record type this stage yields."""
+        return {self.output_type: self.output, **self.also_writes}
 
     def settings(self, config: Config) -> Any:
         """Everything in the config that changes this stage's output (part of its resume key)."""
