@@ -86,8 +86,10 @@ def config_cmd(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--only", default=None, metavar="STAGE", help="Run this one stage (its input must exist).")
 @click.option("--until", default=None, metavar="STAGE", help="Stop after this stage.")
 @click.option("--force", is_flag=True, help="Redo stages even when their outputs are up to date.")
+@click.option("--push-to-hub", default=None, metavar="REPO",
+              help="Also push the SFT/DPO datasets to this Hugging Face hub repo (needs HF_TOKEN).")
 def run_cmd(config_path: str | None, out: str | None, overrides: tuple[str, ...], only: str | None,
-            until: str | None, force: bool) -> None:
+            until: str | None, force: bool, push_to_hub: str | None) -> None:
     """Run the AutoIF pipeline: seeds to SFT data and DPO pairs."""
     from .config import load_config
     from .pipeline import Pipeline
@@ -95,7 +97,31 @@ def run_cmd(config_path: str | None, out: str | None, overrides: tuple[str, ...]
     config = load_config(config_path, overrides)
     if out:
         config.paths.out = out
-    Pipeline(config).run(only=only, until=until, force=force)
+    Pipeline(config).run(only=only, until=until, force=force, push_to_hub=push_to_hub)
+
+
+@cli.command("train")
+@click.argument("method", type=click.Choice(["sft", "dpo", "online-dpo", "grpo"]))
+@config_option
+@set_option
+@click.option("--model", default=None, help="Model to train: 'embedded', a hub id or a path (overrides model).")
+@click.option("--data", default=None, help="A run's output directory or a jsonl file (overrides data).")
+@click.option("--output", default=None, help="Where checkpoints and the final model go (overrides output_dir).")
+@click.option("--print-config", is_flag=True, help="Print this trainer's settings as commented YAML and stop.")
+def train_cmd(method: str, config_path: str | None, overrides: tuple[str, ...], model: str | None,
+              data: str | None, output: str | None, print_config: bool) -> None:
+    """Train on a run's data: sft, dpo (offline), online-dpo (iterative, verifier-scored), grpo."""
+    from .config import dump_default_yaml, load_config
+    from .train import trainer
+
+    settings_class, train = trainer(method)
+    extra = [f"{k}={v}" for k, v in (("model", model), ("data", data), ("output_dir", output)) if v is not None]
+    settings = load_config(config_path, list(overrides) + extra, model=settings_class)
+    if print_config:
+        click.echo(dump_default_yaml(settings), nl=False)
+        return
+    path = train(settings)
+    click.echo(f"autoif: trained model saved to {path}")
 
 
 def main() -> None:

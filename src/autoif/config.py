@@ -106,6 +106,8 @@ class SeedsConfig(Section):
         "is the embedded one, which cannot write working functions)")
     library_per_constraint: int = Field(
         1, ge=1, description="built-in library: instructions drawn per constraint type (different parameters)")
+    library_limit: Optional[int] = Field(
+        None, ge=1, description="built-in library: use only this many instructions, sampled with the seed (None: all)")
 
     def library_enabled(self, llm: "LLMConfig") -> bool:
         if self.builtin_library == "auto":
@@ -345,15 +347,20 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def config_from_dict(tree: dict) -> Config:
+def config_from_dict(tree: dict, model: type[BaseModel] | None = None) -> Any:
+    """Validate a tree as `model` (default: the run's Config) or raise a one-line ConfigError."""
     try:
-        return Config.model_validate(tree)
+        return (model or Config).model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """YAML file (optional) + `key.sub=value` overrides -> validated Config, or ConfigError."""
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
+                model: type[BaseModel] | None = None) -> Any:
+    """YAML file (optional) + `key.sub=value` overrides -> validated Config (or `model`), or ConfigError.
+
+    `model` lets other commands (the trainers) load their own settings with the same rules.
+    """
     tree: dict = {}
     if path is not None:
         p = Path(path).expanduser()
@@ -376,10 +383,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(tree, key, value)
-    return config_from_dict(tree)
+    return config_from_dict(tree, model)
 
 
-def dump_default_yaml(config: Config | None = None) -> str:
+def dump_default_yaml(config: BaseModel | None = None) -> str:
     """The config as YAML with every field's description as a comment above it."""
     config = config or Config()
     lines = ["# autoif configuration. Every key is optional; `autoif run -c THIS.yaml` loads it.", ""]

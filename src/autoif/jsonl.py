@@ -16,7 +16,8 @@ from .errors import AutoifError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_jsonl(path: str | os.PathLike, model: type[M]) -> list[M]:
+def read_jsonl(path: str | os.PathLike, model: type[M] | None = None) -> list[M]:
+    """Records of a jsonl file, validated as `model` (or plain dicts); errors name file and line."""
     path = Path(path)
     if not path.is_file():
         raise AutoifError(f"no such file: {path}")
@@ -24,6 +25,15 @@ def read_jsonl(path: str | os.PathLike, model: type[M]) -> list[M]:
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
+                continue
+            if model is None:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise AutoifError(f"{path} line {lineno}: not JSON: {exc.msg}") from None
+                if not isinstance(record, dict):
+                    raise AutoifError(f"{path} line {lineno}: expected a JSON object")
+                out.append(record)
                 continue
             try:
                 out.append(model.model_validate_json(line))

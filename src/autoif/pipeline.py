@@ -38,6 +38,11 @@ STAGES: dict[str, str] = {
     "verifiers": "autoif.stages.verifiers:VerifiersStage",
     "crossval": "autoif.stages.crossval:CrossvalStage",
     "backtranslate": "autoif.stages.backtranslate:BacktranslateStage",
+    "queries": "autoif.stages.queries:QueriesStage",
+    "responses": "autoif.stages.responses:ResponsesStage",
+    "verify": "autoif.stages.verify:VerifyStage",
+    "score": "autoif.stages.score:ScoreStage",
+    "export": "autoif.stages.export:ExportStage",
 }
 
 _WORK = ".work"
@@ -92,9 +97,13 @@ class Pipeline:
             return [only]
         return names[: names.index(until) + 1] if until else names
 
-    def run(self, only: str | None = None, until: str | None = None, force: bool = False) -> dict:
+    def run(self, only: str | None = None, until: str | None = None, force: bool = False,
+            push_to_hub: str | None = None) -> dict:
         names = self.selected(only, until)
         self.out.mkdir(parents=True, exist_ok=True)
+        from .config import dump_default_yaml
+
+        atomic_write_text(self.out / "config.yaml", dump_default_yaml(self.config))
         funnel = self._load_funnel()
         ctx = Context(self.config)
         try:
@@ -105,6 +114,8 @@ class Pipeline:
                     funnel["llm"] = {"backend": self.config.llm.backend, "model": self.config.llm.model,
                                      **ctx.llm.stats.as_dict()}
                 atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
+            if "export" in names:
+                self._write_export_copies(push_to_hub)
         finally:
             ctx.close()
         self._log_funnel(funnel, names)
@@ -165,6 +176,21 @@ class Pipeline:
         log.info("%s: %d in, %d out (dropped: %s) -> %s", stage.name, report.records_in, report.records_out,
                  dropped, ", ".join(files.values()))
         return report
+
+    def _write_export_copies(self, push_to_hub: str | None) -> None:
+        """The export in the other formats people train with: LLaMA-Factory files, a `datasets` copy."""
+        from . import export_formats
+        from .records import DPORecord, SFTRecord
+
+        cfg = self.config.export
+        if not (cfg.llamafactory or cfg.hf_dataset or push_to_hub):
+            return
+        sft = read_jsonl(self.out / "sft.jsonl", SFTRecord)
+        dpo = read_jsonl(self.out / "dpo.jsonl", DPORecord)
+        if cfg.llamafactory:
+            export_formats.write_llamafactory(self.out, sft, dpo)
+        if cfg.hf_dataset or push_to_hub:
+            export_formats.save_hf_dataset(self.out, sft, dpo, push_to_hub=push_to_hub)
 
     # ------------------------------------------------------------------------------------ helpers
     def _read_input(self, stage: Stage) -> list[Record]:

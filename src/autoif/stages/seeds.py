@@ -37,7 +37,11 @@ class SeedsStage(Stage):
         if cfg.library_enabled(ctx.config.llm):
             from ..library import build_library
 
-            for entry in build_library(ctx.config.seed, per_constraint=cfg.library_per_constraint):
+            library = build_library(ctx.config.seed, per_constraint=cfg.library_per_constraint)
+            if cfg.library_limit is not None and cfg.library_limit < len(library):
+                picked = set(ctx.rng("seeds.library_limit").sample(range(len(library)), cfg.library_limit))
+                library = [e for i, e in enumerate(library) if i in picked]
+            for entry in library:
                 yield Instruction(id=f"lib-{entry.id}", text=entry.instruction, source="builtin",
                                   constraint=entry.constraint, functions=list(entry.functions),
                                   cases=list(entry.cases))

@@ -1,0 +1,195 @@
+"""What every trainer shares: settings common to all of them, model and data loading, TRL args.
+
+Each trainer module (sft.py, dpo.py, online_dpo.py, grpo.py) holds its own settings class whose
+defaults are the paper's hyper-parameters, and a `train(settings)` that builds a TRL trainer. This
+module only holds what would otherwise be copied into all four.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from ..config import Section
+from ..errors import AutoifError, require
+from ..jsonl import read_jsonl
+
+log = logging.getLogger("autoif.train")
+
+
+class LoraSettings(Section):
+    """LoRA adapters (peft) instead of full fine-tuning."""
+
+    enabled: bool = Field(False, description="train LoRA adapters instead of all weights")
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: int = Field(32, ge=1, description="adapter scaling (lora_alpha)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="adapter dropout")
+    target_modules: str = Field("all-linear", description="modules to adapt (peft syntax, comma-separated names)")
+
+
+class TrainSettings(Section):
+    """Settings every trainer has; each trainer's subclass sets the paper's defaults."""
+
+    model: str = Field("embedded", description="model to train: 'embedded' (SmolLM2-135M), a hub id or a path")
+    data: str = Field("autoif-out", description="a run's output directory, or the jsonl file to train on")
+    output_dir: str = Field("autoif-train", description="checkpoints and the final model go here")
+    cache_dir: str = Field("~/.cache/autoif", description="where the embedded model's checkpoint is kept")
+    max_records: Optional[int] = Field(None, ge=1, description="train on at most this many records (None: all)")
+    learning_rate: float = Field(7e-6, gt=0, description="peak learning rate")
+    lr_scheduler_type: str = Field("linear", description="learning-rate schedule (transformers name)")
+    warmup_steps: float = Field(
+        20, ge=0, description="warm-up: steps when >= 1, a fraction of all steps when < 1")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
+    num_train_epochs: float = Field(3, gt=0, description="passes over the data")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs)")
+    global_batch_size: int = Field(128, ge=1, description="sequences per optimizer step, over all devices")
+    per_device_batch_size: int = Field(4, ge=1, description="sequences per forward pass on one device")
+    max_length: int = Field(8192, ge=16, description="longest tokenized example; longer ones are truncated")
+    bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16: auto uses it where the GPU has it")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    logging_steps: int = Field(10, ge=1, description="log every this many steps")
+    save_steps: int = Field(500, ge=1, description="save a checkpoint every this many steps")
+    save_total_limit: Optional[int] = Field(2, ge=1, description="checkpoints kept (None: all)")
+    report_to: str = Field("none", description="'none', 'tensorboard', 'wandb' (TRL's report_to), comma-separated")
+    resume: Optional[str] = Field(
+        None, description="resume from a checkpoint directory, or 'latest' for the newest in output_dir")
+    seed: int = Field(42, description="random seed")
+
+    # The file a run writes for this trainer (subclasses set it).
+    data_file: str = Field("sft.jsonl", description="file taken from `data` when `data` is a run directory")
+
+
+def data_path(settings: TrainSettings) -> Path:
+    path = Path(settings.data).expanduser()
+    if path.is_dir():
+        path = path / settings.data_file
+    if not path.is_file():
+        raise AutoifError(f"training data not found: {path}")
+    return path
+
+
+def read_records(settings: TrainSettings, required: tuple[str, ...]) -> list[dict]:
+    """The dataset's records as dicts, each checked for the fields the trainer needs."""
+    path = data_path(settings)
+    records = [r if isinstance(r, dict) else r.model_dump() for r in read_jsonl(path)]
+    for n, record in enumerate(records, 1):
+        missing = [f for f in required if f not in record]
+        if missing:
+            raise AutoifError(f"{path}: record {n} lacks field '{missing[0]}' (this trainer needs {', '.join(required)})")
+    if not records:
+        raise AutoifError(f"{path}: no records to train on")
+    if settings.max_records:
+        records = records[: settings.max_records]
+    log.info("training data: %d records from %s", len(records), path)
+    return records
+
+
+def load_model_and_tokenizer(settings: TrainSettings, model: str | None = None):
+    """The model to train, in fp32 on CPU and bf16 where the GPU has it, with its tokenizer."""
+    transformers = require("transformers", "train", "training")
+    torch = require("torch", "train", "training")
+    from ..llm.embedded import resolve_model
+
+    source = resolve_model(model or settings.model, settings.cache_dir)
+    dtype = torch.bfloat16 if use_bf16(settings) else torch.float32
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        policy = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as exc:
+        raise AutoifError(f"cannot load model '{source}': {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return policy, tokenizer
+
+
+def use_bf16(settings: TrainSettings) -> bool:
+    if settings.bf16 != "auto":
+        return settings.bf16 == "on"
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def trl_args(settings: TrainSettings, config_class: type, output_dir: str | Path | None = None, **extra: Any):
+    """A TRL config (SFTConfig, DPOConfig, GRPOConfig) from our settings plus trainer-specific fields."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accumulation = max(1, settings.global_batch_size // (settings.per_device_batch_size * world))
+    import torch
+
+    return config_class(
+        output_dir=str(output_dir or Path(settings.output_dir).expanduser()),
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        bf16=use_bf16(settings),
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=settings.gradient_checkpointing,
+        logging_steps=settings.logging_steps,
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        report_to=[r.strip() for r in settings.report_to.split(",") if r.strip()] or "none",
+        seed=settings.seed,
+        **extra,
+    )
+
+
+def peft_config(settings: TrainSettings):
+    if not settings.lora.enabled:
+        return None
+    peft = require("peft", "train", "LoRA training")
+    targets = settings.lora.target_modules
+    return peft.LoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
+                           target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                           task_type="CAUSAL_LM")
+
+
+def resume_checkpoint(settings: TrainSettings) -> str | bool | None:
+    """What to hand to `trainer.train(resume_from_checkpoint=...)`."""
+    if settings.resume is None:
+        return None
+    if settings.resume == "latest":
+        out = Path(settings.output_dir).expanduser()
+        if not any(out.glob("checkpoint-*")):
+            raise AutoifError(f"resume=latest: no checkpoint in {out}")
+        return True
+    if not Path(settings.resume).expanduser().is_dir():
+        raise AutoifError(f"resume: no such checkpoint directory: {settings.resume}")
+    return str(Path(settings.resume).expanduser())
+
+
+def save_final(trainer, tokenizer, output_dir: str | Path) -> Path:
+    """The trained model (adapters merged into nothing: peft saves adapters) and tokenizer, loadable by from_pretrained."""
+    out = Path(output_dir).expanduser() / "final"
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    log.info("saved the trained model to %s", out)
+    return out
+
+
+def prompts_with_functions(records: list[dict]) -> list[dict]:
+    """Distinct prompts (chat messages before the answer) with the functions that judge answers to them.
+
+    Accepts sft.jsonl records (`messages`) and dpo.jsonl records (`prompt`), so online DPO and GRPO
+    can start from either file.
+    """
+    seen: set[str] = set()
+    out = []
+    for record in records:
+        prompt = record["prompt"] if "prompt" in record else [m for m in record["messages"] if m["role"] != "assistant"]
+        key = repr([(m["role"], m["content"]) for m in prompt])
+        if key in seen or not record["functions"]:
+            continue
+        seen.add(key)
+        out.append({"prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+                    "functions": list(record["functions"])})
+    return out

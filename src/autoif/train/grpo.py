@@ -1,0 +1,54 @@
+"""`autoif train grpo`: GRPO (TRL's GRPOTrainer) with the verification functions as the reward.
+
+Beyond the paper: instead of building DPO pairs, every group of completions of a prompt is scored
+by `autoif.rewards.verifier_reward` (pass rate over the prompt's functions, run in the sandbox)
+and the policy is pushed towards the completions that pass more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from ..errors import require
+from ..rewards import make_verifier_reward
+from .common import (TrainSettings, load_model_and_tokenizer, peft_config, prompts_with_functions, read_records,
+                     resume_checkpoint, save_final, trl_args)
+
+
+class GRPOSettings(TrainSettings):
+    """GRPO with the verifier reward."""
+
+    output_dir: str = Field("autoif-train/grpo", description="checkpoints and the final model go here")
+    data_file: str = Field("sft.jsonl", description="prompts (with functions) from this file of a run directory")
+    learning_rate: float = Field(1e-6, gt=0, description="peak learning rate")
+    lr_scheduler_type: str = Field("cosine", description="learning-rate schedule (transformers name)")
+    warmup_steps: float = Field(0.1, ge=0, description="warm-up: steps when >= 1, a fraction of all steps when < 1")
+    num_train_epochs: float = Field(1, gt=0, description="passes over the prompts")
+    global_batch_size: int = Field(64, ge=1, description="completions per optimizer step, over all devices")
+    per_device_batch_size: int = Field(8, ge=1, description="completions per forward pass on one device")
+    num_generations: int = Field(8, ge=2, description="completions sampled per prompt (the group)")
+    max_completion_length: int = Field(512, ge=8, description="longest sampled completion")
+    temperature: float = Field(0.8, gt=0, le=2, description="sampling temperature")
+    beta: float = Field(0.0, ge=0, description="KL coefficient against the reference (0: no reference model)")
+    use_vllm: bool = Field(False, description="generate with vLLM (TRL's colocate mode; needs a GPU)")
+
+
+def train(settings: GRPOSettings) -> Path:
+    trl = require("trl", "train", "GRPO training")
+    datasets = require("datasets", "hf", "training")
+    from ..sandbox import Sandbox
+
+    prompts = prompts_with_functions(read_records(settings, ("functions",)))
+    model, tokenizer = load_model_and_tokenizer(settings)
+    args = trl_args(settings, trl.GRPOConfig, num_generations=settings.num_generations,
+                    max_completion_length=settings.max_completion_length, temperature=settings.temperature,
+                    beta=settings.beta, use_vllm=settings.use_vllm,
+                    **({"vllm_mode": "colocate"} if settings.use_vllm else {}))
+    with Sandbox() as sandbox:
+        trainer = trl.GRPOTrainer(model=model, reward_funcs=make_verifier_reward(sandbox), args=args,
+                                  train_dataset=datasets.Dataset.from_list(prompts), processing_class=tokenizer,
+                                  peft_config=peft_config(settings))
+        trainer.train(resume_from_checkpoint=resume_checkpoint(settings))
+    return save_final(trainer, tokenizer, settings.output_dir)
