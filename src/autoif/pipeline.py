@@ -119,7 +119,18 @@ class Pipeline:
         finally:
             ctx.close()
         self._log_funnel(funnel, names)
+        self._write_report()
         return funnel
+
+    def _write_report(self) -> None:
+        """OUT/report.html after every run; a missing plotting library costs the report, not the run."""
+        from .errors import MissingDependency
+        from .report import write_report
+
+        try:
+            log.info("report: %s", write_report(self.out, self.config))
+        except MissingDependency as exc:
+            log.warning("report not written: %s", exc)
 
     def run_stage(self, stage: Stage, ctx: Context, force: bool = False) -> StageReport:
         records = self._read_input(stage)

@@ -1,0 +1,218 @@
+"""What the report shows, read from a run's output directory: one streaming pass over each file.
+
+Every file is optional (a run may stop at any stage, or still be running) and is read with the
+record model its stage writes (`Stage.files()`), so the report follows the stage registry. A line
+that is not a valid record is counted and skipped, never fatal: a report is most needed when a run
+went wrong. Samples for display are drawn by reservoir sampling with a fixed seed, so any file size
+is read in constant memory beyond the numbers plotted, and the same run gives the same sample.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..config import Config, load_config
+from ..errors import AutoifError
+from ..pipeline import STAGES, load_stage
+from ..records import CrossvalRecord, DPORecord, Instruction, ResponsesRecord, SFTRecord, VerifiedRecord
+
+T = TypeVar("T")
+
+SAMPLE_INSTRUCTIONS = 24
+SAMPLE_SFT = 10
+SAMPLE_DPO_PER_LEVEL = 6
+
+
+class Reservoir(Generic[T]):
+    """A uniform random sample of at most `size` items from a stream, kept in stream order."""
+
+    def __init__(self, size: int, seed: str) -> None:
+        self.size = size
+        self.seen = 0
+        self._rng = random.Random(seed)
+        self._items: list[tuple[int, T]] = []
+
+    def offer(self, item: T) -> None:
+        if len(self._items) < self.size:
+            self._items.append((self.seen, item))
+        else:
+            j = self._rng.randrange(self.seen + 1)
+            if j < self.size:
+                self._items[j] = (self.seen, item)
+        self.seen += 1
+
+    def items(self) -> list[T]:
+        return [item for _, item in sorted(self._items, key=lambda pair: pair[0])]
+
+
+@dataclass
+class FileScan:
+    """One jsonl file of the run: whether it exists, its valid records, its unreadable lines."""
+
+    name: str
+    present: bool = False
+    records: int = 0
+    invalid: int = 0
+    first_error: Optional[str] = None
+
+
+def scan(path: Path, model: type[BaseModel], visit: Callable[[Any], None] | None) -> FileScan:
+    result = FileScan(path.name)
+    if not path.is_file():
+        return result
+    result.present = True
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = model.model_validate_json(line)
+            except ValidationError as err:
+                result.invalid += 1
+                if result.first_error is None:
+                    first = err.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"]) or "record"
+                    result.first_error = f"line {lineno}: {where}: {first['msg']}"
+                continue
+            result.records += 1
+            if visit is not None:
+                visit(record)
+    return result
+
+
+@dataclass
+class JsonFile:
+    """A JSON document of the run (funnel, eval results, contamination check)."""
+
+    name: str
+    data: Any = None
+    error: Optional[str] = None  # set when the file exists but is not JSON
+
+    @property
+    def present(self) -> bool:
+        return self.data is not None or self.error is not None
+
+
+def read_json(path: Path) -> JsonFile:
+    doc = JsonFile(path.name)
+    if path.is_file():
+        try:
+            doc.data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        except json.JSONDecodeError as exc:
+            doc.error = f"not JSON: {exc.msg} at line {exc.lineno}"
+    return doc
+
+
+@dataclass
+class RunData:
+    stage_files: dict[str, list[str]]  # stage -> the files it writes, in registry order
+    files: dict[str, FileScan]
+    funnel: JsonFile
+    config_text: Optional[str]
+    config: Optional[Config]
+    config_error: Optional[str]
+    instruction_sources: Counter = field(default_factory=Counter)
+    function_accuracy: list[float] = field(default_factory=list)
+    case_accuracy: list[float] = field(default_factory=list)
+    nli_labels: Counter = field(default_factory=Counter)
+    responses: int = 0
+    pass_rates: list[float] = field(default_factory=list)
+    responses_passed: int = 0
+    scores: list[float] = field(default_factory=list)
+    unscored: int = 0
+    instructions_file: str = "crossval.jsonl"  # where the browsable sample comes from
+    instructions: list[CrossvalRecord] = field(default_factory=list)
+    sft: list[SFTRecord] = field(default_factory=list)
+    dpo: dict[str, list[DPORecord]] = field(default_factory=dict)
+    dpo_levels: Counter = field(default_factory=Counter)
+    evals: list[JsonFile] = field(default_factory=list)
+    contamination: JsonFile = field(default_factory=lambda: JsonFile("contamination.json"))
+
+    def count(self, name: str) -> Optional[int]:
+        """Records in a file, None when the run did not write it."""
+        scan_ = self.files.get(name)
+        return scan_.records if scan_ is not None and scan_.present else None
+
+    @property
+    def training_records(self) -> int:
+        return (self.count("sft.jsonl") or 0) + (self.count("dpo.jsonl") or 0)
+
+
+def read_run(out: Path, config: Config | None = None) -> RunData:
+    if not out.is_dir():
+        raise AutoifError(f"no run directory at {out} (run `autoif run -o {out}` first)")
+    config_path = out / "config.yaml"
+    config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else None
+    config_error = None
+    if config is None and config_text is not None:
+        try:
+            config = load_config(config_path)
+        except AutoifError as exc:  # an older or hand-edited config: shown as text, thresholds not drawn
+            config_error = str(exc)
+    run = RunData(stage_files={}, files={}, funnel=read_json(out / "funnel.json"),
+                  config_text=config_text, config=config, config_error=config_error)
+
+    instructions = Reservoir[CrossvalRecord](SAMPLE_INSTRUCTIONS, "report:instructions")
+    sft = Reservoir[SFTRecord](SAMPLE_SFT, "report:sft")
+    dpo = {level: Reservoir[DPORecord](SAMPLE_DPO_PER_LEVEL, f"report:dpo:{level}")
+           for level in ("query", "instruction")}
+    use_backtranslate = (out / "backtranslate.jsonl").is_file()
+    run.instructions_file = "backtranslate.jsonl" if use_backtranslate else "crossval.jsonl"
+
+    def on_instruction(r: Instruction) -> None:
+        run.instruction_sources[r.source] += 1
+
+    def on_crossval(r: CrossvalRecord) -> None:
+        run.function_accuracy.extend(f.accuracy for f in r.functions)
+        run.case_accuracy.extend(c.accuracy for c in r.cases)
+        if not use_backtranslate:
+            instructions.offer(r)
+
+    def on_backtranslate(r: CrossvalRecord) -> None:
+        back = (r.model_extra or {}).get("back_translations")
+        for bt in back if isinstance(back, list) else []:
+            label = bt.get("label") if isinstance(bt, dict) else None
+            run.nli_labels[label if isinstance(label, str) else "unlabelled"] += 1
+        instructions.offer(r)
+
+    def on_responses(r: ResponsesRecord) -> None:
+        run.responses += len(r.responses)
+
+    def on_verified(r: VerifiedRecord) -> None:
+        run.pass_rates.extend(x.pass_rate for x in r.responses)
+        run.responses_passed += sum(x.passed for x in r.responses)
+
+    def on_scored(r: VerifiedRecord) -> None:
+        for x in r.responses:
+            if x.score is None:
+                run.unscored += 1
+            else:
+                run.scores.append(x.score)
+
+    def on_dpo(r: DPORecord) -> None:
+        run.dpo_levels[r.level] += 1
+        dpo[r.level].offer(r)
+
+    visitors: dict[str, Callable[[Any], None]] = {
+        "instructions.jsonl": on_instruction, "crossval.jsonl": on_crossval,
+        "backtranslate.jsonl": on_backtranslate, "responses.jsonl": on_responses, "verified.jsonl": on_verified,
+        "scored.jsonl": on_scored, "sft.jsonl": sft.offer, "dpo.jsonl": on_dpo,
+    }
+    for name in STAGES:
+        files = load_stage(name).files()
+        run.stage_files[name] = list(files.values())
+        for model, fname in files.items():
+            run.files[fname] = scan(out / fname, model, visitors.get(fname))
+    run.instructions = instructions.items()
+    run.sft = sft.items()
+    run.dpo = {level: reservoir.items() for level, reservoir in dpo.items()}
+    run.evals = [read_json(p) for p in sorted(out.glob("*_results.json"))]
+    run.contamination = read_json(out / "contamination.json")
+    return run
