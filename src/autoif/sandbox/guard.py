@@ -1,0 +1,418 @@
+"""Python-level isolation between the functions one worker runs (defence in depth, not the
+security boundary: the kernel mechanisms in `isolation.py` are).
+
+What keeps one function from changing another's result:
+- Own globals and own builtins: each function is executed in a fresh globals dict whose
+  `__builtins__` is a private copy of the builtins dict, with `__import__` replaced by the
+  function's importer. `__builtins__["len"] = ...` or `len = ...` touch only that function.
+- Own modules: the importer admits only modules in the allowlist (a dotted prefix admits its
+  submodules; `__future__` and `_strptime`, which CPython's C code imports through the
+  caller's importer, are always admitted) and returns per-function shallow copies of them, created once per function, with
+  submodules copied lazily on first attribute access. `re.search = f` or
+  `string.ascii_letters = ""` change the function's copy only; `random` gets its own `Random`
+  instance, so `random.seed` stays private. A submodule outside the allowlist reached as an
+  attribute (`nltk.os`) is a forbidden import. Any forbidden import attempt marks the call
+  `forbidden_import`, even when the function catches the ImportError.
+- Per-module global state that the allowed modules keep (the decimal context, csv limits and
+  dialects, `nltk.data.path`) is reset after every function that imported the module.
+- Reaching the real objects needs introspection (dunder attributes, frames, getattr/setattr,
+  exec, attrgetter...), attribute assignment, or a module outside the default allowlist
+  (including `io`). `needs_full_check` finds those statically and at import time; after such
+  a function the worker compares the real builtins, `sys.modules`, every loaded module's dict
+  and every Python class of those modules with a snapshot by identity and restores whatever
+  changed, together with signal handlers, the signal mask, tracing, the recursion limit, the
+  working directory and the standard streams.
+
+Known gaps (documented in docs/sandbox.md): in-place mutation of a shared mutable object (e.g.
+`keyword.kwlist.append`) by a function that needs no introspection is not undone; deliberate
+escapes that hide from the static scan can falsify results of later checks in the same worker
+(never the host: files, processes, network and the parent stay confined by the kernel).
+"""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import gc
+import operator
+import os
+import signal
+import sys
+import types
+from typing import Callable, Iterable
+
+DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = (
+    # text processing
+    "re", "string", "unicodedata", "textwrap", "difflib", "html", "csv", "json", "keyword", "base64",
+    # numbers
+    "math", "cmath", "statistics", "decimal", "fractions", "numbers", "random",
+    # data structures and functional helpers
+    "collections", "itertools", "functools", "operator", "heapq", "bisect", "copy", "array",
+    "dataclasses", "enum", "typing", "abc",
+    # dates, hashing, in-memory text streams
+    "datetime", "calendar", "hashlib", "io",
+    # checker-friendly packages autoif ships (NLTK with offline punkt_tab data)
+    "nltk", "langdetect",
+)
+# Default modules whose use needs no full state check afterwards (`io` can reach file descriptors).
+PLAIN_MODULES = frozenset(DEFAULT_ALLOWED_IMPORTS) - {"io"}
+# Admitted whatever the allowlist: `__future__` (compiler directives) and `_strptime`, which
+# CPython's C code imports through the caller's `__import__` (`datetime.strptime`, `time.strptime`).
+ALWAYS_ADMITTED = frozenset({"__future__", "_strptime"})
+
+
+class ForbiddenImport(ImportError):
+    """An import outside the sandbox allowlist."""
+
+
+class CallState:
+    """The call in progress: its number, whether one is running, and flags the importer and the
+    timer set."""
+
+    __slots__ = ("seq", "armed", "forbidden", "timed_out")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.armed = False
+        self.forbidden = False
+        self.timed_out = False
+
+
+# ------------------------------------------------------------------------------- static scan
+_BENIGN_DUNDERS = frozenset("""
+    __init__ __new__ __name__ __doc__ __module__ __qualname__ __annotations__ __slots__ __classcell__
+    __post_init__ __len__ __str__ __repr__ __format__ __hash__ __bool__ __eq__ __ne__ __lt__ __le__
+    __gt__ __ge__ __iter__ __next__ __reversed__ __contains__ __getitem__ __setitem__ __delitem__
+    __call__ __enter__ __exit__ __add__ __radd__ __sub__ __mul__ __truediv__ __floordiv__ __mod__
+    __neg__ __abs__ __main__
+""".split())
+_INTROSPECTION_NAMES = frozenset("""
+    getattr setattr delattr vars globals locals eval exec compile breakpoint attrgetter methodcaller
+    f_globals f_locals f_builtins f_back f_code tb_frame tb_next gi_frame gi_code cr_frame cr_code
+    ag_frame ag_code co_consts mro get_field exit quit
+""".split())
+_ATTRIBUTE_WRITES = frozenset(dis.opmap[name] for name in ("STORE_ATTR", "DELETE_ATTR"))
+
+
+def needs_full_check(code: types.CodeType) -> bool:
+    """True when the code uses introspection or assigns attributes, i.e. could reach and change
+    shared interpreter state; then the worker checks and restores that state after it."""
+    stack = [code]
+    while stack:
+        co = stack.pop()
+        for name in co.co_names:
+            if name in _INTROSPECTION_NAMES:
+                return True
+            if name.startswith("__") and name.endswith("__") and name not in _BENIGN_DUNDERS:
+                return True
+        if not _ATTRIBUTE_WRITES.isdisjoint(co.co_code[0::2]):
+            return True
+        stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
+    return False
+
+
+# ------------------------------------------------------------------------------ import policy
+class ImportPolicy:
+    """The allowlist and the pristine builtins every function's copy starts from."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self.allowed_roots = frozenset(allowed) | ALWAYS_ADMITTED
+        self._verdicts: dict[str, bool] = {}
+        self.real_import = builtins.__import__
+        self.builtins_template = dict(builtins.__dict__)
+
+    def allowed(self, name: str) -> bool:
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            parts = name.split(".")
+            verdict = any(".".join(parts[:i]) in self.allowed_roots for i in range(1, len(parts) + 1))
+            self._verdicts[name] = verdict
+        return verdict
+
+
+FUNCTION_MODULE_PREFIX = "__sandbox_function_"
+
+
+class FunctionEnv:
+    """One function's private namespace: globals, builtins, importer and module copies.
+
+    The globals are the dict of a module registered in `sys.modules` under a name of its own, so
+    that library code which looks a class's module up (dataclasses and typing resolving string
+    annotations) finds the function's namespace; `release()` unregisters it."""
+
+    __slots__ = ("policy", "state", "module", "globals", "copies", "imports", "touched", "full_check")
+
+    def __init__(self, policy: ImportPolicy, state: CallState, key: int) -> None:
+        self.policy = policy
+        self.state = state
+        self.copies: dict[str, types.ModuleType] = {}
+        self.imports: dict[tuple, object] = {}
+        self.touched: set[str] = set()
+        self.full_check = False
+        self.module = types.ModuleType(f"{FUNCTION_MODULE_PREFIX}{key}__")
+        own_builtins = dict(policy.builtins_template)
+        own_builtins["__import__"] = self.import_
+        self.globals = self.module.__dict__
+        self.globals["__builtins__"] = own_builtins
+        sys.modules[self.module.__name__] = self.module
+
+    def release(self) -> None:
+        if sys.modules.get(self.module.__name__) is self.module:
+            del sys.modules[self.module.__name__]
+
+    def forbid(self, name: str):
+        self.state.forbidden = True
+        return ForbiddenImport(f"import of {name!r} is not allowed in the sandbox")
+
+    def import_(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if fromlist is None:
+            fromlist = ()
+        elif fromlist.__class__ is not tuple:
+            fromlist = tuple(fromlist)
+        key = (name, fromlist, level)
+        hit = self.imports.get(key)
+        if hit is not None:
+            return hit
+        if level or not isinstance(name, str) or not self.policy.allowed(name):
+            raise self.forbid(name if isinstance(name, str) else repr(name))
+        module = self.policy.real_import(name, None, None, fromlist, 0)
+        result = self.module_copy(module)
+        self.imports[key] = result
+        return result
+
+    def module_copy(self, real, registered_as: str | None = None):
+        """This function's copy of module `real` (created once). A module is admitted by its own
+        name, or by the dotted name it is registered under (`os.path` is `posixpath`)."""
+        if not isinstance(real, types.ModuleType):
+            return real
+        name = real.__name__
+        copy = self.copies.get(name)
+        if copy is not None:
+            return copy
+        if not self.policy.allowed(name) and not (
+                registered_as and self.policy.allowed(registered_as) and sys.modules.get(registered_as) is real):
+            raise self.forbid(name)
+        copy = types.ModuleType(name)
+        namespace = copy.__dict__
+        for key, value in real.__dict__.items():
+            if not isinstance(value, types.ModuleType):
+                namespace[key] = value
+        namespace["__getattr__"] = self._lazy_attribute(real, copy)
+        if name == "random" and hasattr(real, "_inst"):
+            own = real.Random()
+            for key, value in list(namespace.items()):
+                if getattr(value, "__self__", None) is real._inst:
+                    namespace[key] = getattr(own, key)
+        self.copies[name] = copy
+        root = name.partition(".")[0]
+        self.touched.add(root)
+        if root not in PLAIN_MODULES:
+            self.full_check = True
+        return copy
+
+    def _lazy_attribute(self, real, copy) -> Callable:
+        def __getattr__(attr):
+            value = getattr(real, attr)
+            if isinstance(value, types.ModuleType):
+                value = self.module_copy(value, f"{real.__name__}.{attr}")
+                copy.__dict__[attr] = value
+            return value
+        return __getattr__
+
+
+# ------------------------------------------------------------------------ module state resets
+def _reset_decimal(saved):
+    import decimal
+
+    decimal.setcontext(saved["context"].copy())
+    for attr, value in saved["default"].items():
+        setattr(decimal.DefaultContext, attr, value)
+
+
+def _save_decimal():
+    import decimal
+
+    d = decimal.DefaultContext
+    return {"context": decimal.getcontext().copy(),
+            "default": {a: getattr(d, a) for a in ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")}}
+
+
+def _save_csv():
+    import csv
+
+    return {"limit": csv.field_size_limit(), "dialects": set(csv.list_dialects())}
+
+
+def _reset_csv(saved):
+    import csv
+
+    csv.field_size_limit(saved["limit"])
+    for name in set(csv.list_dialects()) - saved["dialects"]:
+        csv.unregister_dialect(name)
+
+
+def _save_nltk():
+    import nltk.data
+
+    return list(nltk.data.path)
+
+
+def _reset_nltk(saved):
+    import nltk.data
+
+    nltk.data.path[:] = saved
+
+
+# module root -> (save, reset): process-wide settings an allowed module keeps outside its dict.
+MODULE_STATE = {"decimal": (_save_decimal, _reset_decimal), "csv": (_save_csv, _reset_csv),
+                "nltk": (_save_nltk, _reset_nltk)}
+
+
+class ModuleStateResets:
+    def __init__(self) -> None:
+        self.saved = {root: save() for root, (save, _) in MODULE_STATE.items() if root in sys.modules}
+
+    def after(self, env: FunctionEnv) -> None:
+        for root in env.touched:
+            if root in self.saved:
+                MODULE_STATE[root][1](self.saved[root])
+
+
+# ------------------------------------------------------------------------- full state check
+class _DictSnapshot:
+    """The keys and value identities of a dict (or a class's mappingproxy)."""
+
+    __slots__ = ("keys", "values", "getter")
+
+    def __init__(self, mapping) -> None:
+        self.keys = tuple(mapping.keys())
+        self.values = tuple(mapping[k] for k in self.keys)
+        if len(self.keys) > 1:
+            self.getter = operator.itemgetter(*self.keys)
+        elif self.keys:
+            key = self.keys[0]
+            self.getter = lambda m: (m[key],)
+        else:
+            self.getter = lambda m: ()
+
+    def unchanged(self, mapping) -> bool:
+        if len(mapping) != len(self.keys):
+            return False
+        try:
+            current = self.getter(mapping)
+        except KeyError:
+            return False
+        return all(map(operator.is_, current, self.values))
+
+
+def _python_classes(module: types.ModuleType) -> list[type]:
+    heap = 1 << 9  # Py_TPFLAGS_HEAPTYPE: classes written in Python (C types are immutable)
+    out = []
+    for value in list(module.__dict__.values()):
+        if isinstance(value, type) and value.__flags__ & heap and getattr(value, "__module__", None) == module.__name__:
+            out.append(value)
+    return out
+
+
+class InterpreterSnapshot:
+    """Everything a function could change through introspection, and how to put it back."""
+
+    def __init__(self, workdir: str, std_streams: tuple, devnull_stat: os.stat_result) -> None:
+        self.workdir = workdir
+        self.std_streams = std_streams
+        self.devnull_id = (devnull_stat.st_dev, devnull_stat.st_ino)
+        self.builtins = _DictSnapshot(builtins.__dict__)
+        self.sys_modules = dict(sys.modules)
+        self.modules: dict[str, tuple[types.ModuleType, _DictSnapshot]] = {}
+        self.classes: list[tuple[type, _DictSnapshot]] = []
+        self.sys_lists = {name: list(getattr(sys, name)) for name in ("path", "meta_path", "path_hooks")}
+        self.recursion_limit = sys.getrecursionlimit()
+        self.gc_threshold = gc.get_threshold()
+        self.handlers = {}
+        for sig in signal.valid_signals():
+            try:
+                self.handlers[sig] = signal.getsignal(sig)
+            except (ValueError, OSError):
+                continue
+        self.adopt_new_modules()
+
+    def adopt_new_modules(self) -> None:
+        for name, module in list(sys.modules.items()):
+            if (name not in self.modules and isinstance(module, types.ModuleType)
+                    and not name.startswith(FUNCTION_MODULE_PREFIX)):
+                self.modules[name] = (module, _DictSnapshot(module.__dict__))
+                self.classes.extend((cls, _DictSnapshot(cls.__dict__)) for cls in _python_classes(module))
+                self.sys_modules.setdefault(name, module)
+
+    def restore(self) -> None:
+        """Put back whatever differs from the snapshot."""
+        if not self.builtins.unchanged(builtins.__dict__):
+            _restore_dict(builtins.__dict__, self.builtins)
+        for name, module in self.sys_modules.items():
+            if sys.modules.get(name) is not module:
+                sys.modules[name] = module
+        for module, snap in self.modules.values():
+            if not snap.unchanged(module.__dict__):
+                _restore_dict(module.__dict__, snap)
+        for cls, snap in self.classes:
+            if not snap.unchanged(cls.__dict__):
+                _restore_class(cls, snap)
+        for name, saved in self.sys_lists.items():
+            live = getattr(sys, name)
+            if live != saved:
+                live[:] = saved
+        sys.settrace(None)
+        sys.setprofile(None)
+        if sys.getrecursionlimit() != self.recursion_limit:
+            sys.setrecursionlimit(self.recursion_limit)
+        if not gc.isenabled():
+            gc.enable()
+        if gc.get_threshold() != self.gc_threshold:
+            gc.set_threshold(*self.gc_threshold)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        for sig, handler in self.handlers.items():
+            if signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        self._restore_streams()
+        self.adopt_new_modules()
+
+    def _restore_streams(self) -> None:
+        for fd in (0, 1, 2):
+            try:
+                st = os.fstat(fd)
+                ok = (st.st_dev, st.st_ino) == self.devnull_id
+            except OSError:
+                ok = False
+            if not ok:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        streams = []
+        for fd, name, stream in zip((0, 1, 2), ("stdin", "stdout", "stderr"), self.std_streams):
+            if stream.closed:
+                stream = open(fd, "r" if fd == 0 else "w", closefd=False)
+            if getattr(sys, name) is not stream:
+                setattr(sys, name, stream)
+            streams.append(stream)
+        self.std_streams = tuple(streams)
+        if os.getcwd() != self.workdir:
+            os.chdir(self.workdir)
+
+
+def _restore_dict(live: dict, snap: _DictSnapshot) -> None:
+    keep = set(snap.keys)
+    for key in [k for k, v in live.items() if k not in keep and not isinstance(v, types.ModuleType)]:
+        del live[key]
+    live.update(zip(snap.keys, snap.values))
+
+
+def _restore_class(cls: type, snap: _DictSnapshot) -> None:
+    keep = set(snap.keys)
+    for key in [k for k in cls.__dict__ if k not in keep]:
+        delattr(cls, key)
+    for key, value in zip(snap.keys, snap.values):
+        if cls.__dict__.get(key, _MISSING) is not value:
+            setattr(cls, key, value)
+
+
+_MISSING = object()

@@ -1,0 +1,308 @@
+"""A sandbox worker: `python -m autoif.sandbox.worker REQUEST_FD REPLY_FD RESULTS_FD`.
+
+Started by `Sandbox` as a fresh interpreter (never a fork of the parent), with a minimal
+environment, a private scratch directory as its working directory, and stdin/stdout/stderr on
+/dev/null once it is ready. It reads its configuration, imports and warms up the allowed modules,
+then confines itself (rlimits, capabilities, Landlock, seccomp; see `isolation.py`) and serves
+batches until its request pipe closes.
+
+A batch is a list of segments, each one function over a run of responses. A function's source is
+compiled and its top level executed once per worker, on its first check (the code is cached by
+function id until the parent evicts it). Every call runs under a wall-clock limit: while a batch
+runs, ITIMER_REAL ticks ten times per timeout period, and the tick handler raises `_Timeout` (a
+BaseException, so `except Exception` does not swallow it; it is raised again at every later tick)
+in a call that has been running for a whole period. Counting ticks per call number costs a call
+nothing but an increment, where arming a timer per call would cost two system calls. A call that
+does not return to Python in time is killed by the parent. The outcome byte of each
+check goes to the shared result area as soon as it is known (see `protocol.py`).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import marshal
+import mmap
+import os
+import shutil
+import signal
+import sys
+import sysconfig
+
+from . import isolation
+from .guard import CallState, FunctionEnv, ImportPolicy, InterpreterSnapshot, ModuleStateResets, needs_full_check
+from .protocol import CODE, DEFINING, DONE_FRAME, DONE, FALSE, MAX_BATCH_CHECKS, RUNNING, TRUE, frame, read_frame, write_all
+
+_C_COMPILE, _C_NO_EVALUATE, _C_FORBIDDEN = CODE["compile"], CODE["no_evaluate"], CODE["forbidden_import"]
+_C_TIMEOUT, _C_MEMORY, _C_EXCEPTION, _C_NOT_BOOL = CODE["timeout"], CODE["memory"], CODE["exception"], CODE["not_bool"]
+
+
+_TICKS_PER_TIMEOUT = 10
+
+
+class _Timeout(BaseException):
+    """The per-call timer fired."""
+
+
+class _Function:
+    __slots__ = ("fid", "source", "env", "evaluate", "error")
+
+    def __init__(self, fid: int, source: str) -> None:
+        self.fid = fid
+        self.source = source
+        self.env: FunctionEnv | None = None
+        self.evaluate = None
+        self.error = 0  # nonzero: the outcome code of every call (definition failed)
+
+
+class Worker:
+    def __init__(self, config: dict, results: mmap.mmap) -> None:
+        self.timeout_s = float(config["timeout_s"])
+        self.scratch = config["scratch"]
+        self.results = results
+        self.state = CallState()
+        self.policy = ImportPolicy(config["allowed_imports"])
+        self.functions: dict[int, _Function] = {}
+        self.warnings: list[str] = []
+        self.scratch_mtime = 0
+        self.tick_s = self.timeout_s / _TICKS_PER_TIMEOUT
+        self.watched_seq = -1  # the call the timer saw running at its last tick
+        self.watched_ticks = 0
+        self.alarm_handler = self._on_alarm  # one bound method, so handler checks compare by identity
+        # Taken at start-up, once the allowed modules are imported (see `main`).
+        self.resets: ModuleStateResets | None = None
+        self.snapshot: InterpreterSnapshot | None = None
+
+    # ------------------------------------------------------------------------------ set-up
+    def prepare_modules(self, allowed: list[str]) -> None:
+        """Import every allowed module now, so that imports inside functions are cheap and
+        nothing is read from disk after confinement that need not be."""
+        for name in allowed:
+            try:
+                __import__(name)
+            except Exception as exc:  # an allowed module that is not installed: report it
+                self.warnings.append(f"allowed module {name!r} cannot be imported ({type(exc).__name__}: {exc})")
+        if self.policy.allowed("datetime") or self.policy.allowed("time"):
+            importlib.import_module("_strptime")  # strptime imports it on first use: not under the timer
+        if "nltk" in sys.modules:
+            try:
+                sys.modules["nltk"].sent_tokenize("Warm up. The punkt model loads once.")
+            except Exception as exc:
+                self.warnings.append(f"nltk.sent_tokenize does not work in the sandbox ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''})")
+        if "langdetect" in sys.modules:
+            try:
+                from langdetect import detector_factory
+
+                detector_factory.init_factory()  # loads the language profiles once
+            except Exception as exc:
+                self.warnings.append(f"langdetect profiles could not be loaded ({type(exc).__name__}: {exc})")
+
+    def read_paths(self) -> list[str]:
+        """What a function may read: the Python installation and import path, system libraries,
+        NLTK data and time zones (Landlock)."""
+        paths = {sysconfig.get_path(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+        paths.update(p for p in sys.path if p and os.path.isabs(p))
+        paths.update(os.environ.get("NLTK_DATA", "").split(os.pathsep))
+        paths.update(("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/share/zoneinfo",
+                      "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom", "/dev/random"))
+        return sorted(os.path.realpath(p) for p in paths if p)
+
+    def confine(self, memory_mb: int) -> isolation.IsolationReport:
+        report = isolation.IsolationReport()
+        isolation.set_limits(memory_mb, report)
+        isolation.drop_capabilities(report)
+        isolation.set_no_new_privs(report)
+        isolation.apply_landlock(self.read_paths(), [self.scratch, os.devnull], report)
+        isolation.apply_seccomp(report)
+        return report
+
+    def silence_std_streams(self) -> tuple:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        streams = (open(0, "r", closefd=False), open(1, "w", closefd=False), open(2, "w", closefd=False))
+        sys.stdin, sys.stdout, sys.stderr = streams
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+        return streams
+
+    def _on_alarm(self, signum, frame) -> None:
+        state = self.state
+        if not state.armed:
+            return
+        if state.seq != self.watched_seq:  # a new call since the last tick
+            self.watched_seq, self.watched_ticks = state.seq, 0
+            return
+        self.watched_ticks += 1
+        if self.watched_ticks >= _TICKS_PER_TIMEOUT:  # running for at least a whole period
+            state.timed_out = True
+            raise _Timeout()
+
+    def start_timer(self) -> None:
+        signal.signal(signal.SIGALRM, self.alarm_handler)
+        signal.setitimer(signal.ITIMER_REAL, self.tick_s, self.tick_s)
+
+    # ------------------------------------------------------------------------------ checks
+    def define(self, fn: _Function) -> None:
+        """Compile the source and run its top level in a fresh namespace, once."""
+        try:
+            # dont_inherit: not this module's `from __future__ import annotations`.
+            code = compile(fn.source, "<evaluate>", "exec", dont_inherit=True)
+        except MemoryError:
+            fn.error = _C_MEMORY
+            return
+        except BaseException:  # SyntaxError, ValueError (null bytes), RecursionError (nesting)...
+            fn.error = _C_COMPILE
+            return
+        env = FunctionEnv(self.policy, self.state, fn.fid)
+        fn.env = env
+        env.full_check = needs_full_check(code)
+        outcome = self.run_call(_exec_top_level, (code, env.globals))
+        if outcome != TRUE:  # the top level raised: the source does not make a function
+            fn.error = _C_COMPILE if outcome == _C_EXCEPTION else outcome
+            return
+        evaluate = env.globals.get("evaluate")
+        if not callable(evaluate):
+            fn.error = _C_NO_EVALUATE
+            return
+        fn.evaluate = evaluate
+
+    def run_call(self, func, arg) -> int:
+        """One timed call `func(arg)`; its outcome code."""
+        state = self.state
+        state.seq += 1
+        state.forbidden = state.timed_out = False
+        try:
+            state.armed = True
+            try:
+                value = func(arg)
+                code = TRUE if value is True else FALSE if value is False else _C_NOT_BOOL
+                value = None  # a hostile __del__ runs now, under the timer
+            except _Timeout:
+                code = _C_TIMEOUT
+            except MemoryError:
+                code = _C_MEMORY
+            except BaseException:  # SystemExit, KeyboardInterrupt, RecursionError and the rest
+                code = _C_EXCEPTION
+            state.armed = False
+        except _Timeout:  # fired while the exception above was being released
+            state.armed = False
+            code = _C_TIMEOUT
+        if state.timed_out:
+            code = _C_TIMEOUT
+        elif state.forbidden:
+            code = _C_FORBIDDEN
+        return code
+
+    def run_batch(self, message: bytes) -> int:
+        evict, new_functions, responses, segments = marshal.loads(message)
+        for fid in evict:
+            fn = self.functions.pop(fid, None)
+            if fn is not None and fn.env is not None:
+                fn.env.release()
+        for fid, source in new_functions:
+            self.functions[fid] = _Function(fid, source)
+        results = self.results
+        slot = 0
+        self.start_timer()
+        for fid, first, count in segments:
+            fn = self.functions[fid]
+            if fn.evaluate is None and not fn.error:
+                results[slot] = DEFINING
+                self.define(fn)
+            evaluate, error = fn.evaluate, fn.error
+            if error:
+                results[slot:slot + count] = bytes((error,)) * count
+                slot += count
+            else:
+                for response in responses[first:first + count]:
+                    results[slot] = RUNNING
+                    results[slot] = self.run_call(evaluate, response)
+                    slot += 1
+            self.after_function(fn)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return slot
+
+    def after_function(self, fn: _Function) -> None:
+        """Undo what a function may have changed before another one runs."""
+        env = fn.env
+        if env is not None:
+            self.resets.after(env)
+            if env.full_check:
+                self.snapshot.restore()
+                self.start_timer()
+        mtime = os.stat(self.scratch).st_mtime_ns
+        if mtime != self.scratch_mtime:
+            for entry in os.listdir(self.scratch):
+                path = os.path.join(self.scratch, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+            self.scratch_mtime = os.stat(self.scratch).st_mtime_ns
+
+    # ----------------------------------------------------------------------------- serving
+    def serve(self, request_fd: int, reply_fd: int) -> None:
+        while True:
+            message = read_frame(request_fd)
+            if message is None:
+                return
+            count = self.run_batch(message)
+            write_all(reply_fd, DONE_FRAME.pack(DONE, count))
+
+
+def _exec_top_level(code_and_globals) -> bool:
+    exec(*code_and_globals)
+    return True
+
+
+def _vm_size_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main(argv: list[str]) -> None:
+    request_fd, reply_fd, results_fd = (int(a) for a in argv)
+    config = marshal.loads(read_frame(request_fd))
+    # Never import from the working directory (the scratch directory functions can write to).
+    sys.path[:] = [p for p in sys.path if p and os.path.isabs(p) and os.path.realpath(p) != os.path.realpath(config["scratch"])]
+    results = mmap.mmap(results_fd, MAX_BATCH_CHECKS)
+    os.close(results_fd)
+    worker = Worker(config, results)
+    worker.prepare_modules(config["allowed_imports"])
+    vm_kb = _vm_size_kb()
+    needed_mb = vm_kb // 1024 + 64
+    if config["memory_mb"] < needed_mb:
+        write_all(reply_fd, frame(json.dumps({
+            "error": f"sandbox.memory_mb={config['memory_mb']} is too small: a worker uses about {vm_kb // 1024} MB "
+                     f"of address space after importing the allowed modules; use at least {needed_mb}"}).encode()))
+        return
+    signal.signal(signal.SIGALRM, worker.alarm_handler)
+    streams = worker.silence_std_streams()
+    worker.resets = ModuleStateResets()
+    worker.snapshot = InterpreterSnapshot(os.getcwd(), streams, os.fstat(1))
+    threads = len(os.listdir("/proc/self/task"))
+    gc.collect()
+    gc.freeze()  # the start-up heap is never collected again: later collections stay cheap
+    report = worker.confine(config["memory_mb"])
+    if threads > 1:
+        report.warnings.append(f"the worker has {threads} threads; Landlock confines only the main one")
+    worker.scratch_mtime = os.stat(worker.scratch).st_mtime_ns
+    ready = {"error": None, "pid": os.getpid(), "vm_kb": vm_kb, "warnings": worker.warnings + report.warnings,
+             "isolation": {"rlimits": report.rlimits, "capabilities_dropped": report.capabilities_dropped,
+                           "no_new_privs": report.no_new_privs, "landlock_abi": report.landlock_abi,
+                           "seccomp": report.seccomp}}
+    write_all(reply_fd, frame(json.dumps(ready).encode()))
+    worker.serve(request_fd, reply_fd)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
