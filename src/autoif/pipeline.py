@@ -104,6 +104,10 @@ class Pipeline:
         from .config import dump_default_yaml
 
         atomic_write_text(self.out / "config.yaml", dump_default_yaml(self.config))
+        if "queries" in names:  # a bad query pool fails now, not after stage 1's work
+            from .querypool import load_queries
+
+            load_queries(self.config.queries)
         funnel = self._load_funnel()
         ctx = Context(self.config)
         try:
@@ -133,11 +137,12 @@ class Pipeline:
             log.warning("report not written: %s", exc)
 
     def run_stage(self, stage: Stage, ctx: Context, force: bool = False) -> StageReport:
-        records = self._read_input(stage)
+        source = self._resolve_need(stage.input, stage.name) if stage.input else None
+        records = self._read_output(source, stage.name) if source else []
         needs = {need: self._resolve_need(need, stage.name) for need in stage.needs}
         ctx.needs = {need: self._read_output(source, stage.name) for need, source in needs.items()}
         settings = stage.settings(self.config)
-        sources = ([stage.input] if stage.input else []) + list(needs.values())
+        sources = ([source] if source else []) + list(needs.values())
         inputs_key = _digest(stage.name, getattr(stage, "version", 1), settings,
                              *(self._file_digest(n) for n in sources))
         workdir = self.out / _WORK / stage.name
@@ -204,11 +209,6 @@ class Pipeline:
             export_formats.save_hf_dataset(self.out, sft, dpo, push_to_hub=push_to_hub)
 
     # ------------------------------------------------------------------------------------ helpers
-    def _read_input(self, stage: Stage) -> list[Record]:
-        if stage.input is None:
-            return []
-        return self._read_output(stage.input, stage.name)
-
     def _read_output(self, name: str, reader: str) -> list[Record]:
         producer = load_stage(name)
         path = self.out / producer.output

@@ -77,9 +77,10 @@ class ResponsesRecord(Record):
 
 class VerifiedResponse(Record):
     text: str
-    pass_rate: float
+    pass_rate: float  # share of the functions that returned True
     outcomes: list[Optional[bool]]  # per function: its bool, or None when it failed to run
-    score: Optional[float] = None  # relevance, set by the score stage
+    passed: bool  # meets the verify keep rule (pass_rate above verify.threshold()): SFT-eligible
+    score: Optional[float] = None  # relevance, set by the score stage (None: not judged or unparsable)
 
 
 class VerifiedRecord(Record):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Config, load_config
 from ..errors import AutoifError
-from ..pipeline import STAGES, load_stage
+from .. import pipeline  # read at call time: the registry is the one in force
 from ..records import CrossvalRecord, DPORecord, Instruction, ResponsesRecord, SFTRecord, VerifiedRecord
 
 T = TypeVar("T")
@@ -61,6 +61,13 @@ class FileScan:
     records: int = 0
     invalid: int = 0
     first_error: Optional[str] = None
+
+
+class Files(dict):
+    """File name -> FileScan; a file no registered stage writes reads as absent, not as an error."""
+
+    def __missing__(self, name: str) -> FileScan:
+        return FileScan(name)
 
 
 def scan(path: Path, model: type[BaseModel], visit: Callable[[Any], None] | None) -> FileScan:
@@ -156,7 +163,7 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
             config = load_config(config_path)
         except AutoifError as exc:  # an older or hand-edited config: shown as text, thresholds not drawn
             config_error = str(exc)
-    run = RunData(stage_files={}, files={}, funnel=read_json(out / "funnel.json"),
+    run = RunData(stage_files={}, files=Files(), funnel=read_json(out / "funnel.json"),
                   config_text=config_text, config=config, config_error=config_error)
 
     instructions = Reservoir[CrossvalRecord](SAMPLE_INSTRUCTIONS, "report:instructions")
@@ -205,8 +212,8 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
         "backtranslate.jsonl": on_backtranslate, "responses.jsonl": on_responses, "verified.jsonl": on_verified,
         "scored.jsonl": on_scored, "sft.jsonl": sft.offer, "dpo.jsonl": on_dpo,
     }
-    for name in STAGES:
-        files = load_stage(name).files()
+    for name in pipeline.STAGES:
+        files = pipeline.load_stage(name).files()
         run.stage_files[name] = list(files.values())
         for model, fname in files.items():
             run.files[fname] = scan(out / fname, model, visitors.get(fname))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Optional, Sequence
 
-from ..pipeline import STAGES
+from .. import pipeline  # read at call time: the registry is the one in force
 from ..records import CrossvalRecord, DPORecord, Message, SFTRecord
 from . import plots
 from .html import code_block, esc, fmt, json_html, missing, percent, table, text_block
@@ -88,7 +88,7 @@ def summary(run: RunData) -> str:
 def _no_records_banner(run: RunData) -> str:
     rows = _stage_rows(run)
     where = ""
-    for name in STAGES:
+    for name in pipeline.STAGES:
         row = rows.get(name)
         if row is not None and _int(row.get("out")) == 0:
             dropped = row.get("dropped") if isinstance(row.get("dropped"), dict) else {}
@@ -110,12 +110,12 @@ def funnel(run: RunData) -> str:
         parts.append(missing("funnel.json", f"unreadable ({run.funnel.error})"))
     elif not run.funnel.present:
         parts.append(missing("funnel.json"))
-    names = [n for n in STAGES if n in rows] + [n for n in rows if n not in STAGES]
+    names = [n for n in pipeline.STAGES if n in rows] + [n for n in rows if n not in pipeline.STAGES]
     if names:
         uri = plots.funnel(names, [_int(rows[n].get("in")) for n in names], [_int(rows[n].get("out")) for n in names])
         parts.append(f'<figure id="funnel-plot"><img alt="records in and out of each stage" src="{uri}"></figure>')
     body_rows = []
-    for name in list(STAGES) + [n for n in rows if n not in STAGES]:
+    for name in list(pipeline.STAGES) + [n for n in rows if n not in pipeline.STAGES]:
         row = rows.get(name)
         files = run.stage_files.get(name, [])
         file_cells = "<br>".join(_file_cell(run.files[f]) for f in files) or '<span class="muted">—</span>'

@@ -1,0 +1,149 @@
+"""Stage `export`: SFT records (`sft.jsonl`) and DPO pairs (`dpo.jsonl`), formats as in DESIGN.md.
+
+The functions of each instruction travel with every record, so a trainer can score new samples.
+
+- SFT: every distinct response that passed verification (`passed`, set by verify) and, when
+  scoring is on, has a relevance score of at least `score.min_score`.
+- DPO, query level (per prompt): chosen = distinct responses with pass rate >=
+  `export.chosen_min_pass_rate` (and, when scoring is on, a score >= `score.min_score`);
+  rejected = distinct responses with pass rate <= `export.rejected_max_pass_rate`. At most
+  `export.max_pairs_per_prompt` pairs, spread over as many different responses as possible.
+- DPO, instruction level (per kept instruction, from its cross-validated test cases): the prompt is
+  the instruction alone; chosen = a case input labelled True, rejected = one labelled False. The
+  cases are run again on the instruction's kept functions, and the same pass-rate bounds apply, so
+  every pair is one the functions themselves tell apart.
+
+Pair order is drawn from generators seeded by the global seed and the prompt (instruction) id, so
+the output is the same on every run. Export sees all records at once (not sharded).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Iterable, Sequence
+
+from ..records import CrossvalRecord, DPORecord, Message, SFTRecord, VerifiedRecord, VerifiedResponse
+from .base import Context, Drop, Stage
+from .verify import INSTRUCTIONS, QUERIES, need_index
+
+
+def pair_up(chosen: Sequence[str], rejected: Sequence[str], limit: int, rng: random.Random) -> list[tuple[str, str]]:
+    """Up to `limit` distinct (chosen, rejected) pairs, each new pair using the least-used texts.
+
+    Both sides are shuffled by `rng` first, so which texts pair up is seeded, not input order.
+    """
+    chosen, rejected = list(chosen), list(rejected)
+    rng.shuffle(chosen)
+    rng.shuffle(rejected)
+    candidates = [(i, j) for i in range(len(chosen)) for j in range(len(rejected))]
+    used_c: Counter = Counter()
+    used_r: Counter = Counter()
+    pairs = []
+    while candidates and len(pairs) < limit:
+        best = min(range(len(candidates)), key=lambda k: used_c[candidates[k][0]] + used_r[candidates[k][1]])
+        i, j = candidates.pop(best)
+        used_c[i] += 1
+        used_r[j] += 1
+        pairs.append((chosen[i], rejected[j]))
+    return pairs
+
+
+def _user(text: str) -> list[Message]:
+    return [Message(role="user", content=text)]
+
+
+def _assistant(text: str) -> list[Message]:
+    return [Message(role="assistant", content=text)]
+
+
+class ExportStage(Stage):
+    name = "export"
+    output = "sft.jsonl"
+    input = "score"
+    output_type = SFTRecord
+    also_writes = {DPORecord: "dpo.jsonl"}
+    needs = (QUERIES, INSTRUCTIONS)
+    sharded = False
+
+    def settings(self, config):
+        return {**super().settings(config), "scoring": config.score.enabled, "min_score": config.score.min_score,
+                "sandbox": config.sandbox.model_dump()}
+
+    def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
+        queries = need_index(ctx, QUERIES, "id")
+        instructions = need_index(ctx, INSTRUCTIONS, "instruction_id")
+        for record in records:
+            query = queries.get(record.prompt_id)
+            instruction = instructions.get(query.instruction_id) if query else None
+            if instruction is None:
+                yield Drop(record, "unknown_prompt" if query is None else "unknown_instruction")
+                continue
+            functions = [f.source for f in instruction.functions]
+            sft = self._sft(record, query.prompt, instruction.instruction_id, functions, ctx)
+            pairs = self._query_pairs(record, query.prompt, functions, ctx)
+            yield from sft
+            yield from pairs
+            if not sft and not pairs:
+                yield Drop(record, "nothing_exported")
+        yield from self._instruction_pairs(ctx.needs[INSTRUCTIONS], ctx)
+
+    # --------------------------------------------------------------------------------- helpers
+    def _score_ok(self, response: VerifiedResponse, ctx: Context) -> bool:
+        score = ctx.config.score
+        return not score.enabled or (response.score is not None and response.score >= score.min_score)
+
+    def _sft(self, record: VerifiedRecord, prompt: str, instruction_id: str, functions: list[str],
+             ctx: Context) -> list[SFTRecord]:
+        out, seen = [], set()
+        for response in record.responses:
+            if not response.passed:
+                continue
+            if not self._score_ok(response, ctx):
+                ctx.count("sft_skipped:score")
+            elif response.text in seen:
+                ctx.count("sft_skipped:duplicate")
+            else:
+                seen.add(response.text)
+                out.append(SFTRecord(messages=_user(prompt) + _assistant(response.text), instruction_id=instruction_id,
+                                     functions=functions, pass_rate=response.pass_rate))
+        return out
+
+    def _query_pairs(self, record: VerifiedRecord, prompt: str, functions: list[str],
+                     ctx: Context) -> list[DPORecord]:
+        cfg = ctx.config.export
+        chosen = [r.text for r in record.responses
+                  if r.pass_rate >= cfg.chosen_min_pass_rate and self._score_ok(r, ctx)]
+        rejected = [r.text for r in record.responses if r.pass_rate <= cfg.rejected_max_pass_rate]
+        pairs = pair_up(list(dict.fromkeys(chosen)), list(dict.fromkeys(rejected)), cfg.max_pairs_per_prompt,
+                        ctx.rng("export.query_pairs", record.prompt_id))
+        if not pairs:
+            ctx.count("dpo_query:no_chosen" if not chosen else "dpo_query:no_rejected")
+        ctx.count("dpo_query_pairs", len(pairs))
+        return [DPORecord(prompt=_user(prompt), chosen=_assistant(c), rejected=_assistant(r), level="query",
+                          functions=functions) for c, r in pairs]
+
+    def _instruction_pairs(self, instructions: list[CrossvalRecord], ctx: Context) -> Iterable[DPORecord]:
+        from ..sandbox import pass_rate
+
+        cfg = ctx.config.export
+        usable = [r for r in instructions if r.functions and r.cases]
+        grids = ctx.sandbox.check_many(
+            [([f.source for f in r.functions], [c.input for c in r.cases]) for r in usable]) if usable else []
+        for record, grid in zip(usable, grids):
+            functions = [f.source for f in record.functions]
+            chosen, rejected = [], []
+            for j, case in enumerate(record.cases):
+                rate = pass_rate([grid[i][j] for i in range(len(functions))])
+                if case.output and rate >= cfg.chosen_min_pass_rate:
+                    chosen.append(case.input)
+                elif not case.output and rate <= cfg.rejected_max_pass_rate:
+                    rejected.append(case.input)
+                else:
+                    ctx.count("dpo_instruction:case_not_separable")
+            pairs = pair_up(list(dict.fromkeys(chosen)), list(dict.fromkeys(rejected)), cfg.max_pairs_per_prompt,
+                            ctx.rng("export.instruction_pairs", record.instruction_id))
+            ctx.count("dpo_instruction_pairs", len(pairs))
+            for c, r in pairs:
+                yield DPORecord(prompt=_user(record.instruction), chosen=_assistant(c), rejected=_assistant(r),
+                                level="instruction", functions=functions)

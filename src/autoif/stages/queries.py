@@ -1,0 +1,72 @@
+"""Stage `queries`: K real user queries per kept instruction, joined into the prompt a user would write.
+
+Input: the instructions that survived back-translation (`backtranslate.jsonl`, or `crossval.jsonl`
+when there is none). For each, K queries are drawn from the pool (`autoif.querypool`) without
+replacement, by a generator seeded with the global seed and the instruction id alone, so the draw
+depends neither on sharding nor on run order. Each prompt joins instruction and query the way users
+write them: instruction before or after the query, inline or on its own line, sometimes flagged
+("Note: ..."); the join templates are the blocks of `prompts/query_join.txt`, one drawn per query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Iterable
+
+from ..prompts import template
+from ..querypool import load_queries
+from ..records import CrossvalRecord, QueryRecord
+from .base import Context, Stage
+
+JOIN_TEMPLATES = "query_join"
+_TERMINAL = tuple('.!?:;)]}"\'`')
+
+
+@lru_cache(maxsize=1)
+def join_templates() -> tuple[str, ...]:
+    """The join templates: blocks of prompts/query_join.txt separated by lines of `---`."""
+    blocks = template(JOIN_TEMPLATES).split("\n---\n")
+    return tuple(block.strip("\n") for block in blocks if block.strip())
+
+
+def closed(text: str) -> str:
+    """The text ending in punctuation, so that two joined sentences read as two sentences."""
+    text = text.strip()
+    return text if text.endswith(_TERMINAL) else text + "."
+
+
+def join(instruction: str, query: str, template_text: str) -> str:
+    return template_text.format(instruction=closed(instruction), query=closed(query))
+
+
+def query_id(instruction_id: str, query: str) -> str:
+    """Stable id of one (instruction, query) pair."""
+    return "q-" + hashlib.sha256(f"{instruction_id}\x00{query}".encode()).hexdigest()[:16]
+
+
+class QueriesStage(Stage):
+    name = "queries"
+    output = "queries.jsonl"
+    input = "backtranslate|crossval"
+    output_type = QueryRecord
+
+    def settings(self, config):
+        # The pool's content and the templates change the output as much as the config does.
+        pool = "\x00".join(load_queries(config.queries))
+        return {**super().settings(config), "pool": hashlib.sha256(pool.encode()).hexdigest(),
+                "templates": list(join_templates())}
+
+    def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[QueryRecord]:
+        pool = load_queries(ctx.config.queries)
+        templates = join_templates()
+        k = ctx.config.queries.k
+        for record in records:
+            rng = ctx.rng("queries", record.instruction_id)
+            if len(pool) < k:
+                ctx.count("pool_smaller_than_k")
+            for index in rng.sample(range(len(pool)), min(k, len(pool))):
+                query = pool[index]
+                prompt = join(record.instruction, query, templates[rng.randrange(len(templates))])
+                yield QueryRecord(id=query_id(record.instruction_id, query), instruction_id=record.instruction_id,
+                                  instruction=record.instruction, query=query, prompt=prompt)

@@ -1,0 +1,98 @@
+"""Stage `score`: the LLM judges how well each response answers its query (0-10).
+
+The judge (`prompts/judge.txt`) sees the query, the instruction and the response, and gives its
+score on the last line; `parsing.parse_score` reads it. `score.samples` judgements are averaged
+over those that parse; a response none of whose judgements parse keeps `score: null` and is
+counted `score_unparsable` (export then leaves it out wherever a score is required).
+
+Only responses that can become training targets are judged, to save LLM calls: those that passed
+verification (SFT) and those that reach `export.chosen_min_pass_rate` (DPO chosen). The others
+are carried unjudged, as DPO rejected material. With `score.enabled` false, records pass through
+unchanged and export asks for no score.
+"""
+
+from __future__ import annotations
+
+from statistics import fmean
+from typing import Iterable
+
+from ..llm import Request
+from ..parsing import parse_score
+from ..prompts import render, template
+from ..records import VerifiedRecord, VerifiedResponse
+from .base import Context, Drop, Stage
+from .verify import QUERIES, need_index
+
+JUDGE = "judge"
+
+
+def needs_judging(response: VerifiedResponse, chosen_min_pass_rate: float) -> bool:
+    return response.passed or response.pass_rate >= chosen_min_pass_rate
+
+
+def mean_score(judgements: list[str]) -> tuple[float | None, int]:
+    """The mean of the judgements' parsable scores (None when none parses), and how many did not."""
+    scores = [s for s in (parse_score(j) for j in judgements) if s is not None]
+    return (fmean(scores) if scores else None), len(judgements) - len(scores)
+
+
+class ScoreStage(Stage):
+    name = "score"
+    output = "scored.jsonl"
+    input = "verify"
+    output_type = VerifiedRecord
+    needs = (QUERIES,)
+    uses_llm = True
+
+    def settings(self, config):
+        return {**super().settings(config), "judge": template(JUDGE),
+                "chosen_min_pass_rate": config.export.chosen_min_pass_rate}
+
+    def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
+        cfg = ctx.config.score
+        if not cfg.enabled:
+            yield from records
+            return
+        queries = need_index(ctx, QUERIES, "id")
+        chosen_min = ctx.config.export.chosen_min_pass_rate
+        prompts: dict[tuple[int, int], str] = {}  # (record, response) -> judge prompt
+        for ri, record in enumerate(records):
+            query = queries.get(record.prompt_id)
+            if query is None:
+                continue  # dropped below
+            for j, response in enumerate(record.responses):
+                if needs_judging(response, chosen_min):
+                    prompts[ri, j] = render(JUDGE, query=query.query, instruction=query.instruction,
+                                            response=response.text)
+        # Identical responses to one prompt are judged once.
+        unique = list(dict.fromkeys(prompts.values()))
+        requests = [Request.user(p, n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                 seed=ctx.config.seed) for p in unique]
+        answers = dict(zip(unique, ctx.llm.generate(requests, desc="score"))) if requests else {}
+        for ri, record in enumerate(records):
+            if record.prompt_id not in queries:
+                yield Drop(record, "unknown_prompt")
+                continue
+            responses = []
+            for j, response in enumerate(record.responses):
+                if (ri, j) in prompts:
+                    response = response.model_copy(update={"score": self._judge(answers[prompts[ri, j]], ctx)})
+                responses.append(response)
+            yield record.model_copy(update={"responses": responses})
+
+    @staticmethod
+    def _judge(completions, ctx: Context) -> float | None:
+        failed = [c for c in completions if c.error]
+        if failed:
+            ctx.count("llm_error", len(failed))
+        score, unparsable = mean_score([str(c) for c in completions if not c.error])
+        ctx.count("responses_judged")
+        if unparsable:
+            ctx.count("judgement_unparsable", unparsable)
+        if score is None:
+            ctx.count("score_unparsable")
+        elif score >= ctx.config.score.min_score:
+            ctx.count("score_kept")
+        else:
+            ctx.count("score_low")
+        return score

@@ -1,0 +1,95 @@
+"""Stage `verify`: the pass rate of every response over its instruction's functions.
+
+Each prompt's instruction is found through `queries.jsonl` (prompt id -> instruction id), and its
+functions in `backtranslate.jsonl` (else `crossval.jsonl`). Every function runs on every response
+in the sandbox, one grid per prompt, all prompts of a shard in one call. A response's outcomes
+are each function's bool, or None when the function failed (error, timeout, a non-bool such as
+the string 'true'); its pass rate is the share of functions that returned True, so a failing
+function counts against the response.
+
+Every response is kept in `verified.jsonl`, the failing ones too: they are the rejected side of
+the query-level DPO pairs. `passed` marks the responses that meet the keep rule, pass rate
+strictly above `verify.threshold()` (paper: > 0.5; official release: > 0); only those can
+become SFT data. The funnel counts prompts in and out, and responses checked and passed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..records import QueryRecord, Record, ResponsesRecord, VerifiedRecord, VerifiedResponse
+from .base import Context, Drop, Stage
+
+INSTRUCTIONS = "backtranslate|crossval"
+QUERIES = "queries"
+
+_INDEXES: dict[tuple[str, str], tuple[list, dict]] = {}
+
+
+def need_index(ctx: Context, need: str, key: str) -> dict[str, Any]:
+    """`ctx.needs[need]` as a dict by attribute `key`, built once per stage run, not per shard."""
+    records = ctx.needs[need]
+    cached = _INDEXES.get((need, key))
+    if cached is not None and cached[0] is records:
+        return cached[1]
+    index = {getattr(r, key): r for r in records}
+    _INDEXES[(need, key)] = (records, index)
+    return index
+
+
+def functions_of(ctx: Context, prompt_id: str) -> tuple[QueryRecord | None, Record | None]:
+    """The query record of a prompt and its instruction's record (None where unknown)."""
+    query = need_index(ctx, QUERIES, "id").get(prompt_id)
+    instruction = need_index(ctx, INSTRUCTIONS, "instruction_id").get(query.instruction_id) if query else None
+    return query, instruction
+
+
+def passes(pass_rate: float, threshold: float) -> bool:
+    """The verify keep rule: strictly above the threshold (paper: > 0.5, official: > 0)."""
+    return pass_rate > threshold
+
+
+class VerifyStage(Stage):
+    name = "verify"
+    output = "verified.jsonl"
+    input = "responses"
+    output_type = VerifiedRecord
+    needs = (INSTRUCTIONS, QUERIES)
+
+    def settings(self, config):
+        return {"threshold": config.verify.threshold(), "sandbox": config.sandbox.model_dump()}
+
+    def run(self, records: list[ResponsesRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
+        from ..sandbox import pass_rate
+
+        threshold = ctx.config.verify.threshold()
+        checkable: list[tuple[ResponsesRecord, list[str]]] = []
+        for record in records:
+            query, instruction = functions_of(ctx, record.prompt_id)
+            if query is None:
+                yield Drop(record, "unknown_prompt")
+            elif instruction is None:
+                yield Drop(record, "unknown_instruction")
+            elif not instruction.functions:
+                yield Drop(record, "no_functions")
+            elif not record.responses:
+                yield Drop(record, "no_response")
+            else:
+                checkable.append((record, [f.source for f in instruction.functions]))
+        grids = ctx.sandbox.check_many(
+            [(functions, record.responses) for record, functions in checkable]) if checkable else []
+        for (record, functions), grid in zip(checkable, grids):
+            verified = []
+            for j, text in enumerate(record.responses):
+                outcomes = [grid[i][j] for i in range(len(functions))]
+                for outcome in outcomes:
+                    if outcome.error:
+                        ctx.count(f"function_outcome:{outcome.error}")
+                rate = pass_rate(outcomes)
+                ok = passes(rate, threshold)
+                ctx.count("responses_passed" if ok else "responses_failed")
+                verified.append(VerifiedResponse(text=text, pass_rate=rate, outcomes=[o.value for o in outcomes],
+                                                 passed=ok))
+            if not any(r.passed for r in verified):
+                ctx.count("prompts_without_passing_response")
+            yield VerifiedRecord(prompt_id=record.prompt_id, responses=verified)
