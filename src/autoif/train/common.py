@@ -116,12 +116,12 @@ def use_bf16(settings: TrainSettings) -> bool:
 
 
 def trl_args(settings: TrainSettings, config_class: type, output_dir: str | Path | None = None, **extra: Any):
-    """A TRL config (SFTConfig, DPOConfig, GRPOConfig) from our settings plus trainer-specific fields."""
+    """A TRL config (SFTConfig, DPOConfig, GRPOConfig) from our settings; `extra` adds or replaces fields."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, settings.global_batch_size // (settings.per_device_batch_size * world))
     import torch
 
-    return config_class(
+    fields = dict(
         output_dir=str(output_dir or Path(settings.output_dir).expanduser()),
         learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler_type,
@@ -133,14 +133,14 @@ def trl_args(settings: TrainSettings, config_class: type, output_dir: str | Path
         gradient_accumulation_steps=accumulation,
         bf16=use_bf16(settings),
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=settings.gradient_checkpointing,
+        **({"activation_checkpointing": True} if settings.gradient_checkpointing else {}),
         logging_steps=settings.logging_steps,
         save_steps=settings.save_steps,
         save_total_limit=settings.save_total_limit,
         report_to=[r.strip() for r in settings.report_to.split(",") if r.strip()] or "none",
         seed=settings.seed,
-        **extra,
     )
+    return config_class(**{**fields, **extra})
 
 
 def peft_config(settings: TrainSettings):
