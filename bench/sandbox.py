@@ -29,7 +29,7 @@ from pathlib import Path
 
 from autoif.sandbox import Outcome, Sandbox
 
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "autoif-official"
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "autoif-official"
 
 
 class _Alarm(BaseException):

@@ -36,7 +36,7 @@ from autoif.report import REPORT_FILE, render_report, write_report
 from autoif.report.sections import SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "autoif-official"
+FIXTURES = REPO / "tests" / "fixtures" / "autoif-official"
 ARTIFACTS = REPO / "artifacts" / "report"
 CHROMIUM = shutil.which("chromium")
 

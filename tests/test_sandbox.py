@@ -15,7 +15,7 @@ from autoif.nltk_data import PUNKT_FILES, ensure_punkt_tab
 from autoif.sandbox import ERRORS, Outcome, Sandbox, pass_rate
 from autoif.sandbox import pool
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "autoif-official"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 
 T, F = Outcome(True), Outcome(False)
 

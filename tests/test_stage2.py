@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from replay import ReplayBackend
 from autoif.config import load_config
 from autoif.errors import AutoifError
 from autoif.executors import run_shard
 from autoif.jsonl import read_jsonl, write_jsonl
-from autoif.llm import Backend, Completion
 from autoif.parsing import parse_score
 from autoif.pipeline import Pipeline
 from autoif.prompts import render
@@ -28,7 +28,7 @@ from autoif.stages.queries import QueriesStage, closed, join_templates
 from autoif.stages.responses import ResponsesStage
 from autoif.stages.score import ScoreStage, mean_score
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "autoif-official"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 if not FIXTURES.is_dir():
     pytest.skip(f"AutoIF fixtures not found at {FIXTURES}", allow_module_level=True)
 
@@ -39,32 +39,6 @@ def fixture(name):
 
 def config(tmp_path, *sets):
     return load_config(None, [f"paths.out={tmp_path}", "sandbox.workers=2", *sets])
-
-
-class ReplayBackend(Backend):
-    """Replays recorded real LLM outputs by prompt through the real `Backend.generate` (cache keys,
-    stats, per-sample errors). A prompt with no recording gets the per-sample error a backend
-    reports for a request it cannot serve."""
-
-    kind = "replay"
-
-    def __init__(self, recordings: dict[str, list[str]]):
-        super().__init__("autoif-official-fixtures")
-        self.recordings = recordings
-        self.prompts: list[str] = []
-
-    @classmethod
-    def from_config(cls, llm, cache=None, paths=None):
-        raise TypeError("a ReplayBackend is built from recordings, not from a config")
-
-    def _run(self, jobs, emit):
-        for index, job in enumerate(jobs):
-            prompt = job.request.messages[-1]["content"]
-            self.prompts.append(prompt)
-            recorded = self.recordings.get(prompt, [])
-            for sample in job.samples:
-                emit(index, sample, Completion(recorded[sample]) if sample < len(recorded)
-                     else Completion("", error="not_recorded"))
 
 
 # Executes every function on every response in a fresh process, with no sandbox code involved:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -87,7 +87,8 @@ class SandboxConfig(Section):
 
     workers: Optional[int] = Field(None, ge=1, description="worker processes (None: one per CPU core)")
     timeout_s: float = Field(2.0, gt=0, le=600, description="wall-clock limit of one function call")
-    memory_mb: int = Field(1024, ge=64, description="address-space limit of one worker")
+    memory_mb: int = Field(
+        1024, ge=64, description="address-space limit of one worker (about 310 is the least with nltk and langdetect)")
     allowed_imports: Optional[list[str]] = Field(
         None, description="modules generated functions may import (None: text-processing standard library "
         "plus nltk and langdetect)")
@@ -108,6 +109,12 @@ class SeedsConfig(Section):
         1, ge=1, description="built-in library: instructions drawn per constraint type (different parameters)")
     library_limit: Optional[int] = Field(
         None, ge=1, description="built-in library: use only this many instructions, sampled with the seed (None: all)")
+
+    @field_validator("builtin_library", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as a boolean (`--set seeds.builtin_library=on`).
+        return {True: "on", False: "off"}[value] if isinstance(value, bool) else value
 
     def library_enabled(self, llm: "LLMConfig") -> bool:
         if self.builtin_library == "auto":
@@ -171,8 +178,10 @@ class CrossvalConfig(Section):
 class NLIConfig(Section):
     """The NLI judge of back-translations."""
 
-    backend: Literal["hf", "llm"] = Field(
-        "hf", description="hf: a Hugging Face sequence-classification NLI model; llm: the LLM as a 3-way judge")
+    backend: Literal["auto", "hf", "llm"] = Field(
+        "auto", description="auto: llm when the supervision model is the embedded one (an offline run; the NLI "
+        "model comes from the hub), else hf; hf: a Hugging Face sequence-classification NLI model; "
+        "llm: the LLM as a 3-way judge")
     model: str = Field(
         "MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7",
         description="hf: hub id or local path of the NLI model (labels read from its id2label)")

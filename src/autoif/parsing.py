@@ -80,9 +80,11 @@ def parse_verifier_generation(raw: str) -> list[ParsedVerifier] | ParseFailure:
     ]
     verifiers: list[ParsedVerifier] = []
     failures: list[ParseFailure] = []
-    for start, _, value in values:
-        for obj in _verifier_objects(value):
+    for start, end, value in values:
+        for index, obj in enumerate(_verifier_objects(value)):
             result = _verifier_from(obj, _nearest_code_block(code_blocks, start))
+            if isinstance(result, ParsedVerifier) and not _compiles(result.func):
+                result.func = _func_keeping_quote_escapes(raw[start:end], index) or result.func
             (failures if isinstance(result, ParseFailure) else verifiers).append(result)
     if verifiers:
         return _merge_duplicates(verifiers)
@@ -155,9 +157,10 @@ def _load_lenient(span: str) -> Any:
     return _FAILED
 
 
-def _repair_json(span: str) -> str | None:
+def _repair_json(span: str, keep_quote_escapes: bool = False) -> str | None:
     """Rewrite JSON-ish text as JSON: re-encode every quoted string, map Python's True/False/None,
-    drop trailing commas. None when the text does not even tokenize (an unterminated string)."""
+    drop trailing commas. None when the text does not even tokenize (an unterminated string).
+    With keep_quote_escapes, `\\'` inside a double-quoted string stays a backslash and a quote."""
     out: list[str] = []
     pos = 0
     while pos < len(span):
@@ -167,7 +170,7 @@ def _repair_json(span: str) -> str | None:
         token = match.group()
         pos = match.end()
         if token[0] in "\"'":
-            out.append(json.dumps(_unescape(token[1:-1])))
+            out.append(json.dumps(_unescape(token[1:-1], keep_quote_escapes and token[0] == '"')))
         elif token in "}]":
             while out and (not out[-1].strip() or out[-1] == ","):
                 if out.pop() == ",":
@@ -178,16 +181,41 @@ def _repair_json(span: str) -> str | None:
     return "".join(out)
 
 
-def _unescape(body: str) -> str:
-    """Decode the escapes of a quoted string leniently: JSON's, plus \\', and unknown ones kept as written."""
+def _unescape(body: str, keep_quote_escapes: bool = False) -> str:
+    """Decode the escapes of a quoted string leniently: JSON's, plus \\' (unless keep_quote_escapes),
+    and unknown ones kept as written."""
 
     def decode(match: re.Match) -> str:
         escape = match.group(1)
         if escape[0] == "u" and len(escape) == 5:
             return chr(int(escape[1:], 16))
+        if escape == "'" and keep_quote_escapes:
+            return match.group()
         return _SIMPLE_ESCAPES.get(escape, match.group())
 
     return _ESCAPE.sub(decode, body)
+
+
+def _func_keeping_quote_escapes(span: str, index: int) -> str | None:
+    """The index-th verifier's function in span, read again keeping `\\'` as written; None unless it compiles.
+
+    `\\'` is no JSON escape. In prose it stands for an apostrophe, but in code it is mostly Python's
+    own escape whose backslash the model forgot to double (`'\\''`, a quote character), and
+    decoding it to a bare quote leaves a function that does not compile.
+    """
+    if "\\'" not in span:
+        return None
+    repaired = _repair_json(span, keep_quote_escapes=True)
+    try:
+        value = json.loads(repaired) if repaired is not None else None
+    except (ValueError, RecursionError):
+        return None
+    objects = list(_verifier_objects(value))
+    func = _first(objects[index], FUNC_KEYS) if index < len(objects) else None
+    if not (isinstance(func, str) and _DEFINES_EVALUATE.search(func)):
+        return None
+    func = _clean_func(func)
+    return func if _compiles(func) else None
 
 
 def _verifier_objects(value: Any) -> Iterator[dict]:

@@ -163,12 +163,19 @@ class Backend(ABC):
         results: list[list[Completion | None]] = [[None] * r.n for r in requests]
         jobs: list[Job] = []
         job_slots: list[int] = []
+        # A sample asked for twice in one call (same request, same index) is generated once and fills
+        # both places, as a rerun from the cache would: one key, one text.
+        first_slot: dict[str, tuple[int, int]] = {}
+        same_as: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for ri, (r, ks) in enumerate(zip(requests, keys)):
             missing = []
             for i, k in enumerate(ks):
                 if k in found:
                     results[ri][i] = Completion.from_json(found[k])
+                elif k in first_slot:
+                    same_as.setdefault(first_slot[k], []).append((ri, i))
                 else:
+                    first_slot[k] = (ri, i)
                     missing.append(i)
             if missing:
                 jobs.append(Job(r, missing))
@@ -188,6 +195,8 @@ class Backend(ABC):
             if results[ri][sample_index] is not None:
                 return  # a backend retried a sample it had already delivered: keep the first
             results[ri][sample_index] = completion
+            for rj, j in same_as.get((ri, sample_index), ()):
+                results[rj][j] = completion
             with self._lock:
                 if completion.error:
                     self.stats.errors += 1

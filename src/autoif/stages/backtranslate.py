@@ -1,0 +1,129 @@
+"""Stage `backtranslate`: each kept function back into an instruction; NLI drops contradictions.
+
+Per instruction, up to `backtranslate.max_functions` of its cross-validated functions (the most
+accurate first) go to the LLM, which writes the one instruction each function checks. An NLI
+model then labels every (premise = the original instruction, hypothesis = the back-translation)
+pair of the shard in one batched call. The instruction is dropped ("contradiction") when any
+label is contradiction; otherwise it is kept with `back_translations` added:
+`[{function_index, text, label}]`.
+
+A back-translation can be missing (the LLM failed on it, or its answer holds no instruction) and
+a label can be missing (the LLM judge named none). Such a function is recorded with
+`label: null` and an `error` (`llm_error`, `unparsable`, `nli_unlabelled`) and counted, and the
+decision rests on the labels there are: a missing label is never read as contradiction (an LLM
+outage must not drop every instruction), nor does it hide one found for another function. An
+instruction with no label at all is kept and counted as `instruction_unchecked`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from ..llm import Request
+from ..nli import make_nli, nli_backend
+from ..parsing import _strip_quotes as strip_quotes
+from ..prompts import render, template
+from ..records import BackTranslation, CrossvalRecord
+from .base import Context, Drop, Stage
+
+MAX_CHARS = 400  # longer than this, a line is an explanation, not an instruction
+RAW_KEPT = 300  # characters of an unusable answer kept in the record (`detail`), to see what went wrong
+
+_MARKUP = re.compile(r"\*\*|__|^#+\s*")
+_BULLET = re.compile(r"^(?:[-*•>]|\d+[.)])\s+")
+_LEAD = re.compile(r"^([^:]{0,80}):\s*")  # "Instruction: ...", "The instruction it checks is: ..."
+_CODE = re.compile(r"^(?:def |return\b|import |from \S+ import |>>>|if |for |while |elif |else:|[{}\[\]]|\"\w+\"\s*:)"
+                   r"|\bevaluate\(|[{\[,]$")  # code, or a line of JSON
+
+
+def extract_instruction(answer: str) -> str | None:
+    """The instruction in an LLM's answer: its first line that is neither code, a fence, nor a
+    preamble, without bullet, markdown, quotes or an "Instruction:" label; None when there is none."""
+    for line in answer.splitlines():
+        line = _BULLET.sub("", _MARKUP.sub("", line.strip())).strip()
+        lead = _LEAD.match(line)
+        if lead and ("instruction" in lead.group(1).lower() or lead.group(1).strip().lower() in ("answer", "user")):
+            line = line[lead.end():]
+        line = strip_quotes(line.strip())
+        if (line.startswith("```") or _CODE.search(line) or line.endswith(":") or len(line.split()) < 2
+                or len(line) > MAX_CHARS):
+            continue
+        return line
+    return None
+
+
+def chosen_functions(record: CrossvalRecord, limit: int) -> list[int]:
+    """Indices of the `limit` most accurate functions, ties in their listed order."""
+    order = sorted(range(len(record.functions)), key=lambda i: -record.functions[i].accuracy)
+    return order[:limit]
+
+
+class BacktranslateStage(Stage):
+    name = "backtranslate"
+    output = "backtranslate.jsonl"
+    input = "crossval"
+    output_type = CrossvalRecord
+    uses_llm = True
+
+    def __init__(self) -> None:
+        self._loaded_key: str | None = None
+        self._loaded = None
+
+    def settings(self, config):
+        prompts = {name: template(name) for name in ("backtranslate", "nli")}
+        return {**super().settings(config), "nli_backend": nli_backend(config), "prompts": prompts}
+
+    def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[CrossvalRecord | Drop]:
+        cfg = ctx.config.backtranslate
+        if not cfg.enabled:
+            yield from records
+            return
+        chosen = [chosen_functions(r, cfg.max_functions) for r in records]
+        requests = [Request.user(render("backtranslate", function=r.functions[i].source),
+                                 temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=ctx.config.seed)
+                    for r, indices in zip(records, chosen) for i in indices]
+        answers = iter(ctx.llm.generate(requests, desc="backtranslate") if requests else [])
+
+        translations: list[list[BackTranslation]] = []
+        pairs, judged = [], []
+        for record, indices in zip(records, chosen):
+            mine = []
+            for i in indices:
+                answer = next(answers)[0]
+                text = None if answer.error else extract_instruction(answer)
+                if text is None:
+                    error = "llm_error" if answer.error else "unparsable"
+                    ctx.count(f"back_translation_missing:{error}")
+                    detail = answer.error or str(answer)[:RAW_KEPT]
+                    mine.append(BackTranslation(function_index=i, text="", error=error, detail=detail))
+                else:
+                    mine.append(BackTranslation(function_index=i, text=text))
+                    pairs.append((record.instruction, text))
+                    judged.append(mine[-1])
+            translations.append(mine)
+
+        for bt, label in zip(judged, self._nli(ctx).classify(pairs) if pairs else []):
+            ctx.count(f"nli:{label or 'unlabelled'}")
+            if label is None:
+                bt.error = "nli_unlabelled"
+            bt.label = label
+
+        for record, mine in zip(records, translations):
+            labels = [bt.label for bt in mine if bt.label]
+            if "contradiction" in labels:
+                yield Drop(record, "contradiction")
+                continue
+            if not labels:
+                ctx.count("instruction_unchecked")
+            yield CrossvalRecord(**{**record.model_dump(), "back_translations": [bt.model_dump() for bt in mine]})
+
+    def _nli(self, ctx: Context):
+        """The NLI model: the LLM judge wraps the run's LLM; a Hugging Face model is loaded once
+        for all the shards of a run."""
+        if nli_backend(ctx.config) == "llm":
+            return make_nli(ctx.config, ctx.llm)
+        key = ctx.config.backtranslate.nli.model_dump_json() + ctx.config.llm.device
+        if self._loaded_key != key:
+            self._loaded_key, self._loaded = key, make_nli(ctx.config)
+        return self._loaded
