@@ -136,10 +136,14 @@ def test_stage_with_llm_judge_keeps_every_entailed_instruction(tmp_path):
                    for bt in bts)
     n_pairs = sum(min(3, len(r.functions)) for r in records)
     assert ctx.counts == {"nli:entailment": n_pairs}
-    # One back-translation request per function, then one judge request per pair, sampled as configured.
-    assert len(llm.requests) == 2 * n_pairs
-    assert {r.sampling.temperature for r in llm.requests[:n_pairs]} == {ctx.config.backtranslate.temperature}
-    assert {r.sampling.temperature for r in llm.requests[n_pairs:]} == {0.0}
+    # One back-translation request per distinct function, then one judge request per distinct pair
+    # (the fixture repeats some functions: the same request is generated once), sampled as configured.
+    chosen = [r.functions[i].source for r in records for i in chosen_functions(r, 3)]
+    judged = {(r.instruction, answers[r.functions[i].source]) for r in records for i in chosen_functions(r, 3)}
+    assert len(llm.requests) == len(set(chosen)) + len(judged)
+    n_translations = len(set(chosen))
+    assert {r.sampling.temperature for r in llm.requests[:n_translations]} == {ctx.config.backtranslate.temperature}
+    assert {r.sampling.temperature for r in llm.requests[n_translations:]} == {0.0}
 
 
 @needs_fixtures

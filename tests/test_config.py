@@ -91,3 +91,15 @@ def test_yaml_file_sections(tmp_path):
     c = load_config(path, ["llm.max_retries=2"])
     assert c.llm.backend == "openai" and c.llm.max_retries == 2 and c.verify.threshold() == 0.0
     assert config_from_dict({}) == Config()
+
+
+def test_on_off_switches_follow_the_supervision_model():
+    from autoif.config import load_config
+
+    embedded = load_config(None, [])
+    assert embedded.seeds.library_enabled(embedded.llm) and not embedded.score.active(embedded.llm)
+    endpoint = load_config(None, ["llm.backend=openai", "llm.model=Qwen/Qwen2-72B-Instruct"])
+    assert not endpoint.seeds.library_enabled(endpoint.llm) and endpoint.score.active(endpoint.llm)
+    # A bare YAML on/off (a boolean to YAML 1.1) is taken as the switch it names.
+    forced = load_config(None, ["score.enabled=on", "seeds.builtin_library=off"])
+    assert forced.score.active(forced.llm) and not forced.seeds.library_enabled(forced.llm)

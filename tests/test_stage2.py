@@ -38,7 +38,8 @@ def fixture(name):
 
 
 def config(tmp_path, *sets):
-    return load_config(None, [f"paths.out={tmp_path}", "sandbox.workers=2", *sets])
+    # Scoring is on as with any real judge (auto switches it off for the embedded model only).
+    return load_config(None, [f"paths.out={tmp_path}", "sandbox.workers=2", "score.enabled=on", *sets])
 
 
 # Executes every function on every response in a fresh process, with no sandbox code involved:

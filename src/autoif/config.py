@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 
+def _on_off(cls, value: Any) -> Any:
+    """YAML 1.1 reads a bare on/off (and true/false) as a boolean: map it back to "on"/"off"."""
+    return {True: "on", False: "off"}[value] if isinstance(value, bool) else value
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
@@ -63,6 +68,10 @@ class LLMConfig(Section):
     cache: bool = Field(True, description="keep every finished sample in a SQLite cache so reruns resume")
     cache_path: str = Field(
         "llm_cache.sqlite", description="the response cache file; relative paths are under paths.out")
+
+    def is_embedded(self) -> bool:
+        """The 135M model that ships with autoif: too weak to write functions or judge."""
+        return self.backend == "local" and self.model == "embedded"
 
 
 # ----------------------------------------------------------------------------------------- generic
@@ -110,15 +119,11 @@ class SeedsConfig(Section):
     library_limit: Optional[int] = Field(
         None, ge=1, description="built-in library: use only this many instructions, sampled with the seed (None: all)")
 
-    @field_validator("builtin_library", mode="before")
-    @classmethod
-    def _yaml_booleans(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare on/off as a boolean (`--set seeds.builtin_library=on`).
-        return {True: "on", False: "off"}[value] if isinstance(value, bool) else value
+    _yaml_booleans = field_validator("builtin_library", mode="before")(_on_off)
 
     def library_enabled(self, llm: "LLMConfig") -> bool:
         if self.builtin_library == "auto":
-            return llm.backend == "local" and llm.model == "embedded"
+            return llm.is_embedded()
         return self.builtin_library == "on"
 
 
@@ -234,11 +239,20 @@ class VerifyConfig(Section):
 class ScoreConfig(Section):
     """Stage score: the LLM judge of query/response relevance."""
 
-    enabled: bool = Field(True, description="have the LLM judge query/response relevance")
+    enabled: Literal["auto", "on", "off"] = Field(
+        "auto", description="have the LLM judge query/response relevance (auto: on, except with the embedded "
+        "135M model, whose judgements do not parse into scores)")
     min_score: float = Field(8.0, ge=0, le=10, description="keep responses scored at least this (0-10)")
     samples: int = Field(1, ge=1, description="judgements averaged per response")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature of the judge")
     max_tokens: int = Field(256, ge=16, description="longest judgement")
+
+    _yaml_booleans = field_validator("enabled", mode="before")(_on_off)
+
+    def active(self, llm: "LLMConfig") -> bool:
+        if self.enabled == "auto":
+            return not llm.is_embedded()
+        return self.enabled == "on"
 
 
 class ExportConfig(Section):

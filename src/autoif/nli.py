@@ -122,7 +122,7 @@ def nli_backend(config: Config) -> str:
     """The NLI backend a run uses: the configured one, with `auto` resolved."""
     backend = config.backtranslate.nli.backend
     if backend == "auto":
-        return "llm" if config.llm.backend == "local" and config.llm.model == "embedded" else "hf"
+        return "llm" if config.llm.is_embedded() else "hf"
     return backend
 
 

@@ -204,8 +204,8 @@ def scores(run: RunData) -> str:
     scored = run.files["scored.jsonl"]
     edges = [x / 2 - 0.25 for x in range(22)]  # one bin per half point, centred on 0, 0.5, ... 10
     body = ""
-    if run.config is not None and not run.config.score.enabled:
-        body += '<p class="note">Scoring was switched off in this run (<code>score.enabled: false</code>).</p>'
+    if run.config is not None and not run.config.score.active(run.config.llm):
+        body += '<p class="note">Scoring was switched off in this run (<code>score.enabled</code>).</p>'
     body += '<div class="plots">' + _figure(
         run.scores, scored, "hist-score", "relevance scores", title="Relevance score",
         xlabel="judge score (0: unrelated to the query, 10: helpful and related)", edges=edges,

@@ -67,7 +67,7 @@ class ExportStage(Stage):
     sharded = False
 
     def settings(self, config):
-        return {**super().settings(config), "scoring": config.score.enabled, "min_score": config.score.min_score,
+        return {**super().settings(config), "scoring": config.score.active(config.llm), "min_score": config.score.min_score,
                 "sandbox": config.sandbox.model_dump()}
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
@@ -91,7 +91,7 @@ class ExportStage(Stage):
     # --------------------------------------------------------------------------------- helpers
     def _score_ok(self, response: VerifiedResponse, ctx: Context) -> bool:
         score = ctx.config.score
-        return not score.enabled or (response.score is not None and response.score >= score.min_score)
+        return not score.active(ctx.config.llm) or (response.score is not None and response.score >= score.min_score)
 
     def _sft(self, record: VerifiedRecord, prompt: str, instruction_id: str, functions: list[str],
              ctx: Context) -> list[SFTRecord]:

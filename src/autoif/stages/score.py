@@ -7,7 +7,7 @@ counted `score_unparsable` (export then leaves it out wherever a score is requir
 
 Only responses that can become training targets are judged, to save LLM calls: those that passed
 verification (SFT) and those that reach `export.chosen_min_pass_rate` (DPO chosen). The others
-are carried unjudged, as DPO rejected material. With `score.enabled` false, records pass through
+are carried unjudged, as DPO rejected material. With scoring off (`score.enabled: off`, or `auto` with the embedded model), records pass through
 unchanged and export asks for no score.
 """
 
@@ -50,7 +50,7 @@ class ScoreStage(Stage):
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
         cfg = ctx.config.score
-        if not cfg.enabled:
+        if not cfg.active(ctx.config.llm):
             yield from records
             return
         queries = need_index(ctx, QUERIES, "id")
