@@ -277,9 +277,11 @@ class ExportConfig(Section):
 # What a named scale sets; keys given explicitly (file or --set) win over the scale.
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
     # Minutes on a 2-core CPU with the embedded 135M model.
-    "demo": {"seeds": {"limit": 6}, "augment": {"k": 1, "max_tokens": 256},
-             "verifiers": {"k": 2, "max_tokens": 384}, "queries": {"k": 2},
-             "responses": {"k": 4, "max_tokens": 160}},
+    # The embedded model writes no working function, so stage 1's LLM work is kept short and stage 2
+    # runs mostly on the built-in library.
+    "demo": {"seeds": {"limit": 4}, "augment": {"k": 1, "max_tokens": 192},
+             "verifiers": {"k": 2, "max_tokens": 320}, "backtranslate": {"max_tokens": 64},
+             "queries": {"k": 2}, "responses": {"k": 4, "max_tokens": 128}},
     "small": {"augment": {"k": 5}, "verifiers": {"k": 4}, "queries": {"k": 4}, "responses": {"k": 4}},
     # The paper's K: 100 rewrites per seed, 8 verifier samples (official release), 16 queries, 8 responses.
     "paper": {"augment": {"k": 100}, "verifiers": {"k": 8}, "queries": {"k": 16}, "responses": {"k": 8}},

