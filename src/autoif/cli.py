@@ -124,6 +124,60 @@ def train_cmd(method: str, config_path: str | None, overrides: tuple[str, ...], 
     click.echo(f"autoif: trained model saved to {path}")
 
 
+@cli.group("eval")
+def eval_group() -> None:
+    """Benchmarks (IFEval, IFBench, FollowBench), contamination checks, and comparisons."""
+
+
+def _benchmark_command(name: str) -> None:
+    @eval_group.command(name, help=f"Evaluate a model (or a file of responses) on {name}; writes results JSON.")
+    @config_option
+    @set_option
+    @click.option("--model", default=None, help="Model to evaluate (sets llm.model): 'embedded', a hub id, a path.")
+    @click.option("--responses", default=None, type=click.Path(dir_okay=False),
+                  help="Score this jsonl of responses ({id|prompt, response}) instead of generating.")
+    @click.option("--data", default=None, help="Benchmark data: a local file, a hub id (default: packaged copy).")
+    @click.option("--limit", default=None, type=click.IntRange(min=1), help="A seeded subset of this many prompts.")
+    @click.option("--max-tokens", default=None, type=click.IntRange(min=1), help="Longest generated response.")
+    @click.option("--out", default="autoif-eval", show_default=True, help="Where results and responses go.")
+    def command(config_path, overrides, model, responses, data, limit, max_tokens, out) -> None:
+        from pathlib import Path
+
+        from .config import load_config
+        from .evals import EvalConfig, run_benchmark
+
+        config = load_config(config_path, list(overrides) + ([f"llm.model={model}"] if model else []))
+        settings = EvalConfig(**({"max_tokens": max_tokens} if max_tokens else {}))
+        run_benchmark(name, config, data, responses, limit, Path(out), settings)
+
+
+for _name in ("ifeval", "ifbench", "followbench"):
+    _benchmark_command(_name)
+
+
+@eval_group.command("contamination")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def contamination_cmd(run_dir: str) -> None:
+    """13-gram overlap between a run's training prompts and the benchmarks' prompts."""
+    import json
+
+    from .evals import contamination
+
+    click.echo(json.dumps(contamination(run_dir), indent=2)[:4000])
+
+
+@eval_group.command("compare")
+@click.argument("a", type=click.Path(dir_okay=False, exists=True))
+@click.argument("b", type=click.Path(dir_okay=False, exists=True))
+def compare_cmd(a: str, b: str) -> None:
+    """Two results files of one benchmark side by side, with the difference."""
+    from rich.console import Console
+
+    from .evals import compare
+
+    Console().print(compare(a, b))
+
+
 @cli.command("report")
 @click.argument("out", type=click.Path(file_okay=False))
 def report_cmd(out: str) -> None:

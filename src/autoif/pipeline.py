@@ -120,6 +120,9 @@ class Pipeline:
                 atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
             if "export" in names:
                 self._write_export_copies(push_to_hub)
+                from .evals import warn_on_contamination
+
+                warn_on_contamination(self.out)
         finally:
             ctx.close()
         self._log_funnel(funnel, names)

@@ -1,0 +1,96 @@
+"""Benchmarks: `autoif eval ifeval|ifbench|followbench|contamination|compare`.
+
+Each benchmark sits in a registry from name to module (imported when chosen, so `autoif --help` and
+`autoif eval ifeval` never import the FollowBench judge or the checkers of another benchmark).
+
+- `run_benchmark(name, config, data, responses, limit, out_dir)`: generate (or read) one response
+  per prompt, score, write `<out>/<name>_results.json` and `<out>/<name>_responses.jsonl`, print a
+  table, return the results.
+- `compare(a_path, b_path)`: a table of two results files of one benchmark, with the difference.
+- `contamination(run_dir)`: 13-gram overlap between a run's training prompts and the benchmarks'
+  prompts; `warn_on_contamination(run_dir)` is what `autoif run` calls at its end.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from pathlib import Path
+from typing import Optional
+
+from ..errors import AutoifError
+from .common import Benchmark, EvalConfig, EvalContext, compare_table, load_records, load_results
+from .common import read_responses, results_dict, results_table, subset, write_results
+from .contamination import contamination, warn_on_contamination
+
+log = logging.getLogger("autoif.evals")
+
+BENCHMARKS: dict[str, str] = {
+    "ifeval": "autoif.evals.ifeval",
+    "ifbench": "autoif.evals.ifbench",
+    "followbench": "autoif.evals.followbench",
+}
+
+
+def benchmark(name: str) -> Benchmark:
+    """The benchmark registered as `name`; an unknown name is an AutoifError with a suggestion."""
+    if name not in BENCHMARKS:
+        close = difflib.get_close_matches(name, BENCHMARKS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(BENCHMARKS)})"
+        raise AutoifError(f"unknown benchmark '{name}'{hint}")
+    return importlib.import_module(BENCHMARKS[name]).BENCHMARK
+
+
+def run_benchmark(name: str, config, data: Optional[str], responses: Optional[str], limit: Optional[int],
+                  out_dir: Path, settings: Optional[EvalConfig] = None, *, show: bool = True) -> dict:
+    """Evaluate the model of `config.llm` (or the responses in the file `responses`) on a benchmark.
+
+    data: None (packaged copy, else the hub), a local file/directory, or a hub dataset id. limit: a
+    seeded (config.seed) subset of that many prompts. settings: generation and judge settings.
+    """
+    bench = benchmark(name)
+    settings = settings or EvalConfig()
+    out_dir = Path(out_dir).expanduser()
+    records, source = load_records(bench, data)
+    items = subset(bench.items(records, source), limit, config.seed)
+    if not items:
+        raise AutoifError(f"{bench.title}: {source} holds no prompts")
+    context = EvalContext(config, settings)
+    try:
+        if responses is not None:
+            texts, generation = read_responses(responses, items), None
+            model = {"responses_file": str(responses)}
+        else:
+            generation = context.generate([item.prompt for item in items], max_tokens=settings.max_tokens,
+                                          desc=f"{bench.name} responses")
+            texts = [str(c) for c in generation]
+            model = context.model_info()
+        scores = bench.score(items, texts, context)
+    finally:
+        context.close()
+    results = results_dict(bench, scores, source=source, model=model, limit=limit, seed=config.seed,
+                           settings=settings, responses_file=str(responses) if responses else None)
+    if generation is not None:
+        results["counts"]["generation_errors"] = sum(1 for c in generation if c.error)
+        results["counts"]["truncated"] = sum(1 for c in generation if c.finish_reason == "length")
+    write_results(out_dir, name, results, items, texts, scores, generation)
+    if show:
+        from rich.console import Console
+
+        Console().print(results_table(results))
+    log.info("wrote %s and %s", out_dir / f"{name}_results.json", out_dir / f"{name}_responses.jsonl")
+    return results
+
+
+def compare(a_path: str | Path, b_path: str | Path):
+    """A rich table of two results files (same benchmark): A, B and B - A in points."""
+    a, b = load_results(a_path), load_results(b_path)
+    a_name, b_name = Path(a_path).parent.name, Path(b_path).parent.name
+    if not a_name or not b_name or a_name == b_name:
+        a_name, b_name = str(a_path), str(b_path)
+    return compare_table(a, b, a_name, b_name)
+
+
+__all__ = ["BENCHMARKS", "EvalConfig", "benchmark", "compare", "contamination", "run_benchmark",
+           "warn_on_contamination"]

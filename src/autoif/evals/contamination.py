@@ -1,0 +1,159 @@
+"""Training/benchmark contamination: 13-gram overlap between a run's training prompts (the user turns
+of `sft.jsonl`, the prompts of `dpo.jsonl`) and each benchmark's prompts.
+
+Texts are lower-cased and split into words (`\\w+`); two prompts overlap when they share at least one
+word 13-gram (the n of GPT-3's and most later decontamination reports), or, for a text shorter than
+13 words, when one's whole word sequence equals the other's. For each benchmark the report gives the
+share of unique training prompts that overlap it, the share of its prompts that are hit, and the
+pairs sharing the most n-grams. Only benchmark data available offline is used (packaged copies, or
+files named in `data_files`): a check at the end of every run must never wait on the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from ..errors import AutoifError
+from ..jsonl import atomic_write_text, read_jsonl
+
+log = logging.getLogger("autoif.evals")
+
+NGRAM = 13
+TOP_PAIRS = 10
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+    """The word n-grams of a text; a text shorter than n words is its own single 'n-gram'."""
+    w = words(text)
+    if not w:
+        return set()
+    if len(w) < n:
+        return {tuple(w)}
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def training_prompts(run_dir: Path) -> tuple[list[str], dict[str, int]]:
+    """Unique training prompts of a run (first-seen order) and how many records each file holds."""
+    prompts: dict[str, None] = {}
+    counts: dict[str, int] = {}
+    for name, turns in (("sft.jsonl", lambda r: r.get("messages")), ("dpo.jsonl", lambda r: r.get("prompt"))):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        records = read_jsonl(path)
+        counts[name] = len(records)
+        for n, record in enumerate(records, 1):
+            messages = turns(record)
+            if isinstance(messages, str):  # a plain-text prompt (TRL's standard format)
+                messages = [{"role": "user", "content": messages}]
+            if not isinstance(messages, list):
+                raise AutoifError(f"{path} line {n}: no {'messages' if name == 'sft.jsonl' else 'prompt'} list")
+            for m in messages:
+                if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+                    prompts.setdefault(m["content"], None)
+    if not counts:
+        raise AutoifError(f"no training data in {run_dir}: neither sft.jsonl nor dpo.jsonl")
+    return list(prompts), counts
+
+
+def benchmark_prompts(name: str, data: Optional[str]) -> tuple[list[tuple[str, str]], str]:
+    """(id, prompt) pairs of a benchmark from offline data only, and where they came from."""
+    from . import benchmark
+    from .common import load_records
+
+    bench = benchmark(name)
+    records, source = load_records(bench, data, offline_only=True)
+    return [(item.id, item.prompt) for item in bench.all_items(records, source)], source
+
+
+def overlap(train: Sequence[str], bench: Sequence[tuple[str, str]], n: int = NGRAM, top: int = TOP_PAIRS) -> dict:
+    """Overlap between training prompts and one benchmark's (id, prompt) pairs."""
+    index: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for j, (_, prompt) in enumerate(bench):
+        for gram in ngrams(prompt, n):
+            index[gram].append(j)
+    pairs: dict[tuple[int, int], list[tuple[str, ...]]] = defaultdict(list)
+    for i, prompt in enumerate(train):
+        for gram in ngrams(prompt, n):
+            for j in index.get(gram, ()):
+                pairs[(i, j)].append(gram)
+    hit_train = {i for i, _ in pairs}
+    hit_bench = {j for _, j in pairs}
+    ranked = sorted(pairs.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    return {
+        "benchmark_prompts": len(bench),
+        "overlapping_training_prompts": len(hit_train),
+        "training_overlap_rate": len(hit_train) / len(train) if train else 0.0,
+        "overlapping_benchmark_prompts": len(hit_bench),
+        "benchmark_overlap_rate": len(hit_bench) / len(bench) if bench else 0.0,
+        "top_pairs": [
+            {"training_prompt": train[i], "benchmark_id": bench[j][0], "benchmark_prompt": bench[j][1],
+             "shared_ngrams": len(grams), "example": " ".join(grams[0])}
+            for (i, j), grams in ranked
+        ],
+    }
+
+
+def contamination(run_dir: str | Path, benchmarks: Optional[Sequence[str]] = None, *,
+                  data_files: Optional[Mapping[str, str]] = None, n: int = NGRAM) -> dict:
+    """Overlap of a run's training prompts with each benchmark; written to `<run_dir>/contamination.json`.
+
+    benchmarks: names to check (None: every registered one; those without offline data are listed
+    under "skipped"). data_files: benchmark name -> a local file to use instead of the packaged copy.
+    """
+    from . import BENCHMARKS
+
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise AutoifError(f"no such run directory: {run_dir}")
+    train, counts = training_prompts(run_dir)
+    names = list(benchmarks) if benchmarks is not None else list(BENCHMARKS)
+    data_files = dict(data_files or {})
+    report: dict = {"n": n, "training": {"records": counts, "unique_prompts": len(train)},
+                    "benchmarks": {}, "skipped": {}}
+    for name in names:
+        explicit = benchmarks is not None or name in data_files
+        try:
+            prompts, source = benchmark_prompts(name, data_files.get(name))
+        except AutoifError as exc:
+            if explicit:
+                raise
+            report["skipped"][name] = str(exc)
+            continue
+        report["benchmarks"][name] = {"data": source, **overlap(train, prompts, n)}
+    atomic_write_text(run_dir / "contamination.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return report
+
+
+def warn_on_contamination(run_dir: str | Path) -> Optional[dict]:
+    """What `autoif run` calls at its end: check every benchmark available offline and log a warning
+    per benchmark that the training prompts overlap. Never fails the run: a problem is logged."""
+    if not any((Path(run_dir) / name).is_file() for name in ("sft.jsonl", "dpo.jsonl")):
+        log.debug("contamination: no training data in %s yet", run_dir)
+        return None
+    try:
+        report = contamination(run_dir)
+    except AutoifError as exc:
+        log.warning("contamination check skipped: %s", exc)
+        return None
+    for name, result in report["benchmarks"].items():
+        if result["overlapping_training_prompts"]:
+            top = result["top_pairs"][0]
+            log.warning(
+                "contamination: %d of %d training prompts share a %d-gram with %d %s prompts (e.g. '%s'); "
+                "see %s", result["overlapping_training_prompts"], report["training"]["unique_prompts"],
+                report["n"], result["overlapping_benchmark_prompts"], name, top["example"],
+                Path(run_dir) / "contamination.json")
+    for name, reason in report["skipped"].items():
+        log.debug("contamination: %s not checked: %s", name, reason)
+    return report
