@@ -50,3 +50,16 @@ def test_help_does_not_import_heavy_modules():
     code = "import sys, autoif.cli; print(sorted(m for m in ('torch', 'transformers', 'trl', 'openai') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bad_query_pool_fails_before_any_work(tmp_path):
+    """A missing query file, an unknown field and a benchmark as a pool: one line, exit 2, at once."""
+    missing = autoif("run", "-o", str(tmp_path), "--set", f"queries.source={tmp_path / 'nope.jsonl'}")
+    assert_one_line_exit_2(missing, "nope.jsonl")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"text": "How do I bake bread at home without a mixer?"}\n')
+    unknown = autoif("run", "-o", str(tmp_path), "--set", f"queries.source={pool}", "--set", "queries.field=questoin")
+    assert_one_line_exit_2(unknown, "questoin")
+    bench = autoif("run", "-o", str(tmp_path), "--set", "queries.source=google/IFEval")
+    assert_one_line_exit_2(bench, "IFEval")
+    assert not (tmp_path / "seeds.jsonl").exists()  # refused before stage 1 ran

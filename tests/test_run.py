@@ -133,3 +133,24 @@ def test_exported_records_pass_their_own_functions_again(runs):
             grid = sandbox.check(pair["functions"], texts)
             assert pass_rate([row[0] for row in grid]) >= 0.5
             assert pass_rate([row[1] for row in grid]) == 0.0
+
+
+def test_report_of_the_real_run_renders_in_chromium(runs):
+    """The report `autoif run` wrote for a real (small) run: every section, no console error."""
+    from test_report import ARTIFACTS, CHROMIUM, SECTION_STATES, SECTIONS, Chromium, Page
+
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not installed (`make test` installs Debian's `chromium`)")
+    a, _, _, _ = runs
+    browser = Chromium(a.parent / "chromium-profile")
+    try:
+        page = Page(browser, a / "report.html")
+        assert page.console_errors() == [] and page.fetched() == []
+        states = json.loads(page.evaluate(SECTION_STATES))
+        assert list(states) == list(SECTIONS)
+        for section in ("summary", "funnel", "distributions", "instructions", "dpo", "config", "llm-cache"):
+            assert states[section] == "present", (section, states)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(ARTIFACTS / "report-real-run.png")
+    finally:
+        browser.close()
