@@ -59,7 +59,7 @@ def cli(debug: bool) -> None:
         datefmt="%H:%M:%S",
     )
     # Third-party chatter (HTTP request lines, model loading) is noise unless debugging.
-    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "transformers"):
+    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "transformers", "huggingface_hub", "datasets"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
@@ -139,15 +139,19 @@ def _benchmark_command(name: str) -> None:
     @click.option("--data", default=None, help="Benchmark data: a local file, a hub id (default: packaged copy).")
     @click.option("--limit", default=None, type=click.IntRange(min=1), help="A seeded subset of this many prompts.")
     @click.option("--max-tokens", default=None, type=click.IntRange(min=1), help="Longest generated response.")
+    @click.option("--judge-set", "judge_overrides", multiple=True, metavar="KEY=VALUE",
+                  help="followbench: the judge's llm settings, e.g. --judge-set backend=openai --judge-set "
+                       "model=gpt-4o (default: the evaluated model judges its own answers).")
     @click.option("--out", default="autoif-eval", show_default=True, help="Where results and responses go.")
-    def command(config_path, overrides, model, responses, data, limit, max_tokens, out) -> None:
+    def command(config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, out) -> None:
         from pathlib import Path
 
-        from .config import load_config
+        from .config import LLMConfig, load_config
         from .evals import EvalConfig, run_benchmark
 
         config = load_config(config_path, list(overrides) + ([f"llm.model={model}"] if model else []))
-        settings = EvalConfig(**({"max_tokens": max_tokens} if max_tokens else {}))
+        judge = load_config(None, judge_overrides, model=LLMConfig) if judge_overrides else None
+        settings = EvalConfig(**({"max_tokens": max_tokens} if max_tokens else {}), judge=judge)
         run_benchmark(name, config, data, responses, limit, Path(out), settings)
 
 
@@ -159,11 +163,15 @@ for _name in ("ifeval", "ifbench", "followbench"):
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def contamination_cmd(run_dir: str) -> None:
     """13-gram overlap between a run's training prompts and the benchmarks' prompts."""
-    import json
-
     from .evals import contamination
 
-    click.echo(json.dumps(contamination(run_dir), indent=2)[:4000])
+    report = contamination(run_dir)
+    for name, r in report["benchmarks"].items():
+        click.echo(f"{name}: {r['overlapping_training_prompts']} of {report['training']['unique_prompts']} training "
+                   f"prompts ({100 * r['training_overlap_rate']:.2f}%) overlap {r['overlapping_benchmark_prompts']} "
+                   f"of {r['benchmark_prompts']} benchmark prompts (details: {run_dir}/contamination.json)")
+    for name, reason in report["skipped"].items():
+        click.echo(f"{name}: not checked ({reason})")
 
 
 @eval_group.command("compare")
