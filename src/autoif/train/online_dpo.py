@@ -142,7 +142,9 @@ def train(settings: OnlineDPOSettings) -> Path:
             next_path = out / f"iter-{iteration + 1}"
             trainer.save_model(str(next_path))
             tokenizer.save_pretrained(str(next_path))
-            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            # The run's mean loss (logged once at the end), else the last logged step's.
+            losses = [h.get("train_loss", h.get("loss")) for h in trainer.state.log_history
+                      if "train_loss" in h or "loss" in h]
             _append_log(out, {**entry, "train_loss": losses[-1] if losses else None, "saved": str(next_path)})
             policy_path = str(next_path)
     return Path(policy_path)
