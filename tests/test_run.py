@@ -8,84 +8,23 @@ again, and every exported record must pass its own functions when re-checked in 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
 
 from autoif.sandbox import Sandbox, pass_rate
 
 pytestmark = pytest.mark.slow
 
-# Small enough for a 2-core CPU: a seed and a few library constraints, short generations. Responses
-# are greedy here: on CPU a row's logits move by ~1e-5 with the number of rows sharing a matmul, so a
-# sampled answer cut off by the kill could, rarely, come out different when regenerated in another
-# batch (finished answers are cached and never change). Greedy decoding is stable against that.
-SMALL_RUN = {
-    "seed": 7,
-    "seeds": {"limit": 1, "library_limit": 4},
-    "augment": {"k": 1, "max_tokens": 24},
-    "verifiers": {"k": 1, "max_tokens": 32},
-    "backtranslate": {"max_functions": 1, "max_tokens": 16},
-    "queries": {"k": 2},
-    "responses": {"k": 2, "max_tokens": 24, "temperature": 0.0},
-    "executor": {"shard_size": 2},
-}
-OUTPUTS = ["seeds.jsonl", "instructions.jsonl", "verifiers.jsonl", "crossval.jsonl", "backtranslate.jsonl",
-           "queries.jsonl", "responses.jsonl", "verified.jsonl", "scored.jsonl", "sft.jsonl", "dpo.jsonl"]
-
-
-def _start(out: Path, config: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "autoif.cli", "run", "-c", str(config), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _cache_rows(out: Path) -> int:
-    path = out / "llm_cache.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    except sqlite3.OperationalError:  # the table is being created
-        return 0
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    output, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, output[-3000:]
-    return output
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    config = root / "small.yaml"
-    config.write_text(json.dumps(SMALL_RUN))  # JSON is YAML
-    a, b = root / "a", root / "b"
-    _finish(_start(a, config))
-
+def runs(small_run):
+    config, a = small_run
+    b = a.parent / "b"
     # B: killed while stage 2 samples responses (some samples cached, the stage unfinished).
-    proc = _start(b, config)
-    deadline = time.monotonic() + 900
-    rows_after_stage_1 = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        if rows_after_stage_1 is None and (b / "queries.jsonl").exists():
-            rows_after_stage_1 = _cache_rows(b)
-        if rows_after_stage_1 is not None and _cache_rows(b) > rows_after_stage_1 + 1:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    rows_at_kill = _cache_rows(b)
-    assert not (b / "responses.jsonl").exists()  # it really was cut off inside the stage
-    rerun_log = _finish(_start(b, config))
+    kill_during_responses(start(b, config), b)
+    rows_at_kill = cache_rows(b)
+    rerun_log = finish(start(b, config))
     return a, b, rows_at_kill, rerun_log
 
 
@@ -101,7 +40,7 @@ def test_no_finished_request_is_repeated(runs):
     funnel_b = json.loads((b / "funnel.json").read_text())
     generated_in_a = funnel_a["llm"]["misses"]
     # Every sample A generated, B generated exactly once: before the kill or after it.
-    assert _cache_rows(b) == _cache_rows(a) == generated_in_a
+    assert cache_rows(b) == cache_rows(a) == generated_in_a
     assert rows_at_kill > 0 and funnel_b["llm"]["misses"] == generated_in_a - rows_at_kill
     # What the rerun did not regenerate came from the cache or from the shards finished before the kill.
     assert "LLM samples:" in rerun_log

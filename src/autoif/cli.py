@@ -88,8 +88,10 @@ def config_cmd(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--force", is_flag=True, help="Redo stages even when their outputs are up to date.")
 @click.option("--push-to-hub", default=None, metavar="REPO",
               help="Also push the SFT/DPO datasets to this Hugging Face hub repo (needs HF_TOKEN).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Where stages run: this machine, or a Ray cluster (RAY_ADDRESS) (overrides executor.kind).")
 def run_cmd(config_path: str | None, out: str | None, overrides: tuple[str, ...], only: str | None,
-            until: str | None, force: bool, push_to_hub: str | None) -> None:
+            until: str | None, force: bool, push_to_hub: str | None, executor: str | None) -> None:
     """Run the AutoIF pipeline: seeds to SFT data and DPO pairs."""
     from .config import load_config
     from .pipeline import Pipeline
@@ -97,6 +99,8 @@ def run_cmd(config_path: str | None, out: str | None, overrides: tuple[str, ...]
     config = load_config(config_path, overrides)
     if out:
         config.paths.out = out
+    if executor:
+        config.executor.kind = executor
     Pipeline(config).run(only=only, until=until, force=force, push_to_hub=push_to_hub)
 
 

@@ -88,7 +88,25 @@ class ExecutorConfig(Section):
 
     kind: Literal["local", "ray"] = Field("local", description="where stages run: this machine, or a Ray cluster")
     shard_size: int = Field(256, ge=1, description="records handed to a stage at once (unit of resume)")
-    ray_address: Optional[str] = Field(None, description="ray: cluster address (None: RAY_ADDRESS or a local one)")
+    ray_address: Optional[str] = Field(
+        None, description="ray: cluster address, e.g. 'auto' or 'ray://head:10001' (None: RAY_ADDRESS, else a "
+        "new single-machine cluster)")
+    engines: Optional[int] = Field(
+        None, ge=1, description="ray: LLM engine actors, each with its own copy of the model (None: as many as the "
+        "cluster's GPUs hold; one per node where engines need no GPU)")
+    gpus_per_engine: Optional[int] = Field(
+        None, ge=0, description="ray: GPUs of one engine, all on one node (None: llm.tensor_parallel_size for "
+        "vllm; 1 for local when the cluster has GPUs; else 0)")
+    cpus_per_engine: float = Field(1.0, ge=0, description="ray: CPUs reserved by one engine actor")
+    sandbox_actors: Optional[int] = Field(
+        None, ge=1, description="ray: sandbox actors for crossval/verify/export (None: as many as the CPUs left "
+        "after the engines hold, cpus_per_sandbox each)")
+    cpus_per_sandbox: int = Field(
+        4, ge=1, description="ray: CPUs (= sandbox worker processes) of one sandbox actor, all on one node")
+    actor_start_timeout_s: float = Field(
+        600.0, gt=0, description="ray: how long actors may wait for a place (an autoscaling cluster adds nodes)")
+    shards_per_actor: int = Field(
+        2, ge=1, description="ray: shards queued per actor, so the next one's records travel while one runs")
 
 
 class SandboxConfig(Section):

@@ -25,7 +25,7 @@ from typing import Any
 from .config import Config
 from .errors import AutoifError
 from .executors import make_executor
-from .jsonl import atomic_write_text, dumps_records, read_jsonl
+from .jsonl import atomic_write_text, read_jsonl
 from .records import Record
 from .stages.base import Context, Stage
 
@@ -87,6 +87,8 @@ class Pipeline:
         self.config = config
         self.out = config.out_path()
         self.executor = make_executor(config)
+        # What this run's LLM calls cost, summed over the shards it ran (wherever they ran).
+        self.llm_stats: dict[str, int] = {}
 
     def selected(self, only: str | None = None, until: str | None = None) -> list[str]:
         names = list(STAGES)
@@ -114,9 +116,9 @@ class Pipeline:
             for name in names:
                 report = self.run_stage(load_stage(name), ctx, force=force)
                 funnel["stages"][name] = report.as_dict()
-                if ctx._llm is not None:
+                if self.llm_stats:
                     funnel["llm"] = {"backend": self.config.llm.backend, "model": self.config.llm.model,
-                                     **ctx.llm.stats.as_dict()}
+                                     **self.llm_stats}
                 atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
             if "export" in names:
                 self._write_export_copies(push_to_hub)
@@ -125,6 +127,7 @@ class Pipeline:
                 warn_on_contamination(self.out)
         finally:
             ctx.close()
+            self.executor.close()
         self._log_funnel(funnel, names)
         self._write_report()
         return funnel
@@ -141,9 +144,7 @@ class Pipeline:
 
     def run_stage(self, stage: Stage, ctx: Context, force: bool = False) -> StageReport:
         source = self._resolve_need(stage.input, stage.name) if stage.input else None
-        records = self._read_output(source, stage.name) if source else []
         needs = {need: self._resolve_need(need, stage.name) for need in stage.needs}
-        ctx.needs = {need: self._read_output(source, stage.name) for need, source in needs.items()}
         settings = stage.settings(self.config)
         sources = ([source] if source else []) + list(needs.values())
         inputs_key = _digest(stage.name, getattr(stage, "version", 1), settings,
@@ -159,6 +160,9 @@ class Pipeline:
                 return StageReport(r["in"], r["out"], Counter(r["dropped"]), Counter(r["counts"]),
                                    r["shards_reused"], r["shards_run"])
 
+        self.executor.prepare(stage)  # a cluster starts its workers while the inputs are read
+        records = self._read_output(source, stage.name) if source else []
+        ctx.needs = {need: self._read_output(source, stage.name) for need, source in needs.items()}
         size = self.config.executor.shard_size if stage.sharded else max(1, len(records))
         shards = [records[i:i + size] for i in range(0, len(records), size)] or [[]]
         keys = [_digest(inputs_key, [r.model_dump(mode="json") for r in shard]) for shard in shards]
@@ -168,15 +172,14 @@ class Pipeline:
         log.info("%s: %d records in %d shard(s), %d to run", stage.name, len(records), len(shards), len(todo))
         for i, result in self.executor.run(stage, [shards[i] for i in todo], ctx):
             key = keys[todo[i]]
-            by_file: dict[str, list[Record]] = {f: [] for f in files.values()}
-            for record in result.records:
-                by_file[files[type(record)]].append(record)
-            for fname, recs in by_file.items():
-                atomic_write_text(workdir / f"{key}.{fname}", dumps_records(recs))
+            for fname, text in result.file_texts(files).items():
+                atomic_write_text(workdir / f"{key}.{fname}", text)
             # The marker comes last: a shard is done only once all its files are.
             atomic_write_text(workdir / f"{key}.done", json.dumps(
                 {"dropped": result.dropped, "counts": result.counts}) + "\n")
             report.shards_run += 1
+            for k, v in (result.llm or {}).items():
+                self.llm_stats[k] = self.llm_stats.get(k, 0) + v
 
         for key in keys:
             meta = json.loads((workdir / f"{key}.done").read_text())

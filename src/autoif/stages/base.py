@@ -89,6 +89,7 @@ class Stage(ABC):
     needs: ClassVar[tuple[str, ...]] = ()
     sharded: ClassVar[bool] = True  # False when a stage must see all records at once (dedup, merge)
     uses_llm: ClassVar[bool] = False
+    uses_sandbox: ClassVar[bool] = False  # runs generated functions (a cluster executor places it on CPU workers)
 
     def files(self) -> dict[type[Record], str]:
         """Output file of each record type this stage yields."""

@@ -119,6 +119,7 @@ class CrossvalStage(Stage):
     output = "crossval.jsonl"
     input = "verifiers"
     output_type = CrossvalRecord
+    uses_sandbox = True
 
     def settings(self, config):
         return {"rules": config.crossval.resolved(), "sandbox": config.sandbox.model_dump()}

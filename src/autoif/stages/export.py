@@ -62,6 +62,7 @@ class ExportStage(Stage):
     output = "sft.jsonl"
     input = "score"
     output_type = SFTRecord
+    uses_sandbox = True
     also_writes = {DPORecord: "dpo.jsonl"}
     needs = (QUERIES, INSTRUCTIONS)
     sharded = False

@@ -54,6 +54,7 @@ class VerifyStage(Stage):
     output = "verified.jsonl"
     input = "responses"
     output_type = VerifiedRecord
+    uses_sandbox = True
     needs = (INSTRUCTIONS, QUERIES)
 
     def settings(self, config):

@@ -1,0 +1,375 @@
+"""Executor `ray`: the same stages, their shards spread over the actors of a Ray cluster.
+
+`autoif run --executor ray` connects to a running cluster (`executor.ray_address`, else
+`RAY_ADDRESS`, else it starts one on this machine) and places each stage by what it uses:
+
+- LLM stages (`uses_llm`: augment, verifiers, backtranslate, responses, score) go to *engine*
+  actors, each holding its own backend (a `vllm.LLM` on `gpus_per_engine` GPUs of one node, the
+  local transformers model, or an HTTP client). They are started once and kept for the whole run,
+  so a 70B model loads once, not once per stage. The NLI model of backtranslate loads beside it.
+- Sandbox stages (`uses_sandbox`: crossval, verify, export) go to *sandbox* actors, each running
+  a sandbox of `cpus_per_sandbox` worker processes on the CPUs the engines leave free.
+- The rest (seeds, queries: record shuffling that reads local files) run here, in the driver.
+
+The executor knows nothing of a stage's insides: an actor runs `run_shard(stage, records, ctx)`
+exactly as the local executor does, with a Context of its own. Every actor keeps
+`shards_per_actor` shards queued and results come back one by one, as they finish; the pipeline
+writes each finished shard before the next result is taken, so the driver holds a stage's input and
+the results in flight, never a stage's output, and an interrupted run resumes from finished shards.
+
+The LLM response cache stays one SQLite file on the driver's machine (`llm.cache_path`), served
+by a cache actor pinned to that node: engines on other machines read and write through it, so a
+rerun re-issues no finished request however the shards land, with no shared file system needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, deque
+from typing import Any, Iterator
+
+from .errors import AutoifError, require
+from .executors import LocalExecutor, ShardResult, run_shard
+from .records import Record
+from .stages.base import Context, Stage
+
+log = logging.getLogger("autoif.ray")
+
+# Forwarded to every actor: on a real cluster a worker's environment is its node's, not the driver's.
+_FORWARDED_ENV_PREFIXES = ("AUTOIF_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "OPENAI_", "VLLM_", "NLTK_")
+
+
+class RemoteCache:
+    """The `ResponseCache` interface, answered by the cache actor on the driver's node."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        import ray
+
+        return ray.get(self.server.get_many.remote(keys))
+
+    def put(self, key: str, value: str) -> None:
+        import ray
+
+        # Waited for: a sample counts as finished only once it is committed on the driver's disk.
+        ray.get(self.server.put.remote(key, value))
+
+    def __len__(self) -> int:
+        import ray
+
+        return ray.get(self.server.size.remote())
+
+    def close(self) -> None:
+        """The server owns the file; it is closed when the executor closes."""
+
+
+class CacheServer:
+    """Ray actor holding the run's SQLite response cache (one writer, on the driver's machine)."""
+
+    def __init__(self, path: str) -> None:
+        from .llm.cache import ResponseCache
+
+        self.cache = ResponseCache(path)
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        return self.cache.get_many(keys)
+
+    def put(self, key: str, value: str) -> None:
+        self.cache.put(key, value)
+
+    def size(self) -> int:
+        return len(self.cache)
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+class ShardWorker:
+    """Ray actor: a Context of its own (an LLM backend, or a sandbox) that runs shards of any stage."""
+
+    def __init__(self, config: Any, cache_server: Any, engine: bool) -> None:
+        import ray
+
+        self.ctx = Context(config)
+        if engine:
+            from .llm import make_backend
+
+            cache = RemoteCache(cache_server) if cache_server is not None else None
+            self.ctx._llm = make_backend(config, cache=cache)
+            if config.llm.backend == "vllm" and config.llm.tensor_parallel_size > 1:
+                # The actor already holds its GPUs: vLLM's own processes use them, instead of its Ray
+                # executor asking the cluster for more (which would wait for ever).
+                self.ctx._llm.engine_kwargs.setdefault("distributed_executor_backend", "mp")
+        else:
+            self.ctx.sandbox  # its worker processes boot now, while the driver reads the stage's inputs
+        self.node = ray.get_runtime_context().get_node_id()
+        self._loaded: tuple[str, str] | None = None
+        self._stage: Stage | None = None
+
+    def ready(self) -> str:
+        return self.node
+
+    def run(self, refs: list[Any], records: list[Record]) -> tuple[ShardResult, str]:
+        """One shard; `refs` = [stage, needs] object refs, fetched once per stage (not per shard)."""
+        import ray
+
+        key = (refs[0].hex(), refs[1].hex())
+        if key != self._loaded:
+            self._stage, self.ctx.needs = ray.get(refs)
+            self._loaded = key
+        return run_shard(self._stage, records, self.ctx).packed(self._stage.files()), self.node
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+class _Pool:
+    """Actors of one kind; `starting` holds their readiness refs until they have been waited for."""
+
+    def __init__(self, kind: str, actors: list[Any], what: str, starting: dict[Any, Any]) -> None:
+        self.kind, self.actors, self.what, self.starting = kind, actors, what, starting
+
+
+class RayExecutor:
+    """Shards of LLM stages on engine actors, of sandbox stages on sandbox actors, the rest here."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self._ray: Any = None
+        self._connected_here = False
+        self._pools: dict[str, _Pool] = {}
+        self._cache_server: Any = None
+        self.placements: dict[str, Counter] = {}  # stage -> node id -> shards run there
+
+    # ------------------------------------------------------------------------------------ running
+    @staticmethod
+    def _kind(stage: Stage) -> str | None:
+        return "engine" if stage.uses_llm else "sandbox" if stage.uses_sandbox else None
+
+    def prepare(self, stage: Stage) -> None:
+        """Start the stage's actors without waiting: they boot while the driver reads the inputs."""
+        kind = self._kind(stage)
+        if kind is not None:
+            self._connect()
+            self._pool(kind)
+
+    def run(self, stage: Stage, shards: list[list[Record]], ctx: Context) -> Iterator[tuple[int, ShardResult]]:
+        kind = self._kind(stage)
+        if kind is None or not shards:
+            yield from LocalExecutor(self.config).run(stage, shards, ctx)
+            return
+        ray = self._connect()
+        pool = self._started(self._pool(kind))
+        refs = [ray.put(stage), ray.put(ctx.needs)]  # once per stage; actors fetch them once
+        placed = self.placements.setdefault(stage.name, Counter())
+        todo = deque(range(len(shards)))
+        pending: dict[Any, tuple[int, Any]] = {}
+
+        def submit(actor: Any) -> None:
+            i = todo.popleft()
+            pending[actor.run.remote(refs, shards[i])] = (i, actor)
+
+        for _ in range(self.config.executor.shards_per_actor):
+            for actor in pool.actors:
+                if todo:
+                    submit(actor)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(shards), desc=f"{stage.name} shards ({len(pool.actors)} {kind} actors)", unit="shard",
+                  leave=False, disable=len(shards) < 2) as bar:
+            while pending:
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                i, actor = pending.pop(done)
+                result, node = self._result(done, stage, i)
+                placed[node] += 1
+                if todo:
+                    submit(actor)
+                bar.update(1)
+                yield i, result
+        log.info("%s: %d shard(s) on %d node(s) (%s)", stage.name, sum(placed.values()), len(placed),
+                 ", ".join(f"{node[:8]}: {n}" for node, n in placed.most_common()))
+
+    def _result(self, ref: Any, stage: Stage, i: int) -> tuple[ShardResult, str]:
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            # The stage itself failed: raise its own error (one line for an AutoifError), not Ray's.
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+        except ray.exceptions.RayActorError as exc:
+            raise AutoifError(f"ray: the actor running shard {i} of stage '{stage.name}' died and could not be "
+                              f"restarted ({type(exc).__name__}); rerun to resume from the finished shards") from None
+
+    # ------------------------------------------------------------------------------ cluster, pools
+    def _connect(self):
+        if self._ray is not None:
+            return self._ray
+        ray = require("ray", "ray", "the ray executor")
+        if not ray.is_initialized():
+            address = self.config.executor.ray_address
+            kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
+            if address is None and not os.environ.get("RAY_ADDRESS"):
+                kwargs["include_dashboard"] = False  # a throwaway single-machine cluster
+            try:
+                # The job's environment, so actors can start in the workers Ray keeps warm for the job.
+                ray.init(address=address, runtime_env=self._actor_env(), **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
+                raise AutoifError(f"ray: cannot connect to {where}: {str(exc).splitlines()[0]}") from None
+            self._connected_here = True
+        self._ray = ray
+        nodes = self._alive_nodes()
+        total = ray.cluster_resources()
+        log.info("ray: %d node(s), %g CPUs, %g GPUs", len(nodes), total.get("CPU", 0), total.get("GPU", 0))
+        return ray
+
+    def _alive_nodes(self) -> list[dict]:
+        return [n for n in self._ray.nodes() if n.get("Alive")]
+
+    def _actor_env(self) -> dict[str, Any]:
+        keep = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+        key_env = self.config.llm.api_key_env
+        if key_env in os.environ:
+            keep[key_env] = os.environ[key_env]
+        # Progress is the driver's (one bar per stage); actors' bars would interleave in its log.
+        keep["TQDM_DISABLE"] = "1"
+        return {"env_vars": keep}
+
+    def gpus_per_engine(self) -> int:
+        ex, llm = self.config.executor, self.config.llm
+        if ex.gpus_per_engine is not None:
+            return ex.gpus_per_engine
+        if llm.backend == "vllm":
+            return llm.tensor_parallel_size
+        if llm.backend == "local" and not llm.device.startswith("cpu"):
+            return 1 if self._ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        return 0
+
+    def _pool(self, kind: str) -> _Pool:
+        if kind in self._pools:
+            return self._pools[kind]
+        if kind == "engine" and "sandbox" in self._pools:
+            # Sandbox actors were sized to the CPUs left free; engines come first, then they regrow.
+            self._close_pool(self._pools.pop("sandbox"))
+        ray = self._ray
+        ex = self.config.executor
+        config = self.config.model_copy(deep=True)
+        config.paths.out = str(self.config.out_path().resolve())  # actors may not share the driver's cwd
+        options: dict[str, Any] = {"max_restarts": 2, "max_task_retries": 2, "scheduling_strategy": "SPREAD"}
+        if not self._connected_here:  # joined a session someone else opened: its job has not our env
+            options["runtime_env"] = self._actor_env()
+        if kind == "engine":
+            gpus = self.gpus_per_engine()
+            count = ex.engines or self._engines_that_fit(gpus)
+            options.update(num_cpus=ex.cpus_per_engine, num_gpus=gpus)
+            args = (config, self._cache(config), True)
+            what = f"{gpus} GPU(s), {ex.cpus_per_engine:g} CPU(s) each"
+        else:
+            config.sandbox.workers = ex.cpus_per_sandbox
+            free = ray.available_resources().get("CPU", 0)
+            count = ex.sandbox_actors or int(free // ex.cpus_per_sandbox)
+            if count < 1:
+                raise AutoifError(f"ray: no room for a sandbox actor of {ex.cpus_per_sandbox} CPUs ({free:g} CPUs "
+                                  "free after the engines): lower executor.cpus_per_sandbox or add CPU nodes")
+            options.update(num_cpus=ex.cpus_per_sandbox)
+            args = (config, None, False)
+            what = f"{ex.cpus_per_sandbox} CPU(s) each"
+        actor_cls = ray.remote(ShardWorker).options(**options)
+        actors = [actor_cls.remote(*args) for _ in range(count)]
+        self._pools[kind] = pool = _Pool(kind, actors, what, {actor.ready.remote(): actor for actor in actors})
+        return pool
+
+    def _engines_that_fit(self, gpus: int) -> int:
+        """One engine per `gpus` GPUs of a node; where engines need no GPU, one per node with CPUs."""
+        cpus = self.config.executor.cpus_per_engine
+        count = 0
+        for node in self._alive_nodes():
+            res = node.get("Resources", {})
+            if res.get("CPU", 0) < cpus:
+                continue
+            count += int(res.get("GPU", 0) // gpus) if gpus else 1
+        if count < 1:
+            need = f"{gpus} GPU(s) and " if gpus else ""
+            raise AutoifError(f"ray: no node has {need}{cpus:g} CPU(s) for an LLM engine: add nodes or lower "
+                              "executor.gpus_per_engine / executor.cpus_per_engine")
+        return count
+
+    def _started(self, pool: _Pool) -> _Pool:
+        """The pool, once its actors have started; those that found no place in time are given up."""
+        if not pool.starting:
+            return pool
+        ray, timeout = self._ray, self.config.executor.actor_start_timeout_s
+        done, waiting = ray.wait(list(pool.starting), num_returns=len(pool.starting), timeout=timeout)
+        for ref in waiting:
+            ray.kill(pool.starting[ref])
+        if waiting:
+            log.warning("ray: %d of %d %s actor(s) found no place in %gs (%s) and were given up", len(waiting),
+                        len(pool.actors), pool.kind, timeout, pool.what)
+        started, nodes = [], []
+        for ref in done:
+            try:
+                nodes.append(ray.get(ref))
+            except ray.exceptions.RayError as exc:
+                self._close_pool(pool)
+                del self._pools[pool.kind]
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, Exception):
+                    raise cause from None
+                raise AutoifError(f"ray: a {pool.kind} actor failed to start: {str(exc).splitlines()[0]}") from None
+            started.append(pool.starting[ref])
+        pool.actors, pool.starting = started, {}
+        if not started:
+            del self._pools[pool.kind]
+            raise AutoifError(f"ray: no {pool.kind} actor ({pool.what}) found a place on the cluster in {timeout:g}s: "
+                              "add nodes or lower its resources")
+        log.info("ray: %d %s actor(s) on %d node(s) (%s)", len(started), pool.kind, len(set(nodes)), pool.what)
+        return pool
+
+    def _cache(self, config) -> Any:
+        """The cache actor, pinned to the driver's node (None when the response cache is off)."""
+        if not config.llm.cache:
+            return None
+        if self._cache_server is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            ray = self._ray
+            path = config.resolve_under_out(config.llm.cache_path)
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self._cache_server = ray.remote(CacheServer).options(
+                num_cpus=0, scheduling_strategy=here, max_concurrency=1).remote(str(path))
+        return self._cache_server
+
+    def _close_pool(self, pool: _Pool) -> None:
+        ray = self._ray
+        try:
+            ray.get([actor.close.remote() for actor in pool.actors], timeout=60)
+        except Exception as exc:  # a dead actor has nothing left to close
+            log.debug("ray: closing %s actors: %s", pool.kind, exc)
+        for actor in pool.actors:
+            ray.kill(actor)
+
+    def close(self) -> None:
+        """Stop this run's actors (and the cluster, when this run started it)."""
+        if self._ray is None:
+            return
+        ray = self._ray
+        for pool in self._pools.values():
+            self._close_pool(pool)
+        self._pools.clear()
+        if self._cache_server is not None:
+            try:
+                ray.get(self._cache_server.close.remote(), timeout=60)
+            except Exception as exc:
+                log.debug("ray: closing the cache actor: %s", exc)
+            ray.kill(self._cache_server)
+            self._cache_server = None
+        if self._connected_here:
+            ray.shutdown()
+            self._connected_here = False
+        self._ray = None

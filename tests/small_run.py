@@ -1,0 +1,66 @@
+"""The small real run that `test_run.py` and `test_ray.py` share: settings, and how to start and watch it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Small enough for a 2-core CPU: a seed and a few library constraints, short generations. Responses
+# are greedy here: on CPU a row's logits move by ~1e-5 with the number of rows sharing a matmul, so a
+# sampled answer cut off by the kill could, rarely, come out different when regenerated in another
+# batch (finished answers are cached and never change). Greedy decoding is stable against that.
+SMALL_RUN = {
+    "seed": 7,
+    "seeds": {"limit": 1, "library_limit": 4},
+    "augment": {"k": 1, "max_tokens": 24},
+    "verifiers": {"k": 1, "max_tokens": 32},
+    "backtranslate": {"max_functions": 1, "max_tokens": 16},
+    "queries": {"k": 2},
+    "responses": {"k": 2, "max_tokens": 24, "temperature": 0.0},
+    "executor": {"shard_size": 2},
+}
+OUTPUTS = ["seeds.jsonl", "instructions.jsonl", "verifiers.jsonl", "crossval.jsonl", "backtranslate.jsonl",
+           "queries.jsonl", "responses.jsonl", "verified.jsonl", "scored.jsonl", "sft.jsonl", "dpo.jsonl"]
+
+
+def start(out: Path, config: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autoif.cli", "run", "-c", str(config), "-o", str(out), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+def cache_rows(out: Path) -> int:
+    path = out / "llm_cache.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is being created
+        return 0
+
+
+def kill_during_responses(proc: subprocess.Popen, out: Path) -> None:
+    """SIGKILL the run once stage 2 has cached a few response samples (the stage unfinished)."""
+    deadline = time.monotonic() + 900
+    rows_after_stage_1 = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if rows_after_stage_1 is None and (out / "queries.jsonl").exists():
+            rows_after_stage_1 = cache_rows(out)
+        if rows_after_stage_1 is not None and cache_rows(out) > rows_after_stage_1 + 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert not (out / "responses.jsonl").exists()  # it really was cut off inside the stage

@@ -1,0 +1,153 @@
+"""The `ray` executor on a real Ray cluster started here: a head and two worker nodes, CPU only.
+
+Each worker node is a raylet of its own (as on separate machines), with 2 logical CPUs: an
+engine actor (the embedded SmolLM2 through the local backend) takes one, sandbox actors the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
+
+from autoif.errors import AutoifError, MissingDependency
+from autoif.records import Instruction
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from ray_verify import run_verify, start_cluster, verify_config, write_verify_inputs  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = start_cluster(nodes=2, cpus_per_node=2)
+    yield c
+    c.shutdown()
+
+
+def _ray_args(cluster) -> list[str]:
+    return ["--executor", "ray", "--set", f"executor.ray_address={cluster.address}",
+            "--set", "executor.cpus_per_sandbox=1"]
+
+
+def _settled_cache_rows(out: Path, quiet_s: float = 3.0, limit_s: float = 120.0) -> int:
+    """Cache rows once nothing writes any more (the killed driver's actors are stopped by Ray)."""
+    deadline = time.monotonic() + limit_s
+    rows, since = cache_rows(out), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cache_rows(out)
+        if now != rows:
+            rows, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return rows
+
+
+def test_small_run_on_the_cluster_equals_the_local_run_and_resumes(small_run, cluster):
+    """Killed in stage 2 on the cluster and rerun: the local executor's files, no finished sample redone."""
+    config, local = small_run
+    out = local.parent / "ray"
+    kill_during_responses(start(out, config, *_ray_args(cluster)), out)
+    rows_at_kill = _settled_cache_rows(out)
+    log = finish(start(out, config, *_ray_args(cluster)))
+
+    for name in OUTPUTS:
+        assert (out / name).read_bytes() == (local / name).read_bytes(), name
+    funnel_local = json.loads((local / "funnel.json").read_text())
+    funnel_ray = json.loads((out / "funnel.json").read_text())
+    for stage, report in funnel_local["stages"].items():
+        for key in ("in", "out", "dropped", "counts"):
+            assert funnel_ray["stages"][stage][key] == report[key], (stage, key)
+    generated = funnel_local["llm"]["misses"]
+    assert cache_rows(out) == cache_rows(local) == generated
+    assert 0 < rows_at_kill < generated and funnel_ray["llm"]["misses"] == generated - rows_at_kill
+    # The engines and the sandbox actors were spread over both worker nodes.
+    assert "ray: 2 engine actor(s) on 2 node(s)" in log, log[-3000:]
+    assert "sandbox actor(s) on 2 node(s)" in log, log[-3000:]
+
+
+def test_verify_of_100000_checks_spreads_over_the_workers(cluster, tmp_path):
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    prompts, checks = write_verify_inputs(local_out, 100_000)
+    write_verify_inputs(ray_out, 100_000)
+    assert checks >= 100_000
+
+    run_verify(verify_config(local_out, "local", "sandbox.workers=2"))
+    _, pipeline = run_verify(verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}",
+                                           "executor.cpus_per_sandbox=1"))
+    placed = pipeline.executor.placements["verify"]
+    shards = -(-prompts // pipeline.config.executor.shard_size)
+    assert sum(placed.values()) == shards
+    assert len(placed) == 2 and min(placed.values()) >= shards // 4, placed  # both nodes did a real share
+    assert (ray_out / "verified.jsonl").read_bytes() == (local_out / "verified.jsonl").read_bytes()
+
+
+def _pipeline(tmp_path, address, *overrides):
+    from autoif.pipeline import Pipeline
+
+    return Pipeline(verify_config(tmp_path, "ray", f"executor.ray_address={address}", *overrides))
+
+
+def test_a_sandbox_actor_larger_than_the_cluster_is_a_one_line_error(cluster, tmp_path):
+    write_verify_inputs(tmp_path, 100)
+    pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=8")
+    try:
+        with pytest.raises(AutoifError, match=r"no room for a sandbox actor of 8 CPUs"):
+            pipeline.run(only="verify")
+    finally:
+        pipeline.executor.close()
+
+
+def test_an_engine_needing_gpus_on_a_cpu_cluster_is_a_one_line_error(cluster, tmp_path):
+    from autoif.pipeline import load_stage
+    from autoif.stages.base import Context
+
+    pipeline = _pipeline(tmp_path, cluster.address, "executor.gpus_per_engine=1")
+    ctx = Context(pipeline.config)
+    try:
+        with pytest.raises(AutoifError, match=r"no node has 1 GPU\(s\) and 1 CPU\(s\) for an LLM engine"):
+            list(pipeline.executor.run(load_stage("augment"), [[Instruction(id="s", text="t", source="seed")]], ctx))
+    finally:
+        pipeline.executor.close()
+
+
+def test_a_stage_failing_on_an_actor_raises_its_own_error(cluster, tmp_path):
+    """What a stage raises on a worker reaches the driver as itself (an AutoifError stays one line)."""
+    import cloudpickle
+
+    from autoif.stages.base import Context, Stage
+
+    class Failing(Stage):
+        name, output, input, output_type, uses_sandbox = "failing", "failing.jsonl", None, Instruction, True
+
+        def run(self, records, ctx):
+            raise AutoifError(f"failing: {len(records)} record(s) refused on purpose")
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this module
+    pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=1")
+    try:
+        with pytest.raises(AutoifError, match=r"^failing: 1 record\(s\) refused on purpose$"):
+            list(pipeline.executor.run(Failing(), [[Instruction(id="a", text="t", source="seed")]],
+                                       Context(pipeline.config)))
+    finally:
+        pipeline.executor.close()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_unreachable_cluster_is_a_one_line_error(tmp_path):
+    pipeline = _pipeline(tmp_path, "127.0.0.1:9")
+    with pytest.raises(AutoifError, match=r"^ray: cannot connect to 127.0.0.1:9: "):
+        pipeline.executor._connect()
+
+
+def test_ray_missing_is_a_one_line_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    pipeline = _pipeline(tmp_path, "auto")
+    with pytest.raises(MissingDependency, match=r"pip install 'autoif\[ray\]'"):
+        pipeline.executor._connect()
