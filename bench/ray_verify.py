@@ -69,7 +69,8 @@ def start_cluster(nodes: int, cpus_per_node: int):
     from ray.cluster_utils import Cluster
 
     store = 256 * 1024 ** 2  # small object stores: /dev/shm is small in containers
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store,
+                                                                 "include_dashboard": False})
     for _ in range(nodes):
         cluster.add_node(num_cpus=cpus_per_node, object_store_memory=store)
     cluster.wait_for_nodes()

@@ -89,8 +89,8 @@ class ExecutorConfig(Section):
     kind: Literal["local", "ray"] = Field("local", description="where stages run: this machine, or a Ray cluster")
     shard_size: int = Field(256, ge=1, description="records handed to a stage at once (unit of resume)")
     ray_address: Optional[str] = Field(
-        None, description="ray: cluster address, e.g. 'auto' or 'ray://head:10001' (None: RAY_ADDRESS, else a "
-        "new single-machine cluster)")
+        None, description="ray: cluster address, e.g. 'auto' or 'head:6379' (None: RAY_ADDRESS, else the "
+        "cluster on this machine, started if none runs)")
     engines: Optional[int] = Field(
         None, ge=1, description="ray: LLM engine actors, each with its own copy of the model (None: as many as the "
         "cluster's GPUs hold; one per node where engines need no GPU)")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import Counter, deque
 from typing import Any, Iterator
 
@@ -38,6 +39,21 @@ log = logging.getLogger("autoif.ray")
 
 # Forwarded to every actor: on a real cluster a worker's environment is its node's, not the driver's.
 _FORWARDED_ENV_PREFIXES = ("AUTOIF_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "OPENAI_", "VLLM_", "NLTK_")
+
+
+def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fail in seconds where nothing listens at a `host:port` address: Ray itself retries for minutes."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise AutoifError(f"ray: cannot connect to {address}: expected 'host:port', 'ray://host:port' or 'auto'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise AutoifError(f"ray: cannot connect to {address}: nothing answers at {hostport} ({exc.strerror or exc}); "
+                          "is `ray start --head` running there?") from None
 
 
 class RemoteCache:
@@ -213,6 +229,7 @@ class RayExecutor:
         ray = require("ray", "ray", "the ray executor")
         if not ray.is_initialized():
             address = self.config.executor.ray_address
+            _check_reachable(address or os.environ.get("RAY_ADDRESS"))
             kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
             if address is None and not os.environ.get("RAY_ADDRESS"):
                 kwargs["include_dashboard"] = False  # a throwaway single-machine cluster
