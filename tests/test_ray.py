@@ -104,6 +104,13 @@ def test_a_sandbox_actor_larger_than_the_cluster_is_a_one_line_error(cluster, tm
         pipeline.executor.close()
 
 
+def test_an_actor_that_cannot_start_raises_its_own_error(cluster, tmp_path):
+    write_verify_inputs(tmp_path, 100)
+    pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=1", "sandbox.memory_mb=64")
+    with pytest.raises(AutoifError, match=r"^sandbox.memory_mb=64 is too small: .*use at least 256$"):
+        pipeline.run(only="verify")
+
+
 def test_an_engine_needing_gpus_on_a_cpu_cluster_is_a_one_line_error(cluster, tmp_path):
     from autoif.pipeline import load_stage
     from autoif.stages.base import Context

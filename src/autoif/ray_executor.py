@@ -56,6 +56,20 @@ def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
                           "is `ray start --head` running there?") from None
 
 
+def _own_error(exc: BaseException) -> BaseException | None:
+    """What a stage or an actor's constructor raised, unwrapped from Ray's errors (None: Ray's own)."""
+    import ray
+
+    for _ in range(4):  # ActorDiedError -> RayTaskError -> the exception itself
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException):
+            return None
+        if not isinstance(cause, ray.exceptions.RayError):
+            return cause
+        exc = cause
+    return None
+
+
 class RemoteCache:
     """The `ResponseCache` interface, answered by the cache actor on the driver's node."""
 
@@ -109,7 +123,18 @@ class ShardWorker:
     def __init__(self, config: Any, cache_server: Any, engine: bool) -> None:
         import ray
 
+        self.node = ray.get_runtime_context().get_node_id()
+        self._loaded: tuple[str, str] | None = None
+        self._stage: Stage | None = None
         self.ctx = Context(config)
+        # Kept and raised by `ready`: an error out of a constructor reaches the driver only as text.
+        self._failed: Exception | None = None
+        try:
+            self._open(config, cache_server, engine)
+        except Exception as exc:
+            self._failed = exc
+
+    def _open(self, config: Any, cache_server: Any, engine: bool) -> None:
         if engine:
             from .llm import make_backend
 
@@ -121,11 +146,10 @@ class ShardWorker:
                 self.ctx._llm.engine_kwargs.setdefault("distributed_executor_backend", "mp")
         else:
             self.ctx.sandbox  # its worker processes boot now, while the driver reads the stage's inputs
-        self.node = ray.get_runtime_context().get_node_id()
-        self._loaded: tuple[str, str] | None = None
-        self._stage: Stage | None = None
 
     def ready(self) -> str:
+        if self._failed is not None:
+            raise self._failed
         return self.node
 
     def run(self, refs: list[Any], records: list[Record]) -> tuple[ShardResult, str]:
@@ -212,13 +236,13 @@ class RayExecutor:
         ray = self._ray
         try:
             return ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
+        except ray.exceptions.RayError as exc:
             # The stage itself failed: raise its own error (one line for an AutoifError), not Ray's.
-            cause = getattr(exc, "cause", None)
+            cause = _own_error(exc)
             if isinstance(cause, Exception):
                 raise cause from None
-            raise
-        except ray.exceptions.RayActorError as exc:
+            if not isinstance(exc, ray.exceptions.RayActorError):
+                raise
             raise AutoifError(f"ray: the actor running shard {i} of stage '{stage.name}' died and could not be "
                               f"restarted ({type(exc).__name__}); rerun to resume from the finished shards") from None
 
@@ -335,7 +359,7 @@ class RayExecutor:
             except ray.exceptions.RayError as exc:
                 self._close_pool(pool)
                 del self._pools[pool.kind]
-                cause = getattr(exc, "cause", None)
+                cause = _own_error(exc)
                 if isinstance(cause, Exception):
                     raise cause from None
                 raise AutoifError(f"ray: a {pool.kind} actor failed to start: {str(exc).splitlines()[0]}") from None
