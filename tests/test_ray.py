@@ -88,6 +88,16 @@ def test_verify_of_100000_checks_spreads_over_the_workers(cluster, tmp_path):
     assert (ray_out / "verified.jsonl").read_bytes() == (local_out / "verified.jsonl").read_bytes()
 
 
+def test_the_cluster_is_found_through_ray_address(cluster, tmp_path, monkeypatch):
+    """`autoif run --executor ray` with RAY_ADDRESS set and no executor.ray_address, as the docs show."""
+    write_verify_inputs(tmp_path, 1_000)
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    _, pipeline = run_verify(verify_config(tmp_path, "ray", "executor.cpus_per_sandbox=1"))
+    assert pipeline.config.executor.ray_address is None
+    assert sum(pipeline.executor.placements["verify"].values()) == 1
+    assert (tmp_path / "verified.jsonl").read_text().count("\n") == 82  # every prompt
+
+
 def _pipeline(tmp_path, address, *overrides):
     from autoif.pipeline import Pipeline
 

@@ -204,7 +204,7 @@ class RayExecutor:
         ray = self._connect()
         pool = self._started(self._pool(kind))
         refs = [ray.put(stage), ray.put(ctx.needs)]  # once per stage; actors fetch them once
-        placed = self.placements.setdefault(stage.name, Counter())
+        placed: Counter = Counter()  # node -> shards of this call
         todo = deque(range(len(shards)))
         pending: dict[Any, tuple[int, Any]] = {}
 
@@ -229,6 +229,7 @@ class RayExecutor:
                     submit(actor)
                 bar.update(1)
                 yield i, result
+        self.placements.setdefault(stage.name, Counter()).update(placed)
         log.info("%s: %d shard(s) on %d node(s) (%s)", stage.name, sum(placed.values()), len(placed),
                  ", ".join(f"{node[:8]}: {n}" for node, n in placed.most_common()))
 
@@ -254,12 +255,9 @@ class RayExecutor:
         if not ray.is_initialized():
             address = self.config.executor.ray_address
             _check_reachable(address or os.environ.get("RAY_ADDRESS"))
-            kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
-            if address is None and not os.environ.get("RAY_ADDRESS"):
-                kwargs["include_dashboard"] = False  # a throwaway single-machine cluster
             try:
                 # The job's environment, so actors can start in the workers Ray keeps warm for the job.
-                ray.init(address=address, runtime_env=self._actor_env(), **kwargs)
+                ray.init(address=address, runtime_env=self._actor_env(), logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
                 raise AutoifError(f"ray: cannot connect to {where}: {str(exc).splitlines()[0]}") from None
