@@ -104,14 +104,22 @@ def _pipeline(tmp_path, address, *overrides):
     return Pipeline(verify_config(tmp_path, "ray", f"executor.ray_address={address}", *overrides))
 
 
-def test_a_sandbox_actor_larger_than_the_cluster_is_a_one_line_error(cluster, tmp_path):
+def test_a_sandbox_actor_larger_than_any_node_is_a_one_line_error(cluster, tmp_path):
     write_verify_inputs(tmp_path, 100)
-    pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=8")
+    pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=3", "executor.actor_start_timeout_s=3")
+    with pytest.raises(AutoifError, match=r"^ray: no sandbox actor \(3 CPU\(s\) each\) found a place on the cluster in 3s"):
+        pipeline.run(only="verify")  # 4 CPUs free in all, but 2 per node: the actor waits, then is given up
+
+
+def test_no_cpu_left_for_a_sandbox_is_a_one_line_error(cluster, tmp_path):
+    executor = _pipeline(tmp_path, cluster.address, "executor.cpus_per_engine=2").executor
     try:
-        with pytest.raises(AutoifError, match=r"no room for a sandbox actor of 8 CPUs"):
-            pipeline.run(only="verify")
+        executor._connect()
+        executor._started(executor._pool("engine"))  # the engines hold every CPU of both nodes
+        with pytest.raises(AutoifError, match=r"^ray: no room for a sandbox actor of 4 CPUs \(0 CPUs free"):
+            executor._pool("sandbox")
     finally:
-        pipeline.executor.close()
+        executor.close()
 
 
 def test_an_actor_that_cannot_start_raises_its_own_error(cluster, tmp_path):

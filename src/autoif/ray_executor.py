@@ -310,15 +310,18 @@ class RayExecutor:
             args = (config, self._cache(config), True)
             what = f"{gpus} GPU(s), {ex.cpus_per_engine:g} CPU(s) each"
         else:
-            config.sandbox.workers = ex.cpus_per_sandbox
+            cpus = ex.cpus_per_sandbox
             free = ray.available_resources().get("CPU", 0)
-            count = ex.sandbox_actors or int(free // ex.cpus_per_sandbox)
+            if ex.sandbox_actors is None and 1 <= free < cpus and len(self._alive_nodes()) == 1:
+                cpus = int(free)  # one small machine (`--executor ray` on a laptop): a smaller sandbox, not none
+            count = ex.sandbox_actors or int(free // cpus)
             if count < 1:
-                raise AutoifError(f"ray: no room for a sandbox actor of {ex.cpus_per_sandbox} CPUs ({free:g} CPUs "
+                raise AutoifError(f"ray: no room for a sandbox actor of {cpus} CPUs ({free:g} CPUs "
                                   "free after the engines): lower executor.cpus_per_sandbox or add CPU nodes")
-            options.update(num_cpus=ex.cpus_per_sandbox)
+            config.sandbox.workers = cpus
+            options.update(num_cpus=cpus)
             args = (config, None, False)
-            what = f"{ex.cpus_per_sandbox} CPU(s) each"
+            what = f"{cpus} CPU(s) each"
         actor_cls = ray.remote(ShardWorker).options(**options)
         actors = [actor_cls.remote(*args) for _ in range(count)]
         self._pools[kind] = pool = _Pool(kind, actors, what, {actor.ready.remote(): actor for actor in actors})
