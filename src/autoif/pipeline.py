@@ -111,6 +111,7 @@ class Pipeline:
 
             load_queries(self.config.queries)
         funnel = self._load_funnel()
+        self.llm_stats = {}
         ctx = Context(self.config)
         try:
             for name in names:

@@ -280,7 +280,7 @@ class RayExecutor:
         keep["TQDM_DISABLE"] = "1"
         return {"env_vars": keep}
 
-    def gpus_per_engine(self) -> int:
+    def _gpus_per_engine(self) -> int:
         ex, llm = self.config.executor, self.config.llm
         if ex.gpus_per_engine is not None:
             return ex.gpus_per_engine
@@ -304,7 +304,7 @@ class RayExecutor:
         if not self._connected_here:  # joined a session someone else opened: its job has not our env
             options["runtime_env"] = self._actor_env()
         if kind == "engine":
-            gpus = self.gpus_per_engine()
+            gpus = self._gpus_per_engine()
             count = ex.engines or self._engines_that_fit(gpus)
             options.update(num_cpus=ex.cpus_per_engine, num_gpus=gpus)
             args = (config, self._cache(config), True)
