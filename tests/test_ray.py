@@ -115,7 +115,7 @@ def test_no_cpu_left_for_a_sandbox_is_a_one_line_error(cluster, tmp_path):
     executor = _pipeline(tmp_path, cluster.address, "executor.cpus_per_engine=2").executor
     try:
         executor._connect()
-        executor._started(executor._pool("engine"))  # the engines hold every CPU of both nodes
+        executor._pool("engine")  # two engines, one per node, each holding both of its CPUs
         with pytest.raises(AutoifError, match=r"^ray: no room for a sandbox actor of 4 CPUs \(0 CPUs free"):
             executor._pool("sandbox")
     finally:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 from collections import Counter, deque
 from typing import Any, Iterator
 
@@ -120,7 +121,7 @@ class CacheServer:
 class ShardWorker:
     """Ray actor: a Context of its own (an LLM backend, or a sandbox) that runs shards of any stage."""
 
-    def __init__(self, config: Any, cache_server: Any, engine: bool) -> None:
+    def __init__(self, config: Any, cache_server: str | None, engine: bool) -> None:
         import ray
 
         self.node = ray.get_runtime_context().get_node_id()
@@ -134,11 +135,15 @@ class ShardWorker:
         except Exception as exc:
             self._failed = exc
 
-    def _open(self, config: Any, cache_server: Any, engine: bool) -> None:
+    def _open(self, config: Any, cache_server: str | None, engine: bool) -> None:
         if engine:
+            import ray
+
             from .llm import make_backend
 
-            cache = RemoteCache(cache_server) if cache_server is not None else None
+            # Found by name, not handed over as a handle: an actor whose constructor arguments are
+            # references could not be restarted once they went out of scope.
+            cache = RemoteCache(ray.get_actor(cache_server)) if cache_server is not None else None
             self.ctx._llm = make_backend(config, cache=cache)
             if config.llm.backend == "vllm" and config.llm.tensor_parallel_size > 1:
                 # The actor already holds its GPUs: vLLM's own processes use them, instead of its Ray
@@ -167,10 +172,13 @@ class ShardWorker:
 
 
 class _Pool:
-    """Actors of one kind; `starting` holds their readiness refs until they have been waited for."""
+    """Actors of one kind: all of them (`actors`), and those still starting by their readiness ref."""
 
-    def __init__(self, kind: str, actors: list[Any], what: str, starting: dict[Any, Any]) -> None:
-        self.kind, self.actors, self.what, self.starting = kind, actors, what, starting
+    def __init__(self, kind: str, actors: list[Any], what: str) -> None:
+        self.kind, self.actors, self.what = kind, actors, what
+        self.starting: dict[Any, Any] = {actor.ready.remote(): actor for actor in actors}
+        self.ready: list[Any] = []
+        self.nodes: Counter = Counter()  # node id -> ready actors there
 
 
 class RayExecutor:
@@ -182,6 +190,7 @@ class RayExecutor:
         self._connected_here = False
         self._pools: dict[str, _Pool] = {}
         self._cache_server: Any = None
+        self._cache_name: str | None = None
         self.placements: dict[str, Counter] = {}  # stage -> node id -> shards run there
 
     # ------------------------------------------------------------------------------------ running
@@ -202,31 +211,38 @@ class RayExecutor:
             yield from LocalExecutor(self.config).run(stage, shards, ctx)
             return
         ray = self._connect()
-        pool = self._started(self._pool(kind))
+        pool = self._pool(kind)
         refs = [ray.put(stage), ray.put(ctx.needs)]  # once per stage; actors fetch them once
         placed: Counter = Counter()  # node -> shards of this call
         todo = deque(range(len(shards)))
         pending: dict[Any, tuple[int, Any]] = {}
 
-        def submit(actor: Any) -> None:
-            i = todo.popleft()
-            pending[actor.run.remote(refs, shards[i])] = (i, actor)
+        def feed(actor: Any) -> None:
+            while todo and sum(1 for _, a in pending.values() if a is actor) < self.config.executor.shards_per_actor:
+                i = todo.popleft()
+                pending[actor.run.remote(refs, shards[i])] = (i, actor)
 
-        for _ in range(self.config.executor.shards_per_actor):
-            for actor in pool.actors:
-                if todo:
-                    submit(actor)
+        for actor in pool.ready:
+            feed(actor)
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(shards), desc=f"{stage.name} shards ({len(pool.actors)} {kind} actors)", unit="shard",
-                  leave=False, disable=len(shards) < 2) as bar:
-            while pending:
-                [done], _ = ray.wait(list(pending), num_returns=1)
-                i, actor = pending.pop(done)
-                result, node = self._result(done, stage, i)
+        with tqdm(total=len(shards), desc=f"{stage.name} shards ({kind} actors)", unit="shard", leave=False,
+                  disable=len(shards) < 2) as bar:
+            while pending or todo:
+                # Actors join as they start: work begins on the first, none waits for the last.
+                timeout = None if pool.ready else self.config.executor.actor_start_timeout_s
+                done, _ = ray.wait([*pending, *pool.starting], num_returns=1, timeout=timeout)
+                if not done:
+                    self._close_pool(self._pools.pop(kind))
+                    raise AutoifError(f"ray: no {kind} actor ({pool.what}) found a place on the cluster in "
+                                      f"{timeout:g}s: add nodes or lower its resources")
+                if done[0] in pool.starting:
+                    feed(self._join(pool, done[0]))
+                    continue
+                i, actor = pending.pop(done[0])
+                result, node = self._result(done[0], stage, i)
                 placed[node] += 1
-                if todo:
-                    submit(actor)
+                feed(actor)
                 bar.update(1)
                 yield i, result
         self.placements.setdefault(stage.name, Counter()).update(placed)
@@ -311,7 +327,11 @@ class RayExecutor:
             what = f"{gpus} GPU(s), {ex.cpus_per_engine:g} CPU(s) each"
         else:
             cpus = ex.cpus_per_sandbox
-            free = ray.available_resources().get("CPU", 0)
+            # From the cluster's totals, not its momentary availability (which lags behind actors
+            # just ended); actors that find no place yet wait for one without holding up the others.
+            engines = self._pools.get("engine")
+            held = len(engines.actors) * ex.cpus_per_engine if engines else 0
+            free = ray.cluster_resources().get("CPU", 0) - held
             if ex.sandbox_actors is None and 1 <= free < cpus and len(self._alive_nodes()) == 1:
                 cpus = int(free)  # one small machine (`--executor ray` on a laptop): a smaller sandbox, not none
             count = ex.sandbox_actors or int(free // cpus)
@@ -323,8 +343,7 @@ class RayExecutor:
             args = (config, None, False)
             what = f"{cpus} CPU(s) each"
         actor_cls = ray.remote(ShardWorker).options(**options)
-        actors = [actor_cls.remote(*args) for _ in range(count)]
-        self._pools[kind] = pool = _Pool(kind, actors, what, {actor.ready.remote(): actor for actor in actors})
+        self._pools[kind] = pool = _Pool(kind, [actor_cls.remote(*args) for _ in range(count)], what)
         return pool
 
     def _engines_that_fit(self, gpus: int) -> int:
@@ -342,39 +361,26 @@ class RayExecutor:
                               "executor.gpus_per_engine / executor.cpus_per_engine")
         return count
 
-    def _started(self, pool: _Pool) -> _Pool:
-        """The pool, once its actors have started; those that found no place in time are given up."""
+    def _join(self, pool: _Pool, ref: Any) -> Any:
+        """An actor of `pool` has started (or failed to): it joins the ready ones."""
+        ray = self._ray
+        actor = pool.starting.pop(ref)
+        try:
+            node = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            self._close_pool(self._pools.pop(pool.kind))
+            cause = _own_error(exc)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise AutoifError(f"ray: a {pool.kind} actor failed to start: {str(exc).splitlines()[0]}") from None
+        pool.ready.append(actor)
+        pool.nodes[node] += 1
         if not pool.starting:
-            return pool
-        ray, timeout = self._ray, self.config.executor.actor_start_timeout_s
-        done, waiting = ray.wait(list(pool.starting), num_returns=len(pool.starting), timeout=timeout)
-        for ref in waiting:
-            ray.kill(pool.starting[ref])
-        if waiting:
-            log.warning("ray: %d of %d %s actor(s) found no place in %gs (%s) and were given up", len(waiting),
-                        len(pool.actors), pool.kind, timeout, pool.what)
-        started, nodes = [], []
-        for ref in done:
-            try:
-                nodes.append(ray.get(ref))
-            except ray.exceptions.RayError as exc:
-                self._close_pool(pool)
-                del self._pools[pool.kind]
-                cause = _own_error(exc)
-                if isinstance(cause, Exception):
-                    raise cause from None
-                raise AutoifError(f"ray: a {pool.kind} actor failed to start: {str(exc).splitlines()[0]}") from None
-            started.append(pool.starting[ref])
-        pool.actors, pool.starting = started, {}
-        if not started:
-            del self._pools[pool.kind]
-            raise AutoifError(f"ray: no {pool.kind} actor ({pool.what}) found a place on the cluster in {timeout:g}s: "
-                              "add nodes or lower its resources")
-        log.info("ray: %d %s actor(s) on %d node(s) (%s)", len(started), pool.kind, len(set(nodes)), pool.what)
-        return pool
+            log.info("ray: %d %s actor(s) on %d node(s) (%s)", len(pool.ready), pool.kind, len(pool.nodes), pool.what)
+        return actor
 
-    def _cache(self, config) -> Any:
-        """The cache actor, pinned to the driver's node (None when the response cache is off)."""
+    def _cache(self, config) -> str | None:
+        """The cache actor's name; it is pinned to the driver's node (None when the cache is off)."""
         if not config.llm.cache:
             return None
         if self._cache_server is None:
@@ -383,14 +389,15 @@ class RayExecutor:
             ray = self._ray
             path = config.resolve_under_out(config.llm.cache_path)
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self._cache_name = f"autoif-cache-{uuid.uuid4().hex[:12]}"
             self._cache_server = ray.remote(CacheServer).options(
-                num_cpus=0, scheduling_strategy=here, max_concurrency=1).remote(str(path))
-        return self._cache_server
+                name=self._cache_name, num_cpus=0, scheduling_strategy=here, max_concurrency=1).remote(str(path))
+        return self._cache_name
 
     def _close_pool(self, pool: _Pool) -> None:
         ray = self._ray
         try:
-            ray.get([actor.close.remote() for actor in pool.actors], timeout=60)
+            ray.get([actor.close.remote() for actor in pool.ready], timeout=60)  # the others never started
         except Exception as exc:  # a dead actor has nothing left to close
             log.debug("ray: closing %s actors: %s", pool.kind, exc)
         for actor in pool.actors:
