@@ -7,7 +7,11 @@ engine actor (the embedded SmolLM2 through the local backend) takes one, sandbox
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +89,35 @@ def test_verify_of_100000_checks_spreads_over_the_workers(cluster, tmp_path):
     shards = -(-prompts // pipeline.config.executor.shard_size)
     assert sum(placed.values()) == shards
     assert len(placed) == 2 and min(placed.values()) >= shards // 4, placed  # both nodes did a real share
+    assert (ray_out / "verified.jsonl").read_bytes() == (local_out / "verified.jsonl").read_bytes()
+
+
+def test_an_actor_killed_mid_stage_is_restarted_and_its_shards_redone(cluster, tmp_path):
+    """SIGKILL one sandbox actor's process while verify runs: Ray restarts it, its shards are retried."""
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    prompts, _ = write_verify_inputs(local_out, 300_000)
+    write_verify_inputs(ray_out, 300_000)
+    run_verify(verify_config(local_out, "local", "sandbox.workers=2"))
+    killed: list[tuple[int, int]] = []
+
+    def kill_one_actor_once_shards_are_done() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            done = len(list((ray_out / ".work" / "verify").glob("*.done")))
+            pids = subprocess.run(["pgrep", "-f", "^ray::ShardWorker"], capture_output=True, text=True).stdout.split()
+            if done >= 2 and pids:
+                os.kill(int(pids[0]), signal.SIGKILL)
+                killed.append((int(pids[0]), done))
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_actor_once_shards_are_done)
+    killer.start()
+    _, pipeline = run_verify(verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}",
+                                           "executor.cpus_per_sandbox=1"))
+    killer.join()
+    shards = -(-prompts // pipeline.config.executor.shard_size)
+    assert killed and killed[0][1] < shards, "the stage ended before an actor could be killed"
+    assert sum(pipeline.executor.placements["verify"].values()) == shards
     assert (ray_out / "verified.jsonl").read_bytes() == (local_out / "verified.jsonl").read_bytes()
 
 
