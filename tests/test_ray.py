@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,9 +72,11 @@ def test_small_run_on_the_cluster_equals_the_local_run_and_resumes(small_run, cl
     generated = funnel_local["llm"]["misses"]
     assert cache_rows(out) == cache_rows(local) == generated
     assert 0 < rows_at_kill < generated and funnel_ray["llm"]["misses"] == generated - rows_at_kill
-    # The engines and the sandbox actors were spread over both worker nodes.
-    assert "ray: 2 engine actor(s) on 2 node(s)" in log, log[-3000:]
-    assert "sandbox actor(s) on 2 node(s)" in log, log[-3000:]
+    # The rerun's LLM shards ran on engines on both worker nodes (one engine per node).
+    nodes = set()
+    for _stage, where in re.findall(r"(responses|score): \d+ shard\(s\) on \d+ node\(s\) \(([^)]*)\)", log):
+        nodes.update(part.split(":")[0].strip() for part in where.split(","))
+    assert len(nodes) == 2, log[-3000:]
 
 
 def test_verify_of_100000_checks_spreads_over_the_workers(cluster, tmp_path):
@@ -83,11 +86,13 @@ def test_verify_of_100000_checks_spreads_over_the_workers(cluster, tmp_path):
     assert checks >= 100_000
 
     run_verify(verify_config(local_out, "local", "sandbox.workers=2"))
+    # Twice with the same actors: the second run finds all four up (2 per node), as verify does in a
+    # real run, where crossval started them; the first may end before the last one has started.
     _, pipeline = run_verify(verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}",
-                                           "executor.cpus_per_sandbox=1"))
+                                           "executor.cpus_per_sandbox=1"), times=2)
     placed = pipeline.executor.placements["verify"]
     shards = -(-prompts // pipeline.config.executor.shard_size)
-    assert sum(placed.values()) == shards
+    assert sum(placed.values()) == 2 * shards
     assert len(placed) == 2 and min(placed.values()) >= shards // 4, placed  # both nodes did a real share
     assert (ray_out / "verified.jsonl").read_bytes() == (local_out / "verified.jsonl").read_bytes()
 
