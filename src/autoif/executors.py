@@ -29,12 +29,12 @@ class ShardResult:
 
     def file_texts(self, files: dict[type[Record], str]) -> dict[str, str]:
         """Output file name -> this shard's JSONL text for it (`files`: the stage's `files()`)."""
-        if self.texts is None:
-            by_file: dict[str, list[Record]] = {f: [] for f in files.values()}
-            for record in self.records:
-                by_file[files[type(record)]].append(record)
-            self.texts = {f: dumps_records(recs) for f, recs in by_file.items()}
-        return self.texts
+        if self.texts is not None:
+            return self.texts
+        by_file: dict[str, list[Record]] = {f: [] for f in files.values()}
+        for record in self.records:
+            by_file[files[type(record)]].append(record)
+        return {f: dumps_records(recs) for f, recs in by_file.items()}
 
     def packed(self, files: dict[type[Record], str]) -> "ShardResult":
         """The same result with the records as text: what a remote worker sends back, since JSON

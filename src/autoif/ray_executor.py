@@ -88,34 +88,8 @@ class RemoteCache:
         # Waited for: a sample counts as finished only once it is committed on the driver's disk.
         ray.get(self.server.put.remote(key, value))
 
-    def __len__(self) -> int:
-        import ray
-
-        return ray.get(self.server.size.remote())
-
     def close(self) -> None:
-        """The server owns the file; it is closed when the executor closes."""
-
-
-class CacheServer:
-    """Ray actor holding the run's SQLite response cache (one writer, on the driver's machine)."""
-
-    def __init__(self, path: str) -> None:
-        from .llm.cache import ResponseCache
-
-        self.cache = ResponseCache(path)
-
-    def get_many(self, keys: list[str]) -> dict[str, str]:
-        return self.cache.get_many(keys)
-
-    def put(self, key: str, value: str) -> None:
-        self.cache.put(key, value)
-
-    def size(self) -> int:
-        return len(self.cache)
-
-    def close(self) -> None:
-        self.cache.close()
+        """The cache actor owns the file; it is closed when the executor closes."""
 
 
 class ShardWorker:
@@ -390,7 +364,10 @@ class RayExecutor:
             path = config.resolve_under_out(config.llm.cache_path)
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
             self._cache_name = f"autoif-cache-{uuid.uuid4().hex[:12]}"
-            self._cache_server = ray.remote(CacheServer).options(
+            from .llm.cache import ResponseCache
+
+            # The cache itself is the actor: one writer of the SQLite file, on the driver's machine.
+            self._cache_server = ray.remote(ResponseCache).options(
                 name=self._cache_name, num_cpus=0, scheduling_strategy=here, max_concurrency=1).remote(str(path))
         return self._cache_name
 
