@@ -26,18 +26,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import openai  # noqa: E402
-from llm_server import LlamaServer  # noqa: E402
 
 from autoif.llm import Request  # noqa: E402
 from autoif.llm.openai_backend import OpenAIBackend  # noqa: E402
+from llm_server import LlamaServer  # noqa: E402
 
-TOPICS = ["the sea", "a city at night", "winter", "a library", "a train", "bread", "a mountain", "rain",
-          "a garden", "the moon", "a market", "a bridge"]
+TOPICS = [
+    "the sea",
+    "a city at night",
+    "winter",
+    "a library",
+    "a train",
+    "bread",
+    "a mountain",
+    "rain",
+    "a garden",
+    "the moon",
+    "a market",
+    "a bridge",
+]
 
 
 def make_requests(count: int, max_tokens: int) -> list[Request]:
-    return [Request.user(f"Write two sentences about {TOPICS[i % len(TOPICS)]}. ({i})", max_tokens=max_tokens,
-                         temperature=0.8, seed=1000 + i) for i in range(count)]
+    return [
+        Request.user(
+            f"Write two sentences about {TOPICS[i % len(TOPICS)]}. ({i})",
+            max_tokens=max_tokens,
+            temperature=0.8,
+            seed=1000 + i,
+        )
+        for i in range(count)
+    ]
 
 
 async def raw_loop(base_url: str, model: str, requests: list[Request], concurrency: int) -> int:
@@ -47,8 +66,13 @@ async def raw_loop(base_url: str, model: str, requests: list[Request], concurren
     async def one(r: Request) -> int:
         async with slots:
             resp = await client.chat.completions.create(
-                model=model, messages=list(r.messages), temperature=r.sampling.temperature,
-                top_p=r.sampling.top_p, max_tokens=r.sampling.max_tokens, seed=r.sampling.seed)
+                model=model,
+                messages=list(r.messages),
+                temperature=r.sampling.temperature,
+                top_p=r.sampling.top_p,
+                max_tokens=r.sampling.max_tokens,
+                seed=r.sampling.seed,
+            )
         return resp.usage.completion_tokens
 
     try:
@@ -69,15 +93,21 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3, help="alternating raw/backend rounds")
-    ap.add_argument("--server-arg", action="append", default=[],
-                    help="extra argument for llama_cpp.server, e.g. --server-arg=--n_threads=2")
+    ap.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra argument for llama_cpp.server, e.g. --server-arg=--n_threads=2",
+    )
     args = ap.parse_args()
 
     requests = make_requests(args.requests, args.max_tokens)
     with LlamaServer(extra_args=tuple(a for arg in args.server_arg for a in arg.split("=", 1))) as server:
         model = str(server.model)
-        print(f"llama_cpp.server on {server.base_url}: {args.requests} requests, max_tokens={args.max_tokens}, "
-              f"concurrency={args.concurrency}, seeds fixed")
+        print(
+            f"llama_cpp.server on {server.base_url}: {args.requests} requests, max_tokens={args.max_tokens}, "
+            f"concurrency={args.concurrency}, seeds fixed"
+        )
         totals = {"raw": [0, 0.0], "backend": [0, 0.0]}
         with OpenAIBackend(model, base_url=server.base_url, max_concurrency=args.concurrency, cache=None) as b:
             b.generate(make_requests(2, 4), progress=False)  # warm up: loop thread, client, model pages
@@ -88,9 +118,10 @@ def main() -> None:
                 return b.stats.completion_tokens - before
 
             for round_ in range(1, args.rounds + 1):
-                for name, fn in (("raw", lambda: asyncio.run(raw_loop(server.base_url, model, requests,
-                                                                       args.concurrency))),
-                                 ("backend", via_backend)):
+                for name, fn in (
+                    ("raw", lambda: asyncio.run(raw_loop(server.base_url, model, requests, args.concurrency))),
+                    ("backend", via_backend),
+                ):
                     tokens, seconds = timed(fn)
                     totals[name][0] += tokens
                     totals[name][1] += seconds

@@ -61,21 +61,32 @@ def raw_generate_loop(model, tokenizer, prompts: list[str], batch_size: int, max
     eos = tokenizer.eos_token_id
     tokens, start = 0, time.perf_counter()
     for at in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                               tokenize=False) for p in prompts[at:at + batch_size]]
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts[at : at + batch_size]
+        ]
         batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         with torch.inference_mode():
-            out = model.generate(**batch, do_sample=True, temperature=0.8, top_p=1.0, top_k=0,
-                                 max_new_tokens=max_tokens, pad_token_id=eos)
-        for row in out[:, batch["input_ids"].shape[1]:].tolist():
+            out = model.generate(
+                **batch,
+                do_sample=True,
+                temperature=0.8,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_tokens,
+                pad_token_id=eos,
+            )
+        for row in out[:, batch["input_ids"].shape[1] :].tolist():
             tokens += row.index(eos) if eos in row else len(row)
     return tokens, time.perf_counter() - start
 
 
-def backend_generate(backend: LocalBackend, prompts: list[str], max_tokens: int,
-                     seed: int) -> tuple[int, float, list[str]]:
-    requests = [Request.user(p, temperature=0.8, top_p=1.0, max_tokens=max_tokens, seed=seed + i)
-                for i, p in enumerate(prompts)]
+def backend_generate(
+    backend: LocalBackend, prompts: list[str], max_tokens: int, seed: int
+) -> tuple[int, float, list[str]]:
+    requests = [
+        Request.user(p, temperature=0.8, top_p=1.0, max_tokens=max_tokens, seed=seed + i) for i, p in enumerate(prompts)
+    ]
     start = time.perf_counter()
     out = backend.generate(requests, progress=False)
     return sum(c[0].tokens for c in out), time.perf_counter() - start, [str(c[0]) for c in out]
@@ -103,9 +114,12 @@ def main() -> None:
             ours_tokens, ours_s, texts = backend_generate(backend, PROMPTS, args.max_tokens, seed=1000 * r)
             samples.setdefault(batch_size, texts)
             raw_tps, ours_tps = raw_tokens / raw_s, ours_tokens / ours_s
-            print(f"batch {batch_size:3d} round {r}: raw model.generate {raw_tps:7.1f} tok/s "
-                  f"({raw_tokens} tok, {raw_s:.1f} s) | LocalBackend.generate {ours_tps:7.1f} tok/s "
-                  f"({ours_tokens} tok, {ours_s:.1f} s) | ratio {ours_tps / raw_tps:.2f}", flush=True)
+            print(
+                f"batch {batch_size:3d} round {r}: raw model.generate {raw_tps:7.1f} tok/s "
+                f"({raw_tokens} tok, {raw_s:.1f} s) | LocalBackend.generate {ours_tps:7.1f} tok/s "
+                f"({ours_tokens} tok, {ours_s:.1f} s) | ratio {ours_tps / raw_tps:.2f}",
+                flush=True,
+            )
         backend.close()
     if len(samples) > 1:
         first, *others = samples.values()

@@ -53,12 +53,12 @@ def write_verify_inputs(out: Path, checks: int, fixtures: Path = DEFAULT_FIXTURE
             functions = [FunctionResult(source=f"{src}\n# replica {k}", accuracy=acc) for src, acc in row["eval_func"]]
             cases = [CaseResult(input=str(c[0]), output=bool(c[1]), accuracy=1.0) for c in row.get("cases", [])]
             instructions.append(CrossvalRecord(instruction_id=iid, instruction=text, functions=functions, cases=cases))
-            queries.append(QueryRecord(id=pid, instruction_id=iid, instruction=text, query=row["prompt"],
-                                       prompt=row["prompt"]))
+            queries.append(
+                QueryRecord(id=pid, instruction_id=iid, instruction=text, query=row["prompt"], prompt=row["prompt"])
+            )
             responses.append(ResponsesRecord(prompt_id=pid, responses=list(row["gpt-answer"])))
     out.mkdir(parents=True, exist_ok=True)
-    for name, records in (("crossval.jsonl", instructions), ("queries.jsonl", queries),
-                          ("responses.jsonl", responses)):
+    for name, records in (("crossval.jsonl", instructions), ("queries.jsonl", queries), ("responses.jsonl", responses)):
         (out / name).write_text(dumps_records(records), encoding="utf-8")
     total = sum(len(i.functions) * len(r.responses) for i, r in zip(instructions, responses))
     return len(responses), total
@@ -68,9 +68,10 @@ def start_cluster(nodes: int, cpus_per_node: int):
     """A Ray cluster on this machine: a head with no CPUs, and `nodes` worker nodes (each its own raylet)."""
     from ray.cluster_utils import Cluster
 
-    store = 256 * 1024 ** 2  # small object stores: /dev/shm is small in containers
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store,
-                                                                 "include_dashboard": False})
+    store = 256 * 1024**2  # small object stores: /dev/shm is small in containers
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False}
+    )
     for _ in range(nodes):
         cluster.add_node(num_cpus=cpus_per_node, object_store_memory=store)
     cluster.wait_for_nodes()
@@ -116,33 +117,43 @@ def main(argv: list[str] | None = None) -> int:
     prompts, checks = write_verify_inputs(local_out, args.checks)
     write_verify_inputs(ray_out, args.checks)
     workers = args.nodes * args.cpus_per_node
-    print(f"verify stage: {prompts:,} prompts, {checks:,} checks; {workers} sandbox workers either way "
-          f"(ray: {args.nodes} nodes x {args.cpus_per_node} CPU), {os.cpu_count()} cores here")
+    print(
+        f"verify stage: {prompts:,} prompts, {checks:,} checks; {workers} sandbox workers either way "
+        f"(ray: {args.nodes} nodes x {args.cpus_per_node} CPU), {os.cpu_count()} cores here"
+    )
 
     t0 = time.perf_counter()
     cluster = start_cluster(args.nodes, args.cpus_per_node)
     print(f"ray cluster started in {time.perf_counter() - t0:.1f} s (not counted)")
     local = verify_config(local_out, "local", f"sandbox.workers={workers}")
-    remote = verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}",
-                           f"executor.cpus_per_sandbox={args.cpus_per_node}")
+    remote = verify_config(
+        ray_out, "ray", f"executor.ray_address={cluster.address}", f"executor.cpus_per_sandbox={args.cpus_per_node}"
+    )
     times: dict[str, list[float]] = {}
     try:
         times["local"], _ = run_verify(local, 1 + args.repeats)
         times["ray"], pipeline = run_verify(remote, 1 + args.repeats)
         placed = pipeline.executor.placements["verify"]
-        print(f"ray: verify shards per node, over all {1 + args.repeats} runs: "
-              f"{', '.join(str(n) for n in placed.values())}")
+        print(
+            f"ray: verify shards per node, over all {1 + args.repeats} runs: "
+            f"{', '.join(str(n) for n in placed.values())}"
+        )
     finally:
         cluster.shutdown()
 
     same = (local_out / "verified.jsonl").read_bytes() == (ray_out / "verified.jsonl").read_bytes()
-    for label, pick in (("started (start-up included)", lambda v: v[0]), ("warm (actors and workers up)", lambda v: min(v[1:]))):
+    for label, pick in (
+        ("started (start-up included)", lambda v: v[0]),
+        ("warm (actors and workers up)", lambda v: min(v[1:])),
+    ):
         t = {k: pick(v) for k, v in times.items()}
         print(f"{label}:")
         print(f"  (a) local executor: {checks / t['local']:>9,.0f} checks/s  ({t['local']:.2f} s)")
         print(f"  (b) ray executor:   {checks / t['ray']:>9,.0f} checks/s  ({t['ray']:.2f} s)")
-        print(f"  ratio ray/local throughput: {t['local'] / t['ray']:.2f} "
-              f"(ray overhead {100 * (t['ray'] / t['local'] - 1):+.0f}% of the local time)")
+        print(
+            f"  ratio ray/local throughput: {t['local'] / t['ray']:.2f} "
+            f"(ray overhead {100 * (t['ray'] / t['local'] - 1):+.0f}% of the local time)"
+        )
     print(f"same verified.jsonl: {same}")
     return 0 if same else 1
 

@@ -82,10 +82,12 @@ def official(grids, timeout_s: float):
             for source in functions:
                 row = []
                 for response in responses:
+
                     def run():
                         namespace = {}
                         exec(compile(source, "<evaluate>", "exec", dont_inherit=True), namespace)
                         return namespace["evaluate"](response)
+
                     signal.setitimer(signal.ITIMER_REAL, timeout_s)
                     try:
                         row.append(outcome_of(run))
@@ -131,8 +133,10 @@ def main() -> int:
     grids = replicate(load_grids(args.fixtures), args.checks, distinct=not args.same_sources)
     total = sum(len(fs) * len(rs) for fs, rs in grids)
     functions = len({f for fs, _ in grids for f in fs})
-    print(f"workload: {len(grids)} grids, {functions} distinct functions, {total} checks; "
-          f"{os.cpu_count()} CPU cores (shared machine: compare ratios within one run)")
+    print(
+        f"workload: {len(grids)} grids, {functions} distinct functions, {total} checks; "
+        f"{os.cpu_count()} CPU cores (shared machine: compare ratios within one run)"
+    )
 
     t = time.perf_counter()
     with Sandbox(workers=args.workers, timeout_s=args.timeout) as sandbox:
@@ -148,12 +152,15 @@ def main() -> int:
     officially = official(grids, args.timeout)
     t_official = time.perf_counter() - t
 
-    rate = {name: total / seconds for name, seconds in
-            (("official", t_official), ("bare", t_bare), ("sandbox", t_sandbox))}
+    rate = {
+        name: total / seconds for name, seconds in (("official", t_official), ("bare", t_bare), ("sandbox", t_sandbox))
+    }
     print(f"(a) official, exec per check, SIGALRM: {rate['official']:>10,.0f} checks/s  ({t_official:.2f} s)")
     print(f"(b) bare, compiled once, 1 core:       {rate['bare']:>10,.0f} checks/s  ({t_bare:.2f} s)")
-    print(f"(c) sandbox, {workers} workers:              {rate['sandbox']:>10,.0f} checks/s  ({t_sandbox:.2f} s; "
-          f"start-up {startup:.2f} s apart)")
+    print(
+        f"(c) sandbox, {workers} workers:              {rate['sandbox']:>10,.0f} checks/s  ({t_sandbox:.2f} s; "
+        f"start-up {startup:.2f} s apart)"
+    )
     print(f"sandbox / official = {rate['sandbox'] / rate['official']:.1f}x (target >= 10x)")
     print(f"sandbox / bare     = {rate['sandbox'] / rate['bare']:.2f}x (target >= 1.0x)")
     mismatch = disagreements(sandboxed, reference) + disagreements(officially, reference)

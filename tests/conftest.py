@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from small_run import SMALL_RUN, finish, start
 
 

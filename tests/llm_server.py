@@ -43,8 +43,14 @@ def free_port() -> int:
 class LlamaServer:
     """`python -m llama_cpp.server` on 127.0.0.1, ready (a first completion answered) on enter."""
 
-    def __init__(self, model: Path | None = None, *, n_ctx: int = 2048, extra_args: tuple[str, ...] = (),
-                 ready_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        model: Path | None = None,
+        *,
+        n_ctx: int = 2048,
+        extra_args: tuple[str, ...] = (),
+        ready_timeout_s: float = 120.0,
+    ) -> None:
         self.model = Path(model or smollm_gguf())
         self.port = free_port()
         self.n_ctx = n_ctx
@@ -63,9 +69,23 @@ class LlamaServer:
 
     def __enter__(self) -> LlamaServer:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", str(self.n_ctx), *self.extra_args],
-            stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(self.model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                str(self.n_ctx),
+                *self.extra_args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             self._wait_ready()
         except BaseException:
@@ -89,8 +109,9 @@ class LlamaServer:
             time.sleep(0.2)
         # /models answers before any inference ran; one real token proves the model runs here.
         body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}).encode()
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.ready_timeout_s) as resp:
                 json.load(resp)
@@ -125,8 +146,7 @@ class FaultProxy:
     - "ok": forwarded, answered after `delay_s`.
     """
 
-    def __init__(self, upstream: str, *, delay_s: float = 0.0, retry_after_s: float = 1.0,
-                 hang_s: float = 5.0) -> None:
+    def __init__(self, upstream: str, *, delay_s: float = 0.0, retry_after_s: float = 1.0, hang_s: float = 5.0) -> None:
         self.upstream = upstream.rstrip("/")
         self.delay_s, self.retry_after_s, self.hang_s = delay_s, retry_after_s, hang_s
         self._faults: collections.deque[str] = collections.deque()
@@ -141,8 +161,9 @@ class FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fault-proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fault-proxy", daemon=True
+        )
 
     @property
     def base_url(self) -> str:

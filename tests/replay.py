@@ -31,5 +31,8 @@ class ReplayBackend(Backend):
             self.requests.append(job.request)
             recorded = self.recordings.get(job.request.messages[-1]["content"], [])
             for sample in job.samples:
-                emit(index, sample, Completion(recorded[sample]) if sample < len(recorded)
-                     else Completion("", error="not_recorded"))
+                emit(
+                    index,
+                    sample,
+                    Completion(recorded[sample]) if sample < len(recorded) else Completion("", error="not_recorded"),
+                )

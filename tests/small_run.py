@@ -24,13 +24,28 @@ SMALL_RUN = {
     "responses": {"k": 2, "max_tokens": 24, "temperature": 0.0},
     "executor": {"shard_size": 2},
 }
-OUTPUTS = ["seeds.jsonl", "instructions.jsonl", "verifiers.jsonl", "crossval.jsonl", "backtranslate.jsonl",
-           "queries.jsonl", "responses.jsonl", "verified.jsonl", "scored.jsonl", "sft.jsonl", "dpo.jsonl"]
+OUTPUTS = [
+    "seeds.jsonl",
+    "instructions.jsonl",
+    "verifiers.jsonl",
+    "crossval.jsonl",
+    "backtranslate.jsonl",
+    "queries.jsonl",
+    "responses.jsonl",
+    "verified.jsonl",
+    "scored.jsonl",
+    "sft.jsonl",
+    "dpo.jsonl",
+]
 
 
 def start(out: Path, config: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "autoif.cli", "run", "-c", str(config), "-o", str(out), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "autoif.cli", "run", "-c", str(config), "-o", str(out), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from replay import ReplayBackend
 from autoif.config import load_config
 from autoif.nli import LLMNLI, nli_backend
 from autoif.prompts import render
 from autoif.records import CaseResult, CrossvalRecord, FunctionResult
 from autoif.stages.backtranslate import BacktranslateStage, chosen_functions, extract_instruction
 from autoif.stages.base import Context, Drop
+from replay import ReplayBackend
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"AutoIF fixtures not found at {FIXTURES}")
@@ -30,11 +30,15 @@ def official_records():
     records, answers = [], {}
     for line in (FIXTURES / "back_trans.jsonl").read_text().splitlines():
         row = json.loads(line)
-        functions = row["eval_func"][:len(row["back_instruction"])]
-        records.append(CrossvalRecord(
-            instruction_id=f"off-{len(records)}", instruction=row["instruction"],
-            functions=[FunctionResult(source=src, accuracy=acc) for src, acc in functions],
-            cases=[CaseResult(input=text, output=out, accuracy=1.0) for text, out in row["cases"]]))
+        functions = row["eval_func"][: len(row["back_instruction"])]
+        records.append(
+            CrossvalRecord(
+                instruction_id=f"off-{len(records)}",
+                instruction=row["instruction"],
+                functions=[FunctionResult(source=src, accuracy=acc) for src, acc in functions],
+                cases=[CaseResult(input=text, output=out, accuracy=1.0) for text, out in row["cases"]],
+            )
+        )
         for (src, _), answer in zip(functions, row["back_instruction"]):
             answers[src] = answer
     return records, answers
@@ -72,36 +76,51 @@ SMOLLM2_BACKTRANSLATIONS = [
 ]
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ('Instruction: "Answer in lowercase letters only."', "Answer in lowercase letters only."),
-    ("Here is the instruction:\n\n**Answer with at most 3 sentences.**", "Answer with at most 3 sentences."),
-    ("```\nRespond with exactly two bullet points.\n```", "Respond with exactly two bullet points."),
-    ("The instruction this function checks is: End your answer with the word 'Done'.",
-     "End your answer with the word 'Done'."),
-    ("- Answer with words in alphabetical order.\n- Use no commas.", "Answer with words in alphabetical order."),
-    ("Answer: Use no commas.", "Use no commas."),
-    ("Answer with the format: Title, then body", "Answer with the format: Title, then body"),
-    ("```python\ndef evaluate(response):\n    return response.islower()\n```\nAnswer in lowercase.",
-     "Answer in lowercase."),
-    *[(answer, answer) for answer in SMOLLM2_BACKTRANSLATIONS],
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ('Instruction: "Answer in lowercase letters only."', "Answer in lowercase letters only."),
+        ("Here is the instruction:\n\n**Answer with at most 3 sentences.**", "Answer with at most 3 sentences."),
+        ("```\nRespond with exactly two bullet points.\n```", "Respond with exactly two bullet points."),
+        (
+            "The instruction this function checks is: End your answer with the word 'Done'.",
+            "End your answer with the word 'Done'.",
+        ),
+        ("- Answer with words in alphabetical order.\n- Use no commas.", "Answer with words in alphabetical order."),
+        ("Answer: Use no commas.", "Use no commas."),
+        ("Answer with the format: Title, then body", "Answer with the format: Title, then body"),
+        (
+            "```python\ndef evaluate(response):\n    return response.islower()\n```\nAnswer in lowercase.",
+            "Answer in lowercase.",
+        ),
+        *[(answer, answer) for answer in SMOLLM2_BACKTRANSLATIONS],
+    ],
+)
 def test_extract_instruction(answer, expected):
     assert extract_instruction(answer) == expected
 
 
-@pytest.mark.parametrize("answer", [
-    "", "Sure!", "Here is the instruction:",
-    "def evaluate(response):\n    return len(response.split()) < 50",
-    "word " * 200,
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "Sure!",
+        "Here is the instruction:",
+        "def evaluate(response):\n    return len(response.split()) < 50",
+        "word " * 200,
+    ],
+)
 def test_no_instruction_in_answer(answer):
     assert extract_instruction(answer) is None
 
 
 def test_most_accurate_functions_are_chosen_ties_in_order():
-    record = CrossvalRecord(instruction_id="x", instruction="i", cases=[],
-                            functions=[FunctionResult(source=f"f{i}", accuracy=a) for i, a in
-                                       enumerate([0.9, 1.0, 0.9, 1.0])])
+    record = CrossvalRecord(
+        instruction_id="x",
+        instruction="i",
+        cases=[],
+        functions=[FunctionResult(source=f"f{i}", accuracy=a) for i, a in enumerate([0.9, 1.0, 0.9, 1.0])],
+    )
     assert chosen_functions(record, 3) == [1, 3, 0]
     assert chosen_functions(record, 10) == [1, 3, 0, 2]
 
@@ -109,8 +128,9 @@ def test_most_accurate_functions_are_chosen_ties_in_order():
 # ------------------------------------------------------------------------------------ the stage
 # SmolLM2-135M-Instruct's answers to the nli prompt. Greedy, on the first back_trans.jsonl pair (it
 # repeats the prompt's first definition; it gives the same for most pairs):
-SMOLLM2_JUDGEMENT = ("- entailment: every answer that follows A also follows B (they ask for the same thing, "
-                     "or B asks for less).")
+SMOLLM2_JUDGEMENT = (
+    "- entailment: every answer that follows A also follows B (they ask for the same thing, or B asks for less)."
+)
 # Sampled at temperature 1.0 on ("Use only palindromes", "Answer with words that are palindromes."):
 SMOLLM2_SAMPLED_CONTRADICTION = "- agenda, contradiction, order, antisymmetry would better describe explain."
 SMOLLM2_SAMPLED_NO_LABEL = "eternal."
@@ -132,8 +152,10 @@ def test_stage_with_llm_judge_keeps_every_entailed_instruction(tmp_path):
         assert out.functions == record.functions and out.cases == record.cases
         bts = out.model_extra["back_translations"]
         assert [bt["function_index"] for bt in bts] == chosen_functions(record, 3)
-        assert all(bt["label"] == "entailment" and bt["text"] == answers[record.functions[bt["function_index"]].source]
-                   for bt in bts)
+        assert all(
+            bt["label"] == "entailment" and bt["text"] == answers[record.functions[bt["function_index"]].source]
+            for bt in bts
+        )
     n_pairs = sum(min(3, len(r.functions)) for r in records)
     assert ctx.counts == {"nli:entailment": n_pairs}
     # One back-translation request per distinct function, then one judge request per distinct pair
@@ -150,8 +172,11 @@ def test_stage_with_llm_judge_keeps_every_entailed_instruction(tmp_path):
 def test_one_contradiction_drops_the_instruction(tmp_path):
     records, answers = official_records()
     no_e, double_letters, palindromes = records[:3]
-    judgement = {no_e.instruction_id: SMOLLM2_JUDGEMENT, double_letters.instruction_id: SMOLLM2_SAMPLED_NO_LABEL,
-                 palindromes.instruction_id: SMOLLM2_SAMPLED_CONTRADICTION}
+    judgement = {
+        no_e.instruction_id: SMOLLM2_JUDGEMENT,
+        double_letters.instruction_id: SMOLLM2_SAMPLED_NO_LABEL,
+        palindromes.instruction_id: SMOLLM2_SAMPLED_CONTRADICTION,
+    }
     recordings = backtranslation_recordings(answers)
     for record in (no_e, double_letters, palindromes):
         for f in record.functions:
@@ -163,8 +188,7 @@ def test_one_contradiction_drops_the_instruction(tmp_path):
     assert [(d.record.instruction_id, d.reason) for d in dropped] == [(palindromes.instruction_id, "contradiction")]
     assert [r.instruction_id for r in kept] == [no_e.instruction_id, double_letters.instruction_id]
     assert [bt["label"] for bt in kept[1].model_extra["back_translations"]] == [None] * 3
-    assert ctx.counts == {"nli:entailment": 3, "nli:unlabelled": 3, "nli:contradiction": 3,
-                          "instruction_unchecked": 1}
+    assert ctx.counts == {"nli:entailment": 3, "nli:unlabelled": 3, "nli:contradiction": 3, "instruction_unchecked": 1}
 
 
 @needs_fixtures
@@ -183,27 +207,35 @@ def test_missing_answers_are_recorded_and_never_decide(tmp_path):
 
     assert dropped == [] and len(kept) == 3  # nothing labelled contradiction: all kept
     errors = [[bt.get("error") for bt in r.model_extra["back_translations"]] for r in kept]
-    assert errors == [["unparsable", "nli_unlabelled", "nli_unlabelled"], ["llm_error"] * 3,
-                      ["nli_unlabelled"] * 3]
+    assert errors == [["unparsable", "nli_unlabelled", "nli_unlabelled"], ["llm_error"] * 3, ["nli_unlabelled"] * 3]
     unparsable = kept[0].model_extra["back_translations"][0]
     assert unparsable["label"] is None and unparsable["detail"] == code_answer[:300]
     assert kept[1].model_extra["back_translations"][0]["detail"] == "not_recorded"
-    assert ctx.counts == {"back_translation_missing:unparsable": 1, "back_translation_missing:llm_error": 3,
-                          "nli:unlabelled": 5, "instruction_unchecked": 3}
+    assert ctx.counts == {
+        "back_translation_missing:unparsable": 1,
+        "back_translation_missing:llm_error": 3,
+        "nli:unlabelled": 5,
+        "instruction_unchecked": 3,
+    }
 
 
 def test_disabled_passes_records_through(tmp_path):
-    record = CrossvalRecord(instruction_id="a", instruction="Use no commas",
-                            functions=[FunctionResult(source="def evaluate(r):\n    return ',' not in r", accuracy=1)],
-                            cases=[CaseResult(input="a, b", output=False, accuracy=1.0)])
+    record = CrossvalRecord(
+        instruction_id="a",
+        instruction="Use no commas",
+        functions=[FunctionResult(source="def evaluate(r):\n    return ',' not in r", accuracy=1)],
+        cases=[CaseResult(input="a, b", output=False, accuracy=1.0)],
+    )
     llm = ReplayBackend({})
     kept, dropped = run_stage(make_context(tmp_path, llm, "backtranslate.enabled=false"), [record])
     assert kept == [record] and dropped == [] and llm.requests == []
 
 
 def test_llm_judge_reads_labels_and_none(tmp_path):
-    pairs = [("Use only palindromes", "Answer with words that are palindromes."),
-             ("Answer in all lowercase letters", "Write the whole answer in capital letters.")]
+    pairs = [
+        ("Use only palindromes", "Answer with words that are palindromes."),
+        ("Answer in all lowercase letters", "Write the whole answer in capital letters."),
+    ]
     recordings = {render("nli", premise=pairs[0][0], hypothesis=pairs[0][1]): [SMOLLM2_JUDGEMENT]}
     judge = LLMNLI(ReplayBackend(recordings), max_tokens=64, seed=1)
     assert judge.classify(pairs) == ["entailment", None]

@@ -9,8 +9,9 @@ from autoif.config import Config, config_from_dict
 
 
 def autoif(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "autoif.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "autoif.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def assert_one_line_exit_2(proc, fragment):

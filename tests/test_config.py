@@ -1,8 +1,15 @@
 import pytest
 import yaml
 
-from autoif.config import (CROSSVAL_PRESETS, SCALES, Config, ConfigError, config_from_dict, dump_default_yaml,
-                           load_config)
+from autoif.config import (
+    CROSSVAL_PRESETS,
+    SCALES,
+    Config,
+    ConfigError,
+    config_from_dict,
+    dump_default_yaml,
+    load_config,
+)
 
 
 @pytest.mark.parametrize("scale", sorted(SCALES))
@@ -28,22 +35,29 @@ def test_default_is_demo_scale_and_explicit_keys_win():
     assert c.augment.k == 3 and c.queries.k == SCALES["paper"]["queries"]["k"]
 
 
-@pytest.mark.parametrize("override,message", [
-    (["llm.bogus=1"], "config error: unknown key 'llm.bogus'"),
-    (["nosuchsection.x=1"], "config error: unknown key 'nosuchsection'"),
-    (["llm.backend=foo"], "config error: llm.backend: Input should be 'local', 'openai' or 'vllm' (got 'foo')"),
-    (["crossval.min_cases=0"], "config error: crossval.min_cases: Input should be greater than or equal to 1 (got 0)"),
-    (["llm.max_concurrency=many"], "config error: llm.max_concurrency: Input should be a valid integer"),
-    (["export.chosen_min_pass_rate=0.0"], "config error: export: rejected_max_pass_rate (0.0) must be below"),
-    (["noequals"], "config error: --set needs key=value, got 'noequals'"),
-    (["llm..model=x"], "config error: bad key in --set: 'llm..model'"),
-    (["llm.model.sub=x"], "config error: 'llm.model.sub': 'model' is not a section"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (["llm.bogus=1"], "config error: unknown key 'llm.bogus'"),
+        (["nosuchsection.x=1"], "config error: unknown key 'nosuchsection'"),
+        (["llm.backend=foo"], "config error: llm.backend: Input should be 'local', 'openai' or 'vllm' (got 'foo')"),
+        (
+            ["crossval.min_cases=0"],
+            "config error: crossval.min_cases: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (["llm.max_concurrency=many"], "config error: llm.max_concurrency: Input should be a valid integer"),
+        (["export.chosen_min_pass_rate=0.0"], "config error: export: rejected_max_pass_rate (0.0) must be below"),
+        (["noequals"], "config error: --set needs key=value, got 'noequals'"),
+        (["llm..model=x"], "config error: bad key in --set: 'llm..model'"),
+        (["llm.model.sub=x"], "config error: 'llm.model.sub': 'model' is not a section"),
+    ],
+)
 def test_bad_values_give_one_line_naming_the_key(override, message):
     tree = {"llm": {"model": "m"}} if "model.sub" in override[0] else None
     with pytest.raises(ConfigError) as err:
         if tree:
             from autoif.config import _set_dotted
+
             _set_dotted(tree, override[0].split("=")[0], "x")
         else:
             load_config(None, override)
@@ -53,8 +67,16 @@ def test_bad_values_give_one_line_naming_the_key(override, message):
 
 
 def test_set_values_are_yaml_scalars():
-    c = load_config(None, ["llm.cache=false", "sandbox.timeout_s=0.5", "llm.model=7",
-                           "sandbox.allowed_imports=[re, json]", "llm.base_url=http://127.0.0.1:8000/v1"])
+    c = load_config(
+        None,
+        [
+            "llm.cache=false",
+            "sandbox.timeout_s=0.5",
+            "llm.model=7",
+            "sandbox.allowed_imports=[re, json]",
+            "llm.base_url=http://127.0.0.1:8000/v1",
+        ],
+    )
     assert c.llm.cache is False and c.sandbox.timeout_s == 0.5 and c.llm.model == "7"
     assert c.sandbox.allowed_imports == ["re", "json"] and c.llm.base_url == "http://127.0.0.1:8000/v1"
 
@@ -78,16 +100,22 @@ def test_file_errors(tmp_path):
 def test_crossval_presets_and_overrides():
     assert load_config().crossval.resolved() == CROSSVAL_PRESETS["paper"]
     official = load_config(None, ["crossval.preset=official"]).crossval.resolved()
-    assert official == {"min_functions": 3, "min_cases": 10, "function_accuracy": 0.8,
-                        "function_accuracy_strict": False, "case_rule": "any"}
+    assert official == {
+        "min_functions": 3,
+        "min_cases": 10,
+        "function_accuracy": 0.8,
+        "function_accuracy_strict": False,
+        "case_rule": "any",
+    }
     tuned = load_config(None, ["crossval.preset=official", "crossval.min_cases=5"]).crossval.resolved()
     assert tuned["min_cases"] == 5 and tuned["case_rule"] == "any"
 
 
 def test_yaml_file_sections(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"llm": {"backend": "openai", "base_url": "http://x/v1"},
-                                    "verify": {"preset": "official"}}))
+    path.write_text(
+        yaml.safe_dump({"llm": {"backend": "openai", "base_url": "http://x/v1"}, "verify": {"preset": "official"}})
+    )
     c = load_config(path, ["llm.max_retries=2"])
     assert c.llm.backend == "openai" and c.llm.max_retries == 2 and c.verify.threshold() == 0.0
     assert config_from_dict({}) == Config()

@@ -117,8 +117,9 @@ def official_reading(raw: list[str]) -> dict:
 def run_official_rules(items: list[dict], tmp_path: Path) -> list[dict | None]:
     given, got = tmp_path / "items.json", tmp_path / "kept.json"
     given.write_text(json.dumps(items))
-    subprocess.run([sys.executable, "-c", OFFICIAL_RULES, str(given), str(got)], check=True, timeout=300,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", OFFICIAL_RULES, str(given), str(got)], check=True, timeout=300, capture_output=True
+    )
     return json.loads(got.read_text())
 
 
@@ -126,15 +127,19 @@ def as_kept(selection) -> dict | None:
     """A Selection as {'functions': {source: accuracy}, 'cases': {(input, output)}}; None when dropped."""
     if selection.reason is not None:
         return None
-    return {"functions": {f: round(a, 6) for f, a in selection.functions},
-            "cases": {(inp, out) for inp, out, _ in selection.cases}}
+    return {
+        "functions": {f: round(a, 6) for f, a in selection.functions},
+        "cases": {(inp, out) for inp, out, _ in selection.cases},
+    }
 
 
 def reference_kept(result: dict | None) -> dict | None:
     if result is None:
         return None
-    return {"functions": {f: round(a, 6) for f, a in result["functions"]},
-            "cases": {(inp, out) for inp, out in result["cases"]}}
+    return {
+        "functions": {f: round(a, 6) for f, a in result["functions"]},
+        "cases": {(inp, out) for inp, out in result["cases"]},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +179,12 @@ def test_official_preset_expected_result(fixture_run):
     assert [s.reason for s in found] == [None, None, "no_function_kept", None, None]
     assert [(len(s.functions), len(s.cases)) for s in found] == [(2, 19), (4, 20), (0, 0), (6, 14), (7, 15)]
     assert [sorted(round(a, 3) for _, a in s.functions) for s in found] == [
-        [0.842, 0.842], [0.95] * 4, [], [0.857] + [1.0] * 5, [1.0] * 7]
+        [0.842, 0.842],
+        [0.95] * 4,
+        [],
+        [0.857] + [1.0] * 5,
+        [1.0] * 7,
+    ]
     assert found[2].counts["function_dropped:low_accuracy"] == 8
 
 
@@ -185,7 +195,12 @@ def test_differences_from_the_official_script(fixture_run, tmp_path):
     rows, _, _ = fixture_run
     official = run_official_rules([official_reading(row["gpt-answer"]) for row in rows], tmp_path)
     assert [None if r is None else (len(r["functions"]), len(r["cases"])) for r in official] == [
-        (2, 16), (3, 13), None, (5, 13), (7, 10)]
+        (2, 16),
+        (3, 13),
+        None,
+        (5, 13),
+        (7, 10),
+    ]
 
     ours = selections(fixture_run, "official")
     assert [s.reason is None for s in ours] == [r is not None for r in official]
@@ -194,7 +209,9 @@ def test_differences_from_the_official_script(fixture_run, tmp_path):
             continue
         raw = row["gpt-answer"]
         recovered = collect([g for g in raw if not official_reading([g])["functions"]])
-        string_cases = {(inp, out.lower() == "true") for inp, out in official_reading(raw)["cases"] if isinstance(out, str)}
+        string_cases = {
+            (inp, out.lower() == "true") for inp, out in official_reading(raw)["cases"] if isinstance(out, str)
+        }
         their_funcs = {_func_key(f) for f, _ in theirs["functions"]}
         my_funcs = {_func_key(f) for f, _ in mine.functions}
         assert their_funcs <= my_funcs
@@ -203,7 +220,12 @@ def test_differences_from_the_official_script(fixture_run, tmp_path):
         my_cases = {(inp, out) for inp, out, _ in mine.cases}
         assert their_cases <= my_cases
         assert my_cases - their_cases <= string_cases | set(recovered.cases)
-    assert [len(mine.functions) - len(theirs["functions"]) for mine, theirs in zip(ours, official) if theirs] == [0, 1, 1, 0]
+    assert [len(mine.functions) - len(theirs["functions"]) for mine, theirs in zip(ours, official) if theirs] == [
+        0,
+        1,
+        1,
+        0,
+    ]
 
 
 def test_paper_preset_documented_difference(fixture_run):
@@ -226,19 +248,42 @@ def test_cli_only_crossval_on_fixture_verifiers(fixture_run, tmp_path):
     rows, _, _ = fixture_run
     out = tmp_path / "out"
     out.mkdir()
-    (out / "verifiers.jsonl").write_text("".join(
-        json.dumps({"instruction_id": f"official-{i}", "instruction": row["instruction"], "raw": row["gpt-answer"]}) + "\n"
-        for i, row in enumerate(rows)))
-    proc = subprocess.run([sys.executable, "-m", "autoif.cli", "run", "-o", str(out), "--only", "crossval",
-                           "--set", "crossval.preset=official"], capture_output=True, text=True, timeout=300)
+    (out / "verifiers.jsonl").write_text(
+        "".join(
+            json.dumps({"instruction_id": f"official-{i}", "instruction": row["instruction"], "raw": row["gpt-answer"]})
+            + "\n"
+            for i, row in enumerate(rows)
+        )
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoif.cli",
+            "run",
+            "-o",
+            str(out),
+            "--only",
+            "crossval",
+            "--set",
+            "crossval.preset=official",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
 
     kept = [json.loads(line) for line in (out / "crossval.jsonl").read_text().splitlines()]
     expected = selections(fixture_run, "official")
     assert [r["instruction_id"] for r in kept] == ["official-0", "official-1", "official-3", "official-4"]
     for record, selection in zip(kept, [s for s in expected if s.reason is None]):
-        assert [(f["source"], f["accuracy"]) for f in record["functions"]] == [(f, round(a, 6)) for f, a in selection.functions]
+        assert [(f["source"], f["accuracy"]) for f in record["functions"]] == [
+            (f, round(a, 6)) for f, a in selection.functions
+        ]
         assert [(c["input"], c["output"]) for c in record["cases"]] == [(i, o) for i, o, _ in selection.cases]
     stage = json.loads((out / "funnel.json").read_text())["stages"]["crossval"]
     assert (stage["in"], stage["out"], stage["dropped"]) == (5, 4, {"no_function_kept": 1})
-    assert stage["counts"]["function_dropped:low_accuracy"] == sum(s.counts["function_dropped:low_accuracy"] for s in expected)
+    assert stage["counts"]["function_dropped:low_accuracy"] == sum(
+        s.counts["function_dropped:low_accuracy"] for s in expected
+    )

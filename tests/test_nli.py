@@ -15,8 +15,7 @@ from autoif.errors import AutoifError
 from autoif.nli import HFNLI, labels_from_id2label, make_nli
 from autoif.parsing import NLI_LABELS
 from replay import ReplayBackend
-from test_backtranslate import FIXTURES, backtranslation_recordings, make_context, official_records, \
-    run_stage
+from test_backtranslate import FIXTURES, backtranslation_recordings, make_context, official_records, run_stage
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -47,18 +46,31 @@ def build_tokenizer():
     tok.train_from_iterator(corpus(), trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=MAX_LENGTH)
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=MAX_LENGTH,
+    )
 
 
 def save_model(path, tokenizer, id2label=ID2LABEL, force=None):
     """A 2-layer BERT classifier saved at `path`; `force` = a label every pair gets."""
     config = transformers.BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=MAX_LENGTH, id2label=id2label,
-        label2id={v: k for k, v in id2label.items()})
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=MAX_LENGTH,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
     with torch.random.fork_rng(devices=[]):  # the same weights every time, the caller's RNG untouched
         torch.manual_seed(0)
         model = transformers.BertForSequenceClassification(config)
@@ -82,8 +94,10 @@ def tiny_nli(tmp_path_factory, tokenizer):
 
 
 def fixture_pairs():
-    pairs = [("Answer in all lowercase letters", "Write the whole answer in capital letters."),
-             ("Use no commas", "Answer without using any comma.")]
+    pairs = [
+        ("Answer in all lowercase letters", "Write the whole answer in capital letters."),
+        ("Use no commas", "Answer without using any comma."),
+    ]
     if FIXTURES.is_dir():
         for line in (FIXTURES / "back_trans.jsonl").read_text().splitlines():
             row = json.loads(line)
@@ -112,11 +126,14 @@ def test_long_pairs_are_truncated_to_the_model(tiny_nli):
     assert HFNLI(tiny_nli).classify([(long_premise, "Use no capital letters.")])[0] in NLI_LABELS
 
 
-@pytest.mark.parametrize("id2label,shown", [
-    ({0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}, "0: LABEL_0, 1: LABEL_1, 2: LABEL_2"),
-    ({0: "entailment", 1: "not_entailment"}, "0: entailment, 1: not_entailment"),
-    ({0: "entailment", 1: "entailment", 2: "contradiction"}, "1: entailment"),
-])
+@pytest.mark.parametrize(
+    "id2label,shown",
+    [
+        ({0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}, "0: LABEL_0, 1: LABEL_1, 2: LABEL_2"),
+        ({0: "entailment", 1: "not_entailment"}, "0: entailment, 1: not_entailment"),
+        ({0: "entailment", 1: "entailment", 2: "contradiction"}, "1: entailment"),
+    ],
+)
 def test_classes_not_naming_the_three_labels_are_one_line_errors(tmp_path, tokenizer, id2label, shown):
     path = save_model(tmp_path, tokenizer, id2label=id2label)
     with pytest.raises(AutoifError) as err:
@@ -138,8 +155,13 @@ def test_missing_model_is_a_one_line_error(tmp_path):
 
 
 def test_made_from_config(tmp_path, tiny_nli):
-    ctx = make_context(tmp_path, None, "backtranslate.nli.backend=hf", f"backtranslate.nli.model={tiny_nli}",
-                       "backtranslate.nli.batch_size=5")
+    ctx = make_context(
+        tmp_path,
+        None,
+        "backtranslate.nli.backend=hf",
+        f"backtranslate.nli.model={tiny_nli}",
+        "backtranslate.nli.batch_size=5",
+    )
     nli = make_nli(ctx.config)
     assert isinstance(nli, HFNLI) and nli.batch_size == 5 and nli.max_length == MAX_LENGTH
 
@@ -150,9 +172,13 @@ def test_back_trans_fixture_through_the_stage(tmp_path, tokenizer, force, kept):
     """back_trans.jsonl end to end: replayed official back-translations, then the tiny HF model."""
     records, answers = official_records()
     model = save_model(tmp_path / "model", tokenizer, force=force)
-    ctx = make_context(tmp_path, ReplayBackend(backtranslation_recordings(answers)),
-                       "backtranslate.nli.backend=hf", f"backtranslate.nli.model={model}",
-                       "backtranslate.nli.batch_size=4")
+    ctx = make_context(
+        tmp_path,
+        ReplayBackend(backtranslation_recordings(answers)),
+        "backtranslate.nli.backend=hf",
+        f"backtranslate.nli.model={model}",
+        "backtranslate.nli.batch_size=4",
+    )
     out, dropped = run_stage(ctx, records)
     n_pairs = sum(min(3, len(r.functions)) for r in records)
     assert ctx.counts == {f"nli:{force}": n_pairs}  # every pair classified

@@ -47,11 +47,15 @@ def official_generations():
 
 # --- verifier generations: shapes -------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [
-    "```json\n" + json.dumps({"func": FUNC, "cases": CASES}, indent=2) + "\n```",
-    "Here is my answer:\n" + json.dumps({"func": FUNC, "cases": CASES}) + "\nI hope it helps.",
-    "```\n" + json.dumps({"func": FUNC, "cases": CASES}) + "\n```",
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "```json\n" + json.dumps({"func": FUNC, "cases": CASES}, indent=2) + "\n```",
+        "Here is my answer:\n" + json.dumps({"func": FUNC, "cases": CASES}) + "\nI hope it helps.",
+        "```\n" + json.dumps({"func": FUNC, "cases": CASES}) + "\n```",
+    ],
+)
 def test_fenced_and_bare_json(text):
     verifier = only(text)
     assert verifier.func == FUNC
@@ -59,14 +63,18 @@ def test_fenced_and_bare_json(text):
 
 
 def test_python_literal_dict_with_true_false():
-    text = "{'func': %r, 'cases': [{'input': 'short and sweet', 'output': True}, " \
-           "{'input': 'this one has far too many words', 'output': False}]}" % FUNC
+    text = (
+        "{'func': %r, 'cases': [{'input': 'short and sweet', 'output': True}, "
+        "{'input': 'this one has far too many words', 'output': False}]}" % FUNC
+    )
     assert only(text).cases == EXPECTED_CASES
 
 
 def test_json_with_python_true_and_trailing_comma():
-    text = ('{"func": %s, "cases": [{"input": "short and sweet", "output": True},'
-            ' {"input": "this one has far too many words", "output": False},],}' % json.dumps(FUNC))
+    text = (
+        '{"func": %s, "cases": [{"input": "short and sweet", "output": True},'
+        ' {"input": "this one has far too many words", "output": False},],}' % json.dumps(FUNC)
+    )
     verifier = only(text)
     assert verifier.func == FUNC and verifier.cases == EXPECTED_CASES
 
@@ -81,31 +89,48 @@ def test_func_escaped_twice_and_raw_newlines():
 
 def test_invalid_quote_escape_kept_in_code_and_dropped_in_text():
     # `\'` is no JSON escape. In the function it is Python's own escape; in a case it is an apostrophe.
-    text = ('{"func": "def evaluate(response):\\n    return response.replace(\'\\\'\', \'\') == response",'
-            ' "cases": [{"input": "It\\\'s here", "output": false}, {"input": "plain", "output": true}]}')
+    text = (
+        "{\"func\": \"def evaluate(response):\\n    return response.replace('\\'', '') == response\","
+        ' "cases": [{"input": "It\\\'s here", "output": false}, {"input": "plain", "output": true}]}'
+    )
     verifier = only(text)
     assert "replace('\\'', '')" in verifier.func
     assert verifier.cases == [("It's here", False), ("plain", True)]
     assert run(verifier.func, "plain") is True and run(verifier.func, "It's") is False
 
 
-@pytest.mark.parametrize("label, expected", [
-    ("True", True), ("false", False), ("TRUE.", True), (" no ", False), (1, True), (0, False), ("yes", True),
-])
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        ("True", True),
+        ("false", False),
+        ("TRUE.", True),
+        (" no ", False),
+        (1, True),
+        (0, False),
+        ("yes", True),
+    ],
+)
 def test_output_strings_and_numbers_are_truth_values(label, expected):
     text = json.dumps({"func": FUNC, "cases": [{"input": "a b c", "output": label}]})
     assert only(text).cases == [("a b c", expected)]
 
 
 def test_cases_with_unusable_outputs_or_inputs_are_skipped():
-    cases = [{"input": "a b", "output": "maybe"}, {"input": 5, "output": True}, {"input": "ok", "output": True},
-             ["pair form", False]]
+    cases = [
+        {"input": "a b", "output": "maybe"},
+        {"input": 5, "output": True},
+        {"input": "ok", "output": True},
+        ["pair form", False],
+    ]
     assert only(json.dumps({"func": FUNC, "cases": cases})).cases == [("ok", True), ("pair form", False)]
 
 
 def test_duplicated_functions_merge_and_cases_dedupe():
     first = json.dumps({"func": FUNC, "cases": CASES + CASES[:1]})
-    again = json.dumps({"func": FUNC.replace("\n", "\n\n") + "\n  ", "cases": CASES[1:] + [{"input": "one", "output": True}]})
+    again = json.dumps(
+        {"func": FUNC.replace("\n", "\n\n") + "\n  ", "cases": CASES[1:] + [{"input": "one", "output": True}]}
+    )
     verifier = only(f"{first}\n\nAnd the same once more:\n{again}")
     assert verifier.func == FUNC
     assert verifier.cases == EXPECTED_CASES + [("one", True)]
@@ -113,14 +138,22 @@ def test_duplicated_functions_merge_and_cases_dedupe():
 
 def test_several_objects_in_one_answer():
     other = "def evaluate(response):\n    return response.islower()"
-    text = (json.dumps({"func": FUNC, "cases": CASES}) + "\nA second version:\n"
-            + json.dumps([{"function": other, "test_cases": [{"response": "abc", "expected": True}]}]))
+    text = (
+        json.dumps({"func": FUNC, "cases": CASES})
+        + "\nA second version:\n"
+        + json.dumps([{"function": other, "test_cases": [{"response": "abc", "expected": True}]}])
+    )
     assert [(v.func, v.cases) for v in parsed(text)] == [(FUNC, EXPECTED_CASES), (other, [("abc", True)])]
 
 
 def test_function_in_its_own_code_block():
-    text = ("First the function:\n```python\n" + FUNC + "\n```\nThen the tests:\n```json\n"
-            + json.dumps({"cases": CASES}) + "\n```")
+    text = (
+        "First the function:\n```python\n"
+        + FUNC
+        + "\n```\nThen the tests:\n```json\n"
+        + json.dumps({"cases": CASES})
+        + "\n```"
+    )
     verifier = only(text)
     assert verifier.func == FUNC and verifier.cases == EXPECTED_CASES
 
@@ -130,18 +163,21 @@ def test_stray_braces_in_prose_do_not_hide_the_answer():
     assert only(text).cases == EXPECTED_CASES
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("I am sorry, I cannot write that function.", "no_json"),
-    ("", "no_json"),
-    ('{"func": "def evaluate(response): return True" "cases": [', "bad_json"),
-    (json.dumps({"cases": CASES}), "no_func"),
-    (json.dumps({"func": "return True", "cases": CASES}), "func_no_evaluate"),
-    (json.dumps({"func": FUNC}), "no_cases"),
-    (json.dumps({"func": FUNC, "cases": []}), "no_cases"),
-    (json.dumps({"func": FUNC, "cases": {"input": "x", "output": True}}), "bad_case"),
-    (json.dumps({"func": FUNC, "cases": [{"input": "x", "output": "perhaps"}]}), "bad_case"),
-    ("{name} " + json.dumps({"func": FUNC, "cases": [{"text": "x"}]}), "bad_case"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("I am sorry, I cannot write that function.", "no_json"),
+        ("", "no_json"),
+        ('{"func": "def evaluate(response): return True" "cases": [', "bad_json"),
+        (json.dumps({"cases": CASES}), "no_func"),
+        (json.dumps({"func": "return True", "cases": CASES}), "func_no_evaluate"),
+        (json.dumps({"func": FUNC}), "no_cases"),
+        (json.dumps({"func": FUNC, "cases": []}), "no_cases"),
+        (json.dumps({"func": FUNC, "cases": {"input": "x", "output": True}}), "bad_case"),
+        (json.dumps({"func": FUNC, "cases": [{"input": "x", "output": "perhaps"}]}), "bad_case"),
+        ("{name} " + json.dumps({"func": FUNC, "cases": [{"text": "x"}]}), "bad_case"),
+    ],
+)
 def test_garbage_gives_a_reason(text, reason):
     failure = parse_verifier_generation(text)
     assert isinstance(failure, ParseFailure)
@@ -154,6 +190,7 @@ def test_unknown_failure_reason_is_refused():
 
 
 # --- verifier generations: the official release's real answers --------------------------------
+
 
 def official_parse(generation: str):
     """The official 3_cross_validation.py: first ```json fence, then json.loads; None when it gives up."""
@@ -197,7 +234,9 @@ def test_we_agree_with_the_official_reading_where_it_has_one():
 def test_we_recover_what_the_official_reading_drops():
     """Three generations: one with an invalid \\' escape, two with Python True/False literals."""
     rows = official_generations()
-    dropped = {(i, j) for i, row in enumerate(rows) for j, g in enumerate(row["gpt-answer"]) if official_parse(g) is None}
+    dropped = {
+        (i, j) for i, row in enumerate(rows) for j, g in enumerate(row["gpt-answer"]) if official_parse(g) is None
+    }
     assert dropped == {(1, 3), (1, 4), (3, 1)}
 
     escaped = only(rows[1]["gpt-answer"][3])
@@ -213,41 +252,53 @@ def test_we_recover_what_the_official_reading_drops():
 
 # --- self-instruct lists ----------------------------------------------------------------------
 
+
 def test_parse_bullet_lines():
-    text = ("Here are new instructions:\n"
-            "- Answer in   lowercase letters.\n"
-            '* "Do not use commas."\n'
-            "• Use exactly three bullet points\n"
-            "1. Start with a title\n"
-            "12) End with a question\n"
-            "  - indented item\n"
-            "-\n"
-            "- ''\n"
-            "-no space after the dash\n"
-            "1.5 liters is not a list item\n"
-            "That is all.")
-    assert parse_bullet_lines(text) == ["Answer in lowercase letters.", "Do not use commas.",
-                                        "Use exactly three bullet points", "Start with a title", "End with a question",
-                                        "indented item"]
+    text = (
+        "Here are new instructions:\n"
+        "- Answer in   lowercase letters.\n"
+        '* "Do not use commas."\n'
+        "• Use exactly three bullet points\n"
+        "1. Start with a title\n"
+        "12) End with a question\n"
+        "  - indented item\n"
+        "-\n"
+        "- ''\n"
+        "-no space after the dash\n"
+        "1.5 liters is not a list item\n"
+        "That is all."
+    )
+    assert parse_bullet_lines(text) == [
+        "Answer in lowercase letters.",
+        "Do not use commas.",
+        "Use exactly three bullet points",
+        "Start with a title",
+        "End with a question",
+        "indented item",
+    ]
     assert parse_bullet_lines("No list here at all.") == []
 
 
 # --- judge scores -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, score", [
-    ("The response is relevant.\nScore: 8", 8.0),
-    ("Good answer.\n\n**Score:** 9", 9.0),
-    ("Reasoning...\n8/10", 8.0),
-    ("Rating: 7.5", 7.5),
-    ("6", 6.0),
-    ("Final score = 10.", 10.0),
-    ("Score: 4\nAfter more thought:\nScore: 9", 9.0),
-    ("The score is 7 because it answers the question.\nThanks for asking.", 7.0),
-    ("Score: 4/5", None),
-    ("Score: 11", None),
-    ("No number at all.", None),
-    ("", None),
-])
+
+@pytest.mark.parametrize(
+    "text, score",
+    [
+        ("The response is relevant.\nScore: 8", 8.0),
+        ("Good answer.\n\n**Score:** 9", 9.0),
+        ("Reasoning...\n8/10", 8.0),
+        ("Rating: 7.5", 7.5),
+        ("6", 6.0),
+        ("Final score = 10.", 10.0),
+        ("Score: 4\nAfter more thought:\nScore: 9", 9.0),
+        ("The score is 7 because it answers the question.\nThanks for asking.", 7.0),
+        ("Score: 4/5", None),
+        ("Score: 11", None),
+        ("No number at all.", None),
+        ("", None),
+    ],
+)
 def test_parse_score(text, score):
     assert parse_score(text) == score
 
@@ -259,16 +310,20 @@ def test_parse_score_custom_range():
 
 # --- NLI labels -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, label", [
-    ("Label: contradiction", "contradiction"),
-    ("**Label:** Entailment", "entailment"),
-    ("Thinking it through, the answer is neutral.", "neutral"),
-    ("Contradiction.\nThe second one asks for uppercase.", "contradiction"),
-    ("The hypothesis does not contradict the premise; it entails it.", "entailment"),
-    ("This is not a contradiction. It is neutral.", "neutral"),
-    ("It could be entailment or contradiction.", None),
-    ("I cannot tell.", None),
-    ("", None),
-])
+
+@pytest.mark.parametrize(
+    "text, label",
+    [
+        ("Label: contradiction", "contradiction"),
+        ("**Label:** Entailment", "entailment"),
+        ("Thinking it through, the answer is neutral.", "neutral"),
+        ("Contradiction.\nThe second one asks for uppercase.", "contradiction"),
+        ("The hypothesis does not contradict the premise; it entails it.", "entailment"),
+        ("This is not a contradiction. It is neutral.", "neutral"),
+        ("It could be entailment or contradiction.", None),
+        ("I cannot tell.", None),
+        ("", None),
+    ],
+)
 def test_parse_nli_label(text, label):
     assert parse_nli_label(text) == label

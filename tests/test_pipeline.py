@@ -48,8 +48,10 @@ class EvensStage(Stage):
 @pytest.fixture
 def stages(monkeypatch):
     import sys
-    monkeypatch.setattr(pipeline_mod, "STAGES", {"numbers": f"{__name__}:NumbersStage",
-                                                 "evens": f"{__name__}:EvensStage"})
+
+    monkeypatch.setattr(
+        pipeline_mod, "STAGES", {"numbers": f"{__name__}:NumbersStage", "evens": f"{__name__}:EvensStage"}
+    )
     monkeypatch.setitem(sys.modules, __name__, sys.modules[__name__])
     CALLS.clear()
     EvensStage.die_after = None
@@ -61,8 +63,13 @@ def make(tmp_path, *sets):
 
 def test_run_writes_outputs_and_funnel(tmp_path, stages):
     funnel = make(tmp_path).run()
-    assert [json.loads(line)["id"] for line in (tmp_path / "evens.jsonl").read_text().splitlines()] == \
-        ["n0", "n2", "n4", "n6", "n8"]
+    assert [json.loads(line)["id"] for line in (tmp_path / "evens.jsonl").read_text().splitlines()] == [
+        "n0",
+        "n2",
+        "n4",
+        "n6",
+        "n8",
+    ]
     assert funnel["stages"]["evens"]["in"] == 10 and funnel["stages"]["evens"]["out"] == 5
     assert funnel["stages"]["evens"]["dropped"] == {"odd": 5}
     assert funnel["stages"]["evens"]["counts"] == {"seen": 10}

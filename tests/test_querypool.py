@@ -8,11 +8,23 @@ import pytest
 
 from autoif.config import QueriesConfig
 from autoif.errors import AutoifError
-from autoif.querypool import (BENCHMARK_FILES, BUILTIN_FILE, NGRAM, SHAREGPT_PACKAGE, _package_file,
-                              benchmark_index, decode_json_array, load_queries, normalize)
+from autoif.querypool import (
+    BENCHMARK_FILES,
+    BUILTIN_FILE,
+    NGRAM,
+    SHAREGPT_PACKAGE,
+    _package_file,
+    benchmark_index,
+    decode_json_array,
+    load_queries,
+    normalize,
+)
 
-QUESTIONS = ["How do I boil an egg so the yolk stays soft?", "What is the capital city of Portugal?",
-             "Can you explain how a bicycle gear works?"]
+QUESTIONS = [
+    "How do I boil an egg so the yolk stays soft?",
+    "What is the capital city of Portugal?",
+    "Can you explain how a bicycle gear works?",
+]
 
 
 def pool(source, **kw):
@@ -35,8 +47,10 @@ def ifeval_prompts():
 # ----------------------------------------------------------------------------------- formats
 def test_json_conversations_take_first_human_turn(tmp_path):
     path = tmp_path / "chats.json"
-    records = [{"id": i, "conversations": [{"from": "system", "value": "Be kind."}, *conversation(q)]}
-               for i, q in enumerate(QUESTIONS)]
+    records = [
+        {"id": i, "conversations": [{"from": "system", "value": "Be kind."}, *conversation(q)]}
+        for i, q in enumerate(QUESTIONS)
+    ]
     records.append({"id": 9, "conversations": [{"from": "gpt", "value": "Hello, how can I help?"}]})
     path.write_text(json.dumps(records))
     assert pool(path) == QUESTIONS
@@ -44,8 +58,9 @@ def test_json_conversations_take_first_human_turn(tmp_path):
 
 def test_jsonl_messages_with_role_and_content(tmp_path):
     path = tmp_path / "chats.jsonl"
-    path.write_text("".join(json.dumps({"messages": conversation(q, "user", ("role", "content"))}) + "\n"
-                            for q in QUESTIONS))
+    path.write_text(
+        "".join(json.dumps({"messages": conversation(q, "user", ("role", "content"))}) + "\n" for q in QUESTIONS)
+    )
     assert pool(path) == QUESTIONS
 
 
@@ -80,8 +95,7 @@ def test_hub_dataset_through_datasets(tmp_path, monkeypatch):
     # load_dataset resolves ORG/NAME to a local directory first; the same call reads the hub.
     data = tmp_path / "someorg" / "somedata"
     data.mkdir(parents=True)
-    (data / "train.jsonl").write_text("".join(json.dumps({"conversations": conversation(q)}) + "\n"
-                                              for q in QUESTIONS))
+    (data / "train.jsonl").write_text("".join(json.dumps({"conversations": conversation(q)}) + "\n" for q in QUESTIONS))
     (data / "test.jsonl").write_text(json.dumps({"conversations": conversation("A held-out question here?")}) + "\n")
     monkeypatch.chdir(tmp_path)
     assert pool("hf:someorg/somedata") == QUESTIONS
@@ -107,12 +121,15 @@ def test_truncated_json_array_yields_complete_records(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ errors
-@pytest.mark.parametrize("source, message", [
-    ("{tmp}/missing.jsonl", "query file not found"),
-    ("{tmp}/pool.txt", "is not builtin, sharegpt"),
-    ("someorg/somedata", "write 'hf:someorg/somedata'"),
-    ("hf:not a valid id", "expected hf:ORG/NAME"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("{tmp}/missing.jsonl", "query file not found"),
+        ("{tmp}/pool.txt", "is not builtin, sharegpt"),
+        ("someorg/somedata", "write 'hf:someorg/somedata'"),
+        ("hf:not a valid id", "expected hf:ORG/NAME"),
+    ],
+)
 def test_bad_sources_are_one_line_errors(tmp_path, source, message):
     with pytest.raises(AutoifError, match=message) as err:
         pool(source.format(tmp=tmp_path))
@@ -152,8 +169,11 @@ def test_length_filter_and_normalized_dedup(tmp_path):
 
 def test_language_filter(tmp_path):
     path = tmp_path / "pool.jsonl"
-    rows = [*QUESTIONS, "Comment est-ce que je peux apprendre à jouer de la guitare rapidement ?",
-            "Wie lange muss ich Nudeln in kochendem Wasser kochen lassen?"]
+    rows = [
+        *QUESTIONS,
+        "Comment est-ce que je peux apprendre à jouer de la guitare rapidement ?",
+        "Wie lange muss ich Nudeln in kochendem Wasser kochen lassen?",
+    ]
     path.write_text("".join(json.dumps({"prompt": r}) + "\n" for r in rows))
     assert pool(path, language="en") == QUESTIONS
     assert pool(path, language="fr") == [rows[3]]
@@ -175,10 +195,19 @@ def test_edited_file_is_read_again(tmp_path):
 
 
 # -------------------------------------------------------------------------------- benchmarks
-@pytest.mark.parametrize("source", ["data/IFEval_input.jsonl", "hf:google/IFEval", "hf:allenai/IFBench_test",
-                                    "hf:YuxinJiang/FollowBench", "hf:tatsu-lab/alpaca_eval",
-                                    "hf:lmarena-ai/arena-hard-auto-v0.1", "hf:HuggingFaceH4/mt_bench_prompts",
-                                    "/tmp/writing_bench.parquet"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "data/IFEval_input.jsonl",
+        "hf:google/IFEval",
+        "hf:allenai/IFBench_test",
+        "hf:YuxinJiang/FollowBench",
+        "hf:tatsu-lab/alpaca_eval",
+        "hf:lmarena-ai/arena-hard-auto-v0.1",
+        "hf:HuggingFaceH4/mt_bench_prompts",
+        "/tmp/writing_bench.parquet",
+    ],
+)
 def test_benchmark_names_are_refused_before_reading(source):
     with pytest.raises(AutoifError, match="benchmark prompt sets are test data"):
         pool(source)
@@ -237,8 +266,7 @@ def test_sharegpt_source_falls_back_to_the_package_offline(monkeypatch):
 def test_builtin_pool():
     from importlib import resources
 
-    rows = [json.loads(line) for line in
-            resources.files("autoif.data").joinpath(BUILTIN_FILE).read_text().splitlines()]
+    rows = [json.loads(line) for line in resources.files("autoif.data").joinpath(BUILTIN_FILE).read_text().splitlines()]
     queries = [r["query"] for r in rows]
     assert len(queries) >= 200
     assert all(20 <= len(q) <= 300 for q in queries)
@@ -254,10 +282,11 @@ def test_builtin_pool_shares_nothing_with_ifeval_or_ifbench():
         pytest.skip(f"benchmark data not installed: {', '.join(sorted(missing))}")
     queries = load_queries(QueriesConfig(min_chars=0, max_chars=10_000))
     assert [q for q in queries if index.match(q)] == []
+
     # Stricter than the runtime check: no 8-word run in common with any benchmark prompt either.
     def grams(text, n=8):
         words = normalize(text).split()
-        return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
     bench_grams = set()
     for bench, package, relative, field in BENCHMARK_FILES:

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
 
 from autoif.errors import AutoifError, MissingDependency
 from autoif.records import Instruction
+from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ray_verify import run_verify, start_cluster, verify_config, write_verify_inputs  # noqa: E402
@@ -36,8 +36,14 @@ def cluster():
 
 
 def _ray_args(cluster) -> list[str]:
-    return ["--executor", "ray", "--set", f"executor.ray_address={cluster.address}",
-            "--set", "executor.cpus_per_sandbox=1"]
+    return [
+        "--executor",
+        "ray",
+        "--set",
+        f"executor.ray_address={cluster.address}",
+        "--set",
+        "executor.cpus_per_sandbox=1",
+    ]
 
 
 def _settled_cache_rows(out: Path, quiet_s: float = 3.0, limit_s: float = 120.0) -> int:
@@ -88,8 +94,9 @@ def test_verify_of_100000_checks_spreads_over_the_workers(cluster, tmp_path):
     run_verify(verify_config(local_out, "local", "sandbox.workers=2"))
     # Twice with the same actors: the second run finds all four up (2 per node), as verify does in a
     # real run, where crossval started them; the first may end before the last one has started.
-    _, pipeline = run_verify(verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}",
-                                           "executor.cpus_per_sandbox=1"), times=2)
+    _, pipeline = run_verify(
+        verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}", "executor.cpus_per_sandbox=1"), times=2
+    )
     placed = pipeline.executor.placements["verify"]
     shards = -(-prompts // pipeline.config.executor.shard_size)
     assert sum(placed.values()) == 2 * shards
@@ -117,8 +124,9 @@ def test_an_actor_killed_mid_stage_is_restarted_and_its_shards_redone(cluster, t
 
     killer = threading.Thread(target=kill_one_actor_once_shards_are_done)
     killer.start()
-    _, pipeline = run_verify(verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}",
-                                           "executor.cpus_per_sandbox=1"))
+    _, pipeline = run_verify(
+        verify_config(ray_out, "ray", f"executor.ray_address={cluster.address}", "executor.cpus_per_sandbox=1")
+    )
     killer.join()
     shards = -(-prompts // pipeline.config.executor.shard_size)
     assert killed and killed[0][1] < shards, "the stage ended before an actor could be killed"
@@ -145,7 +153,9 @@ def _pipeline(tmp_path, address, *overrides):
 def test_a_sandbox_actor_larger_than_any_node_is_a_one_line_error(cluster, tmp_path):
     write_verify_inputs(tmp_path, 100)
     pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=3", "executor.actor_start_timeout_s=3")
-    with pytest.raises(AutoifError, match=r"^ray: no sandbox actor \(3 CPU\(s\) each\) found a place on the cluster in 3s"):
+    with pytest.raises(
+        AutoifError, match=r"^ray: no sandbox actor \(3 CPU\(s\) each\) found a place on the cluster in 3s"
+    ):
         pipeline.run(only="verify")  # 4 CPUs free in all, but 2 per node: the actor waits, then is given up
 
 
@@ -196,8 +206,11 @@ def test_a_stage_failing_on_an_actor_raises_its_own_error(cluster, tmp_path):
     pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=1")
     try:
         with pytest.raises(AutoifError, match=r"^failing: 1 record\(s\) refused on purpose$"):
-            list(pipeline.executor.run(Failing(), [[Instruction(id="a", text="t", source="seed")]],
-                                       Context(pipeline.config)))
+            list(
+                pipeline.executor.run(
+                    Failing(), [[Instruction(id="a", text="t", source="seed")]], Context(pipeline.config)
+                )
+            )
     finally:
         pipeline.executor.close()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

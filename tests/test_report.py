@@ -29,9 +29,20 @@ from autoif.config import dump_default_yaml, load_config
 from autoif.errors import AutoifError
 from autoif.jsonl import write_jsonl
 from autoif.pipeline import StageReport
-from autoif.records import (CaseResult, CrossvalRecord, DPORecord, FunctionResult, Instruction, Message,
-                            QueryRecord, ResponsesRecord, SFTRecord, VerifiedRecord, VerifiedResponse,
-                            VerifierSamples)
+from autoif.records import (
+    CaseResult,
+    CrossvalRecord,
+    DPORecord,
+    FunctionResult,
+    Instruction,
+    Message,
+    QueryRecord,
+    ResponsesRecord,
+    SFTRecord,
+    VerifiedRecord,
+    VerifiedResponse,
+    VerifierSamples,
+)
 from autoif.report import REPORT_FILE, render_report, write_report
 from autoif.report.sections import SECTIONS
 
@@ -42,7 +53,8 @@ CHROMIUM = shutil.which("chromium")
 
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"AutoIF fixtures not found at {FIXTURES}")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not installed (`make test` installs Debian's `chromium`)")
+    CHROMIUM is None, reason="headless Chromium not installed (`make test` installs Debian's `chromium`)"
+)
 
 
 # ------------------------------------------------------------------------------- the run directory
@@ -72,68 +84,117 @@ def build_run(out: Path) -> dict:
     from autoif.sandbox import Sandbox, pass_rate
 
     cfg = load_config(None, [f"paths.out={out}"])
-    seeds = [Instruction(id=f"seed-{i}", text=t, source="seed")
-             for i, t in enumerate(official_lines("seed_instruction.txt"))]
-    augmented = [Instruction(id=f"aug-{i}", text=t, source="augmented")
-                 for i, t in enumerate(official_lines("augment_instructions.txt"))]
+    seeds = [
+        Instruction(id=f"seed-{i}", text=t, source="seed") for i, t in enumerate(official_lines("seed_instruction.txt"))
+    ]
+    augmented = [
+        Instruction(id=f"aug-{i}", text=t, source="augmented")
+        for i, t in enumerate(official_lines("augment_instructions.txt"))
+    ]
     write_jsonl(out / "seeds.jsonl", seeds)
     write_jsonl(out / "instructions.jsonl", seeds + augmented)
-    write_jsonl(out / "verifiers.jsonl", [VerifierSamples(instruction_id=f"ver-{i}", instruction=r["instruction"],
-                                                          raw=r["gpt-answer"])
-                                          for i, r in enumerate(official("eval_func_rft.jsonl"))])
+    write_jsonl(
+        out / "verifiers.jsonl",
+        [
+            VerifierSamples(instruction_id=f"ver-{i}", instruction=r["instruction"], raw=r["gpt-answer"])
+            for i, r in enumerate(official("eval_func_rft.jsonl"))
+        ],
+    )
 
     # Kept instructions: the release's cross-validated functions (with its accuracies) and cases.
     back_trans = official("back_trans.jsonl")
     rft = official("query_rft.jsonl")
     by_instruction = {r["instruction"]: r for r in rft}
-    sources = [(f"bt-{i}", r) for i, r in enumerate(back_trans)] + \
-              [(f"rft-{i}", r) for i, r in enumerate(by_instruction.values())]
+    sources = [(f"bt-{i}", r) for i, r in enumerate(back_trans)] + [
+        (f"rft-{i}", r) for i, r in enumerate(by_instruction.values())
+    ]
     ids = {r["instruction"]: iid for iid, r in sources}
     prompts = [(f"p-{i}", r) for i, r in enumerate(rft)]
     with Sandbox(workers=2, timeout_s=2.0) as sandbox:
-        case_grids = sandbox.check_many([([f for f, _ in r["eval_func"]], [c[0] for c in r["cases"]])
-                                         for _, r in sources])
+        case_grids = sandbox.check_many(
+            [([f for f, _ in r["eval_func"]], [c[0] for c in r["cases"]]) for _, r in sources]
+        )
         response_grids = sandbox.check_many([([f for f, _ in r["eval_func"]], r["gpt-answer"]) for _, r in prompts])
 
     crossval = []
     for (iid, r), grid in zip(sources, case_grids):
-        cases = [CaseResult(input=inp, output=as_bool(label),
-                            accuracy=sum(row[j].value is as_bool(label) for row in grid) / len(grid))
-                 for j, (inp, label) in enumerate(r["cases"])]
+        cases = [
+            CaseResult(
+                input=inp,
+                output=as_bool(label),
+                accuracy=sum(row[j].value is as_bool(label) for row in grid) / len(grid),
+            )
+            for j, (inp, label) in enumerate(r["cases"])
+        ]
         extra = {}
         if "back_instruction" in r:  # the release's back-translations; no NLI label recorded
-            extra["back_translations"] = [{"function_index": k, "text": t, "label": None}
-                                          for k, t in enumerate(r["back_instruction"])]
-        crossval.append(CrossvalRecord(instruction_id=iid, instruction=r["instruction"], cases=cases,
-                                       functions=[FunctionResult(source=f, accuracy=a) for f, a in r["eval_func"]],
-                                       **extra))
+            extra["back_translations"] = [
+                {"function_index": k, "text": t, "label": None} for k, t in enumerate(r["back_instruction"])
+            ]
+        crossval.append(
+            CrossvalRecord(
+                instruction_id=iid,
+                instruction=r["instruction"],
+                cases=cases,
+                functions=[FunctionResult(source=f, accuracy=a) for f, a in r["eval_func"]],
+                **extra,
+            )
+        )
     write_jsonl(out / "crossval.jsonl", crossval)
     write_jsonl(out / "backtranslate.jsonl", [r for r in crossval if r.model_extra.get("back_translations")])
 
     queries, responses, verified = [], [], []
     for (pid, r), grid in zip(prompts, response_grids):
         query = r["prompt"].split("\n[Query] ", 1)[1]
-        queries.append(QueryRecord(id=pid, instruction_id=ids[r["instruction"]], instruction=r["instruction"],
-                                   query=query, prompt=r["prompt"]))
+        queries.append(
+            QueryRecord(
+                id=pid,
+                instruction_id=ids[r["instruction"]],
+                instruction=r["instruction"],
+                query=query,
+                prompt=r["prompt"],
+            )
+        )
         responses.append(ResponsesRecord(prompt_id=pid, responses=r["gpt-answer"]))
         rated = []
         for j, text in enumerate(r["gpt-answer"]):
             outcomes = [row[j] for row in grid]
             rate = pass_rate(outcomes)
-            rated.append(VerifiedResponse(text=text, pass_rate=rate, outcomes=[o.value for o in outcomes],
-                                          passed=rate > cfg.verify.threshold()))
+            rated.append(
+                VerifiedResponse(
+                    text=text,
+                    pass_rate=rate,
+                    outcomes=[o.value for o in outcomes],
+                    passed=rate > cfg.verify.threshold(),
+                )
+            )
         verified.append(VerifiedRecord(prompt_id=pid, responses=rated))
     # More prompts, with the pass rates the release recorded (one function each, not shipped): most
     # responses above fail their functions, as they really did, and SFT needs some that pass.
     for i, r in enumerate(official("dpo_query_eval_score_results.jsonl")):
         instruction, query = r["query"].split(". ", 1)
         pid = f"q-{i}"
-        queries.append(QueryRecord(id=pid, instruction_id=f"q-instr-{instruction}", instruction=instruction + ".",
-                                   query=query, prompt=r["query"]))
+        queries.append(
+            QueryRecord(
+                id=pid,
+                instruction_id=f"q-instr-{instruction}",
+                instruction=instruction + ".",
+                query=query,
+                prompt=r["query"],
+            )
+        )
         responses.append(ResponsesRecord(prompt_id=pid, responses=[text for text, _ in r["response"]]))
-        verified.append(VerifiedRecord(prompt_id=pid, responses=[
-            VerifiedResponse(text=text, pass_rate=rate, outcomes=[rate == 1.0], passed=rate > cfg.verify.threshold())
-            for text, rate in r["response"]]))
+        verified.append(
+            VerifiedRecord(
+                prompt_id=pid,
+                responses=[
+                    VerifiedResponse(
+                        text=text, pass_rate=rate, outcomes=[rate == 1.0], passed=rate > cfg.verify.threshold()
+                    )
+                    for text, rate in r["response"]
+                ],
+            )
+        )
     write_jsonl(out / "queries.jsonl", queries)
     write_jsonl(out / "responses.jsonl", responses)
     write_jsonl(out / "verified.jsonl", verified)
@@ -144,7 +205,8 @@ def build_run(out: Path) -> dict:
     for r in official("query_rft_score.jsonl"):
         score = float(re.search(r"Score:\s*(\d+(?:\.\d+)?)\s*$", r["gen"][-1]).group(1))
         judged[(r["instruction"], r["query"])].append(
-            VerifiedResponse(text=r["response"], pass_rate=1.0, outcomes=[True], passed=True, score=score))
+            VerifiedResponse(text=r["response"], pass_rate=1.0, outcomes=[True], passed=True, score=score)
+        )
     scored = verified + [VerifiedRecord(prompt_id=f"judged-{i}", responses=rs) for i, rs in enumerate(judged.values())]
     write_jsonl(out / "scored.jsonl", scored)
 
@@ -156,15 +218,34 @@ def build_run(out: Path) -> dict:
         funcs = functions_of.get(q.instruction_id, [])
         good = list(dict.fromkeys(x.text for x in v.responses if x.passed))
         bad = list(dict.fromkeys(x.text for x in v.responses if x.pass_rate == 0))
-        sft += [SFTRecord(messages=user(q.prompt) + assistant(t), instruction_id=q.instruction_id, functions=funcs,
-                          pass_rate=next(x.pass_rate for x in v.responses if x.text == t)) for t in good]
-        dpo += [DPORecord(prompt=user(q.prompt), chosen=assistant(c), rejected=assistant(rj), level="query",
-                          functions=funcs) for c, rj in zip(good[:2], bad[:2])]
+        sft += [
+            SFTRecord(
+                messages=user(q.prompt) + assistant(t),
+                instruction_id=q.instruction_id,
+                functions=funcs,
+                pass_rate=next(x.pass_rate for x in v.responses if x.text == t),
+            )
+            for t in good
+        ]
+        dpo += [
+            DPORecord(
+                prompt=user(q.prompt), chosen=assistant(c), rejected=assistant(rj), level="query", functions=funcs
+            )
+            for c, rj in zip(good[:2], bad[:2])
+        ]
     for r in crossval:
         good = [c.input for c in r.cases if c.output and c.accuracy > 0.5]
         bad = [c.input for c in r.cases if not c.output and c.accuracy > 0.5]
-        dpo += [DPORecord(prompt=user(r.instruction), chosen=assistant(c), rejected=assistant(rj), level="instruction",
-                          functions=functions_of[r.instruction_id]) for c, rj in zip(good[:2], bad[:2])]
+        dpo += [
+            DPORecord(
+                prompt=user(r.instruction),
+                chosen=assistant(c),
+                rejected=assistant(rj),
+                level="instruction",
+                functions=functions_of[r.instruction_id],
+            )
+            for c, rj in zip(good[:2], bad[:2])
+        ]
     write_jsonl(out / "sft.jsonl", sft)
     write_jsonl(out / "dpo.jsonl", dpo)
 
@@ -179,33 +260,68 @@ def build_run(out: Path) -> dict:
         "seeds": row(0, len(seeds)),
         "augment": row(len(seeds), len(seeds) + len(augmented), counts={"augmented_kept": len(augmented)}),
         "verifiers": row(len(seeds) + len(augmented), len(official("eval_func_rft.jsonl"))),
-        "crossval": row(len(crossval) + 2, len(crossval), dropped={"no_function_kept": 1, "too_few_cases": 1},
-                        counts={"case_dropped:disagreement": 3, "function_dropped:compile": 2}),
-        "backtranslate": row(len(crossval), len(back_trans),
-                             dropped={"contradiction": len(crossval) - len(back_trans)}),
+        "crossval": row(
+            len(crossval) + 2,
+            len(crossval),
+            dropped={"no_function_kept": 1, "too_few_cases": 1},
+            counts={"case_dropped:disagreement": 3, "function_dropped:compile": 2},
+        ),
+        "backtranslate": row(
+            len(crossval), len(back_trans), dropped={"contradiction": len(crossval) - len(back_trans)}
+        ),
         "queries": row(len(crossval), len(queries)),
         "responses": row(len(queries), len(responses)),
         "verify": row(len(responses), len(verified), counts={"responses_passed": n_passed}),
         "score": row(len(verified), len(scored), counts={"responses_judged": sum(len(v) for v in judged.values())}),
         "export": row(len(scored), len(sft), counts={"records_out:dpo.jsonl": len(dpo)}),
     }
-    llm = {"backend": "embedded", "model": "SmolLM2-135M-Instruct", "hits": 120, "misses": 360,
-           "completion_tokens": 51234, "errors": 0}
+    llm = {
+        "backend": "embedded",
+        "model": "SmolLM2-135M-Instruct",
+        "hits": 120,
+        "misses": 360,
+        "completion_tokens": 51234,
+        "errors": 0,
+    }
     (out / "funnel.json").write_text(json.dumps({"stages": stages, "llm": llm}, indent=2))
     (out / "config.yaml").write_text(dump_default_yaml(cfg))
     # The paper's Table 1 IFEval numbers for Qwen2-7B, in the shape of an eval results file.
-    (out / "ifeval_results.json").write_text(json.dumps({
-        "benchmark": "ifeval", "model": "Qwen2-7B", "prompts": 541,
-        "metrics": {"prompt_level_strict": 0.377, "prompt_level_loose": 0.436,
-                    "instruction_level_strict": 0.494, "instruction_level_loose": 0.534}}))
-    (out / "contamination.json").write_text(json.dumps({
-        "ngram": 13, "training_prompts": len(sft) + len(dpo),
-        "benchmarks": {"ifeval": {"prompts": 541, "overlapping_prompts": 0, "overlap_rate": 0.0, "top_pairs": []}}}))
-    return {"function_accuracies": sum(len(r.functions) for r in crossval),
-            "case_accuracies": sum(len(r.cases) for r in crossval),
-            "pass_rates": sum(len(v.responses) for v in verified),
-            "scores": sum(len(v) for v in judged.values()), "sft": len(sft), "dpo": len(dpo),
-            "kept": len(back_trans), "hit_rate": "25.0%"}
+    (out / "ifeval_results.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "ifeval",
+                "model": "Qwen2-7B",
+                "prompts": 541,
+                "metrics": {
+                    "prompt_level_strict": 0.377,
+                    "prompt_level_loose": 0.436,
+                    "instruction_level_strict": 0.494,
+                    "instruction_level_loose": 0.534,
+                },
+            }
+        )
+    )
+    (out / "contamination.json").write_text(
+        json.dumps(
+            {
+                "ngram": 13,
+                "training_prompts": len(sft) + len(dpo),
+                "benchmarks": {
+                    "ifeval": {"prompts": 541, "overlapping_prompts": 0, "overlap_rate": 0.0, "top_pairs": []}
+                },
+            }
+        )
+    )
+    return {
+        "function_accuracies": sum(len(r.functions) for r in crossval),
+        "case_accuracies": sum(len(r.cases) for r in crossval),
+        "pass_rates": sum(len(v.responses) for v in verified),
+        "scores": sum(len(v) for v in judged.values()),
+        "sft": len(sft),
+        "dpo": len(dpo),
+        "kept": len(back_trans),
+        "hit_rate": "25.0%",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +342,29 @@ class Chromium:
         self.log = tempfile.TemporaryFile()
         # bash, not sh: dash cannot redirect from a descriptor above 9.
         self.proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}', CHROMIUM,
-             "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", f"--user-data-dir={profile}",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
-             "--disable-background-networking", "--mute-audio", "about:blank"],
-            pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+            [
+                "bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}',
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--hide-scrollbars",
+                "--disable-background-networking",
+                "--mute-audio",
+                "about:blank",
+            ],
+            pass_fds=(to_browser_r, from_browser_w),
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._messages: queue.Queue = queue.Queue()
@@ -313,8 +447,10 @@ class Page:
         self.session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         self.send("Page.navigate", {"url": path.resolve().as_uri()})
         browser.wait_event("Page.loadEventFired", self.session)
 
@@ -341,9 +477,12 @@ class Page:
 
     def fetched(self) -> list[str]:
         """URLs requested besides the page file itself and data: URIs."""
-        return [e["params"]["request"]["url"] for e in self.browser.events(self.session)
-                if e.get("method") == "Network.requestWillBeSent"
-                and not e["params"]["request"]["url"].startswith(("file:", "data:"))]
+        return [
+            e["params"]["request"]["url"]
+            for e in self.browser.events(self.session)
+            if e.get("method") == "Network.requestWillBeSent"
+            and not e["params"]["request"]["url"].startswith(("file:", "data:"))
+        ]
 
     def screenshot(self, path: Path) -> None:
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
@@ -363,8 +502,10 @@ def browser(tmp_path_factory):
     chromium.close()
 
 
-SECTION_STATES = "JSON.stringify(Object.fromEntries([...document.querySelectorAll('section.report-section')]" \
-                 ".map(s => [s.id, s.dataset.state])))"
+SECTION_STATES = (
+    "JSON.stringify(Object.fromEntries([...document.querySelectorAll('section.report-section')]"
+    ".map(s => [s.id, s.dataset.state])))"
+)
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -384,10 +525,19 @@ def test_real_run_report_in_chromium(real_run, browser):
     assert list(states) == list(SECTIONS)  # every section, in order
     assert all(state == "present" for state in states.values()), states
     # The plots are images that decoded (an SVG that failed to load has naturalWidth 0).
-    plots = json.loads(page.evaluate("JSON.stringify([...document.querySelectorAll('figure img')]"
-                                     ".map(i => [i.closest('figure').id, i.naturalWidth]))"))
-    assert {fid for fid, _ in plots} == {"funnel-plot", "hist-function-accuracy", "hist-case-accuracy",
-                                         "hist-pass-rate", "hist-score"}
+    plots = json.loads(
+        page.evaluate(
+            "JSON.stringify([...document.querySelectorAll('figure img')]"
+            ".map(i => [i.closest('figure').id, i.naturalWidth]))"
+        )
+    )
+    assert {fid for fid, _ in plots} == {
+        "funnel-plot",
+        "hist-function-accuracy",
+        "hist-case-accuracy",
+        "hist-pass-rate",
+        "hist-score",
+    }
     assert all(width > 0 for _, width in plots), plots
     captions = page.evaluate("[...document.querySelectorAll('figcaption')].map(c => c.textContent).join('\\n')")
     for n in ("function_accuracies", "case_accuracies", "pass_rates", "scores"):
@@ -430,8 +580,10 @@ def test_zero_surviving_records(tmp_path, browser):
     """A run whose instructions all failed cross-validation still gets a report that says so."""
     write_jsonl(tmp_path / "seeds.jsonl", [Instruction(id="s0", text="Answer in French", source="seed")])
     write_jsonl(tmp_path / "crossval.jsonl", [])
-    rows = {"seeds": StageReport(0, 1, shards_run=1).as_dict(),
-            "crossval": StageReport(1, 0, {"no_function_parsed": 1}, shards_run=1).as_dict()}
+    rows = {
+        "seeds": StageReport(0, 1, shards_run=1).as_dict(),
+        "crossval": StageReport(1, 0, {"no_function_parsed": 1}, shards_run=1).as_dict(),
+    }
     (tmp_path / "funnel.json").write_text(json.dumps({"stages": rows}))
     page = Page(browser, write_report(tmp_path, load_config(None, ["score.enabled=false"])))
 
@@ -456,9 +608,11 @@ def test_empty_directory_and_missing_directory(tmp_path):
         write_report(tmp_path / "nope")
 
 
-HOSTILE = ('</script><script>console.error("xss-script")</script>'
-           '<img src=x onerror="console.error(\'xss-img\')"><style>body{display:none}</style>'
-           '<a href="javascript:console.error(1)">link</a>\u0000 end')
+HOSTILE = (
+    '</script><script>console.error("xss-script")</script>'
+    "<img src=x onerror=\"console.error('xss-img')\"><style>body{display:none}</style>"
+    '<a href="javascript:console.error(1)">link</a>\u0000 end'
+)
 # JSON documents read with json.loads can also carry a lone surrogate (record lines cannot: pydantic
 # refuses them), which a UTF-8 page cannot hold.
 HOSTILE_JSON = HOSTILE + "\ud800"
@@ -468,19 +622,48 @@ HOSTILE_JSON = HOSTILE + "\ud800"
 def test_hostile_content_is_shown_as_text(tmp_path, browser):
     """LLM output is untrusted: markup in any field renders as text, nothing runs or loads."""
     function = FunctionResult(source=f"def evaluate(r):\n    return '{HOSTILE}' in r", accuracy=1.0)
-    write_jsonl(tmp_path / "crossval.jsonl", [CrossvalRecord(
-        instruction_id=HOSTILE, instruction=HOSTILE, functions=[function],
-        cases=[CaseResult(input=HOSTILE, output=True, accuracy=1.0)],
-        back_translations=[{"function_index": 0, "text": HOSTILE, "label": HOSTILE}])])
-    write_jsonl(tmp_path / "sft.jsonl", [SFTRecord(messages=user(HOSTILE) + assistant(HOSTILE), instruction_id=HOSTILE,
-                                                   functions=[HOSTILE], pass_rate=1.0)])
-    write_jsonl(tmp_path / "dpo.jsonl", [DPORecord(prompt=user(HOSTILE), chosen=assistant(HOSTILE),
-                                                   rejected=assistant(HOSTILE), level="query", functions=[HOSTILE])])
+    write_jsonl(
+        tmp_path / "crossval.jsonl",
+        [
+            CrossvalRecord(
+                instruction_id=HOSTILE,
+                instruction=HOSTILE,
+                functions=[function],
+                cases=[CaseResult(input=HOSTILE, output=True, accuracy=1.0)],
+                back_translations=[{"function_index": 0, "text": HOSTILE, "label": HOSTILE}],
+            )
+        ],
+    )
+    write_jsonl(
+        tmp_path / "sft.jsonl",
+        [
+            SFTRecord(
+                messages=user(HOSTILE) + assistant(HOSTILE), instruction_id=HOSTILE, functions=[HOSTILE], pass_rate=1.0
+            )
+        ],
+    )
+    write_jsonl(
+        tmp_path / "dpo.jsonl",
+        [
+            DPORecord(
+                prompt=user(HOSTILE),
+                chosen=assistant(HOSTILE),
+                rejected=assistant(HOSTILE),
+                level="query",
+                functions=[HOSTILE],
+            )
+        ],
+    )
     with open(tmp_path / "dpo.jsonl", "a") as fh:  # a hand-edited line that is no record
         fh.write('{"prompt": "<b>not a list</b>"\n')
-    (tmp_path / "funnel.json").write_text(json.dumps({
-        "stages": {"crossval": {"in": 1, "out": 1, "dropped": {HOSTILE_JSON: 1}}},
-        "llm": {"backend": HOSTILE_JSON, "model": HOSTILE_JSON, "hits": 1, "misses": 0}}))
+    (tmp_path / "funnel.json").write_text(
+        json.dumps(
+            {
+                "stages": {"crossval": {"in": 1, "out": 1, "dropped": {HOSTILE_JSON: 1}}},
+                "llm": {"backend": HOSTILE_JSON, "model": HOSTILE_JSON, "hits": 1, "misses": 0},
+            }
+        )
+    )
     (tmp_path / "config.yaml").write_text(f"llm:\n  model: '{HOSTILE}'\n")  # not even valid YAML
     (tmp_path / "x_results.json").write_text(json.dumps({HOSTILE_JSON: [{HOSTILE_JSON: HOSTILE_JSON}]}))
     (tmp_path / "contamination.json").write_text("{not json " + HOSTILE)

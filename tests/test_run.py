@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
 
 from autoif.sandbox import Sandbox, pass_rate
+from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,18 @@ def test_no_finished_request_is_repeated(runs):
 def test_every_stage_counted_in_the_funnel(runs):
     a, _, _, _ = runs
     stages = json.loads((a / "funnel.json").read_text())["stages"]
-    assert list(stages) == ["seeds", "augment", "verifiers", "crossval", "backtranslate", "queries", "responses",
-                            "verify", "score", "export"]
+    assert list(stages) == [
+        "seeds",
+        "augment",
+        "verifiers",
+        "crossval",
+        "backtranslate",
+        "queries",
+        "responses",
+        "verify",
+        "score",
+        "export",
+    ]
     # SmolLM2 writes no working function: its instructions drop at crossval, the library's survive.
     crossval_in = stages["crossval"]["in"]
     assert stages["crossval"]["out"] <= crossval_in and stages["crossval"]["out"] >= 1

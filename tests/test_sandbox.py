@@ -12,8 +12,7 @@ import pytest
 from autoif.config import SandboxConfig
 from autoif.errors import AutoifError
 from autoif.nltk_data import PUNKT_FILES, ensure_punkt_tab
-from autoif.sandbox import ERRORS, Outcome, Sandbox, pass_rate
-from autoif.sandbox import pool
+from autoif.sandbox import ERRORS, Outcome, Sandbox, pass_rate, pool
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 
@@ -31,8 +30,10 @@ def sandbox():
 
 
 def test_values_grid_shape_and_isolation_report(sandbox):
-    functions = ["def evaluate(response):\n    return len(response.split()) <= 3",
-                 "import re\n\ndef evaluate(response):\n    return re.search(r'\\d', response) is not None"]
+    functions = [
+        "def evaluate(response):\n    return len(response.split()) <= 3",
+        "import re\n\ndef evaluate(response):\n    return re.search(r'\\d', response) is not None",
+    ]
     grid = sandbox.check(functions, ["one two", "a b c d", "no 4 digits here"])
     assert grid == [[T, F, F], [F, F, T]]
     # This machine's kernel has both; the report is what tests of the kernel layer rely on.
@@ -41,21 +42,26 @@ def test_values_grid_shape_and_isolation_report(sandbox):
     assert sandbox.isolation["rlimits"]["RLIMIT_AS"] == 1024 * 1024 * 1024
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("def evaluate(response)\n    return True", "compile"),
-    ("def evaluate(response):\n    return True\nraise ValueError('top level fails')", "compile"),
-    ("x = 1", "no_evaluate"),
-    ("evaluate = 3", "no_evaluate"),
-    ("import socket\ndef evaluate(response):\n    return True", "forbidden_import"),
-    ("def evaluate(response):\n    import subprocess\n    return True", "forbidden_import"),
-    ("def evaluate(response):\n    try:\n        import os\n    except ImportError:\n        return True\n    return False",
-     "forbidden_import"),
-    ("def evaluate(response):\n    return 1", "not_bool"),
-    ("def evaluate(response):\n    return 'True'", "not_bool"),
-    ("def evaluate(response):\n    return None", "not_bool"),
-    ("def evaluate(response):\n    return response[1000]", "exception"),
-    ("def evaluate(response, other):\n    return True", "exception"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("def evaluate(response)\n    return True", "compile"),
+        ("def evaluate(response):\n    return True\nraise ValueError('top level fails')", "compile"),
+        ("x = 1", "no_evaluate"),
+        ("evaluate = 3", "no_evaluate"),
+        ("import socket\ndef evaluate(response):\n    return True", "forbidden_import"),
+        ("def evaluate(response):\n    import subprocess\n    return True", "forbidden_import"),
+        (
+            "def evaluate(response):\n    try:\n        import os\n    except ImportError:\n        return True\n    return False",
+            "forbidden_import",
+        ),
+        ("def evaluate(response):\n    return 1", "not_bool"),
+        ("def evaluate(response):\n    return 'True'", "not_bool"),
+        ("def evaluate(response):\n    return None", "not_bool"),
+        ("def evaluate(response):\n    return response[1000]", "exception"),
+        ("def evaluate(response, other):\n    return True", "exception"),
+    ],
+)
 def test_error_codes(sandbox, source, expected):
     assert expected in ERRORS
     assert sandbox.check([source], ["a", "b"]) == [[err(expected), err(expected)]]
@@ -63,9 +69,11 @@ def test_error_codes(sandbox, source, expected):
 
 def test_only_real_bools_are_values(sandbox):
     # bool subclasses and objects with __bool__ are not values; True/False from an expression are.
-    functions = ["class B(int):\n    pass\ndef evaluate(r):\n    return B(1)",
-                 "def evaluate(r):\n    return r == 'x'",
-                 "def evaluate(r):\n    return not r"]
+    functions = [
+        "class B(int):\n    pass\ndef evaluate(r):\n    return B(1)",
+        "def evaluate(r):\n    return r == 'x'",
+        "def evaluate(r):\n    return not r",
+    ]
     assert sandbox.check(functions, ["x"]) == [[err("not_bool")], [T], [F]]
 
 
@@ -129,8 +137,12 @@ def test_bad_input_is_one_clear_error(sandbox):
         sandbox.check(["def evaluate(r): return True"], "abc")
     with pytest.raises(AutoifError, match=r"grid 1 must be a \(functions, responses\) pair"):
         sandbox.check_many([([], []), ("x",)])
-    for kwargs, what in [({"workers": 0}, "workers"), ({"timeout_s": -1}, "timeout_s"),
-                         ({"memory_mb": 8}, "memory_mb"), ({"allowed_imports": ["os; rm"]}, "allowed_imports")]:
+    for kwargs, what in [
+        ({"workers": 0}, "workers"),
+        ({"timeout_s": -1}, "timeout_s"),
+        ({"memory_mb": 8}, "memory_mb"),
+        ({"allowed_imports": ["os; rm"]}, "allowed_imports"),
+    ]:
         with pytest.raises(AutoifError, match=what):
             Sandbox(**kwargs)
 
@@ -139,8 +151,10 @@ def test_workers_are_reused_and_functions_compiled_once_per_worker(sandbox):
     pids = sandbox.worker_pids
     # The top level counts its executions in the function's own globals, which persist in a
     # worker between calls: only the first call after compiling sees 1.
-    counter = ("runs = [0]\nruns[0] += 1\ncalls = [0]\n"
-               "def evaluate(response):\n    calls[0] += 1\n    return runs[0] == 1 and calls[0] == 1")
+    counter = (
+        "runs = [0]\nruns[0] += 1\ncalls = [0]\n"
+        "def evaluate(response):\n    calls[0] += 1\n    return runs[0] == 1 and calls[0] == 1"
+    )
     first = sandbox.check([counter], [str(i) for i in range(20)])[0]
     second = sandbox.check([counter], [str(i) for i in range(20)])[0]
     assert first.count(T) == 1 and first[0] == T  # one batch, one worker, one compile
@@ -170,10 +184,12 @@ def test_nltk_and_langdetect_work_inside_functions(sandbox):
 
 def test_lazily_imported_standard_library_works_after_confinement(sandbox):
     # strptime imports _strptime and locale on first use, after the worker is confined.
-    functions = ["import datetime\ndef evaluate(r):\n    return datetime.datetime.strptime(r, '%Y-%m-%d').year == 2024",
-                 "import statistics, textwrap, unicodedata\ndef evaluate(r):\n"
-                 "    return statistics.mean([1, 3]) == 2 and textwrap.shorten(r, 5) != '' and "
-                 "unicodedata.category('a') == 'Ll'"]
+    functions = [
+        "import datetime\ndef evaluate(r):\n    return datetime.datetime.strptime(r, '%Y-%m-%d').year == 2024",
+        "import statistics, textwrap, unicodedata\ndef evaluate(r):\n"
+        "    return statistics.mean([1, 3]) == 2 and textwrap.shorten(r, 5) != '' and "
+        "unicodedata.category('a') == 'Ll'",
+    ]
     assert sandbox.check(functions, ["2024-02-29"]) == [[T], [T]]
 
 
@@ -236,8 +252,13 @@ def test_from_config_and_allowlist():
     cfg = SandboxConfig(workers=1, timeout_s=0.5, memory_mb=512, allowed_imports=["re"])
     with Sandbox.from_config(cfg) as sb:
         assert sb.workers == 1 and sb.timeout_s == 0.5 and sb.memory_mb == 512
-        grid = sb.check(["import re\ndef evaluate(r):\n    return bool(re.match('a', r))",
-                         "import json\ndef evaluate(r):\n    return True"], ["abc"])
+        grid = sb.check(
+            [
+                "import re\ndef evaluate(r):\n    return bool(re.match('a', r))",
+                "import json\ndef evaluate(r):\n    return True",
+            ],
+            ["abc"],
+        )
         assert grid == [[T], [err("forbidden_import")]]
         assert sb.isolation["rlimits"]["RLIMIT_AS"] == 512 * 1024 * 1024
     with pytest.raises(AutoifError, match="check on a closed Sandbox"):
@@ -299,5 +320,6 @@ def test_worker_warnings_are_logged_by_the_parent(caplog):
     with caplog.at_level("WARNING", logger="autoif.sandbox"):
         with Sandbox(workers=1, allowed_imports=["re", "no_such_module_here"]) as sb:
             assert sb.check(["import no_such_module_here\ndef evaluate(r):\n    return True"], ["x"]) == [
-                [err("compile")]]
+                [err("compile")]
+            ]
     assert any("'no_such_module_here' cannot be imported" in r.getMessage() for r in caplog.records)

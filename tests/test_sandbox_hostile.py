@@ -20,8 +20,27 @@ from autoif.sandbox import Outcome, Sandbox
 
 SECRET_NAME, SECRET_VALUE = "AUTOIF_TEST_API_KEY", "sk-test-0123456789-not-a-real-key"
 TIMEOUT_S = 0.5
-POWERFUL = ["os", "errno", "sys", "socket", "subprocess", "ctypes", "signal", "resource", "threading", "builtins",
-            "importlib", "time", "gc", "json", "re", "string", "collections", "decimal", "random"]
+POWERFUL = [
+    "os",
+    "errno",
+    "sys",
+    "socket",
+    "subprocess",
+    "ctypes",
+    "signal",
+    "resource",
+    "threading",
+    "builtins",
+    "importlib",
+    "time",
+    "gc",
+    "json",
+    "re",
+    "string",
+    "collections",
+    "decimal",
+    "random",
+]
 NORMAL = "def evaluate(response):\n    return response.upper() == 'HI'"
 
 T, F = Outcome(True), Outcome(False)
@@ -84,27 +103,40 @@ def test_create_file_outside_scratch(permissive, host):
 
 def test_rename_and_chmod_host_files(permissive, host):
     target = str(host / "sentinel.txt")
-    attack(permissive, host, f(f"import os\nos.rename({target!r}, {target + '.moved'!r})\nreturn True"), err("exception"))
+    attack(
+        permissive, host, f(f"import os\nos.rename({target!r}, {target + '.moved'!r})\nreturn True"), err("exception")
+    )
     attack(permissive, host, f(f"import os\nos.truncate({target!r}, 0)\nreturn True"), err("exception"))
 
 
 def test_read_host_secret_files(permissive, host):
-    attack(permissive, host, f(f"return {SECRET_VALUE!r} in open({str(host / 'secret.txt')!r}).read()"), err("exception"))
+    attack(
+        permissive, host, f(f"return {SECRET_VALUE!r} in open({str(host / 'secret.txt')!r}).read()"), err("exception")
+    )
     attack(permissive, host, f("return len(open('/etc/passwd').read()) > 0"), err("exception"))
     # What the function may read: the Python installation (Landlock allowlist, not a blanket ban).
     attack(permissive, host, f("import json\nreturn len(open(json.__file__).read()) > 0"), T)
 
 
 def test_scratch_is_writable_but_private_to_each_function(permissive, host):
-    writer = f("open('note.txt', 'w').write('from the first function')\nreturn open('note.txt').read().startswith('from')")
+    writer = f(
+        "open('note.txt', 'w').write('from the first function')\nreturn open('note.txt').read().startswith('from')"
+    )
     reader = f("import os\nreturn os.path.exists('note.txt')")
     assert permissive.check([writer, reader], ["hi"]) == [[T], [F]]
 
 
 # ------------------------------------------------------------------------------ environment
 def test_environment_is_not_inherited(permissive, host):
-    attack(permissive, host, f(f"import os\nreturn {SECRET_NAME!r} in os.environ or "
-                               f"any({SECRET_VALUE!r} in v for v in os.environ.values())"), F)
+    attack(
+        permissive,
+        host,
+        f(
+            f"import os\nreturn {SECRET_NAME!r} in os.environ or "
+            f"any({SECRET_VALUE!r} in v for v in os.environ.values())"
+        ),
+        F,
+    )
 
 
 def test_proc_self_environ(permissive, host):
@@ -112,10 +144,18 @@ def test_proc_self_environ(permissive, host):
 
 
 def test_proc_parent_environ_and_memory(permissive, host):
-    attack(permissive, host, f(f"import os\nreturn {SECRET_VALUE!r} in open(f'/proc/{{os.getppid()}}/environ').read()"),
-           err("exception"))
-    attack(permissive, host, f("import os\nreturn len(open(f'/proc/{os.getppid()}/mem', 'rb').read(1)) > 0"),
-           err("exception"))
+    attack(
+        permissive,
+        host,
+        f(f"import os\nreturn {SECRET_VALUE!r} in open(f'/proc/{{os.getppid()}}/environ').read()"),
+        err("exception"),
+    )
+    attack(
+        permissive,
+        host,
+        f("import os\nreturn len(open(f'/proc/{os.getppid()}/mem', 'rb').read(1)) > 0"),
+        err("exception"),
+    )
 
 
 # --------------------------------------------------------------------------------- network
@@ -126,8 +166,12 @@ def test_socket_connect_to_listening_loopback(permissive, host):
     server.settimeout(0.3)
     port = server.getsockname()[1]
     try:
-        attack(permissive, host, f(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
-                                   "return True"), err("exception"))
+        attack(
+            permissive,
+            host,
+            f(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nreturn True"),
+            err("exception"),
+        )
         with pytest.raises(socket.timeout):
             server.accept()  # no connection arrived
     finally:
@@ -137,21 +181,33 @@ def test_socket_connect_to_listening_loopback(permissive, host):
 # ------------------------------------------------------------------------------- processes
 def test_subprocess_and_os_system(permissive, host):
     canary = str(host / "ran.txt")
-    attack(permissive, host, f(f"import subprocess\nsubprocess.run(['touch', {canary!r}])\nreturn True"), err("exception"))
+    attack(
+        permissive, host, f(f"import subprocess\nsubprocess.run(['touch', {canary!r}])\nreturn True"), err("exception")
+    )
     # os.system cannot fork: it reports failure (-1) instead of running the command.
     attack(permissive, host, f(f"import os\nreturn os.system('touch {canary}') == 0"), F)
 
 
 def test_fork_exec_and_fork_bomb(permissive, host):
-    attack(permissive, host, f("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nreturn True"), err("exception"))
-    attack(permissive, host, f(f"import os\nos.execv('/usr/bin/touch', ['touch', {str(host / 'exec.txt')!r}])"),
-           err("exception"))
+    attack(
+        permissive, host, f("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nreturn True"), err("exception")
+    )
+    attack(
+        permissive,
+        host,
+        f(f"import os\nos.execv('/usr/bin/touch', ['touch', {str(host / 'exec.txt')!r}])"),
+        err("exception"),
+    )
     attack(permissive, host, f("import os\nwhile True:\n    os.fork()"), err("exception"))
 
 
 def test_threads_refused(permissive, host):
-    attack(permissive, host, f("import threading\nt = threading.Thread(target=print)\nt.start()\nreturn True"),
-           err("exception"))
+    attack(
+        permissive,
+        host,
+        f("import threading\nt = threading.Thread(target=print)\nt.start()\nreturn True"),
+        err("exception"),
+    )
 
 
 # ----------------------------------------------------------------------------- time limits
@@ -183,19 +239,33 @@ def test_sleep(permissive, host):
 
 
 def test_swallowing_the_timeout_does_not_help(permissive, host):
-    attack(permissive, host, f("try:\n    while True:\n        pass\nexcept BaseException:\n    return True"),
-           err("timeout"))
+    attack(
+        permissive,
+        host,
+        f("try:\n    while True:\n        pass\nexcept BaseException:\n    return True"),
+        err("timeout"),
+    )
 
 
 def test_signal_handler_tampering(permissive, host):
-    attack(permissive, host, f("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass"),
-           err("timeout"))
-    attack(permissive, host, f("import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
-                               "while True:\n    pass"), err("timeout"))
+    attack(
+        permissive,
+        host,
+        f("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass"),
+        err("timeout"),
+    )
+    attack(
+        permissive,
+        host,
+        f("import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\nwhile True:\n    pass"),
+        err("timeout"),
+    )
     # A function that tampers and returns: the next function on the same worker has its timer
     # back (interrupted in Python, no worker killed).
-    tamper = f("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-               "signal.setitimer(signal.ITIMER_REAL, 0)\nreturn True")
+    tamper = f(
+        "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0)\nreturn True"
+    )
     pids = permissive.worker_pids
     assert permissive.check([tamper, f("while True:\n    pass")], ["hi"]) == [[T], [err("timeout")]]
     assert permissive.worker_pids == pids
@@ -203,8 +273,13 @@ def test_signal_handler_tampering(permissive, host):
 
 def test_top_level_hang_costs_one_timeout(permissive, host):
     started = time.monotonic()
-    attack(permissive, host, "while True:\n    pass\ndef evaluate(response):\n    return True", err("timeout"),
-           responses=[str(i) for i in range(8)])
+    attack(
+        permissive,
+        host,
+        "while True:\n    pass\ndef evaluate(response):\n    return True",
+        err("timeout"),
+        responses=[str(i) for i in range(8)],
+    )
     assert time.monotonic() - started < 8 * TIMEOUT_S
 
 
@@ -215,11 +290,14 @@ def test_memory_bomb(permissive, host):
 
 
 # ---------------------------------------------------------------------------------- crashes
-@pytest.mark.parametrize("body", [
-    "import ctypes\nctypes.string_at(0)",
-    "import os\nos._exit(0)",
-    "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import ctypes\nctypes.string_at(0)",
+        "import os\nos._exit(0)",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+    ],
+)
 def test_crash_gives_crash_and_a_fresh_worker(permissive, host, body):
     pids = permissive.worker_pids
     attack(permissive, host, f(body), err("crash"))
@@ -228,26 +306,48 @@ def test_crash_gives_crash_and_a_fresh_worker(permissive, host, body):
 
 def test_top_level_crash_kills_one_worker_only(permissive, host):
     pids = set(permissive.worker_pids)
-    attack(permissive, host, "import ctypes\nctypes.string_at(0)\ndef evaluate(response):\n    return True",
-           err("crash"), responses=[str(i) for i in range(6)])
+    attack(
+        permissive,
+        host,
+        "import ctypes\nctypes.string_at(0)\ndef evaluate(response):\n    return True",
+        err("crash"),
+        responses=[str(i) for i in range(6)],
+    )
     assert len(set(permissive.worker_pids) - pids) == 1
 
 
 def test_parent_and_other_processes_cannot_be_signalled(permissive, host):
-    attack(permissive, host, f("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nreturn True"), err("exception"))
+    attack(
+        permissive, host, f("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nreturn True"), err("exception")
+    )
     attack(permissive, host, f("import os\nos.kill(-1, 0)\nreturn True"), err("exception"))
 
 
 # ------------------------------------------------------------------------- exits and output
-@pytest.mark.parametrize("body", ["import sys\nsys.exit(0)", "raise SystemExit(1)", "raise KeyboardInterrupt",
-                                  "raise BaseException('out')", "exit()"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import sys\nsys.exit(0)",
+        "raise SystemExit(1)",
+        "raise KeyboardInterrupt",
+        "raise BaseException('out')",
+        "exit()",
+    ],
+)
 def test_exits_are_contained(permissive, host, body):
     attack(permissive, host, f(body), err("exception"))
 
 
 def test_huge_print(permissive, host):
-    attack(permissive, host, f("import sys\nblob = 'x' * (8 * 1024 ** 2)\nfor _ in range(4):\n    print(blob)\n"
-                               "    sys.stderr.write(blob)\nreturn True"), T)
+    attack(
+        permissive,
+        host,
+        f(
+            "import sys\nblob = 'x' * (8 * 1024 ** 2)\nfor _ in range(4):\n    print(blob)\n"
+            "    sys.stderr.write(blob)\nreturn True"
+        ),
+        T,
+    )
 
 
 def test_deep_recursion(permissive, host):
@@ -257,16 +357,25 @@ def test_deep_recursion(permissive, host):
 
 # ---------------------------------------------------------------- limits and the protocol
 def test_raising_limits_is_refused(permissive, host):
-    attack(permissive, host, f("import resource\nhuge = resource.RLIM_INFINITY\n"
-                               "resource.setrlimit(resource.RLIMIT_AS, (huge, huge))\nreturn True"), err("exception"))
+    attack(
+        permissive,
+        host,
+        f(
+            "import resource\nhuge = resource.RLIM_INFINITY\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (huge, huge))\nreturn True"
+        ),
+        err("exception"),
+    )
 
 
 def test_writing_garbage_to_the_protocol_pipes(permissive, host):
     # The parent kills a worker that writes anything but its reply; the check running at that
     # moment is the crash (the function stays busy so that it is still running then).
     pids = permissive.worker_pids
-    body = ("import os, time\nfor fd in range(3, 4096):\n    try:\n        os.write(fd, b'DONE\\xff\\xff\\xff\\xffgarbage')\n"
-            "    except OSError:\n        pass\ntime.sleep(30)\nreturn True")
+    body = (
+        "import os, time\nfor fd in range(3, 4096):\n    try:\n        os.write(fd, b'DONE\\xff\\xff\\xff\\xffgarbage')\n"
+        "    except OSError:\n        pass\ntime.sleep(30)\nreturn True"
+    )
     attack(permissive, host, f(body), err("crash"))
     assert permissive.worker_pids != pids
 
@@ -277,74 +386,107 @@ def test_closing_the_protocol_pipes(permissive, host):
 
 
 # ------------------------------------------------------------------ kernel mechanisms, probed
-@pytest.mark.parametrize("body", [
-    "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\nexcept OSError as e:\n"
-    "    return e.errno == errno.EPERM",
-    "import socket\ntry:\n    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\nexcept OSError as e:\n"
-    "    return e.errno == errno.EPERM",
-    "import os\ntry:\n    os.fork()\nexcept OSError as e:\n    return e.errno == errno.EPERM",
-    "try:\n    open('/tmp/probe', 'w')\nexcept OSError as e:\n    return e.errno == errno.EACCES",
-    "try:\n    open('/proc/self/status')\nexcept OSError as e:\n    return e.errno == errno.EACCES",
-    # Lowering a limit is always allowed by the kernel: only the seccomp filter refuses it
-    # (EPERM, which Python reports as ValueError).
-    "import resource\ntry:\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\nexcept ValueError:\n"
-    "    return True\nreturn False",
-    "import os\ntry:\n    os.kill(os.getppid(), 0)\nexcept OSError as e:\n    return e.errno == errno.EPERM",
-    "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-    "return libc.ptrace(16, os.getppid(), 0, 0) == -1 and ctypes.get_errno() == errno.EPERM",
-    "import resource\nreturn resource.getrlimit(resource.RLIMIT_AS)[1] == 512 * 1024 ** 2",
-], ids=["socket-inet", "socket-unix", "fork", "landlock-write", "landlock-proc", "setrlimit", "kill-parent",
-        "ptrace", "rlimit-as"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\nexcept OSError as e:\n"
+        "    return e.errno == errno.EPERM",
+        "import socket\ntry:\n    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\nexcept OSError as e:\n"
+        "    return e.errno == errno.EPERM",
+        "import os\ntry:\n    os.fork()\nexcept OSError as e:\n    return e.errno == errno.EPERM",
+        "try:\n    open('/tmp/probe', 'w')\nexcept OSError as e:\n    return e.errno == errno.EACCES",
+        "try:\n    open('/proc/self/status')\nexcept OSError as e:\n    return e.errno == errno.EACCES",
+        # Lowering a limit is always allowed by the kernel: only the seccomp filter refuses it
+        # (EPERM, which Python reports as ValueError).
+        "import resource\ntry:\n    resource.setrlimit(resource.RLIMIT_CPU, (1, 1))\nexcept ValueError:\n"
+        "    return True\nreturn False",
+        "import os\ntry:\n    os.kill(os.getppid(), 0)\nexcept OSError as e:\n    return e.errno == errno.EPERM",
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "return libc.ptrace(16, os.getppid(), 0, 0) == -1 and ctypes.get_errno() == errno.EPERM",
+        "import resource\nreturn resource.getrlimit(resource.RLIMIT_AS)[1] == 512 * 1024 ** 2",
+    ],
+    ids=[
+        "socket-inet",
+        "socket-unix",
+        "fork",
+        "landlock-write",
+        "landlock-proc",
+        "setrlimit",
+        "kill-parent",
+        "ptrace",
+        "rlimit-as",
+    ],
+)
 def test_kernel_refusals_have_the_expected_errno(permissive, host, body):
     attack(permissive, host, "import errno\n" + f(body), T)
 
 
 # ------------------------------------------------------------- Python layer: imports, state
-@pytest.mark.parametrize("source", [
-    "import os\ndef evaluate(response):\n    return True",
-    "import subprocess\ndef evaluate(response):\n    return True",
-    "def evaluate(response):\n    import socket\n    return True",
-    "def evaluate(response):\n    import ctypes\n    return True",
-    "def evaluate(response):\n    return __import__('os').system('true') == 0",
-    "import importlib\ndef evaluate(response):\n    return importlib.import_module('os') is not None",
-    "def evaluate(response):\n    from . import sibling\n    return True",
-    "import random\ndef evaluate(response):\n    return random._os.system('true') == 0",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\ndef evaluate(response):\n    return True",
+        "import subprocess\ndef evaluate(response):\n    return True",
+        "def evaluate(response):\n    import socket\n    return True",
+        "def evaluate(response):\n    import ctypes\n    return True",
+        "def evaluate(response):\n    return __import__('os').system('true') == 0",
+        "import importlib\ndef evaluate(response):\n    return importlib.import_module('os') is not None",
+        "def evaluate(response):\n    from . import sibling\n    return True",
+        "import random\ndef evaluate(response):\n    return random._os.system('true') == 0",
+    ],
+)
 def test_forbidden_imports(default, host, source):
     attack(default, host, source, err("forbidden_import"))
 
 
 def test_subclasses_escape_to_os_system(default, host):
     canary = str(host / "escaped.txt")
-    body = ("for cls in ().__class__.__base__.__subclasses__():\n"
-            "    if cls.__name__ == '_wrap_close':\n"
-            f"        return cls.__init__.__globals__['system']('touch {canary}') == 0\n"
-            "return False")
+    body = (
+        "for cls in ().__class__.__base__.__subclasses__():\n"
+        "    if cls.__name__ == '_wrap_close':\n"
+        f"        return cls.__init__.__globals__['system']('touch {canary}') == 0\n"
+        "return False"
+    )
     attack(default, host, f(body), F)  # found os.system; fork is refused, so it returns -1
 
 
 LEN_USER = "def evaluate(response):\n    return len(response) == 2"
 RE_USER = "import re\ndef evaluate(response):\n    return re.search('h', response) is not None"
 STRING_USER = "import string\ndef evaluate(response):\n    return response[0] in string.ascii_letters"
-COUNTER_USER = ("import collections\ndef evaluate(response):\n"
-                "    return collections.Counter(response).most_common(1)[0][0] == 'h'")
-DECIMAL_USER = ("import decimal\ndef evaluate(response):\n"
-                "    return len(str(decimal.Decimal(1) / decimal.Decimal(3))) == 30")
+COUNTER_USER = (
+    "import collections\ndef evaluate(response):\n    return collections.Counter(response).most_common(1)[0][0] == 'h'"
+)
+DECIMAL_USER = (
+    "import decimal\ndef evaluate(response):\n    return len(str(decimal.Decimal(1) / decimal.Decimal(3))) == 30"
+)
 
 
-@pytest.mark.parametrize("polluter, victim", [
-    ("__builtins__['len'] = lambda x: 0\ndef evaluate(response):\n    return True", LEN_USER),
-    ("def evaluate(response):\n    for cls in ().__class__.__base__.__subclasses__():\n"
-     "        if cls.__name__ == 'catch_warnings':\n"
-     "            cls.__init__.__globals__['__builtins__']['len'] = lambda x: 0\n    return True", LEN_USER),
-    ("import re\nre.search = lambda *a, **k: None\ndef evaluate(response):\n    return True", RE_USER),
-    ("import re\ndef evaluate(response):\n    re.compile.__globals__['search'] = lambda *a, **k: None\n"
-     "    return True", RE_USER),
-    ("import string\nstring.ascii_letters = ''\ndef evaluate(response):\n    return True", STRING_USER),
-    ("import collections\ncollections.Counter.most_common = lambda self, n=None: [('z', 9)]\n"
-     "def evaluate(response):\n    return True", COUNTER_USER),
-    ("import decimal\ndecimal.getcontext().prec = 2\ndef evaluate(response):\n    return True", DECIMAL_USER),
-], ids=["builtins-copy", "real-builtins", "re-search", "re-globals", "string-constant", "class-method", "decimal"])
+@pytest.mark.parametrize(
+    "polluter, victim",
+    [
+        ("__builtins__['len'] = lambda x: 0\ndef evaluate(response):\n    return True", LEN_USER),
+        (
+            "def evaluate(response):\n    for cls in ().__class__.__base__.__subclasses__():\n"
+            "        if cls.__name__ == 'catch_warnings':\n"
+            "            cls.__init__.__globals__['__builtins__']['len'] = lambda x: 0\n    return True",
+            LEN_USER,
+        ),
+        ("import re\nre.search = lambda *a, **k: None\ndef evaluate(response):\n    return True", RE_USER),
+        (
+            "import re\ndef evaluate(response):\n    re.compile.__globals__['search'] = lambda *a, **k: None\n"
+            "    return True",
+            RE_USER,
+        ),
+        ("import string\nstring.ascii_letters = ''\ndef evaluate(response):\n    return True", STRING_USER),
+        (
+            "import collections\ncollections.Counter.most_common = lambda self, n=None: [('z', 9)]\n"
+            "def evaluate(response):\n    return True",
+            COUNTER_USER,
+        ),
+        ("import decimal\ndecimal.getcontext().prec = 2\ndef evaluate(response):\n    return True", DECIMAL_USER),
+    ],
+    ids=["builtins-copy", "real-builtins", "re-search", "re-globals", "string-constant", "class-method", "decimal"],
+)
 def test_no_state_leaks_between_functions(default, host, polluter, victim):
     # Same batch, so the same worker runs the polluter first, then the victim.
     assert default.check([victim, polluter, victim], ["hi"]) == [[T], [T], [T]]

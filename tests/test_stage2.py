@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from replay import ReplayBackend
 from autoif.config import load_config
 from autoif.errors import AutoifError
 from autoif.executors import run_shard
@@ -20,13 +19,23 @@ from autoif.jsonl import read_jsonl, write_jsonl
 from autoif.parsing import parse_score
 from autoif.pipeline import Pipeline
 from autoif.prompts import render
-from autoif.records import (CaseResult, CrossvalRecord, DPORecord, FunctionResult, QueryRecord, ResponsesRecord,
-                            SFTRecord, VerifiedRecord, VerifiedResponse)
+from autoif.records import (
+    CaseResult,
+    CrossvalRecord,
+    DPORecord,
+    FunctionResult,
+    QueryRecord,
+    ResponsesRecord,
+    SFTRecord,
+    VerifiedRecord,
+    VerifiedResponse,
+)
 from autoif.stages.base import Context
 from autoif.stages.export import pair_up
 from autoif.stages.queries import QueriesStage, closed, join_templates
 from autoif.stages.responses import ResponsesStage
 from autoif.stages.score import ScoreStage, mean_score
+from replay import ReplayBackend
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 if not FIXTURES.is_dir():
@@ -78,8 +87,9 @@ def execute_independently(tmp_path, jobs):
     """For each (functions, responses) job, each response's per-function values (bool or None)."""
     src, dst = tmp_path / "jobs.json", tmp_path / "values.json"
     src.write_text(json.dumps(jobs))
-    subprocess.run([sys.executable, "-c", INDEPENDENT, str(src), str(dst)], check=True, timeout=300,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", INDEPENDENT, str(src), str(dst)], check=True, timeout=300, capture_output=True
+    )
     return json.loads(dst.read_text())
 
 
@@ -102,12 +112,18 @@ def verification_set():
     queries, responses = [], []
 
     def add(instruction_id, text, funcs, cases, prompt_id, query, prompt, answers):
-        instructions.setdefault(instruction_id, CrossvalRecord(
-            instruction_id=instruction_id, instruction=text,
-            functions=[FunctionResult(source=s, accuracy=a) for s, a in funcs],
-            cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in cases]))
-        queries.append(QueryRecord(id=prompt_id, instruction_id=instruction_id, instruction=text, query=query,
-                                   prompt=prompt))
+        instructions.setdefault(
+            instruction_id,
+            CrossvalRecord(
+                instruction_id=instruction_id,
+                instruction=text,
+                functions=[FunctionResult(source=s, accuracy=a) for s, a in funcs],
+                cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in cases],
+            ),
+        )
+        queries.append(
+            QueryRecord(id=prompt_id, instruction_id=instruction_id, instruction=text, query=query, prompt=prompt)
+        )
         responses.append(ResponsesRecord(prompt_id=prompt_id, responses=answers))
 
     ids: dict[str, str] = {}
@@ -117,20 +133,40 @@ def verification_set():
         add(iid, text, r["eval_func"], r["cases"], f"rft-q{n}", query, r["prompt"], r["gpt-answer"])
     prime_instruction = "Write the response as a sequential list of prime numbers."
     for n, r in enumerate(fixture("dpo_query_w_funcs.jsonl")):
-        query = r["prompt"][len(prime_instruction):].strip()
+        query = r["prompt"][len(prime_instruction) :].strip()
         # Responses that reach the function's `return 'true'` as well as the recorded ones.
-        add("dpo-primes", prime_instruction, r["eval_func"][:1], [], f"dpo-q{n}", query, r["prompt"],
-            r["gpt-answer"] + ["2, 3, 5, 7, 11", "4, 6, 8"])
+        add(
+            "dpo-primes",
+            prime_instruction,
+            r["eval_func"][:1],
+            [],
+            f"dpo-q{n}",
+            query,
+            r["prompt"],
+            r["gpt-answer"] + ["2, 3, 5, 7, 11", "4, 6, 8"],
+        )
     for n, r in enumerate(fixture("back_trans.jsonl")):
-        add(f"bt-{n}", r["instruction"], r["eval_func"], r["cases"], f"bt-q{n}", "(the test cases)",
-            r["instruction"], [c[0] for c in r["cases"]])
+        add(
+            f"bt-{n}",
+            r["instruction"],
+            r["eval_func"],
+            r["cases"],
+            f"bt-q{n}",
+            "(the test cases)",
+            r["instruction"],
+            [c[0] for c in r["cases"]],
+        )
     return list(instructions.values()), queries, responses
 
 
 # ------------------------------------------------------------------------------------ queries
 def instruction_records(n):
-    return [CrossvalRecord(instruction_id=f"i{i}", instruction=f"Answer in exactly {i + 2} sentences",
-                           functions=[], cases=[]) for i in range(n)]
+    return [
+        CrossvalRecord(
+            instruction_id=f"i{i}", instruction=f"Answer in exactly {i + 2} sentences", functions=[], cases=[]
+        )
+        for i in range(n)
+    ]
 
 
 def test_queries_are_seeded_per_instruction_and_use_every_template(tmp_path):
@@ -139,7 +175,7 @@ def test_queries_are_seeded_per_instruction_and_use_every_template(tmp_path):
     stage = QueriesStage()
     whole = run_shard(stage, instructions, Context(cfg)).records
     # Other shard boundaries and order give the same queries per instruction.
-    parts = [run_shard(stage, instructions[i:i + 7], Context(cfg)).records for i in range(0, len(instructions), 7)]
+    parts = [run_shard(stage, instructions[i : i + 7], Context(cfg)).records for i in range(0, len(instructions), 7)]
     assert [r.model_dump() for part in parts for r in part] == [r.model_dump() for r in whole]
     reversed_run = run_shard(stage, instructions[::-1], Context(cfg)).records
     assert sorted(r.id for r in reversed_run) == sorted(r.id for r in whole)
@@ -151,9 +187,14 @@ def test_queries_are_seeded_per_instruction_and_use_every_template(tmp_path):
         for r in mine:
             assert closed(r.instruction) in r.prompt and closed(r.query) in r.prompt
             assert r.id.startswith("q-") and r.instruction == record.instruction
-    used = {next(i for i, t in enumerate(join_templates())
-                 if r.prompt == t.format(instruction=closed(r.instruction), query=closed(r.query)))
-            for r in whole}
+    used = {
+        next(
+            i
+            for i, t in enumerate(join_templates())
+            if r.prompt == t.format(instruction=closed(r.instruction), query=closed(r.query))
+        )
+        for r in whole
+    }
     assert used == set(range(len(join_templates())))
     first = [r.prompt.index(closed(r.instruction)) < r.prompt.index(closed(r.query)) for r in whole]
     assert any(first) and not all(first)  # instruction before the query in some prompts, after in others
@@ -164,20 +205,31 @@ def test_queries_are_seeded_per_instruction_and_use_every_template(tmp_path):
 
 def test_queries_k_larger_than_the_pool(tmp_path):
     pool = tmp_path / "pool.jsonl"
-    pool.write_text("".join(json.dumps({"prompt": f"Question number {i} about cooking rice?"}) + "\n"
-                            for i in range(3)))
-    result = run_shard(QueriesStage(), instruction_records(2),
-                       Context(config(tmp_path, f"queries.source={pool}", "queries.k=5")))
+    pool.write_text(
+        "".join(json.dumps({"prompt": f"Question number {i} about cooking rice?"}) + "\n" for i in range(3))
+    )
+    result = run_shard(
+        QueriesStage(), instruction_records(2), Context(config(tmp_path, f"queries.source={pool}", "queries.k=5"))
+    )
     assert len(result.records) == 6 and result.counts == {"pool_smaller_than_k": 2}
 
 
 # ---------------------------------------------------------------------------------- responses
 def test_responses_k_samples_and_llm_errors_dropped(tmp_path):
     rows = fixture("query_rft.jsonl")[:3]
-    queries = [QueryRecord(id=f"p{i}", instruction_id="i", instruction="x", query="y", prompt=r["prompt"])
-               for i, r in enumerate(rows)]
-    queries.append(QueryRecord(id="p-unrecorded", instruction_id="i", instruction="x", query="y",
-                               prompt="A prompt the replay has no answer for"))
+    queries = [
+        QueryRecord(id=f"p{i}", instruction_id="i", instruction="x", query="y", prompt=r["prompt"])
+        for i, r in enumerate(rows)
+    ]
+    queries.append(
+        QueryRecord(
+            id="p-unrecorded",
+            instruction_id="i",
+            instruction="x",
+            query="y",
+            prompt="A prompt the replay has no answer for",
+        )
+    )
     backend = ReplayBackend({r["prompt"]: r["gpt-answer"] for r in rows})
     result = run_shard(ResponsesStage(), queries, Context(config(tmp_path, "responses.k=5"), _llm=backend))
     assert [r.prompt_id for r in result.records] == ["p0", "p1", "p2"]
@@ -199,10 +251,13 @@ def verified(tmp_path_factory):
     funnel = Pipeline(config(out)).run(only="verify")
     functions = {r.instruction_id: [f.source for f in r.functions] for r in instructions}
     instruction_of = {q.id: q.instruction_id for q in queries}
-    reference = execute_independently(out, [[functions[instruction_of[r.prompt_id]], r.responses]
-                                            for r in responses])
-    return {"funnel": funnel, "records": read_jsonl(out / "verified.jsonl", VerifiedRecord),
-            "responses": responses, "reference": reference}
+    reference = execute_independently(out, [[functions[instruction_of[r.prompt_id]], r.responses] for r in responses])
+    return {
+        "funnel": funnel,
+        "records": read_jsonl(out / "verified.jsonl", VerifiedRecord),
+        "responses": responses,
+        "reference": reference,
+    }
 
 
 def test_verify_pass_rates_match_independent_execution(verified):
@@ -243,14 +298,31 @@ def test_verify_official_preset_keeps_any_passing_function(tmp_path):
 def judged_fixture():
     """query_rft_score.jsonl as verified records (one passing response per prompt) + replay."""
     rows = fixture("query_rft_score.jsonl")
-    queries = [QueryRecord(id=f"s{i}", instruction_id=f"i{i}", instruction=r["instruction"], query=r["query"],
-                           prompt=f"{r['query']}\n{r['instruction']}") for i, r in enumerate(rows)]
-    records = [VerifiedRecord(prompt_id=f"s{i}", responses=[
-        VerifiedResponse(text=r["response"], pass_rate=1.0, outcomes=[True], passed=True),
-        VerifiedResponse(text="a failing response, never judged", pass_rate=0.0, outcomes=[False], passed=False)])
-        for i, r in enumerate(rows)]
-    recordings = {render("judge", query=r["query"], instruction=r["instruction"], response=r["response"]): r["gen"]
-                  for r in rows}
+    queries = [
+        QueryRecord(
+            id=f"s{i}",
+            instruction_id=f"i{i}",
+            instruction=r["instruction"],
+            query=r["query"],
+            prompt=f"{r['query']}\n{r['instruction']}",
+        )
+        for i, r in enumerate(rows)
+    ]
+    records = [
+        VerifiedRecord(
+            prompt_id=f"s{i}",
+            responses=[
+                VerifiedResponse(text=r["response"], pass_rate=1.0, outcomes=[True], passed=True),
+                VerifiedResponse(
+                    text="a failing response, never judged", pass_rate=0.0, outcomes=[False], passed=False
+                ),
+            ],
+        )
+        for i, r in enumerate(rows)
+    ]
+    recordings = {
+        render("judge", query=r["query"], instruction=r["instruction"], response=r["response"]): r["gen"] for r in rows
+    }
     return rows, queries, records, recordings
 
 
@@ -303,20 +375,47 @@ def response(text, pass_rate, score=None):
 @pytest.fixture()
 def export_run(tmp_path):
     """Scored records with designed pass rates and scores, the back_trans instructions, one export."""
-    instructions = [CrossvalRecord(instruction_id=f"bt-{n}", instruction=r["instruction"],
-                                   functions=[FunctionResult(source=s, accuracy=a) for s, a in r["eval_func"]],
-                                   cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in r["cases"]])
-                    for n, r in enumerate(fixture("back_trans.jsonl"))]
-    queries = [QueryRecord(id="p1", instruction_id="bt-0", instruction=instructions[0].instruction,
-                           query="Say hi to my cat.", prompt="Say hi to my cat.\nUse no words containing the letter 'E'."),
-               QueryRecord(id="p2", instruction_id="bt-2", instruction=instructions[2].instruction,
-                           query="Name a word.", prompt="Name a word. Use only palindromes.")]
+    instructions = [
+        CrossvalRecord(
+            instruction_id=f"bt-{n}",
+            instruction=r["instruction"],
+            functions=[FunctionResult(source=s, accuracy=a) for s, a in r["eval_func"]],
+            cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in r["cases"]],
+        )
+        for n, r in enumerate(fixture("back_trans.jsonl"))
+    ]
+    queries = [
+        QueryRecord(
+            id="p1",
+            instruction_id="bt-0",
+            instruction=instructions[0].instruction,
+            query="Say hi to my cat.",
+            prompt="Say hi to my cat.\nUse no words containing the letter 'E'.",
+        ),
+        QueryRecord(
+            id="p2",
+            instruction_id="bt-2",
+            instruction=instructions[2].instruction,
+            query="Name a word.",
+            prompt="Name a word. Use only palindromes.",
+        ),
+    ]
     scored = [
-        VerifiedRecord(prompt_id="p1", responses=[
-            response("Hi cat!", 1.0, 9), response("Hi cat!", 1.0, 9), response("Hi, kitty cat.", 1.0, 8),
-            response("Cat, hi.", 0.75, 7), response("Aloha cat!", 0.5, 10), response("Hello cat", 0.0),
-            response("Hey there cat", 0.0), response("Greetings feline", 0.0), response("Meow there", 0.25),
-            response("Hi cat, good day", 1.0, None)]),
+        VerifiedRecord(
+            prompt_id="p1",
+            responses=[
+                response("Hi cat!", 1.0, 9),
+                response("Hi cat!", 1.0, 9),
+                response("Hi, kitty cat.", 1.0, 8),
+                response("Cat, hi.", 0.75, 7),
+                response("Aloha cat!", 0.5, 10),
+                response("Hello cat", 0.0),
+                response("Hey there cat", 0.0),
+                response("Greetings feline", 0.0),
+                response("Meow there", 0.25),
+                response("Hi cat, good day", 1.0, None),
+            ],
+        ),
         VerifiedRecord(prompt_id="p2", responses=[response("level", 0.0), response("noon", 0.0)]),
     ]
     write_jsonl(tmp_path / "crossval.jsonl", instructions)
@@ -324,11 +423,18 @@ def export_run(tmp_path):
     write_jsonl(tmp_path / "scored.jsonl", scored)
 
     def run(*sets):
-        funnel = Pipeline(config(tmp_path, "export.max_pairs_per_prompt=4", "export.llamafactory=false",
-                                 "export.hf_dataset=false", *sets)).run(only="export", force=True)
-        return (funnel, read_jsonl(tmp_path / "sft.jsonl", SFTRecord), read_jsonl(tmp_path / "dpo.jsonl", DPORecord),
-                [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()],
-                [json.loads(line) for line in (tmp_path / "dpo.jsonl").read_text().splitlines()])
+        funnel = Pipeline(
+            config(
+                tmp_path, "export.max_pairs_per_prompt=4", "export.llamafactory=false", "export.hf_dataset=false", *sets
+            )
+        ).run(only="export", force=True)
+        return (
+            funnel,
+            read_jsonl(tmp_path / "sft.jsonl", SFTRecord),
+            read_jsonl(tmp_path / "dpo.jsonl", DPORecord),
+            [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()],
+            [json.loads(line) for line in (tmp_path / "dpo.jsonl").read_text().splitlines()],
+        )
 
     return tmp_path, instructions, run
 
@@ -341,7 +447,8 @@ def test_export_formats_and_selection_rules(export_run):
     assert all(set(r) == {"messages", "instruction_id", "functions", "pass_rate"} for r in sft_raw)
     assert sft_raw[0]["messages"] == [
         {"role": "user", "content": "Say hi to my cat.\nUse no words containing the letter 'E'."},
-        {"role": "assistant", "content": "Hi cat!"}]
+        {"role": "assistant", "content": "Hi cat!"},
+    ]
     assert sft_raw[0]["functions"] == [f.source for f in instructions[0].functions]
     assert sft_raw[0]["instruction_id"] == "bt-0" and sft_raw[0]["pass_rate"] == 1.0
 
@@ -363,14 +470,19 @@ def test_export_formats_and_selection_rules(export_run):
 
 def test_export_without_scoring_and_with_other_bounds(export_run):
     _, _, run = export_run
-    _, sft, dpo, _, _ = run("score.enabled=false", "export.chosen_min_pass_rate=0.75",
-                            "export.rejected_max_pass_rate=0.25")
+    _, sft, dpo, _, _ = run(
+        "score.enabled=false", "export.chosen_min_pass_rate=0.75", "export.rejected_max_pass_rate=0.25"
+    )
     assert [r.messages[1].content for r in sft] == ["Hi cat!", "Hi, kitty cat.", "Cat, hi.", "Hi cat, good day"]
     query_pairs = [r for r in dpo if r.level == "query"]
     # 4 chosen (>= 0.75, no score needed) x 4 rejected (<= 0.25): 4 pairs use each text once.
     assert {r.chosen[0].content for r in query_pairs} == {"Hi cat!", "Hi, kitty cat.", "Cat, hi.", "Hi cat, good day"}
-    assert {r.rejected[0].content for r in query_pairs} == {"Hello cat", "Hey there cat", "Greetings feline",
-                                                            "Meow there"}
+    assert {r.rejected[0].content for r in query_pairs} == {
+        "Hello cat",
+        "Hey there cat",
+        "Greetings feline",
+        "Meow there",
+    }
 
 
 def test_instruction_level_pairs_are_told_apart_by_their_functions(export_run):
@@ -385,8 +497,7 @@ def test_instruction_level_pairs_are_told_apart_by_their_functions(export_run):
     assert max(len(v) for v in per_instruction.values()) <= 4
     # "Use words that end with '-ing'" has no True case: no pair.
     assert "Use words that end with '-ing'" not in per_instruction
-    reference = execute_independently(out, [[r.functions, [r.chosen[0].content, r.rejected[0].content]]
-                                            for r in pairs])
+    reference = execute_independently(out, [[r.functions, [r.chosen[0].content, r.rejected[0].content]] for r in pairs])
     for r, (chosen_values, rejected_values) in zip(pairs, reference):
         assert r.functions == [f.source for f in by_text[r.prompt[0].content].functions]
         assert rate(chosen_values) >= 0.5 and rate(rejected_values) == 0
@@ -407,13 +518,33 @@ def test_pair_up_spreads_over_responses():
 
 # ------------------------------------------------------------------------------ export copies
 def export_records():
-    sft = [SFTRecord(messages=[{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}],
-                     instruction_id="i1", functions=["def evaluate(r):\n    return True"], pass_rate=1.0),
-           SFTRecord(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q2"},
-                               {"role": "assistant", "content": "A2"}],
-                     instruction_id="i2", functions=[], pass_rate=0.75)]
-    dpo = [DPORecord(prompt=[{"role": "user", "content": "Q1"}], chosen=[{"role": "assistant", "content": "good"}],
-                     rejected=[{"role": "assistant", "content": "bad"}], level="query", functions=["f"])]
+    sft = [
+        SFTRecord(
+            messages=[{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}],
+            instruction_id="i1",
+            functions=["def evaluate(r):\n    return True"],
+            pass_rate=1.0,
+        ),
+        SFTRecord(
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": "A2"},
+            ],
+            instruction_id="i2",
+            functions=[],
+            pass_rate=0.75,
+        ),
+    ]
+    dpo = [
+        DPORecord(
+            prompt=[{"role": "user", "content": "Q1"}],
+            chosen=[{"role": "assistant", "content": "good"}],
+            rejected=[{"role": "assistant", "content": "bad"}],
+            level="query",
+            functions=["f"],
+        )
+    ]
     return sft, dpo
 
 
@@ -426,19 +557,31 @@ def test_llamafactory_files(tmp_path):
     path = write_llamafactory(tmp_path, sft, dpo)
     assert path == tmp_path / "llamafactory"
     info = json.loads((path / "dataset_info.json").read_text())
-    assert sorted(p.name for p in path.iterdir()) == sorted([*(v["file_name"] for v in info.values()),
-                                                            "dataset_info.json"])
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [*(v["file_name"] for v in info.values()), "dataset_info.json"]
+    )
     load = lambda name: json.loads((path / info[name]["file_name"]).read_text())  # noqa: E731
     assert load("autoif_sft_alpaca") == [
         {"instruction": "Q1", "input": "", "output": "A1", "system": "", "history": []},
-        {"instruction": "Q2", "input": "", "output": "A2", "system": "Be brief.", "history": []}]
-    assert load("autoif_sft_sharegpt")[1] == {"conversations": [
-        {"from": "system", "value": "Be brief."}, {"from": "human", "value": "Q2"}, {"from": "gpt", "value": "A2"}]}
-    assert load("autoif_dpo_alpaca") == [{"instruction": "Q1", "input": "", "chosen": "good", "rejected": "bad",
-                                          "system": "", "history": []}]
-    assert load("autoif_dpo_sharegpt") == [{"conversations": [{"from": "human", "value": "Q1"}],
-                                            "chosen": {"from": "gpt", "value": "good"},
-                                            "rejected": {"from": "gpt", "value": "bad"}}]
+        {"instruction": "Q2", "input": "", "output": "A2", "system": "Be brief.", "history": []},
+    ]
+    assert load("autoif_sft_sharegpt")[1] == {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Q2"},
+            {"from": "gpt", "value": "A2"},
+        ]
+    }
+    assert load("autoif_dpo_alpaca") == [
+        {"instruction": "Q1", "input": "", "chosen": "good", "rejected": "bad", "system": "", "history": []}
+    ]
+    assert load("autoif_dpo_sharegpt") == [
+        {
+            "conversations": [{"from": "human", "value": "Q1"}],
+            "chosen": {"from": "gpt", "value": "good"},
+            "rejected": {"from": "gpt", "value": "bad"},
+        }
+    ]
     assert info["autoif_dpo_sharegpt"]["ranking"] is True and info["autoif_sft_sharegpt"]["formatting"] == "sharegpt"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 

@@ -43,11 +43,25 @@ def tiny(tmp_path_factory) -> Path:
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     questions = ["Name a fruit.", "Say hello.", "Count to three.", "Give a colour."]
-    sft = [{"messages": [_msg("user", f"{q} Answer in lowercase."), _msg("assistant", f"answer {i}")],
-            "instruction_id": "lib-x", "functions": FUNCTIONS, "pass_rate": 1.0} for i, q in enumerate(questions)]
-    dpo = [{"prompt": [_msg("user", f"{q} Answer in lowercase.")], "chosen": [_msg("assistant", "fine")],
-            "rejected": [_msg("assistant", "NOT FINE AT ALL")], "level": "query", "functions": FUNCTIONS}
-           for q in questions]
+    sft = [
+        {
+            "messages": [_msg("user", f"{q} Answer in lowercase."), _msg("assistant", f"answer {i}")],
+            "instruction_id": "lib-x",
+            "functions": FUNCTIONS,
+            "pass_rate": 1.0,
+        }
+        for i, q in enumerate(questions)
+    ]
+    dpo = [
+        {
+            "prompt": [_msg("user", f"{q} Answer in lowercase.")],
+            "chosen": [_msg("assistant", "fine")],
+            "rejected": [_msg("assistant", "NOT FINE AT ALL")],
+            "level": "query",
+            "functions": FUNCTIONS,
+        }
+        for q in questions
+    ]
     (out / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft))
     (out / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dpo))
     return out
@@ -55,9 +69,19 @@ def run_dir(tmp_path_factory) -> Path:
 
 def _settings(method: str, tiny: Path, run_dir: Path, out: Path, **extra):
     settings_class, train = trainer(method)
-    common = dict(model=str(tiny), data=str(run_dir), output_dir=str(out), max_steps=2, global_batch_size=2,
-                  per_device_batch_size=2, max_length=64, logging_steps=1, save_steps=2, learning_rate=1e-3,
-                  warmup_steps=0)
+    common = dict(
+        model=str(tiny),
+        data=str(run_dir),
+        output_dir=str(out),
+        max_steps=2,
+        global_batch_size=2,
+        per_device_batch_size=2,
+        max_length=64,
+        logging_steps=1,
+        save_steps=2,
+        learning_rate=1e-3,
+        warmup_steps=0,
+    )
     return settings_class(**{**common, **extra}), train
 
 
@@ -95,8 +119,18 @@ def test_dpo_trains_from_a_checkpoint(tiny, run_dir, tmp_path):
 
 def test_online_dpo_runs_two_iterations(tiny, run_dir, tmp_path):
     out = tmp_path / "online"
-    settings, train = _settings("online-dpo", tiny, run_dir, out, max_steps=-1, iterations=2,
-                                samples_per_prompt=4, max_new_tokens=12, temperature=1.0, final_eval=True)
+    settings, train = _settings(
+        "online-dpo",
+        tiny,
+        run_dir,
+        out,
+        max_steps=-1,
+        iterations=2,
+        samples_per_prompt=4,
+        max_new_tokens=12,
+        temperature=1.0,
+        final_eval=True,
+    )
     final = train(settings)
     log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
     trained = [e for e in log if not e.get("evaluation_only")]
@@ -113,8 +147,9 @@ def test_online_dpo_runs_two_iterations(tiny, run_dir, tmp_path):
 
 
 def test_grpo_trains_with_the_verifier_reward(tiny, run_dir, tmp_path):
-    settings, train = _settings("grpo", tiny, run_dir, tmp_path / "grpo", max_steps=1, num_generations=2,
-                                max_completion_length=8, save_steps=1)
+    settings, train = _settings(
+        "grpo", tiny, run_dir, tmp_path / "grpo", max_steps=1, num_generations=2, max_completion_length=8, save_steps=1
+    )
     final = train(settings)
     state = json.loads((tmp_path / "grpo" / "checkpoint-1" / "trainer_state.json").read_text())
     rewards = [h for h in state["log_history"] if any(k.startswith("rewards/") or k == "reward" for k in h)]
@@ -130,8 +165,11 @@ def test_missing_field_is_one_line(tiny, tmp_path):
     with pytest.raises(AutoifError, match="lacks field 'chosen'"):
         train(settings)
     # Through the CLI: one line on stderr, exit code 2.
-    proc = subprocess.run([sys.executable, "-m", "autoif.cli", "train", "online-dpo", "--model", str(tiny),
-                           "--data", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoif.cli", "train", "online-dpo", "--model", str(tiny), "--data", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "lacks field 'functions'" in proc.stderr
 

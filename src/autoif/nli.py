@@ -14,7 +14,7 @@ embedded one, which implies an offline run, and the Hugging Face model otherwise
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import Config
 from .errors import AutoifError, require
@@ -35,15 +35,17 @@ def labels_from_id2label(id2label: dict, model: str) -> dict[int, str]:
     mapping = {int(i): label_of(str(name)) for i, name in id2label.items()}
     if sorted(mapping.values(), key=str) != sorted(NLI_LABELS):
         names = ", ".join(f"{i}: {id2label[i]}" for i in sorted(id2label, key=int))
-        raise AutoifError(f"NLI model '{model}' does not name the classes entailment, neutral and contradiction "
-                          f"in its config.id2label ({names})")
+        raise AutoifError(
+            f"NLI model '{model}' does not name the classes entailment, neutral and contradiction "
+            f"in its config.id2label ({names})"
+        )
     return mapping
 
 
 class NLIModel(ABC):
     @classmethod
     @abstractmethod
-    def from_config(cls, config: Config, llm) -> "NLIModel":
+    def from_config(cls, config: Config, llm) -> NLIModel:
         """Build from the whole config; `llm` is the run's LLM backend (used by the llm judge only)."""
 
     @abstractmethod
@@ -64,8 +66,10 @@ class HFNLI(NLIModel):
             self.model = transformers.AutoModelForSequenceClassification.from_pretrained(model)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AutoifError(f"cannot load NLI model '{model}': {first} (set backtranslate.nli.model to a "
-                              f"local path, or backtranslate.nli.backend=llm)") from None
+            raise AutoifError(
+                f"cannot load NLI model '{model}': {first} (set backtranslate.nli.model to a "
+                f"local path, or backtranslate.nli.backend=llm)"
+            ) from None
         self.labels = labels_from_id2label(self.model.config.id2label, model)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -76,7 +80,7 @@ class HFNLI(NLIModel):
         self.max_length = min(n for n in limits if isinstance(n, int) and 0 < n < 1_000_000)
 
     @classmethod
-    def from_config(cls, config: Config, llm) -> "HFNLI":
+    def from_config(cls, config: Config, llm) -> HFNLI:
         nli = config.backtranslate.nli
         # The device local models run on; the NLI model is small enough to share it with the LLM.
         return cls(nli.model, batch_size=nli.batch_size, device=config.llm.device)
@@ -86,9 +90,15 @@ class HFNLI(NLIModel):
 
         labels: list[str | None] = []
         for start in range(0, len(pairs), self.batch_size):
-            batch = pairs[start:start + self.batch_size]
-            inputs = self.tokenizer([p for p, _ in batch], [h for _, h in batch], padding=True,
-                                    truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = pairs[start : start + self.batch_size]
+            inputs = self.tokenizer(
+                [p for p, _ in batch],
+                [h for _, h in batch],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             with torch.inference_mode():
                 logits = self.model(**inputs.to(self.device)).logits
             labels.extend(self.labels[i] for i in logits.argmax(dim=-1).tolist())
@@ -102,15 +112,19 @@ class LLMNLI(NLIModel):
         self.llm, self.max_tokens, self.seed = llm, max_tokens, seed
 
     @classmethod
-    def from_config(cls, config: Config, llm) -> "LLMNLI":
+    def from_config(cls, config: Config, llm) -> LLMNLI:
         return cls(llm, max_tokens=config.backtranslate.max_tokens, seed=config.seed)
 
     def classify(self, pairs: Sequence[Pair]) -> list[str | None]:
         from .llm import Request
         from .prompts import render
 
-        requests = [Request.user(render("nli", premise=p, hypothesis=h), temperature=0.0,
-                                 max_tokens=self.max_tokens, seed=self.seed) for p, h in pairs]
+        requests = [
+            Request.user(
+                render("nli", premise=p, hypothesis=h), temperature=0.0, max_tokens=self.max_tokens, seed=self.seed
+            )
+            for p, h in pairs
+        ]
         answers = self.llm.generate(requests, desc="nli") if requests else []
         return [None if a[0].error else parse_nli_label(a[0]) for a in answers]
 

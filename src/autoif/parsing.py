@@ -13,8 +13,9 @@ import json
 import re
 import textwrap
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 # Ordered by how far parsing got: when every object of an answer fails, the failure that got
 # furthest is the one reported, so a stray "{name}" in the prose does not hide a real bad case.
@@ -362,7 +363,10 @@ def _strip_quotes(item: str) -> str:
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _OUT_OF = r"(?:\s*(?:/|out\s+of)\s*" + _NUMBER + r")?"
 _SCORE_LINE = re.compile(
-    r"^(?:(?:final|overall|total|relevance)\s+)?(?:score|rating|grade)?\s*(?::|=|-|is)?\s*" + _NUMBER + _OUT_OF + r"\s*\.?$",
+    r"^(?:(?:final|overall|total|relevance)\s+)?(?:score|rating|grade)?\s*(?::|=|-|is)?\s*"
+    + _NUMBER
+    + _OUT_OF
+    + r"\s*\.?$",
     re.I,
 )
 _SCORE_ANYWHERE = re.compile(r"\bscore\s*(?::|=|is)\s*" + _NUMBER + _OUT_OF, re.I)
@@ -417,9 +421,7 @@ def parse_nli_label(text: str) -> str | None:
     if first:
         return _label_of(first.group(1))
     for scope in (lines[-1], plain):
-        labels = {
-            _label_of(m.group(1)) for m in _MENTION.finditer(scope) if not _NEGATED.search(scope[: m.start()])
-        }
+        labels = {_label_of(m.group(1)) for m in _MENTION.finditer(scope) if not _NEGATED.search(scope[: m.start()])}
         labels.discard(None)
         if len(labels) == 1:
             return labels.pop()

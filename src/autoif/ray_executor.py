@@ -29,7 +29,8 @@ import os
 import socket
 import uuid
 from collections import Counter, deque
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .errors import AutoifError, require
 from .executors import LocalExecutor, ShardResult, run_shard
@@ -53,8 +54,10 @@ def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise AutoifError(f"ray: cannot connect to {address}: nothing answers at {hostport} ({exc.strerror or exc}); "
-                          "is `ray start --head` running there?") from None
+        raise AutoifError(
+            f"ray: cannot connect to {address}: nothing answers at {hostport} ({exc.strerror or exc}); "
+            "is `ray start --head` running there?"
+        ) from None
 
 
 def _own_error(exc: BaseException) -> BaseException | None:
@@ -200,16 +203,23 @@ class RayExecutor:
             feed(actor)
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(shards), desc=f"{stage.name} shards ({kind} actors)", unit="shard", leave=False,
-                  disable=len(shards) < 2) as bar:
+        with tqdm(
+            total=len(shards),
+            desc=f"{stage.name} shards ({kind} actors)",
+            unit="shard",
+            leave=False,
+            disable=len(shards) < 2,
+        ) as bar:
             while pending or todo:
                 # Actors join as they start: work begins on the first, none waits for the last.
                 timeout = None if pool.ready else self.config.executor.actor_start_timeout_s
                 done, _ = ray.wait([*pending, *pool.starting], num_returns=1, timeout=timeout)
                 if not done:
                     self._close_pool(self._pools.pop(kind))
-                    raise AutoifError(f"ray: no {kind} actor ({pool.what}) found a place on the cluster in "
-                                      f"{timeout:g}s: add nodes or lower its resources")
+                    raise AutoifError(
+                        f"ray: no {kind} actor ({pool.what}) found a place on the cluster in "
+                        f"{timeout:g}s: add nodes or lower its resources"
+                    )
                 if done[0] in pool.starting:
                     feed(self._join(pool, done[0]))
                     continue
@@ -220,8 +230,13 @@ class RayExecutor:
                 bar.update(1)
                 yield i, result
         self.placements.setdefault(stage.name, Counter()).update(placed)
-        log.info("%s: %d shard(s) on %d node(s) (%s)", stage.name, sum(placed.values()), len(placed),
-                 ", ".join(f"{node[:8]}: {n}" for node, n in placed.most_common()))
+        log.info(
+            "%s: %d shard(s) on %d node(s) (%s)",
+            stage.name,
+            sum(placed.values()),
+            len(placed),
+            ", ".join(f"{node[:8]}: {n}" for node, n in placed.most_common()),
+        )
 
     def _result(self, ref: Any, stage: Stage, i: int) -> tuple[ShardResult, str]:
         ray = self._ray
@@ -234,8 +249,10 @@ class RayExecutor:
                 raise cause from None
             if not isinstance(exc, ray.exceptions.RayActorError):
                 raise
-            raise AutoifError(f"ray: the actor running shard {i} of stage '{stage.name}' died and could not be "
-                              f"restarted ({type(exc).__name__}); rerun to resume from the finished shards") from None
+            raise AutoifError(
+                f"ray: the actor running shard {i} of stage '{stage.name}' died and could not be "
+                f"restarted ({type(exc).__name__}); rerun to resume from the finished shards"
+            ) from None
 
     # ------------------------------------------------------------------------------ cluster, pools
     def _connect(self):
@@ -310,8 +327,10 @@ class RayExecutor:
                 cpus = int(free)  # one small machine (`--executor ray` on a laptop): a smaller sandbox, not none
             count = ex.sandbox_actors or int(free // cpus)
             if count < 1:
-                raise AutoifError(f"ray: no room for a sandbox actor of {cpus} CPUs ({free:g} CPUs "
-                                  "free after the engines): lower executor.cpus_per_sandbox or add CPU nodes")
+                raise AutoifError(
+                    f"ray: no room for a sandbox actor of {cpus} CPUs ({free:g} CPUs "
+                    "free after the engines): lower executor.cpus_per_sandbox or add CPU nodes"
+                )
             config.sandbox.workers = cpus
             options.update(num_cpus=cpus)
             args = (config, None, False)
@@ -331,8 +350,10 @@ class RayExecutor:
             count += int(res.get("GPU", 0) // gpus) if gpus else 1
         if count < 1:
             need = f"{gpus} GPU(s) and " if gpus else ""
-            raise AutoifError(f"ray: no node has {need}{cpus:g} CPU(s) for an LLM engine: add nodes or lower "
-                              "executor.gpus_per_engine / executor.cpus_per_engine")
+            raise AutoifError(
+                f"ray: no node has {need}{cpus:g} CPU(s) for an LLM engine: add nodes or lower "
+                "executor.gpus_per_engine / executor.cpus_per_engine"
+            )
         return count
 
     def _join(self, pool: _Pool, ref: Any) -> Any:
@@ -367,8 +388,11 @@ class RayExecutor:
             from .llm.cache import ResponseCache
 
             # The cache itself is the actor: one writer of the SQLite file, on the driver's machine.
-            self._cache_server = ray.remote(ResponseCache).options(
-                name=self._cache_name, num_cpus=0, scheduling_strategy=here, max_concurrency=1).remote(str(path))
+            self._cache_server = (
+                ray.remote(ResponseCache)
+                .options(name=self._cache_name, num_cpus=0, scheduling_strategy=here, max_concurrency=1)
+                .remote(str(path))
+            )
         return self._cache_name
 
     def _close_pool(self, pool: _Pool) -> None:

@@ -7,7 +7,7 @@ contract's minimum and a round trip loses nothing.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -55,7 +55,7 @@ class CrossvalRecord(Record):
 class BackTranslation(Record):
     function_index: int
     text: str
-    label: Optional[Literal["entailment", "neutral", "contradiction"]] = None
+    label: Literal["entailment", "neutral", "contradiction"] | None = None
 
 
 class QueryRecord(Record):
@@ -78,9 +78,9 @@ class ResponsesRecord(Record):
 class VerifiedResponse(Record):
     text: str
     pass_rate: float  # share of the functions that returned True
-    outcomes: list[Optional[bool]]  # per function: its bool, or None when it failed to run
+    outcomes: list[bool | None]  # per function: its bool, or None when it failed to run
     passed: bool  # meets the verify keep rule (pass_rate above verify.threshold()): SFT-eligible
-    score: Optional[float] = None  # relevance, set by the score stage (None: not judged or unparsable)
+    score: float | None = None  # relevance, set by the score stage (None: not judged or unparsable)
 
 
 class VerifiedRecord(Record):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 _lock = threading.Lock()
 _default_sandbox = None

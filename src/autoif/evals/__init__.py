@@ -20,8 +20,19 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import AutoifError
-from .common import Benchmark, EvalConfig, EvalContext, compare_table, load_records, load_results
-from .common import read_responses, results_dict, results_table, subset, write_results
+from .common import (
+    Benchmark,
+    EvalConfig,
+    EvalContext,
+    compare_table,
+    load_records,
+    load_results,
+    read_responses,
+    results_dict,
+    results_table,
+    subset,
+    write_results,
+)
 from .contamination import contamination, warn_on_contamination
 
 log = logging.getLogger("autoif.evals")
@@ -42,8 +53,17 @@ def benchmark(name: str) -> Benchmark:
     return importlib.import_module(BENCHMARKS[name]).BENCHMARK
 
 
-def run_benchmark(name: str, config, data: Optional[str], responses: Optional[str], limit: Optional[int],
-                  out_dir: Path, settings: Optional[EvalConfig] = None, *, show: bool = True) -> dict:
+def run_benchmark(
+    name: str,
+    config,
+    data: str | None,
+    responses: str | None,
+    limit: int | None,
+    out_dir: Path,
+    settings: EvalConfig | None = None,
+    *,
+    show: bool = True,
+) -> dict:
     """Evaluate the model of `config.llm` (or the responses in the file `responses`) on a benchmark.
 
     data: None (packaged copy, else the hub), a local file/directory, or a hub dataset id. limit: a
@@ -62,15 +82,24 @@ def run_benchmark(name: str, config, data: Optional[str], responses: Optional[st
             texts, generation = read_responses(responses, items), None
             model = {"responses_file": str(responses)}
         else:
-            generation = context.generate([item.prompt for item in items], max_tokens=settings.max_tokens,
-                                          desc=f"{bench.name} responses")
+            generation = context.generate(
+                [item.prompt for item in items], max_tokens=settings.max_tokens, desc=f"{bench.name} responses"
+            )
             texts = [str(c) for c in generation]
             model = context.model_info()
         scores = bench.score(items, texts, context)
     finally:
         context.close()
-    results = results_dict(bench, scores, source=source, model=model, limit=limit, seed=config.seed,
-                           settings=settings, responses_file=str(responses) if responses else None)
+    results = results_dict(
+        bench,
+        scores,
+        source=source,
+        model=model,
+        limit=limit,
+        seed=config.seed,
+        settings=settings,
+        responses_file=str(responses) if responses else None,
+    )
     if generation is not None:
         results["counts"]["generation_errors"] = sum(1 for c in generation if c.error)
         results["counts"]["truncated"] = sum(1 for c in generation if c.finish_reason == "length")
@@ -92,5 +121,12 @@ def compare(a_path: str | Path, b_path: str | Path):
     return compare_table(a, b, a_name, b_name)
 
 
-__all__ = ["BENCHMARKS", "EvalConfig", "benchmark", "compare", "contamination", "run_benchmark",
-           "warn_on_contamination"]
+__all__ = [
+    "BENCHMARKS",
+    "EvalConfig",
+    "benchmark",
+    "compare",
+    "contamination",
+    "run_benchmark",
+    "warn_on_contamination",
+]

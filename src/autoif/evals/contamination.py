@@ -15,8 +15,8 @@ import json
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text, read_jsonl
@@ -39,7 +39,7 @@ def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
         return set()
     if len(w) < n:
         return {tuple(w)}
-    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
 
 
 def training_prompts(run_dir: Path) -> tuple[list[str], dict[str, int]]:
@@ -66,7 +66,7 @@ def training_prompts(run_dir: Path) -> tuple[list[str], dict[str, int]]:
     return list(prompts), counts
 
 
-def benchmark_prompts(name: str, data: Optional[str]) -> tuple[list[tuple[str, str]], str]:
+def benchmark_prompts(name: str, data: str | None) -> tuple[list[tuple[str, str]], str]:
     """(id, prompt) pairs of a benchmark from offline data only, and where they came from."""
     from . import benchmark
     from .common import load_records
@@ -97,15 +97,25 @@ def overlap(train: Sequence[str], bench: Sequence[tuple[str, str]], n: int = NGR
         "overlapping_benchmark_prompts": len(hit_bench),
         "benchmark_overlap_rate": len(hit_bench) / len(bench) if bench else 0.0,
         "top_pairs": [
-            {"training_prompt": train[i], "benchmark_id": bench[j][0], "benchmark_prompt": bench[j][1],
-             "shared_ngrams": len(grams), "example": " ".join(grams[0])}
+            {
+                "training_prompt": train[i],
+                "benchmark_id": bench[j][0],
+                "benchmark_prompt": bench[j][1],
+                "shared_ngrams": len(grams),
+                "example": " ".join(grams[0]),
+            }
             for (i, j), grams in ranked
         ],
     }
 
 
-def contamination(run_dir: str | Path, benchmarks: Optional[Sequence[str]] = None, *,
-                  data_files: Optional[Mapping[str, str]] = None, n: int = NGRAM) -> dict:
+def contamination(
+    run_dir: str | Path,
+    benchmarks: Sequence[str] | None = None,
+    *,
+    data_files: Mapping[str, str] | None = None,
+    n: int = NGRAM,
+) -> dict:
     """Overlap of a run's training prompts with each benchmark; written to `<run_dir>/contamination.json`.
 
     benchmarks: names to check (None: every registered one; those without offline data are listed
@@ -119,8 +129,12 @@ def contamination(run_dir: str | Path, benchmarks: Optional[Sequence[str]] = Non
     train, counts = training_prompts(run_dir)
     names = list(benchmarks) if benchmarks is not None else list(BENCHMARKS)
     data_files = dict(data_files or {})
-    report: dict = {"n": n, "training": {"records": counts, "unique_prompts": len(train)},
-                    "benchmarks": {}, "skipped": {}}
+    report: dict = {
+        "n": n,
+        "training": {"records": counts, "unique_prompts": len(train)},
+        "benchmarks": {},
+        "skipped": {},
+    }
     for name in names:
         explicit = benchmarks is not None or name in data_files
         try:
@@ -135,7 +149,7 @@ def contamination(run_dir: str | Path, benchmarks: Optional[Sequence[str]] = Non
     return report
 
 
-def warn_on_contamination(run_dir: str | Path) -> Optional[dict]:
+def warn_on_contamination(run_dir: str | Path) -> dict | None:
     """What `autoif run` calls at its end: check every benchmark available offline and log a warning
     per benchmark that the training prompts overlap. Never fails the run: a problem is logged."""
     if not any((Path(run_dir) / name).is_file() for name in ("sft.jsonl", "dpo.jsonl")):
@@ -150,10 +164,15 @@ def warn_on_contamination(run_dir: str | Path) -> Optional[dict]:
         if result["overlapping_training_prompts"]:
             top = result["top_pairs"][0]
             log.warning(
-                "contamination: %d of %d training prompts share a %d-gram with %d %s prompts (e.g. '%s'); "
-                "see %s", result["overlapping_training_prompts"], report["training"]["unique_prompts"],
-                report["n"], result["overlapping_benchmark_prompts"], name, top["example"],
-                Path(run_dir) / "contamination.json")
+                "contamination: %d of %d training prompts share a %d-gram with %d %s prompts (e.g. '%s'); see %s",
+                result["overlapping_training_prompts"],
+                report["training"]["unique_prompts"],
+                report["n"],
+                result["overlapping_benchmark_prompts"],
+                name,
+                top["example"],
+                Path(run_dir) / "contamination.json",
+            )
     for name, reason in report["skipped"].items():
         log.debug("contamination: %s not checked: %s", name, reason)
     return report

@@ -21,7 +21,6 @@ import ast
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
 
 from ..errors import AutoifError
 from .common import Benchmark, EvalContext, Item, Scores
@@ -29,9 +28,23 @@ from .common import Benchmark, EvalContext, Item, Scores
 LEVELS = (1, 2, 3, 4, 5)
 
 # The release scores these sources with rules against reference answers, not with the judge.
-RULE_BASED_SOURCES = frozenset({
-    "E2E", "WIKIEVENTS", "CONLL2003", "text_editing", "cnn_dailymail", "xsum", "samsum", "gigaword",
-    "arxiv", "BBH_logical", "BBH_time", "self_made_space", "gsm_8k"})
+RULE_BASED_SOURCES = frozenset(
+    {
+        "E2E",
+        "WIKIEVENTS",
+        "CONLL2003",
+        "text_editing",
+        "cnn_dailymail",
+        "xsum",
+        "samsum",
+        "gigaword",
+        "arxiv",
+        "BBH_logical",
+        "BBH_time",
+        "self_made_space",
+        "gsm_8k",
+    }
+)
 RULE_BASED_FORMAT_EXAMPLES = frozenset({22, 30})
 
 # How the judge prompt names the constraints of each category.
@@ -50,25 +63,35 @@ def judge_prompt(path: list[str], answer: str, category: str) -> str:
     level = len(path) - 1
     kind = CONSTRAINT_KIND.get(category, "constraint")
     plural = "constraint" if level == 1 else "constraints"
-    parts = [f"We start from an initial instruction and add one {kind} at a time, which gives a final "
-             f"instruction with {level} added {plural}.", "", "#Initial Instruction#", path[0], ""]
+    parts = [
+        f"We start from an initial instruction and add one {kind} at a time, which gives a final "
+        f"instruction with {level} added {plural}.",
+        "",
+        "#Initial Instruction#",
+        path[0],
+        "",
+    ]
     for i in range(1, level + 1):
         parts += [f"#Initial Instruction + {i} {'constraint' if i == 1 else 'constraints'}#", path[i], ""]
     parts += [f"#Answer of Initial Instruction + {level} {plural}#", answer, "", "#System#"]
     if level == 1:
-        parts += ["1) Identify the 1 added constraint.",
-                  "2) Decide whether the answer satisfies the added constraint.",
-                  "3) In the final line, output only a Python list with 1 element ('YES' or 'NO') saying "
-                  "whether the answer satisfies the added constraint."]
+        parts += [
+            "1) Identify the 1 added constraint.",
+            "2) Decide whether the answer satisfies the added constraint.",
+            "3) In the final line, output only a Python list with 1 element ('YES' or 'NO') saying "
+            "whether the answer satisfies the added constraint.",
+        ]
     else:
-        parts += [f"1) Identify all {level} added constraints.",
-                  f"2) For each of the {level} added constraints, decide whether the answer satisfies it.",
-                  f"3) In the final line, output only a Python list with {level} elements ('YES' or 'NO') "
-                  "saying whether the answer satisfies each constraint."]
+        parts += [
+            f"1) Identify all {level} added constraints.",
+            f"2) For each of the {level} added constraints, decide whether the answer satisfies it.",
+            f"3) In the final line, output only a Python list with {level} elements ('YES' or 'NO') "
+            "saying whether the answer satisfies each constraint.",
+        ]
     return "\n".join(parts)
 
 
-def parse_judgement(text: str, level: int) -> Optional[tuple[int, float]]:
+def parse_judgement(text: str, level: int) -> tuple[int, float] | None:
     """(hard, soft) from the judge's final line, or None when it does not follow the protocol.
 
     Level 1: 'YES' or 'NO' anywhere in the final line (YES first, as the release reads it). Higher
@@ -89,7 +112,11 @@ def parse_judgement(text: str, level: int) -> Optional[tuple[int, float]]:
         verdicts = ast.literal_eval(found.group())
     except (ValueError, SyntaxError):
         return None
-    if not isinstance(verdicts, (list, tuple)) or len(verdicts) != level or any(v not in ("YES", "NO") for v in verdicts):
+    if (
+        not isinstance(verdicts, (list, tuple))
+        or len(verdicts) != level
+        or any(v not in ("YES", "NO") for v in verdicts)
+    ):
         return None
     satisfied = sum(v == "YES" for v in verdicts)
     return int(satisfied == level), satisfied / level
@@ -100,11 +127,13 @@ class FollowBench(Benchmark):
     title = "FollowBench"
     hub_id = "YuxinJiang/FollowBench"
     metric_labels = {
-        **{f"hsr_level{lv}": f"HSR level {lv}" for lv in LEVELS}, "hsr_avg": "HSR average",
-        **{f"ssr_level{lv}": f"SSR level {lv}" for lv in LEVELS}, "ssr_avg": "SSR average",
+        **{f"hsr_level{lv}": f"HSR level {lv}" for lv in LEVELS},
+        "hsr_avg": "HSR average",
+        **{f"ssr_level{lv}": f"SSR level {lv}" for lv in LEVELS},
+        "ssr_avg": "SSR average",
     }
 
-    def packaged_file(self) -> Optional[Path]:
+    def packaged_file(self) -> Path | None:
         return None  # no package ships FollowBench
 
     def offline_hint(self) -> str:
@@ -119,8 +148,10 @@ class FollowBench(Benchmark):
                 key = (str(r["category"]), str(r["example_id"]))
                 instruction = r["instruction"]
             except (KeyError, TypeError, ValueError):
-                raise AutoifError(f"{source} record {n}: expected 'example_id', 'category', 'level' and "
-                                  "'instruction' (FollowBench's format)") from None
+                raise AutoifError(
+                    f"{source} record {n}: expected 'example_id', 'category', 'level' and "
+                    "'instruction' (FollowBench's format)"
+                ) from None
             if not isinstance(instruction, str) or not 0 <= level <= 5:
                 raise AutoifError(f"{source} record {n}: level must be 0-5 and instruction a text")
             groups[key][level] = r
@@ -131,29 +162,40 @@ class FollowBench(Benchmark):
         for (category, example_id), levels in self._paths(records, source).items():
             for level in sorted(lv for lv in levels if lv >= 1):
                 if any(lv not in levels for lv in range(level)):
-                    raise AutoifError(f"{source}: {category} example {example_id} has level {level} but not "
-                                      f"every level below it (the judge needs the whole path)")
+                    raise AutoifError(
+                        f"{source}: {category} example {example_id} has level {level} but not "
+                        f"every level below it (the judge needs the whole path)"
+                    )
                 path = [levels[lv]["instruction"] for lv in range(level + 1)]
                 record = {**levels[level], "path": path}
                 items.append(Item(id=f"{category}:{example_id}:{level}", prompt=path[-1], record=record))
         return items
 
     def all_items(self, records: list[dict], source: str) -> list[Item]:
-        return [Item(id=f"{r['category']}:{r['example_id']}:{r['level']}", prompt=r["instruction"], record=r)
-                for levels in self._paths(records, source).values() for r in levels.values()]
+        return [
+            Item(id=f"{r['category']}:{r['example_id']}:{r['level']}", prompt=r["instruction"], record=r)
+            for levels in self._paths(records, source).values()
+            for r in levels.values()
+        ]
 
     @staticmethod
     def rule_based(record: dict) -> bool:
         category = str(record.get("category"))
-        return (record.get("source") in RULE_BASED_SOURCES or category == "example"
-                or (category == "format" and str(record.get("example_id")) in {str(i) for i in RULE_BASED_FORMAT_EXAMPLES}))
+        return (
+            record.get("source") in RULE_BASED_SOURCES
+            or category == "example"
+            or (category == "format" and str(record.get("example_id")) in {str(i) for i in RULE_BASED_FORMAT_EXAMPLES})
+        )
 
     def score(self, items: list[Item], responses: list[str], context: EvalContext) -> Scores:
         judged = [(i, item) for i, item in enumerate(items) if not self.rule_based(item.record)]
         prompts = [judge_prompt(item.record["path"], responses[i], str(item.record["category"])) for i, item in judged]
         judge = context.settings.judge
-        verdicts = context.generate(prompts, max_tokens=context.settings.judge_max_tokens,
-                                    desc="followbench judge", llm=judge) if prompts else []
+        verdicts = (
+            context.generate(prompts, max_tokens=context.settings.judge_max_tokens, desc="followbench judge", llm=judge)
+            if prompts
+            else []
+        )
         per_item: list[dict] = [{"level": item.record["level"], "category": item.record["category"]} for item in items]
         sums = {lv: [0, 0.0, 0] for lv in LEVELS}  # hard, soft, n
         counts = {"prompts": len(items), "judged": 0, "unparsed": 0, "rule_based": len(items) - len(judged)}
@@ -182,8 +224,11 @@ class FollowBench(Benchmark):
             metrics.update({f"{name}_level{lv}": rates[lv] for lv in LEVELS if lv in rates})
             if rates:
                 metrics[f"{name}_avg"] = sum(rates.values()) / len(rates)
-        details = {"judge": context.model_info(judge), "per_level_n": {lv: sums[lv][2] for lv in LEVELS},
-                   "levels_averaged": sorted(hsr)}
+        details = {
+            "judge": context.model_info(judge),
+            "per_level_n": {lv: sums[lv][2] for lv in LEVELS},
+            "levels_averaged": sorted(hsr),
+        }
         return Scores(metrics=metrics, counts=counts, details=details, per_item=per_item)
 
 

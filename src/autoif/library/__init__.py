@@ -54,10 +54,16 @@ def build_library(seed: int, per_constraint: int = 1) -> list[LibraryEntry]:
             index = len(seen)
             seen.append(params)
             passing, failing = constraint.cases(params, rng)
-            entries.append(LibraryEntry(
-                id=f"{cid}-{index}", constraint=cid, instruction=constraint.instruction(params, rng),
-                functions=constraint.bound_functions(params), cases=_interleave(passing, failing),
-                params=dict(params)))
+            entries.append(
+                LibraryEntry(
+                    id=f"{cid}-{index}",
+                    constraint=cid,
+                    instruction=constraint.instruction(params, rng),
+                    functions=constraint.bound_functions(params),
+                    cases=_interleave(passing, failing),
+                    params=dict(params),
+                )
+            )
     return entries
 
 
@@ -65,6 +71,6 @@ def _interleave(passing: list[str], failing: list[str]) -> list[dict]:
     """Cases alternating true/false, so any prefix (a few-shot example) shows both kinds."""
     cases = []
     for i in range(max(len(passing), len(failing))):
-        cases += [{"input": text, "output": True} for text in passing[i:i + 1]]
-        cases += [{"input": text, "output": False} for text in failing[i:i + 1]]
+        cases += [{"input": text, "output": True} for text in passing[i : i + 1]]
+        cases += [{"input": text, "output": False} for text in failing[i : i + 1]]
     return cases

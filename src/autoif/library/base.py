@@ -92,8 +92,9 @@ class Registry(Mapping):
     def register(self, cls: type[Constraint]) -> type[Constraint]:
         """Class decorator: add one instance of cls under cls.id; a second class with that id is an error."""
         if cls.id in self._items:
-            raise ValueError(f"duplicate constraint id {cls.id!r} ({cls.__name__} and "
-                             f"{type(self._items[cls.id]).__name__})")
+            raise ValueError(
+                f"duplicate constraint id {cls.id!r} ({cls.__name__} and {type(self._items[cls.id]).__name__})"
+            )
         self._items[cls.id] = cls()
         return cls
 

@@ -65,19 +65,22 @@ def _quoted(words: list[str], joiner: str) -> str:
 @register
 class MaxWords(Constraint):
     id = "length:max_words"
-    phrasings = ("Answer in at most {max_words} words.", "Keep your reply to {max_words} words or fewer.",
-                 "Your whole answer must not be longer than {max_words} words.")
+    phrasings = (
+        "Answer in at most {max_words} words.",
+        "Keep your reply to {max_words} words or fewer.",
+        "Your whole answer must not be longer than {max_words} words.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return len(response.split()) <= MAX_WORDS
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             words = re.findall(r"\S+", response)
             return len(words) <= MAX_WORDS
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -85,25 +88,30 @@ class MaxWords(Constraint):
 
     def cases(self, params, rng):
         n = params["max_words"]
-        return ([texts.text_of_words(rng, n), texts.text_of_words(rng, n - rng.randint(5, 20))],
-                [texts.text_of_words(rng, n + 1), texts.text_of_words(rng, n + rng.randint(10, 40))])
+        return (
+            [texts.text_of_words(rng, n), texts.text_of_words(rng, n - rng.randint(5, 20))],
+            [texts.text_of_words(rng, n + 1), texts.text_of_words(rng, n + rng.randint(10, 40))],
+        )
 
 
 @register
 class MinWords(Constraint):
     id = "length:min_words"
-    phrasings = ("Answer in at least {min_words} words.", "Write no fewer than {min_words} words.",
-                 "Your response should be {min_words} words long or longer.")
+    phrasings = (
+        "Answer in at least {min_words} words.",
+        "Write no fewer than {min_words} words.",
+        "Your response should be {min_words} words long or longer.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return len(response.split()) >= MIN_WORDS
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"\S+", response)) >= MIN_WORDS
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -111,27 +119,31 @@ class MinWords(Constraint):
 
     def cases(self, params, rng):
         n = params["min_words"]
-        return ([texts.text_of_words(rng, n), texts.text_of_words(rng, n + rng.randint(10, 40))],
-                [texts.text_of_words(rng, n - 1), texts.text_of_words(rng, n // 2)])
+        return (
+            [texts.text_of_words(rng, n), texts.text_of_words(rng, n + rng.randint(10, 40))],
+            [texts.text_of_words(rng, n - 1), texts.text_of_words(rng, n // 2)],
+        )
 
 
 @register
 class WordRange(Constraint):
     id = "length:word_range"
-    phrasings = ("Your answer should be between {low} and {high} words long.",
-                 "Use no fewer than {low} and no more than {high} words.",
-                 "Write something between {low} and {high} words in length.")
+    phrasings = (
+        "Your answer should be between {low} and {high} words long.",
+        "Use no fewer than {low} and no more than {high} words.",
+        "Write something between {low} and {high} words in length.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return LOW <= len(response.split()) <= HIGH
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             count = len(re.findall(r"\S+", response))
             return count >= LOW and count <= HIGH
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -140,22 +152,27 @@ class WordRange(Constraint):
 
     def cases(self, params, rng):
         low, high = params["low"], params["high"]
-        return ([texts.text_of_words(rng, low), texts.text_of_words(rng, high)],
-                [texts.text_of_words(rng, low - 1), texts.text_of_words(rng, high + 1)])
+        return (
+            [texts.text_of_words(rng, low), texts.text_of_words(rng, high)],
+            [texts.text_of_words(rng, low - 1), texts.text_of_words(rng, high + 1)],
+        )
 
 
 @register
 class SentenceCount(Constraint):
     id = "length:sentences"
-    phrasings = ("Use {relation} {sentences}.", "Your answer should contain {relation} {sentences}.",
-                 "Write {relation} {sentences} in total.")
+    phrasings = (
+        "Use {relation} {sentences}.",
+        "Your answer should contain {relation} {sentences}.",
+        "Write {relation} {sentences} in total.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             sentences = [s for s in re.split(r"(?<=[.!?])\s+", response.strip()) if s.strip()]
             return len(sentences) OP N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -166,24 +183,25 @@ class SentenceCount(Constraint):
 
     def cases(self, params, rng):
         passing, failing = _counts(params["relation"], params["n"], least=1)
-        return ([texts.text_of_sentences(rng, k) for k in passing],
-                [texts.text_of_sentences(rng, k) for k in failing])
+        return ([texts.text_of_sentences(rng, k) for k in passing], [texts.text_of_sentences(rng, k) for k in failing])
 
 
 @register
 class ParagraphCount(Constraint):
     id = "length:paragraphs"
-    phrasings = ("Write exactly {paragraphs}, separated by blank lines.",
-                 "Structure your answer as {paragraphs} with an empty line between them.",
-                 "Your reply must have {paragraphs}; leave one blank line between paragraphs.")
+    phrasings = (
+        "Write exactly {paragraphs}, separated by blank lines.",
+        "Structure your answer as {paragraphs} with an empty line between them.",
+        "Your reply must have {paragraphs}; leave one blank line between paragraphs.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             paragraphs = [p for p in re.split(r"\n\s*\n", response.strip()) if p.strip()]
             return len(paragraphs) == N
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             count = 0
             in_paragraph = False
@@ -195,7 +213,7 @@ class ParagraphCount(Constraint):
                 else:
                     in_paragraph = False
             return count == N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -206,22 +224,29 @@ class ParagraphCount(Constraint):
 
     def cases(self, params, rng):
         n = params["n"]
-        return (["\n\n".join(texts.paragraphs(rng, n)), "\n\n\n".join(texts.paragraphs(rng, n)) + "\n"],
-                ["\n\n".join(texts.paragraphs(rng, n - 1)), "\n\n".join(texts.paragraphs(rng, n + 1)),
-                 "\n".join(texts.paragraphs(rng, n))])
+        return (
+            ["\n\n".join(texts.paragraphs(rng, n)), "\n\n\n".join(texts.paragraphs(rng, n)) + "\n"],
+            [
+                "\n\n".join(texts.paragraphs(rng, n - 1)),
+                "\n\n".join(texts.paragraphs(rng, n + 1)),
+                "\n".join(texts.paragraphs(rng, n)),
+            ],
+        )
 
 
 @register
 class MaxCharacters(Constraint):
     id = "length:max_characters"
-    phrasings = ("Keep your entire response within {max_chars} characters.",
-                 "Answer in no more than {max_chars} characters, spaces included.",
-                 "Your reply must not exceed {max_chars} characters.")
+    phrasings = (
+        "Keep your entire response within {max_chars} characters.",
+        "Answer in no more than {max_chars} characters, spaces included.",
+        "Your reply must not exceed {max_chars} characters.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return len(response.strip()) <= MAX_CHARS
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -229,21 +254,26 @@ class MaxCharacters(Constraint):
 
     def cases(self, params, rng):
         n = params["max_chars"]
-        return ([texts.text_of_length(rng, n), texts.text_of_length(rng, n - rng.randint(20, 80)) + "\n"],
-                [texts.text_of_length(rng, n + 1), texts.text_of_length(rng, n + rng.randint(30, 120))])
+        return (
+            [texts.text_of_length(rng, n), texts.text_of_length(rng, n - rng.randint(20, 80)) + "\n"],
+            [texts.text_of_length(rng, n + 1), texts.text_of_length(rng, n + rng.randint(30, 120))],
+        )
 
 
 @register
 class MaxWordLength(Constraint):
     id = "length:max_word_length"
-    phrasings = ("Do not use any word longer than {n} letters.", "Keep every word to {n} letters or fewer.",
-                 "Avoid long words: none may have more than {n} letters.")
+    phrasings = (
+        "Do not use any word longer than {n} letters.",
+        "Keep every word to {n} letters or fewer.",
+        "Avoid long words: none may have more than {n} letters.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return all(len(word) <= N for word in re.findall(r"[A-Za-z]+", response))
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -253,22 +283,30 @@ class MaxWordLength(Constraint):
         n = params["n"]
         long_words = [w for w in texts.LONG_WORDS if len(w) > n]
         bases = texts.paragraphs(rng, 4, where=lambda p: all(len(w) <= n for w in re.findall(r"[A-Za-z]+", p)))
-        return (bases[:2], [f"{bases[2]} That is {rng.choice(long_words)}.",
-                            f"{rng.choice(long_words).capitalize()}, {bases[3][0].lower()}{bases[3][1:]}"])
+        return (
+            bases[:2],
+            [
+                f"{bases[2]} That is {rng.choice(long_words)}.",
+                f"{rng.choice(long_words).capitalize()}, {bases[3][0].lower()}{bases[3][1:]}",
+            ],
+        )
 
 
 @register
 class MaxSentenceWords(Constraint):
     id = "length:max_sentence_words"
-    phrasings = ("Keep every sentence to at most {n} words.", "No sentence in your answer may exceed {n} words.",
-                 "Write short sentences of {n} words or fewer each.")
+    phrasings = (
+        "Keep every sentence to at most {n} words.",
+        "No sentence in your answer may exceed {n} words.",
+        "Write short sentences of {n} words or fewer each.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             sentences = [s for s in re.split(r"(?<=[.!?])\s+", response.strip()) if s.strip()]
             return all(len(s.split()) <= N for s in sentences)
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -285,24 +323,31 @@ class MaxSentenceWords(Constraint):
         while len(run_on.split()) <= n:
             extra = texts.sentences(rng, 1)[0]
             run_on = f"{run_on}, and {extra[0].lower()}{extra[1:].rstrip('.')}"
-        return ([" ".join(texts.sentences(rng, 3, where=fits)), f"{longest} " + " ".join(texts.sentences(rng, 2, where=fits))],
-                [f"{run_on}.", " ".join(texts.sentences(rng, 2, where=fits)) + f" {run_on}."])
+        return (
+            [
+                " ".join(texts.sentences(rng, 3, where=fits)),
+                f"{longest} " + " ".join(texts.sentences(rng, 2, where=fits)),
+            ],
+            [f"{run_on}.", " ".join(texts.sentences(rng, 2, where=fits)) + f" {run_on}."],
+        )
 
 
 # --------------------------------------------------------------------------------------- structure
 @register
 class BulletCount(Constraint):
     id = "structure:bullets"
-    phrasings = ("Answer with exactly {bullets} as a markdown list, each starting with '* ' or '- '.",
-                 "Give your answer as {bullets}, using markdown bullets like '- item'.",
-                 "Format your reply as a list of exactly {bullets} (markdown, '* ' or '- ').")
+    phrasings = (
+        "Answer with exactly {bullets} as a markdown list, each starting with '* ' or '- '.",
+        "Give your answer as {bullets}, using markdown bullets like '- item'.",
+        "Format your reply as a list of exactly {bullets} (markdown, '* ' or '- ').",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"^[ \t]*[*-][ \t]+\S", response, flags=re.MULTILINE)) == N
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             count = 0
             for line in response.splitlines():
@@ -310,7 +355,7 @@ class BulletCount(Constraint):
                 if item[:1] in ("*", "-") and item[1:2] in (" ", "\t") and item[2:].strip():
                     count += 1
             return count == N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -326,22 +371,26 @@ class BulletCount(Constraint):
     def cases(self, params, rng):
         n = params["n"]
         numbered = "\n".join(f"{i}. {s}" for i, s in enumerate(texts.sentences(rng, n), 1))
-        return ([f"Here are my suggestions:\n\n{self._list(rng, n, '*')}", self._list(rng, n, "-")],
-                [self._list(rng, n + 1, "*"), f"{texts.prose(rng)}\n\n{self._list(rng, n - 1, '-')}", numbered])
+        return (
+            [f"Here are my suggestions:\n\n{self._list(rng, n, '*')}", self._list(rng, n, "-")],
+            [self._list(rng, n + 1, "*"), f"{texts.prose(rng)}\n\n{self._list(rng, n - 1, '-')}", numbered],
+        )
 
 
 @register
 class NumberedList(Constraint):
     id = "structure:numbered_list"
-    phrasings = ("Format your answer as a numbered list with exactly {items} (1., 2., and so on).",
-                 "Reply with {items} in a numbered list.",
-                 "Give me exactly {items}, numbered 1., 2., 3. and so on.")
+    phrasings = (
+        "Format your answer as a numbered list with exactly {items} (1., 2., and so on).",
+        "Reply with {items} in a numbered list.",
+        "Give me exactly {items}, numbered 1., 2., 3. and so on.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"^[ \t]*\d+[.)][ \t]+\S", response, flags=re.MULTILINE)) == N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -357,26 +406,29 @@ class NumberedList(Constraint):
     def cases(self, params, rng):
         n = params["n"]
         bullets = "\n".join(f"- {s}" for s in texts.sentences(rng, n))
-        return ([self._list(rng, n), f"Sure.\n\n{self._list(rng, n, ')')}\n\nGood luck."],
-                [self._list(rng, n - 1), self._list(rng, n + 1), bullets])
+        return (
+            [self._list(rng, n), f"Sure.\n\n{self._list(rng, n, ')')}\n\nGood luck."],
+            [self._list(rng, n - 1), self._list(rng, n + 1), bullets],
+        )
 
 
 @register
 class NumberedSections(Constraint):
     id = "structure:sections"
-    phrasings = ("Divide your answer into {n_word} sections and start each with '{marker} X', where X is its "
-                 "number ({marker} 1, {marker} 2, ...).",
-                 "Organize the response in {n_word} parts, each opening with a line '{marker} 1', '{marker} 2' and "
-                 "so on.",
-                 "Split your reply into exactly {n_word} numbered sections marked '{marker} 1' to '{marker} {n}'.")
+    phrasings = (
+        "Divide your answer into {n_word} sections and start each with '{marker} X', where X is its "
+        "number ({marker} 1, {marker} 2, ...).",
+        "Organize the response in {n_word} parts, each opening with a line '{marker} 1', '{marker} 2' and so on.",
+        "Split your reply into exactly {n_word} numbered sections marked '{marker} 1' to '{marker} {n}'.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             found = re.findall(r"^[#* \t]*" + MARKER + r"[ \t]+(\d+)\b", response, flags=re.MULTILINE)
             return [int(x) for x in found] == list(range(1, N + 1))
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             numbers = []
             for line in response.splitlines():
@@ -390,7 +442,7 @@ class NumberedSections(Constraint):
                     if digits and (len(digits) == len(words[1]) or not words[1][len(digits)].isalnum()):
                         numbers.append(int(digits))
             return numbers == list(range(1, N + 1))
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -406,23 +458,30 @@ class NumberedSections(Constraint):
 
     def cases(self, params, rng):
         marker, n = params["marker"], params["n"]
-        return ([self._sections(rng, marker, range(1, n + 1)), self._sections(rng, marker, range(1, n + 1), "## ")],
-                [self._sections(rng, marker, range(1, n)), self._sections(rng, marker, range(1, n + 2)),
-                 self._sections(rng, marker, [1] + list(range(3, n + 2)))])
+        return (
+            [self._sections(rng, marker, range(1, n + 1)), self._sections(rng, marker, range(1, n + 1), "## ")],
+            [
+                self._sections(rng, marker, range(1, n)),
+                self._sections(rng, marker, range(1, n + 2)),
+                self._sections(rng, marker, [1] + list(range(3, n + 2))),
+            ],
+        )
 
 
 @register
 class MarkdownHeadings(Constraint):
     id = "structure:headings"
-    phrasings = ("Use at least {headings} in your answer (lines starting with #).",
-                 "Organize your reply under at least {headings}.",
-                 "Include {n_word} or more markdown headings, such as '## Overview'.")
+    phrasings = (
+        "Use at least {headings} in your answer (lines starting with #).",
+        "Organize your reply under at least {headings}.",
+        "Include {n_word} or more markdown headings, such as '## Overview'.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"^#{1,6}[ \t]+\S", response, flags=re.MULTILINE)) >= N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -433,74 +492,87 @@ class MarkdownHeadings(Constraint):
 
     @staticmethod
     def _doc(rng, k):
-        titles = rng.sample(["Overview", "Why it matters", "Getting started", "Common mistakes", "Next steps",
-                             "Summary"], k)
+        titles = rng.sample(
+            ["Overview", "Why it matters", "Getting started", "Common mistakes", "Next steps", "Summary"], k
+        )
         bodies = texts.paragraphs(rng, k)
         return "\n\n".join(f"{'#' * rng.randint(1, 3)} {t}\n{b}" for t, b in zip(titles, bodies))
 
     def cases(self, params, rng):
         n = params["n"]
-        return ([self._doc(rng, n), self._doc(rng, n + 1)],
-                [self._doc(rng, n - 1), f"#Overview\n{texts.prose(rng)}\n\n#Details\n{texts.prose(rng)}"])
+        return (
+            [self._doc(rng, n), self._doc(rng, n + 1)],
+            [self._doc(rng, n - 1), f"#Overview\n{texts.prose(rng)}\n\n#Details\n{texts.prose(rng)}"],
+        )
 
 
 @register
 class Title(Constraint):
     id = "structure:title"
-    phrasings = ("Give your answer a title wrapped in double angle brackets, like <<My Title>>.",
-                 "Start with a title inside double angular brackets, for example <<A Simple Plan>>.",
-                 "Include a title for your response, written as <<title>>.")
+    phrasings = (
+        "Give your answer a title wrapped in double angle brackets, like <<My Title>>.",
+        "Start with a title inside double angular brackets, for example <<A Simple Plan>>.",
+        "Include a title for your response, written as <<title>>.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return re.search(r"<<[^<>\n]*[^<>\s][^<>\n]*>>", response) is not None
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
         title = rng.choice(["A Better Night", "Getting Started", "Simple Steps", "The Short Version"])
-        return ([f"<<{title}>>\n\n{texts.prose(rng)}", f"{texts.prose(rng)}\n\n<<{title}>>"],
-                [texts.prose(rng), f"<{title}>\n\n{texts.prose(rng)}", f"<< >>\n\n{texts.prose(rng)}"])
+        return (
+            [f"<<{title}>>\n\n{texts.prose(rng)}", f"{texts.prose(rng)}\n\n<<{title}>>"],
+            [texts.prose(rng), f"<{title}>\n\n{texts.prose(rng)}", f"<< >>\n\n{texts.prose(rng)}"],
+        )
 
 
 @register
 class TwoResponses(Constraint):
     id = "structure:two_responses"
-    phrasings = ("Give two different answers, separated by a line of six asterisks: ******.",
-                 "Write two distinct versions of your reply and put ****** between them.",
-                 "Provide two alternative responses; separate them with six asterisk symbols (******).")
+    phrasings = (
+        "Give two different answers, separated by a line of six asterisks: ******.",
+        "Write two distinct versions of your reply and put ****** between them.",
+        "Provide two alternative responses; separate them with six asterisk symbols (******).",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             parts = response.split("******")
             if len(parts) != 2:
                 return False
             first, second = parts[0].strip(), parts[1].strip()
             return bool(first) and bool(second) and first != second
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
         a, b = texts.paragraphs(rng, 2)
-        return ([f"{a}\n******\n{b}", f"{a}\n\n******\n\n{b}\n"],
-                [a, f"{a}\n******\n{a}", f"{a}\n******\n{b}\n******\n{texts.prose(rng)}"])
+        return (
+            [f"{a}\n******\n{b}", f"{a}\n\n******\n\n{b}\n"],
+            [a, f"{a}\n******\n{a}", f"{a}\n******\n{b}\n******\n{texts.prose(rng)}"],
+        )
 
 
 @register
 class Postscript(Constraint):
     id = "structure:postscript"
-    phrasings = ("At the end of your answer, add a postscript that starts with {marker}",
-                 "Finish with a short postscript beginning with '{marker}'.",
-                 "After your main answer, include a note starting with {marker}")
+    phrasings = (
+        "At the end of your answer, add a postscript that starts with {marker}",
+        "Finish with a short postscript beginning with '{marker}'.",
+        "After your main answer, include a note starting with {marker}",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             match = re.search(r"^[ \t]*" + re.escape(MARKER) + r"[ \t]*\S", response, flags=re.MULTILINE)
             return match is not None and response[:match.start()].strip() != ""
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             seen_text = False
             for line in response.splitlines():
@@ -510,7 +582,7 @@ class Postscript(Constraint):
                 if stripped:
                     seen_text = True
             return False
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -519,23 +591,26 @@ class Postscript(Constraint):
     def cases(self, params, rng):
         m = params["marker"]
         note = rng.choice(["Let me know how it goes.", "Take it one day at a time.", "A small start is fine."])
-        return ([f"{texts.prose(rng)}\n\n{m} {note}", f"{texts.prose(rng)}\n{m}{note}\n"],
-                [texts.prose(rng), f"{m} {note}\n\n{texts.prose(rng)}",
-                 f"{texts.prose(rng)}\n\nPS {note}"])
+        return (
+            [f"{texts.prose(rng)}\n\n{m} {note}", f"{texts.prose(rng)}\n{m}{note}\n"],
+            [texts.prose(rng), f"{m} {note}\n\n{texts.prose(rng)}", f"{texts.prose(rng)}\n\nPS {note}"],
+        )
 
 
 @register
 class Placeholders(Constraint):
     id = "structure:placeholders"
-    phrasings = ("Include at least {placeholders} in square brackets, such as [name].",
-                 "Leave {placeholders} for the reader to fill in, written like [address].",
-                 "Your answer must contain {n_word} or more placeholders in square brackets, for example [date].")
+    phrasings = (
+        "Include at least {placeholders} in square brackets, such as [name].",
+        "Leave {placeholders} for the reader to fill in, written like [address].",
+        "Your answer must contain {n_word} or more placeholders in square brackets, for example [date].",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"\[[^\[\]\n]*\S[^\[\]\n]*\]", response)) >= N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -547,27 +622,30 @@ class Placeholders(Constraint):
     @staticmethod
     def _letter(rng, k):
         names = rng.sample(["[name]", "[date]", "[address]", "[company]", "[phone number]", "[city]"], k)
-        lines = ["Dear {},".format(names[0] if k else "friend"),
-                 "I am writing to confirm our meeting."]
+        lines = ["Dear {},".format(names[0] if k else "friend"), "I am writing to confirm our meeting."]
         lines += [f"Please note this detail: {p}." for p in names[1:]]
         lines.append("Best regards")
         return "\n".join(lines)
 
     def cases(self, params, rng):
         n = params["n"]
-        return ([self._letter(rng, n), self._letter(rng, n + 1)],
-                [self._letter(rng, n - 1), f"Dear [ ],\n{texts.prose(rng)}"])
+        return (
+            [self._letter(rng, n), self._letter(rng, n + 1)],
+            [self._letter(rng, n - 1), f"Dear [ ],\n{texts.prose(rng)}"],
+        )
 
 
 # ------------------------------------------------------------------------------------------ format
 @register
 class JsonFormat(Constraint):
     id = "format:json"
-    phrasings = ("Format your entire output as valid JSON. You may put it in a ```json code block.",
-                 "Reply only with a JSON object; no text outside the JSON.",
-                 "Wrap your whole answer in JSON format.")
+    phrasings = (
+        "Format your entire output as valid JSON. You may put it in a ```json code block.",
+        "Reply only with a JSON object; no text outside the JSON.",
+        "Wrap your whole answer in JSON format.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import json
             text = response.strip()
@@ -582,63 +660,78 @@ class JsonFormat(Constraint):
             except ValueError:
                 return False
             return isinstance(value, (dict, list))
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
         tips = texts.sentences(rng, 3)
         obj = json.dumps({"topic": "advice", "tips": tips}, indent=2)
-        return ([obj, f"```json\n{json.dumps({'answer': texts.prose(rng)})}\n```", json.dumps(tips)],
-                [texts.prose(rng), f"Here is the JSON:\n{obj}", obj.replace('"\n  ]', '",\n  ]')])
+        return (
+            [obj, f"```json\n{json.dumps({'answer': texts.prose(rng)})}\n```", json.dumps(tips)],
+            [texts.prose(rng), f"Here is the JSON:\n{obj}", obj.replace('"\n  ]', '",\n  ]')],
+        )
 
 
 @register
 class Quoted(Constraint):
     id = "format:quoted"
-    phrasings = ("Wrap your entire response in double quotation marks.",
-                 "Put your whole answer inside double quotes.",
-                 "Enclose the full reply in a pair of double quotation marks.")
+    phrasings = (
+        "Wrap your entire response in double quotation marks.",
+        "Put your whole answer inside double quotes.",
+        "Enclose the full reply in a pair of double quotation marks.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             text = response.strip()
             return len(text) >= 2 and (text[0], text[-1]) in (('"', '"'), ('\u201c', '\u201d'))
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([f'"{texts.prose(rng)}"', f"\u201c{texts.prose(rng)}\u201d\n"],
-                [texts.prose(rng), f'"{texts.prose(rng)}', f"'{texts.prose(rng)}'"])
+        return (
+            [f'"{texts.prose(rng)}"', f"\u201c{texts.prose(rng)}\u201d\n"],
+            [texts.prose(rng), f'"{texts.prose(rng)}', f"'{texts.prose(rng)}'"],
+        )
 
 
 @register
 class CodeBlock(Constraint):
     id = "format:code_block"
-    phrasings = ("Put your entire answer inside a single markdown code block (```).",
-                 "Reply with one code block fenced by triple backticks and nothing outside it.",
-                 "Place the whole response between ``` fences.")
+    phrasings = (
+        "Put your entire answer inside a single markdown code block (```).",
+        "Reply with one code block fenced by triple backticks and nothing outside it.",
+        "Place the whole response between ``` fences.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             text = response.strip()
             return text.startswith("```") and text.endswith("```") and text.count("```") == 2 and len(text) > 6
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([f"```\n{texts.prose(rng)}\n```", f"```text\n{texts.prose(rng)}\n```\n"],
-                [texts.prose(rng), f"Here you go:\n```\n{texts.prose(rng)}\n```",
-                 f"```\n{texts.prose(rng)}\n```\n```\n{texts.prose(rng)}\n```"])
+        return (
+            [f"```\n{texts.prose(rng)}\n```", f"```text\n{texts.prose(rng)}\n```\n"],
+            [
+                texts.prose(rng),
+                f"Here you go:\n```\n{texts.prose(rng)}\n```",
+                f"```\n{texts.prose(rng)}\n```\n```\n{texts.prose(rng)}\n```",
+            ],
+        )
 
 
 @register
 class MarkdownTable(Constraint):
     id = "format:table"
-    phrasings = ("Include a markdown table with at least {rows} below the header.",
-                 "Present the information as a markdown table with a header and {n_word} or more rows.",
-                 "Add a table in markdown format that has at least {rows} of data.")
+    phrasings = (
+        "Include a markdown table with at least {rows} below the header.",
+        "Present the information as a markdown table with a header and {n_word} or more rows.",
+        "Add a table in markdown format that has at least {rows} of data.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             lines = [line.strip() for line in response.splitlines()]
@@ -653,7 +746,7 @@ class MarkdownTable(Constraint):
                     if rows >= N:
                         return True
             return False
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -664,31 +757,46 @@ class MarkdownTable(Constraint):
 
     @staticmethod
     def _table(rng, k):
-        items = rng.sample([("Walking", "low", "daily"), ("Running", "high", "three times a week"),
-                            ("Cycling", "medium", "twice a week"), ("Swimming", "medium", "weekly"),
-                            ("Yoga", "low", "daily"), ("Rowing", "high", "weekly")], k)
+        items = rng.sample(
+            [
+                ("Walking", "low", "daily"),
+                ("Running", "high", "three times a week"),
+                ("Cycling", "medium", "twice a week"),
+                ("Swimming", "medium", "weekly"),
+                ("Yoga", "low", "daily"),
+                ("Rowing", "high", "weekly"),
+            ],
+            k,
+        )
         rows = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in items)
         return f"| Activity | Effort | How often |\n|---|---|---|\n{rows}"
 
     def cases(self, params, rng):
         n = params["n"]
-        return ([f"{texts.prose(rng)}\n\n{self._table(rng, n)}", self._table(rng, n + 1) + "\n\nHave fun."],
-                [texts.prose(rng), f"{self._table(rng, n - 1)}\n\n{texts.prose(rng)}",
-                 self._table(rng, n).replace("|---|---|---|\n", "")])
+        return (
+            [f"{texts.prose(rng)}\n\n{self._table(rng, n)}", self._table(rng, n + 1) + "\n\nHave fun."],
+            [
+                texts.prose(rng),
+                f"{self._table(rng, n - 1)}\n\n{texts.prose(rng)}",
+                self._table(rng, n).replace("|---|---|---|\n", ""),
+            ],
+        )
 
 
 @register
 class Highlights(Constraint):
     id = "format:highlights"
-    phrasings = ("Highlight at least {parts} of your answer with markdown, like *this part*.",
-                 "Emphasize {n_word} or more phrases by wrapping them in single asterisks, e.g. *key point*.",
-                 "Mark at least {parts} as highlighted using *asterisks*.")
+    phrasings = (
+        "Highlight at least {parts} of your answer with markdown, like *this part*.",
+        "Emphasize {n_word} or more phrases by wrapping them in single asterisks, e.g. *key point*.",
+        "Mark at least {parts} as highlighted using *asterisks*.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"\*[^\n*]*[^\s*][^\n*]*\*", response)) >= N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -704,30 +812,37 @@ class Highlights(Constraint):
 
     def cases(self, params, rng):
         n = params["n"]
-        return ([self._highlighted(rng, n), self._highlighted(rng, n + 1)],
-                [self._highlighted(rng, n - 1), texts.prose(rng) + " * *"])
+        return (
+            [self._highlighted(rng, n), self._highlighted(rng, n + 1)],
+            [self._highlighted(rng, n - 1), texts.prose(rng) + " * *"],
+        )
 
 
 @register
 class BoldText(Constraint):
     id = "format:bold"
-    phrasings = ("Put at least {phrases} in bold using **double asterisks**.",
-                 "Use markdown bold (**like this**) {times_at_least}.",
-                 "Make {n_word} or more key phrases bold with **...**.")
+    phrasings = (
+        "Put at least {phrases} in bold using **double asterisks**.",
+        "Use markdown bold (**like this**) {times_at_least}.",
+        "Make {n_word} or more key phrases bold with **...**.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"\*\*[^*\n]*[^\s*][^*\n]*\*\*", response)) >= N
-        ''',
+        """,
     )
 
     def sample(self, rng):
         return {"n": rng.randint(1, 3)}
 
     def fields(self, params):
-        return {"phrases": _plural(params["n"], "phrase"), "times_at_least": "at least " + _times(params["n"]),
-                "n_word": _number(params["n"])}
+        return {
+            "phrases": _plural(params["n"], "phrase"),
+            "times_at_least": "at least " + _times(params["n"]),
+            "n_word": _number(params["n"]),
+        }
 
     @staticmethod
     def _bold(rng, k, stars="**"):
@@ -736,192 +851,248 @@ class BoldText(Constraint):
 
     def cases(self, params, rng):
         n = params["n"]
-        return ([self._bold(rng, n), self._bold(rng, n + 1)],
-                [self._bold(rng, n - 1), self._bold(rng, n, stars="*")])
+        return ([self._bold(rng, n), self._bold(rng, n + 1)], [self._bold(rng, n - 1), self._bold(rng, n, stars="*")])
 
 
 @register
 class NoMarkdown(Constraint):
     id = "format:no_markdown"
-    phrasings = ("Do not use any markdown formatting: no asterisks, no # headings and no backticks.",
-                 "Write plain text only, without markdown symbols such as *, # or `.",
-                 "Avoid all markdown in your reply; plain sentences only.")
+    phrasings = (
+        "Do not use any markdown formatting: no asterisks, no # headings and no backticks.",
+        "Write plain text only, without markdown symbols such as *, # or `.",
+        "Avoid all markdown in your reply; plain sentences only.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return not any(ch in response for ch in "*#`")
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([texts.prose(rng), "\n\n".join(texts.paragraphs(rng, 2))],
-                [f"# Tips\n{texts.prose(rng)}", texts.prose(rng).replace(" ", " **", 1) + "**",
-                 f"{texts.prose(rng)} Run `make` to start."])
+        return (
+            [texts.prose(rng), "\n\n".join(texts.paragraphs(rng, 2))],
+            [
+                f"# Tips\n{texts.prose(rng)}",
+                texts.prose(rng).replace(" ", " **", 1) + "**",
+                f"{texts.prose(rng)} Run `make` to start.",
+            ],
+        )
 
 
 @register
 class SingleLine(Constraint):
     id = "format:single_line"
-    phrasings = ("Write your whole answer on a single line, with no line breaks.",
-                 "Reply in one line only; do not press enter.",
-                 "Keep the entire response on one line.")
+    phrasings = (
+        "Write your whole answer on a single line, with no line breaks.",
+        "Reply in one line only; do not press enter.",
+        "Keep the entire response on one line.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             text = response.strip()
             return bool(text) and "\n" not in text and "\r" not in text
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([texts.prose(rng), texts.prose(rng) + "\n"],
-                ["\n\n".join(texts.paragraphs(rng, 2)), "\n".join(f"- {s}" for s in texts.sentences(rng, 3))])
+        return (
+            [texts.prose(rng), texts.prose(rng) + "\n"],
+            ["\n\n".join(texts.paragraphs(rng, 2)), "\n".join(f"- {s}" for s in texts.sentences(rng, 3))],
+        )
 
 
 @register
 class AsciiOnly(Constraint):
     id = "format:ascii_only"
-    phrasings = ("Use only plain ASCII characters: no emoji, accented letters or special symbols.",
-                 "Do not include any emoji or non-English characters.",
-                 "Stick to basic keyboard characters only (ASCII), with no emoji.")
+    phrasings = (
+        "Use only plain ASCII characters: no emoji, accented letters or special symbols.",
+        "Do not include any emoji or non-English characters.",
+        "Stick to basic keyboard characters only (ASCII), with no emoji.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return all(ord(ch) < 128 for ch in response)
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             try:
                 response.encode("ascii")
             except UnicodeEncodeError:
                 return False
             return True
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([texts.prose(rng), "\n\n".join(texts.paragraphs(rng, 2))],
-                [texts.prose(rng) + " \U0001F60A", f"{texts.prose(rng)} Meet me at the caf\u00e9.",
-                 f"\u201c{texts.prose(rng)}\u201d"])
+        return (
+            [texts.prose(rng), "\n\n".join(texts.paragraphs(rng, 2))],
+            [
+                texts.prose(rng) + " \U0001f60a",
+                f"{texts.prose(rng)} Meet me at the caf\u00e9.",
+                f"\u201c{texts.prose(rng)}\u201d",
+            ],
+        )
 
 
 # ---------------------------------------------------------------------------------- start and end
 @register
 class StartPhrase(Constraint):
     id = "start:phrase"
-    phrasings = ("Begin your response with these exact words: {phrase}", "Start your answer with '{phrase}'",
-                 "The first words of your reply must be exactly: {phrase}")
+    phrasings = (
+        "Begin your response with these exact words: {phrase}",
+        "Start your answer with '{phrase}'",
+        "The first words of your reply must be exactly: {phrase}",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response.strip().startswith(PHRASE)
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             return re.match(r"\s*" + re.escape(PHRASE), response) is not None
-        ''',
+        """,
     )
 
     def sample(self, rng):
-        return {"phrase": rng.choice(["Great question!", "Here is a short answer.", "Let me explain.",
-                                      "To put it simply,", "Sure thing."])}
+        return {
+            "phrase": rng.choice(
+                ["Great question!", "Here is a short answer.", "Let me explain.", "To put it simply,", "Sure thing."]
+            )
+        }
 
     def cases(self, params, rng):
         p = params["phrase"]
-        return ([f"{p} {texts.prose(rng)}", f"\n{p}\n\n{texts.prose(rng)}"],
-                [texts.prose(rng), f"{texts.prose(rng)} {p}", f"{p.lower()} {texts.prose(rng)}"])
+        return (
+            [f"{p} {texts.prose(rng)}", f"\n{p}\n\n{texts.prose(rng)}"],
+            [texts.prose(rng), f"{texts.prose(rng)} {p}", f"{p.lower()} {texts.prose(rng)}"],
+        )
 
 
 @register
 class EndPhrase(Constraint):
     id = "end:phrase"
-    phrasings = ("End your response with the exact phrase '{phrase}' and nothing after it.",
-                 "Finish your answer with '{phrase}' and do not add anything after that.",
-                 "The last words of your reply must be exactly: {phrase}")
+    phrasings = (
+        "End your response with the exact phrase '{phrase}' and nothing after it.",
+        "Finish your answer with '{phrase}' and do not add anything after that.",
+        "The last words of your reply must be exactly: {phrase}",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response.strip().endswith(PHRASE)
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             return re.search(re.escape(PHRASE) + r"\s*$", response) is not None
-        ''',
+        """,
     )
 
     def sample(self, rng):
-        return {"phrase": rng.choice(["Happy to help with anything else.", "That covers the main points.",
-                                      "I hope this helps.", "Thanks for reading!", "Good luck with your next step."])}
+        return {
+            "phrase": rng.choice(
+                [
+                    "Happy to help with anything else.",
+                    "That covers the main points.",
+                    "I hope this helps.",
+                    "Thanks for reading!",
+                    "Good luck with your next step.",
+                ]
+            )
+        }
 
     def cases(self, params, rng):
         p = params["phrase"]
-        return ([f"{texts.prose(rng)} {p}", f"{texts.prose(rng)}\n\n{p}\n"],
-                [texts.prose(rng), f"{p} {texts.prose(rng)}", f"{texts.prose(rng)} {p} Bye."])
+        return (
+            [f"{texts.prose(rng)} {p}", f"{texts.prose(rng)}\n\n{p}\n"],
+            [texts.prose(rng), f"{p} {texts.prose(rng)}", f"{texts.prose(rng)} {p} Bye."],
+        )
 
 
 @register
 class RestateRequest(Constraint):
     id = "start:restate_request"
-    phrasings = ("Before you answer, repeat this request word for word: '{request}' Then give your answer.",
-                 "First copy the following request exactly as written, then respond to it: '{request}'",
-                 "Start by restating the request '{request}' without changing a word, and only then answer.")
+    phrasings = (
+        "Before you answer, repeat this request word for word: '{request}' Then give your answer.",
+        "First copy the following request exactly as written, then respond to it: '{request}'",
+        "Start by restating the request '{request}' without changing a word, and only then answer.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             request = REQUEST
             text = response.strip()
             return text.startswith(request) and text[len(request):].strip() != ""
-        ''',
+        """,
     )
 
     def sample(self, rng):
-        return {"request": rng.choice(["Please give me a clear and simple answer.",
-                                       "Explain this as if I were new to the topic.",
-                                       "I would like a short and practical reply.",
-                                       "Tell me what I should do first."])}
+        return {
+            "request": rng.choice(
+                [
+                    "Please give me a clear and simple answer.",
+                    "Explain this as if I were new to the topic.",
+                    "I would like a short and practical reply.",
+                    "Tell me what I should do first.",
+                ]
+            )
+        }
 
     def cases(self, params, rng):
         r = params["request"]
-        return ([f"{r}\n\n{texts.prose(rng)}", f"{r} {texts.prose(rng)}"],
-                [texts.prose(rng), r, f"{r.replace(' a ', ' one ').replace(' I ', ' we ').lower()} {texts.prose(rng)}"])
+        return (
+            [f"{r}\n\n{texts.prose(rng)}", f"{r} {texts.prose(rng)}"],
+            [texts.prose(rng), r, f"{r.replace(' a ', ' one ').replace(' I ', ' we ').lower()} {texts.prose(rng)}"],
+        )
 
 
 # ------------------------------------------------------------------------------------- punctuation
 @register
 class NoCommas(Constraint):
     id = "punctuation:no_commas"
-    phrasings = ("Do not use any commas in your response.", "Write your answer without a single comma.",
-                 "Avoid commas entirely.")
+    phrasings = (
+        "Do not use any commas in your response.",
+        "Write your answer without a single comma.",
+        "Avoid commas entirely.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return "," not in response
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
         with_commas = texts.paragraphs(rng, 2, where=lambda p: "," in p)
-        return ([texts.prose(rng).replace(",", ""), "\n\n".join(p.replace(",", " and") for p in texts.paragraphs(rng, 2))],
-                [with_commas[0], with_commas[1].replace(",", "", 1) + " Yes, really."])
+        return (
+            [texts.prose(rng).replace(",", ""), "\n\n".join(p.replace(",", " and") for p in texts.paragraphs(rng, 2))],
+            [with_commas[0], with_commas[1].replace(",", "", 1) + " Yes, really."],
+        )
 
 
 @register
 class EndMark(Constraint):
     id = "punctuation:end_mark"
-    phrasings = ("End your response with {mark_name}.", "Make sure the very last character of your answer is {mark_name}.",
-                 "Finish your reply with {mark_name} ({mark}).")
+    phrasings = (
+        "End your response with {mark_name}.",
+        "Make sure the very last character of your answer is {mark_name}.",
+        "Finish your reply with {mark_name} ({mark}).",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response.rstrip().endswith(MARK)
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             text = response.strip()
             return text != "" and text[-1] == MARK
-        ''',
+        """,
     )
     _NAMES = {"?": "a question mark", "!": "an exclamation mark", ".": "a period"}
 
@@ -935,38 +1106,47 @@ class EndMark(Constraint):
         mark = params["mark"]
         others = [m for m in self._NAMES if m != mark]
         body = texts.prose(rng)[:-1]
-        return ([f"{body}{mark}", f"{texts.prose(rng)[:-1]}{mark}\n"],
-                [f"{body}{others[0]}", f"{texts.prose(rng)[:-1]}{others[1]}", f"{body}{mark} Bye"])
+        return (
+            [f"{body}{mark}", f"{texts.prose(rng)[:-1]}{mark}\n"],
+            [f"{body}{others[0]}", f"{texts.prose(rng)[:-1]}{others[1]}", f"{body}{mark} Bye"],
+        )
 
 
 @register
 class NoExclamation(Constraint):
     id = "punctuation:no_exclamation"
-    phrasings = ("Do not use any exclamation marks.", "Keep a calm tone: no exclamation marks at all.",
-                 "Your answer must not contain the character '!'.")
+    phrasings = (
+        "Do not use any exclamation marks.",
+        "Keep a calm tone: no exclamation marks at all.",
+        "Your answer must not contain the character '!'.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return "!" not in response
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([texts.prose(rng), "\n\n".join(texts.paragraphs(rng, 2))],
-                [texts.prose(rng)[:-1] + "!", f"Great idea! {texts.prose(rng)}"])
+        return (
+            [texts.prose(rng), "\n\n".join(texts.paragraphs(rng, 2))],
+            [texts.prose(rng)[:-1] + "!", f"Great idea! {texts.prose(rng)}"],
+        )
 
 
 @register
 class MinQuestions(Constraint):
     id = "punctuation:questions"
-    phrasings = ("Ask the reader at least {questions}, each ending with a question mark.",
-                 "Include {n_word} or more questions in your reply.",
-                 "Your answer should contain at least {questions} (sentences ending in '?').")
+    phrasings = (
+        "Ask the reader at least {questions}, each ending with a question mark.",
+        "Include {n_word} or more questions in your reply.",
+        "Your answer should contain at least {questions} (sentences ending in '?').",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response.count("?") >= N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -977,72 +1157,85 @@ class MinQuestions(Constraint):
 
     def cases(self, params, rng):
         n = params["n"]
-        return ([texts.prose_with(rng, texts.QUESTIONS, k) for k in (n, n + 1)],
-                [texts.prose_with(rng, texts.QUESTIONS, n - 1), texts.prose(rng)])
+        return (
+            [texts.prose_with(rng, texts.QUESTIONS, k) for k in (n, n + 1)],
+            [texts.prose_with(rng, texts.QUESTIONS, n - 1), texts.prose(rng)],
+        )
 
 
 # -------------------------------------------------------------------------------------------- case
 @register
 class Lowercase(Constraint):
     id = "case:lowercase"
-    phrasings = ("Write your entire answer in lowercase letters; no capital letters at all.",
-                 "Use only lowercase letters in your reply.",
-                 "Do not use any capital letters anywhere in your response.")
+    phrasings = (
+        "Write your entire answer in lowercase letters; no capital letters at all.",
+        "Use only lowercase letters in your reply.",
+        "Do not use any capital letters anywhere in your response.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response == response.lower()
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             return not any(ch.isupper() for ch in response)
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([texts.prose(rng).lower(), "\n\n".join(texts.paragraphs(rng, 2)).lower()],
-                [texts.prose(rng), texts.prose(rng).lower() + " I think so."])
+        return (
+            [texts.prose(rng).lower(), "\n\n".join(texts.paragraphs(rng, 2)).lower()],
+            [texts.prose(rng), texts.prose(rng).lower() + " I think so."],
+        )
 
 
 @register
 class Uppercase(Constraint):
     id = "case:uppercase"
-    phrasings = ("Write your whole answer in capital letters.", "Respond in all caps, every letter uppercase.",
-                 "Use only uppercase letters in your response.")
+    phrasings = (
+        "Write your whole answer in capital letters.",
+        "Respond in all caps, every letter uppercase.",
+        "Use only uppercase letters in your response.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response == response.upper()
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             return not any(ch.islower() for ch in response)
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([texts.prose(rng).upper(), "\n\n".join(texts.paragraphs(rng, 2)).upper()],
-                [texts.prose(rng), texts.prose(rng).upper() + " Thanks."])
+        return (
+            [texts.prose(rng).upper(), "\n\n".join(texts.paragraphs(rng, 2)).upper()],
+            [texts.prose(rng), texts.prose(rng).upper() + " Thanks."],
+        )
 
 
 @register
 class CapitalWords(Constraint):
     id = "case:capital_words"
-    phrasings = ("Use {relation} {words} written entirely in capital letters.",
-                 "Your answer should contain {relation} {words} in ALL CAPS.",
-                 "The number of words written in full capitals must be {relation} {n_word}.")
+    phrasings = (
+        "Use {relation} {words} written entirely in capital letters.",
+        "Your answer should contain {relation} {words} in ALL CAPS.",
+        "The number of words written in full capitals must be {relation} {n_word}.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"(?<![A-Za-z])[A-Z]{2,}(?![A-Za-z])", response)) OP N
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             words = re.findall(r"[A-Za-z]+", response)
             return sum(1 for w in words if len(w) > 1 and w.isupper()) OP N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -1053,18 +1246,22 @@ class CapitalWords(Constraint):
 
     def cases(self, params, rng):
         passing, failing = _counts(params["relation"], params["n"])
-        return ([texts.prose_with(rng, texts.CAPS_SENTENCES, k) for k in passing],
-                [texts.prose_with(rng, texts.CAPS_SENTENCES, k) for k in failing])
+        return (
+            [texts.prose_with(rng, texts.CAPS_SENTENCES, k) for k in passing],
+            [texts.prose_with(rng, texts.CAPS_SENTENCES, k) for k in failing],
+        )
 
 
 @register
 class SentenceCapitals(Constraint):
     id = "case:sentence_capitals"
-    phrasings = ("Start every sentence with a capital letter.",
-                 "Make sure each sentence in your answer begins with an uppercase letter.",
-                 "Capitalize the first letter of every sentence.")
+    phrasings = (
+        "Start every sentence with a capital letter.",
+        "Make sure each sentence in your answer begins with an uppercase letter.",
+        "Capitalize the first letter of every sentence.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             for sentence in re.split(r"(?<=[.!?])\s+", response.strip()):
@@ -1072,15 +1269,17 @@ class SentenceCapitals(Constraint):
                 if letters and not letters[0].isupper():
                     return False
             return True
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
         sentences = texts.sentences_of(texts.prose(rng))
         k = rng.randrange(1, len(sentences))
         sentences[k] = sentences[k][0].lower() + sentences[k][1:]
-        return ([texts.prose(rng), "\n".join(f"- {s}" for s in texts.sentences(rng, 3))],
-                [" ".join(sentences), texts.prose(rng).lower()])
+        return (
+            [texts.prose(rng), "\n".join(f"- {s}" for s in texts.sentences(rng, 3))],
+            [" ".join(sentences), texts.prose(rng).lower()],
+        )
 
 
 # ---------------------------------------------------------------------------------------- keywords
@@ -1091,20 +1290,23 @@ def _lacking(letter: str):
 @register
 class IncludeKeywords(Constraint):
     id = "keywords:include"
-    phrasings = ("Make sure to mention the words {keywords}.", "Your answer must include the words {keywords}.",
-                 "Use the words {keywords} somewhere in your reply.")
+    phrasings = (
+        "Make sure to mention the words {keywords}.",
+        "Your answer must include the words {keywords}.",
+        "Use the words {keywords} somewhere in your reply.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return all(re.search(r"\b" + re.escape(w) + r"\b", response, flags=re.IGNORECASE) for w in KEYWORDS)
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             words = set(re.findall(r"[a-z]+", response.lower()))
             return all(w in words for w in KEYWORDS)
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -1116,28 +1318,33 @@ class IncludeKeywords(Constraint):
     def cases(self, params, rng):
         a, b = params["keywords"]
         uses = ([a, b], [b, a, a], [a], [b])  # one sentence with the word for each mention
-        texts_using = [texts.with_sentences(texts.prose(rng), [rng.choice(texts.KEYWORDS[w]) for w in words], rng)
-                       for words in uses]
+        texts_using = [
+            texts.with_sentences(texts.prose(rng), [rng.choice(texts.KEYWORDS[w]) for w in words], rng)
+            for words in uses
+        ]
         return texts_using[:2], texts_using[2:] + [texts.prose(rng)]
 
 
 @register
 class ExcludeKeywords(Constraint):
     id = "keywords:exclude"
-    phrasings = ("Do not use the words {keywords} anywhere in your answer.",
-                 "Avoid the words {keywords} completely.", "Your reply must not contain the words {keywords}.")
+    phrasings = (
+        "Do not use the words {keywords} anywhere in your answer.",
+        "Avoid the words {keywords} completely.",
+        "Your reply must not contain the words {keywords}.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return not any(re.search(r"\b" + re.escape(w) + r"\b", response, flags=re.IGNORECASE) for w in KEYWORDS)
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             words = set(re.findall(r"[a-z]+", response.lower()))
             return not any(w in words for w in KEYWORDS)
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -1149,31 +1356,39 @@ class ExcludeKeywords(Constraint):
     def cases(self, params, rng):
         a, b = params["keywords"]
         other = next(w for w in sorted(texts.KEYWORDS) if w not in (a, b))
-        return ([texts.prose(rng), texts.prose_with(rng, texts.KEYWORDS[other], 1)],
-                [texts.prose_with(rng, texts.KEYWORDS[a], 1), texts.prose_with(rng, texts.KEYWORDS[b], 1).upper()])
+        return (
+            [texts.prose(rng), texts.prose_with(rng, texts.KEYWORDS[other], 1)],
+            [texts.prose_with(rng, texts.KEYWORDS[a], 1), texts.prose_with(rng, texts.KEYWORDS[b], 1).upper()],
+        )
 
 
 @register
 class KeywordFrequency(Constraint):
     id = "keywords:frequency"
-    phrasings = ("Use the word '{word}' {relation} {times}.", "The word '{word}' should appear {relation} {times}.",
-                 "In your answer, mention '{word}' {relation} {times}.")
+    phrasings = (
+        "Use the word '{word}' {relation} {times}.",
+        "The word '{word}' should appear {relation} {times}.",
+        "In your answer, mention '{word}' {relation} {times}.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(r"\b" + re.escape(WORD) + r"\b", response, flags=re.IGNORECASE)) OP N
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             return re.findall(r"[a-z]+", response.lower()).count(WORD) OP N
-        ''',
+        """,
     )
 
     def sample(self, rng):
-        return {"word": rng.choice(sorted(texts.KEYWORDS)), **_relation(rng, ("at least", "fewer than")),
-                "n": rng.randint(2, 4)}
+        return {
+            "word": rng.choice(sorted(texts.KEYWORDS)),
+            **_relation(rng, ("at least", "fewer than")),
+            "n": rng.randint(2, 4),
+        }
 
     def fields(self, params):
         return {"times": _times(params["n"])}
@@ -1181,26 +1396,30 @@ class KeywordFrequency(Constraint):
     def cases(self, params, rng):
         passing, failing = _counts(params["relation"], params["n"])
         carriers = texts.KEYWORDS[params["word"]]
-        return ([texts.prose_with(rng, carriers, k) for k in passing],
-                [texts.prose_with(rng, carriers, k) for k in failing])
+        return (
+            [texts.prose_with(rng, carriers, k) for k in passing],
+            [texts.prose_with(rng, carriers, k) for k in failing],
+        )
 
 
 @register
 class PhraseRepeated(Constraint):
     id = "keywords:phrase_repeated"
-    phrasings = ("Use the exact phrase '{phrase}' exactly {times} in your answer.",
-                 "Repeat the phrase '{phrase}' {times}, no more and no less.",
-                 "The phrase '{phrase}' must appear exactly {times}.")
+    phrasings = (
+        "Use the exact phrase '{phrase}' exactly {times} in your answer.",
+        "Repeat the phrase '{phrase}' {times}, no more and no less.",
+        "The phrase '{phrase}' must appear exactly {times}.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response.lower().count(PHRASE) == N
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import re
             return len(re.findall(re.escape(PHRASE), response, flags=re.IGNORECASE)) == N
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -1212,30 +1431,37 @@ class PhraseRepeated(Constraint):
     def cases(self, params, rng):
         n, phrase = params["n"], params["phrase"]
         carriers = texts.PHRASES[phrase]
-        return ([texts.prose_with(rng, carriers, k) for k in (n, n)],
-                [texts.prose_with(rng, carriers, k) for k in (n - 1, n + 1)])
+        return (
+            [texts.prose_with(rng, carriers, k) for k in (n, n)],
+            [texts.prose_with(rng, carriers, k) for k in (n - 1, n + 1)],
+        )
 
 
 @register
 class LetterFrequency(Constraint):
     id = "keywords:letter_frequency"
-    phrasings = ("The letter '{letter}' should appear {relation} {times} in your response.",
-                 "Use the letter '{letter}' {relation} {times} (upper or lower case).",
-                 "Make sure the letter '{letter}' occurs {relation} {times}.")
+    phrasings = (
+        "The letter '{letter}' should appear {relation} {times} in your response.",
+        "Use the letter '{letter}' {relation} {times} (upper or lower case).",
+        "Make sure the letter '{letter}' occurs {relation} {times}.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return response.lower().count(LETTER) OP N
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             return sum(1 for ch in response if ch.lower() == LETTER) OP N
-        ''',
+        """,
     )
 
     def sample(self, rng):
-        return {"letter": rng.choice(sorted(texts.LETTER_SENTENCES)), **_relation(rng, ("at least", "fewer than")),
-                "n": rng.randint(2, 5)}
+        return {
+            "letter": rng.choice(sorted(texts.LETTER_SENTENCES)),
+            **_relation(rng, ("at least", "fewer than")),
+            "n": rng.randint(2, 5),
+        }
 
     def fields(self, params):
         return {"times": _times(params["n"])}
@@ -1244,21 +1470,25 @@ class LetterFrequency(Constraint):
         letter = params["letter"]
         passing, failing = _counts(params["relation"], params["n"])
         pool = texts.LETTER_SENTENCES[letter]
-        return ([texts.prose_with(rng, pool, k, where=_lacking(letter)) for k in passing],
-                [texts.prose_with(rng, pool, k, where=_lacking(letter)) for k in failing])
+        return (
+            [texts.prose_with(rng, pool, k, where=_lacking(letter)) for k in passing],
+            [texts.prose_with(rng, pool, k, where=_lacking(letter)) for k in failing],
+        )
 
 
 @register
 class AvoidLetter(Constraint):
     id = "keywords:avoid_letter"
-    phrasings = ("Do not use the letter '{letter}' anywhere in your answer.",
-                 "Write your reply without the letter '{letter}', in upper or lower case.",
-                 "Avoid every word that contains the letter '{letter}'.")
+    phrasings = (
+        "Do not use the letter '{letter}' anywhere in your answer.",
+        "Write your reply without the letter '{letter}', in upper or lower case.",
+        "Avoid every word that contains the letter '{letter}'.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             return LETTER not in response.lower()
-        ''',
+        """,
     )
 
     def sample(self, rng):
@@ -1266,50 +1496,66 @@ class AvoidLetter(Constraint):
 
     def cases(self, params, rng):
         letter = params["letter"]
-        return (texts.paragraphs(rng, 2, where=_lacking(letter)),
-                [texts.prose_with(rng, texts.LETTER_SENTENCES[letter], 1, where=_lacking(letter)),
-                 texts.prose(rng, where=_lacking(letter)) + f" {letter.upper()}."])
+        return (
+            texts.paragraphs(rng, 2, where=_lacking(letter)),
+            [
+                texts.prose_with(rng, texts.LETTER_SENTENCES[letter], 1, where=_lacking(letter)),
+                texts.prose(rng, where=_lacking(letter)) + f" {letter.upper()}.",
+            ],
+        )
 
 
 @register
 class NoDigits(Constraint):
     id = "keywords:no_digits"
-    phrasings = ("Do not write any digits; spell numbers out in words.", "Your answer must not contain any digits (0-9).",
-                 "Write all numbers as words, never as digits.")
+    phrasings = (
+        "Do not write any digits; spell numbers out in words.",
+        "Your answer must not contain any digits (0-9).",
+        "Write all numbers as words, never as digits.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             return re.search(r"[0-9]", response) is None
-        ''',
-        r'''
+        """,
+        r"""
         def evaluate(response):
             import string
             return not any(ch in string.digits for ch in response)
-        ''',
+        """,
     )
 
     def cases(self, params, rng):
-        return ([texts.prose(rng), f"{texts.prose(rng)} It takes about ten minutes a day."],
-                [f"{texts.prose(rng)} It takes about 10 minutes a day.", f"Step 1: {texts.prose(rng)}"])
+        return (
+            [texts.prose(rng), f"{texts.prose(rng)} It takes about ten minutes a day."],
+            [f"{texts.prose(rng)} It takes about 10 minutes a day.", f"Step 1: {texts.prose(rng)}"],
+        )
 
 
 @register
 class LastWord(Constraint):
     id = "keywords:last_word"
-    phrasings = ("The very last word of your answer must be '{word}'.", "End your response with the word '{word}'.",
-                 "Make '{word}' the final word of your reply.")
+    phrasings = (
+        "The very last word of your answer must be '{word}'.",
+        "End your response with the word '{word}'.",
+        "Make '{word}' the final word of your reply.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             import re
             words = re.findall(r"[A-Za-z']+", response)
             return bool(words) and words[-1].lower() == WORD
-        ''',
+        """,
     )
-    _ENDINGS = {"today": "You can start today.", "together": "Good things happen when we work together.",
-                "again": "Try it once more and then try again.", "soon": "You will notice a change soon.",
-                "forward": "Keep moving forward."}
+    _ENDINGS = {
+        "today": "You can start today.",
+        "together": "Good things happen when we work together.",
+        "again": "Try it once more and then try again.",
+        "soon": "You will notice a change soon.",
+        "forward": "Keep moving forward.",
+    }
 
     def sample(self, rng):
         return {"word": rng.choice(sorted(self._ENDINGS))}
@@ -1317,19 +1563,23 @@ class LastWord(Constraint):
     def cases(self, params, rng):
         word = params["word"]
         ending = self._ENDINGS[word]
-        return ([f"{texts.prose(rng)} {ending}", f"{texts.prose(rng)}\n\n{ending.upper()}\n"],
-                [texts.prose(rng), f"{ending} {texts.prose(rng)}"])
+        return (
+            [f"{texts.prose(rng)} {ending}", f"{texts.prose(rng)}\n\n{ending.upper()}\n"],
+            [texts.prose(rng), f"{ending} {texts.prose(rng)}"],
+        )
 
 
 # ---------------------------------------------------------------------------------------- language
 @register
 class ResponseLanguage(Constraint):
     id = "language:response"
-    phrasings = ("Answer only in {language}; no other language is allowed.",
-                 "Your entire response must be written in {language}.",
-                 "Please reply in {language} only.")
+    phrasings = (
+        "Answer only in {language}; no other language is allowed.",
+        "Your entire response must be written in {language}.",
+        "Please reply in {language} only.",
+    )
     functions = (
-        r'''
+        r"""
         def evaluate(response):
             from langdetect import DetectorFactory, detect
             from langdetect.lang_detect_exception import LangDetectException
@@ -1338,7 +1588,7 @@ class ResponseLanguage(Constraint):
                 return detect(response) == LANGUAGE
             except LangDetectException:
                 return False
-        ''',
+        """,
     )
 
     def sample(self, rng):

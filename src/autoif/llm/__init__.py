@@ -40,5 +40,16 @@ def make_backend(config, cache: ResponseCache | None = None) -> Backend:
     return cls.from_config(llm, cache=cache, paths=config.paths if isinstance(config, Config) else None)
 
 
-__all__ = ["Backend", "BackendError", "BackendStats", "Completion", "Job", "Request", "ResponseCache",
-           "Sampling", "make_backend", "backend_class", "BACKENDS"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendStats",
+    "Completion",
+    "Job",
+    "Request",
+    "ResponseCache",
+    "Sampling",
+    "make_backend",
+    "backend_class",
+    "BACKENDS",
+]

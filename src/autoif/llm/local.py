@@ -37,9 +37,17 @@ from .embedded import chat_prompt_ids, resolve_model
 class LocalBackend(Backend):
     kind = "local"
 
-    def __init__(self, model: str = "embedded", cache: ResponseCache | None = None, *, batch_size: int = 16,
-                 batch_wait_ms: float = 5.0, device: str = "auto", dtype: str = "auto",
-                 cache_dir: str | os.PathLike = "~/.cache/autoif") -> None:
+    def __init__(
+        self,
+        model: str = "embedded",
+        cache: ResponseCache | None = None,
+        *,
+        batch_size: int = 16,
+        batch_wait_ms: float = 5.0,
+        device: str = "auto",
+        dtype: str = "auto",
+        cache_dir: str | os.PathLike = "~/.cache/autoif",
+    ) -> None:
         super().__init__(model, cache)
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
@@ -52,18 +60,25 @@ class LocalBackend(Backend):
         self._finalizer: weakref.finalize | None = None
 
     @classmethod
-    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> "LocalBackend":
+    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> LocalBackend:
         from ..config import PathsConfig
 
-        return cls(llm.model, cache, batch_size=llm.batch_size, batch_wait_ms=llm.batch_wait_ms,
-                   device=llm.device, dtype=llm.dtype, cache_dir=(paths or PathsConfig()).cache_dir)
+        return cls(
+            llm.model,
+            cache,
+            batch_size=llm.batch_size,
+            batch_wait_ms=llm.batch_wait_ms,
+            device=llm.device,
+            dtype=llm.dtype,
+            cache_dir=(paths or PathsConfig()).cache_dir,
+        )
 
     @property
-    def engine(self) -> "_Engine":
+    def engine(self) -> _Engine:
         """The loaded model and tokenizer (loaded on first use)."""
         return self._started()[0]
 
-    def _started(self) -> tuple["_Engine", "_Scheduler"]:
+    def _started(self) -> tuple[_Engine, _Scheduler]:
         with self._start_lock:
             if self._scheduler is None:
                 engine = self._engine or _Engine.load(self.model, self.cache_dir, self.device, self.dtype)
@@ -114,7 +129,7 @@ class _Ticket:
         if count == 0:
             self._done.set()
 
-    def deliver(self, row: "_Row", completion: Completion) -> None:
+    def deliver(self, row: _Row, completion: Completion) -> None:
         row.finished = True
         try:
             self._emit(row.job_index, row.sample_index, completion)
@@ -122,7 +137,7 @@ class _Ticket:
             self.error = self.error or exc
         self._count_down()
 
-    def fail(self, row: "_Row", exc: BaseException) -> None:
+    def fail(self, row: _Row, exc: BaseException) -> None:
         row.finished = True
         self.error = self.error or exc
         self._count_down()
@@ -178,7 +193,7 @@ class _Engine:
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str, cache_dir: str | os.PathLike, device: str, dtype: str) -> "_Engine":
+    def load(cls, model: str, cache_dir: str | os.PathLike, device: str, dtype: str) -> _Engine:
         transformers = require("transformers", "local", "the local backend")
         torch = require("torch", "local", "the local backend")
         dev = _pick_device(torch, device)
@@ -204,8 +219,7 @@ class _Engine:
         with self._tokenizer_lock:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def make_row(self, ticket: _Ticket, job_index: int, sample_index: int, request: Request,
-                 prompt: list[int]) -> _Row:
+    def make_row(self, ticket: _Ticket, job_index: int, sample_index: int, request: Request, prompt: list[int]) -> _Row:
         s = request.sampling
         room = self.context - len(prompt)
         max_new = min(s.max_tokens, room)
@@ -222,7 +236,7 @@ class _Engine:
         return row
 
     # ------------------------------------------------------------------------------- forward passes
-    def prefill(self, rows: list[_Row]) -> tuple["_Batch", Any]:
+    def prefill(self, rows: list[_Row]) -> tuple[_Batch, Any]:
         """Run the prompts of `rows` (each distinct prompt once) -> their batch and last logits."""
         torch = self.torch
         distinct: dict[tuple[int, ...], int] = {}
@@ -232,13 +246,19 @@ class _Engine:
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{self._cache_arg: cache})
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cache},
+        )
         logits = out.logits[:, -1]
         if len(prompts) < len(rows):  # samples of one request share their prompt's prefill
             index = torch.tensor(which, device=self.device)
@@ -247,12 +267,17 @@ class _Engine:
         plain = all(type(layer) is self._plain_layer for layer in cache.layers)
         return _Batch(rows, cache, mask, mask.sum(-1), plain), logits
 
-    def step(self, batch: "_Batch", tokens: Any) -> Any:
+    def step(self, batch: _Batch, tokens: Any) -> Any:
         """Feed each row its last token -> next logits."""
         torch = self.torch
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=-1)
-        out = self.model(input_ids=tokens[:, None], attention_mask=batch.mask, position_ids=batch.positions[:, None],
-                         use_cache=True, **{self._cache_arg: batch.cache})
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=batch.mask,
+            position_ids=batch.positions[:, None],
+            use_cache=True,
+            **{self._cache_arg: batch.cache},
+        )
         batch.positions = batch.positions + 1
         return out.logits[:, -1]
 
@@ -295,7 +320,7 @@ class _Engine:
         return choice[:, 0]
 
     # -------------------------------------------------------------------------------- batch surgery
-    def select(self, batch: "_Batch", keep: list[int]) -> "_Batch | None":
+    def select(self, batch: _Batch, keep: list[int]) -> _Batch | None:
         """Only the rows at `keep`, with the left columns no row needs any more cut off."""
         if not keep:
             return None
@@ -307,7 +332,7 @@ class _Engine:
             self._trim(batch)
         return batch
 
-    def merge(self, batch: "_Batch", new: "_Batch") -> "_Batch":
+    def merge(self, batch: _Batch, new: _Batch) -> _Batch:
         """One batch of both, each left-padded to the longer of the two caches."""
         torch, F = self.torch, self.torch.nn.functional
         width = max(batch.mask.shape[1], new.mask.shape[1])
@@ -325,7 +350,7 @@ class _Engine:
         self._trim(batch)
         return batch
 
-    def _trim(self, batch: "_Batch") -> None:
+    def _trim(self, batch: _Batch) -> None:
         if not batch.plain:
             return
         used = batch.mask.any(0)
@@ -406,8 +431,9 @@ class _Scheduler:
         with torch.inference_mode():
             while True:
                 admit = batch is None or (batch.plain and len(batch.rows) < self._batch_size)
-                new_rows = self._take(self._batch_size - (len(batch.rows) if batch else 0), batch is None) \
-                    if admit else []
+                new_rows = (
+                    self._take(self._batch_size - (len(batch.rows) if batch else 0), batch is None) if admit else []
+                )
                 if self._closed:
                     break
                 try:
@@ -453,11 +479,11 @@ class _Scheduler:
             return Completion(engine.decode(row.generated), "stop", len(row.generated))
         row.generated.append(token)
         # A stop string of n characters ends within the last few tokens: look there first.
-        if row.stop and any(s in engine.decode(row.generated[-4 * max(map(len, row.stop)) - 4:]) for s in row.stop):
+        if row.stop and any(s in engine.decode(row.generated[-4 * max(map(len, row.stop)) - 4 :]) for s in row.stop):
             text = engine.decode(row.generated)
             hits = [i for i in (text.find(s) for s in row.stop) if i >= 0]
             if hits:
-                return Completion(text[:min(hits)], "stop", len(row.generated))
+                return Completion(text[: min(hits)], "stop", len(row.generated))
         if len(row.generated) >= row.max_new:
             return Completion(engine.decode(row.generated), "length", len(row.generated))
         return None

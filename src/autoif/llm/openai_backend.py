@@ -94,17 +94,30 @@ class _Attempt:
 class OpenAIBackend(Backend):
     kind = "openai"
 
-    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 32, max_retries: int = 8,
-                 timeout_s: float = 300.0, backoff_base_s: float = 0.5, backoff_max_s: float = 30.0,
-                 fan_out: str = "auto", extra_body: dict[str, Any] | None = None,
-                 cache: ResponseCache | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 32,
+        max_retries: int = 8,
+        timeout_s: float = 300.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        fan_out: str = "auto",
+        extra_body: dict[str, Any] | None = None,
+        cache: ResponseCache | None = None,
+    ) -> None:
         super().__init__(model, cache)
         if fan_out not in ("auto", "always", "never"):
             raise BackendError(f"openai backend: fan_out must be auto, always or never, got '{fan_out}'")
         if not base_url and not api_key:
-            raise BackendError(f"openai backend: no API key for {OPENAI_API}: set the environment variable "
-                               f"{api_key_env}, or llm.base_url for a local server")
+            raise BackendError(
+                f"openai backend: no API key for {OPENAI_API}: set the environment variable "
+                f"{api_key_env}, or llm.base_url for a local server"
+            )
         self.stats = OpenAIStats()
         self.base_url = base_url or OPENAI_API
         self.endpoint = _display_url(self.base_url)
@@ -129,11 +142,20 @@ class OpenAIBackend(Backend):
 
     @classmethod
     def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> OpenAIBackend:
-        return cls(llm.model, base_url=llm.base_url, api_key=os.environ.get(llm.api_key_env) or None,
-                   api_key_env=llm.api_key_env, max_concurrency=llm.max_concurrency,
-                   max_retries=llm.max_retries, timeout_s=llm.timeout_s, backoff_base_s=llm.backoff_base_s,
-                   backoff_max_s=llm.backoff_max_s, fan_out=llm.fan_out, extra_body=llm.extra_body,
-                   cache=cache)
+        return cls(
+            llm.model,
+            base_url=llm.base_url,
+            api_key=os.environ.get(llm.api_key_env) or None,
+            api_key_env=llm.api_key_env,
+            max_concurrency=llm.max_concurrency,
+            max_retries=llm.max_retries,
+            timeout_s=llm.timeout_s,
+            backoff_base_s=llm.backoff_base_s,
+            backoff_max_s=llm.backoff_max_s,
+            fan_out=llm.fan_out,
+            extra_body=llm.extra_body,
+            cache=cache,
+        )
 
     # ------------------------------------------------------------------------------ identity
     @property
@@ -153,13 +175,17 @@ class OpenAIBackend(Backend):
         try:
             listing = await self._call(lambda: self._client.models.list())
         except _Failure as failure:
-            raise BackendError(f"openai backend: llm.model is '{EMBEDDED}' and {self.endpoint} does not list "
-                               f"its models ({failure}): set llm.model") from None
+            raise BackendError(
+                f"openai backend: llm.model is '{EMBEDDED}' and {self.endpoint} does not list "
+                f"its models ({failure}): set llm.model"
+            ) from None
         ids = sorted(m.id for m in listing.data)
         if len(ids) != 1:
             served = ", ".join(ids[:10]) or "none"
-            raise BackendError(f"openai backend: llm.model is '{EMBEDDED}' but {self.endpoint} serves "
-                               f"{len(ids)} models ({served}): set llm.model to the one to use")
+            raise BackendError(
+                f"openai backend: llm.model is '{EMBEDDED}' but {self.endpoint} serves "
+                f"{len(ids)} models ({served}): set llm.model to the one to use"
+            )
         log.info("openai backend: using %s, the one model %s serves", ids[0], self.endpoint)
         return ids[0]
 
@@ -191,8 +217,12 @@ class OpenAIBackend(Backend):
         http = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__)
         limits = http.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
         self._client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout_s))
+            base_url=self.base_url,
+            api_key=self._api_key,
+            timeout=self.timeout_s,
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout_s),
+        )
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
     async def _run_all(self, jobs: list[Job], emit: Emit) -> None:
@@ -226,17 +256,21 @@ class OpenAIBackend(Backend):
                 emit(job_index, sample, completion)
             if len(got) == len(todo):
                 return
-            todo = todo[len(got):]
+            todo = todo[len(got) :]
             if self.fan_out == "never":
-                short = self._failed(_Failure(
-                    "short_answer", f"asked for {len(job.samples)} choices, got {len(got)} (llm.fan_out=never)"))
+                short = self._failed(
+                    _Failure(
+                        "short_answer", f"asked for {len(job.samples)} choices, got {len(got)} (llm.fan_out=never)"
+                    )
+                )
                 for sample in todo:
                     emit(job_index, sample, short)
                 return
             if len(got) <= 1 and not self._n_refused:
                 self._n_refused = True
-                log.info("openai backend: %s returns one choice per request; requesting samples one by one",
-                         self.endpoint)
+                log.info(
+                    "openai backend: %s returns one choice per request; requesting samples one by one", self.endpoint
+                )
         if len(job.samples) > 1:
             with self._lock:
                 self.stats.fanned_out += len(todo)
@@ -254,9 +288,13 @@ class OpenAIBackend(Backend):
         """One chat completion with n choices; the list may be shorter than n."""
         s = request.sampling
         # generate() resolved the model (cache_identity) before calling _run.
-        params: dict[str, Any] = {"model": self._served_model,
-                                  "messages": list(request.messages), "temperature": s.temperature,
-                                  "top_p": s.top_p, "max_tokens": s.max_tokens}
+        params: dict[str, Any] = {
+            "model": self._served_model,
+            "messages": list(request.messages),
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
         if n > 1:
             params["n"] = n
         if s.stop:
@@ -268,10 +306,12 @@ class OpenAIBackend(Backend):
         answer = await self._call(lambda: self._client.chat.completions.create(**params))
         choices = sorted(getattr(answer, "choices", None) or [], key=lambda c: c.index)[:n]
         usage = getattr(answer, "usage", None)
-        shares = _split(usage.completion_tokens, len(choices)) if usage and usage.completion_tokens is not None \
+        shares = (
+            _split(usage.completion_tokens, len(choices))
+            if usage and usage.completion_tokens is not None
             else [None] * len(choices)
-        return [Completion(c.message.content or "", c.finish_reason, tokens)
-                for c, tokens in zip(choices, shares)]
+        )
+        return [Completion(c.message.content or "", c.finish_reason, tokens) for c, tokens in zip(choices, shares)]
 
     # ------------------------------------------------------------------------------- retries
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -296,18 +336,23 @@ class OpenAIBackend(Backend):
                 raise _Failure(attempt.code, attempt.message)
             if attempt.code == "connection" and not self._reached and "unreachable" not in self._warned:
                 self._warned.add("unreachable")
-                log.warning("openai backend: cannot reach %s yet (%s); retrying up to %d times",
-                            self.endpoint, attempt.message, self.max_retries)
+                log.warning(
+                    "openai backend: cannot reach %s yet (%s); retrying up to %d times",
+                    self.endpoint,
+                    attempt.message,
+                    self.max_retries,
+                )
             if retries >= self.max_retries:
                 tries = f"{retries + 1} tr{'y' if retries == 0 else 'ies'}"
                 if attempt.code == "connection":
                     what = "cannot reach" if not self._reached else "lost the connection to"
-                    raise BackendError(f"openai backend: {what} {self.endpoint}: {attempt.message} (after {tries};"
-                                       " check llm.base_url and that the server is running)")
+                    raise BackendError(
+                        f"openai backend: {what} {self.endpoint}: {attempt.message} (after {tries};"
+                        " check llm.base_url and that the server is running)"
+                    )
                 raise _Failure(attempt.code, f"{attempt.message} (gave up after {tries})")
             delay = self._backoff(retries, attempt.retry_after)
-            log.debug("openai backend: %s, retry %d/%d in %.2fs", attempt.message, retries + 1,
-                      self.max_retries, delay)
+            log.debug("openai backend: %s, retry %d/%d in %.2fs", attempt.message, retries + 1, self.max_retries, delay)
             retries += 1
             with self._lock:
                 self.stats.retries += 1
@@ -316,11 +361,15 @@ class OpenAIBackend(Backend):
     def _status_attempt(self, exc) -> _Attempt:
         status, detail = exc.status_code, _detail(exc)
         if status in (401, 403):
-            raise BackendError(f"openai backend: {self.endpoint} refused the API key (HTTP {status}: {detail}); "
-                               f"put the key in the environment variable {self.api_key_env} (llm.api_key_env)")
+            raise BackendError(
+                f"openai backend: {self.endpoint} refused the API key (HTTP {status}: {detail}); "
+                f"put the key in the environment variable {self.api_key_env} (llm.api_key_env)"
+            )
         if status == 404:
-            raise BackendError(f"openai backend: {self.endpoint} answered HTTP 404 ({detail}); check llm.model "
-                               f"('{self._served_model}') and llm.base_url (it usually ends in /v1)")
+            raise BackendError(
+                f"openai backend: {self.endpoint} answered HTTP 404 ({detail}); check llm.model "
+                f"('{self._served_model}') and llm.base_url (it usually ends in /v1)"
+            )
         if status in RETRYABLE_STATUS or status >= 500:
             code = "rate_limited" if status == 429 else "timeout" if status == 408 else "server_error"
             return _Attempt(code, f"HTTP {status}: {detail}", True, _retry_after(exc.response.headers))
@@ -328,14 +377,17 @@ class OpenAIBackend(Backend):
 
     def _backoff(self, retries: int, retry_after: float | None) -> float:
         """Full jitter: uniform in [0, base * 2^retries] capped at backoff_max_s; never below Retry-After."""
-        delay = self._rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** retries))
+        delay = self._rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**retries))
         return max(delay, retry_after or 0.0)
 
     def _failed(self, failure: _Failure) -> Completion:
         if failure.code not in self._warned:  # the first of each kind; stats.errors counts them all
             self._warned.add(failure.code)
-            log.warning("openai backend: a request failed (%s); it is recorded as an error completion and "
-                        "retried on the next run", failure)
+            log.warning(
+                "openai backend: a request failed (%s); it is recorded as an error completion and "
+                "retried on the next run",
+                failure,
+            )
         return Completion("", error=str(failure))
 
     # -------------------------------------------------------------------------------- closing

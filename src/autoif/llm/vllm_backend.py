@@ -18,8 +18,9 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import require
 from .base import Backend, Completion, Emit, Job, Sampling
@@ -40,9 +41,14 @@ class VLLMCall:
 
 def sampling_kwargs(sampling: Sampling, n: int, first_sample: int) -> dict:
     """`vllm.SamplingParams(**this)` for `n` samples starting at index `first_sample`."""
-    return {"n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens, "stop": list(sampling.stop),
-            "seed": sampling.seed_for(first_sample)}
+    return {
+        "n": n,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+        "stop": list(sampling.stop),
+        "seed": sampling.seed_for(first_sample),
+    }
 
 
 def _runs(indices: Iterable[int]) -> list[list[int]]:
@@ -56,8 +62,9 @@ def _runs(indices: Iterable[int]) -> list[list[int]]:
     return runs
 
 
-def plan_calls(jobs: list[Job], prompts: list[list[int]], max_model_len: int
-               ) -> tuple[list[VLLMCall], list[tuple[int, int, str]]]:
+def plan_calls(
+    jobs: list[Job], prompts: list[list[int]], max_model_len: int
+) -> tuple[list[VLLMCall], list[tuple[int, int, str]]]:
     """The vLLM requests for `jobs` (whose chat prompts tokenize to `prompts`), and the samples
     that cannot be asked for at all as (job_index, sample_index, reason)."""
     calls: list[VLLMCall] = []
@@ -108,26 +115,46 @@ def completions(call: VLLMCall, output: Any) -> list[tuple[int, Completion]]:
 class VLLMBackend(Backend):
     kind = "vllm"
 
-    def __init__(self, model: str = "embedded", cache: ResponseCache | None = None, *, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, dtype: str = "auto",
-                 seed: int = 0, cache_dir: str | os.PathLike = "~/.cache/autoif", chunk_samples: int = 4096) -> None:
+    def __init__(
+        self,
+        model: str = "embedded",
+        cache: ResponseCache | None = None,
+        *,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+        cache_dir: str | os.PathLike = "~/.cache/autoif",
+        chunk_samples: int = 4096,
+    ) -> None:
         super().__init__(model, cache)
         require("vllm", "vllm", "the vllm backend")  # fail at construction, with the extra to install
-        self.engine_kwargs = {"tensor_parallel_size": tensor_parallel_size,
-                              "gpu_memory_utilization": gpu_memory_utilization, "max_model_len": max_model_len,
-                              "dtype": dtype, "seed": seed}
+        self.engine_kwargs = {
+            "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_model_len": max_model_len,
+            "dtype": dtype,
+            "seed": seed,
+        }
         self.cache_dir = cache_dir
         self.chunk_samples = chunk_samples
         self._llm: Any = None
         self._build_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> "VLLMBackend":
+    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> VLLMBackend:
         from ..config import PathsConfig
 
-        return cls(llm.model, cache, tensor_parallel_size=llm.tensor_parallel_size,
-                   gpu_memory_utilization=llm.gpu_memory_utilization, max_model_len=llm.max_model_len,
-                   dtype=llm.dtype, cache_dir=(paths or PathsConfig()).cache_dir)
+        return cls(
+            llm.model,
+            cache,
+            tensor_parallel_size=llm.tensor_parallel_size,
+            gpu_memory_utilization=llm.gpu_memory_utilization,
+            max_model_len=llm.max_model_len,
+            dtype=llm.dtype,
+            cache_dir=(paths or PathsConfig()).cache_dir,
+        )
 
     def _engine(self) -> Any:
         with self._build_lock:
@@ -145,8 +172,11 @@ class VLLMBackend(Backend):
         for job_index, sample, reason in errors:
             emit(job_index, sample, Completion("", error=reason))
         for chunk in chunked(calls, self.chunk_samples):
-            outputs = llm.generate([{"prompt_token_ids": list(c.prompt_token_ids)} for c in chunk],
-                                   sampling_params=[vllm.SamplingParams(**c.params) for c in chunk], use_tqdm=False)
+            outputs = llm.generate(
+                [{"prompt_token_ids": list(c.prompt_token_ids)} for c in chunk],
+                sampling_params=[vllm.SamplingParams(**c.params) for c in chunk],
+                use_tqdm=False,
+            )
             for call, output in zip(chunk, outputs):
                 for sample, completion in completions(call, output):
                     emit(call.job_index, sample, completion)

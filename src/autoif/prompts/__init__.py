@@ -6,11 +6,11 @@ regenerates exactly the requests that used it.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(name: str) -> str:
     try:
         return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")

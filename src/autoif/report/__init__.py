@@ -34,7 +34,7 @@ def render_report(out_dir: Path, config: Config | None = None) -> str:
     nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS.items())
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>autoif run report: {esc(out_dir.resolve().name)}</title>"

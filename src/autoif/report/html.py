@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -55,8 +56,10 @@ def code_block(source: str, language: str = "python", label: str = "code") -> st
     if lines <= CODE_OPEN_LINES:
         return body
     first = shown.strip().splitlines()[0] if shown.strip() else ""
-    return (f'<details class="code"><summary><code>{esc(first[:90])}</code> '
-            f'<span class="muted">{esc(label)}, {lines} lines</span></summary>{body}</details>')
+    return (
+        f'<details class="code"><summary><code>{esc(first[:90])}</code> '
+        f'<span class="muted">{esc(label)}, {lines} lines</span></summary>{body}</details>'
+    )
 
 
 def code_css() -> str:
@@ -111,15 +114,25 @@ def json_html(value: Any, depth: int = 0) -> str:
             return '<span class="muted">[]</span>'
         if all(isinstance(v, dict) for v in value) and depth < JSON_DEPTH:
             columns = list(dict.fromkeys(k for v in value[:JSON_ROWS] for k in v))
-            rows = [[json_html(v.get(c), JSON_DEPTH) if isinstance(v.get(c), (dict, list)) else _scalar(v.get(c))
-                     for c in columns] for v in value[:JSON_ROWS]]
+            rows = [
+                [
+                    json_html(v.get(c), JSON_DEPTH) if isinstance(v.get(c), (dict, list)) else _scalar(v.get(c))
+                    for c in columns
+                ]
+                for v in value[:JSON_ROWS]
+            ]
             more = len(value) - JSON_ROWS
             note = f'<p class="note">… {more:,} more rows</p>' if more > 0 else ""
             return table(columns, rows, "json") + note
-        shown = ", ".join(_scalar(v) if not isinstance(v, (dict, list)) else
-                          f"<code>{esc(json.dumps(v, ensure_ascii=False)[:200])}</code>" for v in value[:JSON_ROWS])
-        return shown + (f' <span class="muted">… {len(value) - JSON_ROWS:,} more</span>'
-                        if len(value) > JSON_ROWS else "")
+        shown = ", ".join(
+            _scalar(v)
+            if not isinstance(v, (dict, list))
+            else f"<code>{esc(json.dumps(v, ensure_ascii=False)[:200])}</code>"
+            for v in value[:JSON_ROWS]
+        )
+        return shown + (
+            f' <span class="muted">… {len(value) - JSON_ROWS:,} more</span>' if len(value) > JSON_ROWS else ""
+        )
     return _scalar(value)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..errors import require
 
@@ -18,8 +18,13 @@ COLOR = "#2f6fb0"
 LIGHT = "#c9d6e6"
 THRESHOLD = "#b3261e"
 # Fixed so the same run renders to the same bytes (matplotlib salts SVG ids randomly otherwise).
-_RC = {"svg.hashsalt": "autoif-report", "svg.fonttype": "path", "font.size": 9,
-       "axes.spines.top": False, "axes.spines.right": False}
+_RC = {
+    "svg.hashsalt": "autoif-report",
+    "svg.fonttype": "path",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,9 @@ def _data_uri(mpl, fig) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def histogram(values: Sequence[float], *, title: str, xlabel: str, edges: Sequence[float],
-              threshold: Threshold | None = None) -> str:
+def histogram(
+    values: Sequence[float], *, title: str, xlabel: str, edges: Sequence[float], threshold: Threshold | None = None
+) -> str:
     """A histogram over fixed bin edges, with the keep threshold as a dashed line."""
     mpl, fig = _figure(4.6, 3.0)
     with mpl.rc_context(_RC):

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .. import pipeline  # read at call time: the registry is the one in force
 from ..config import Config, load_config
 from ..errors import AutoifError
-from .. import pipeline  # read at call time: the registry is the one in force
 from ..records import CrossvalRecord, DPORecord, Instruction, ResponsesRecord, SFTRecord, VerifiedRecord
 
 T = TypeVar("T")
@@ -60,7 +61,7 @@ class FileScan:
     present: bool = False
     records: int = 0
     invalid: int = 0
-    first_error: Optional[str] = None
+    first_error: str | None = None
 
 
 class Files(dict):
@@ -100,7 +101,7 @@ class JsonFile:
 
     name: str
     data: Any = None
-    error: Optional[str] = None  # set when the file exists but is not JSON
+    error: str | None = None  # set when the file exists but is not JSON
 
     @property
     def present(self) -> bool:
@@ -122,9 +123,9 @@ class RunData:
     stage_files: dict[str, list[str]]  # stage -> the files it writes, in registry order
     files: dict[str, FileScan]
     funnel: JsonFile
-    config_text: Optional[str]
-    config: Optional[Config]
-    config_error: Optional[str]
+    config_text: str | None
+    config: Config | None
+    config_error: str | None
     instruction_sources: Counter = field(default_factory=Counter)
     function_accuracy: list[float] = field(default_factory=list)
     case_accuracy: list[float] = field(default_factory=list)
@@ -142,7 +143,7 @@ class RunData:
     evals: list[JsonFile] = field(default_factory=list)
     contamination: JsonFile = field(default_factory=lambda: JsonFile("contamination.json"))
 
-    def count(self, name: str) -> Optional[int]:
+    def count(self, name: str) -> int | None:
         """Records in a file, None when the run did not write it."""
         scan_ = self.files.get(name)
         return scan_.records if scan_ is not None and scan_.present else None
@@ -163,13 +164,20 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
             config = load_config(config_path)
         except AutoifError as exc:  # an older or hand-edited config: shown as text, thresholds not drawn
             config_error = str(exc)
-    run = RunData(stage_files={}, files=Files(), funnel=read_json(out / "funnel.json"),
-                  config_text=config_text, config=config, config_error=config_error)
+    run = RunData(
+        stage_files={},
+        files=Files(),
+        funnel=read_json(out / "funnel.json"),
+        config_text=config_text,
+        config=config,
+        config_error=config_error,
+    )
 
     instructions = Reservoir[CrossvalRecord](SAMPLE_INSTRUCTIONS, "report:instructions")
     sft = Reservoir[SFTRecord](SAMPLE_SFT, "report:sft")
-    dpo = {level: Reservoir[DPORecord](SAMPLE_DPO_PER_LEVEL, f"report:dpo:{level}")
-           for level in ("query", "instruction")}
+    dpo = {
+        level: Reservoir[DPORecord](SAMPLE_DPO_PER_LEVEL, f"report:dpo:{level}") for level in ("query", "instruction")
+    }
     use_backtranslate = (out / "backtranslate.jsonl").is_file()
     run.instructions_file = "backtranslate.jsonl" if use_backtranslate else "crossval.jsonl"
 
@@ -208,9 +216,14 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
         dpo[r.level].offer(r)
 
     visitors: dict[str, Callable[[Any], None]] = {
-        "instructions.jsonl": on_instruction, "crossval.jsonl": on_crossval,
-        "backtranslate.jsonl": on_backtranslate, "responses.jsonl": on_responses, "verified.jsonl": on_verified,
-        "scored.jsonl": on_scored, "sft.jsonl": sft.offer, "dpo.jsonl": on_dpo,
+        "instructions.jsonl": on_instruction,
+        "crossval.jsonl": on_crossval,
+        "backtranslate.jsonl": on_backtranslate,
+        "responses.jsonl": on_responses,
+        "verified.jsonl": on_verified,
+        "scored.jsonl": on_scored,
+        "sft.jsonl": sft.offer,
+        "dpo.jsonl": on_dpo,
     }
     for name in pipeline.STAGES:
         files = pipeline.load_stage(name).files()

@@ -7,7 +7,8 @@ Every section has a stable id (tests and links rely on them) and `data-state`: `
 from __future__ import annotations
 
 import statistics
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .. import pipeline  # read at call time: the registry is the one in force
 from ..records import CrossvalRecord, DPORecord, Message, SFTRecord
@@ -32,8 +33,9 @@ OPEN_ITEMS = 2  # the first items of a sample start unfolded
 
 
 def section(sid: str, state: str, body: str) -> str:
-    return (f'<section id="{sid}" class="report-section" data-state="{state}">'
-            f"<h2>{esc(SECTIONS[sid])}</h2>{body}</section>")
+    return (
+        f'<section id="{sid}" class="report-section" data-state="{state}"><h2>{esc(SECTIONS[sid])}</h2>{body}</section>'
+    )
 
 
 def _state_of(*scans: FileScan) -> str:
@@ -46,8 +48,10 @@ def _state_of(*scans: FileScan) -> str:
 def _unreadable(scan_: FileScan) -> str:
     if not scan_.invalid:
         return ""
-    return (f'<p class="note">{esc(scan_.name)}: {scan_.invalid:,} unreadable line(s) skipped '
-            f"(first: {esc(scan_.first_error)})</p>")
+    return (
+        f'<p class="note">{esc(scan_.name)}: {scan_.invalid:,} unreadable line(s) skipped '
+        f"(first: {esc(scan_.first_error)})</p>"
+    )
 
 
 def _int(value: Any) -> int:
@@ -70,16 +74,23 @@ def summary(run: RunData) -> str:
         ("backtranslate", run.count("backtranslate.jsonl"), "kept by back-translation"),
         ("prompts", run.count("queries.jsonl"), "prompts (instruction + query)"),
         ("responses", run.responses if run.files["responses.jsonl"].present else None, "responses sampled"),
-        ("passed", run.responses_passed if run.files["verified.jsonl"].present else None,
-         "responses passing verification"),
+        (
+            "passed",
+            run.responses_passed if run.files["verified.jsonl"].present else None,
+            "responses passing verification",
+        ),
         ("sft", run.count("sft.jsonl"), "SFT records"),
         ("dpo", run.count("dpo.jsonl"), "DPO pairs"),
     ]
     html = '<div class="cards">' + "".join(
         f'<div class="card" id="card-{key}"><div class="value">{esc(fmt(value))}</div>'
-        f'<div class="label">{esc(label)}</div></div>' for key, value, label in cards)
-    html += (f'<div class="card" id="card-cache"><div class="value">{esc(hit_rate)}</div>'
-             f'<div class="label">LLM cache hit rate</div></div></div>')
+        f'<div class="label">{esc(label)}</div></div>'
+        for key, value, label in cards
+    )
+    html += (
+        f'<div class="card" id="card-cache"><div class="value">{esc(hit_rate)}</div>'
+        f'<div class="label">LLM cache hit rate</div></div></div>'
+    )
     if run.training_records == 0:
         html = _no_records_banner(run) + html
     return section("summary", "present" if run.training_records else "empty", html)
@@ -93,13 +104,17 @@ def _no_records_banner(run: RunData) -> str:
         if row is not None and _int(row.get("out")) == 0:
             dropped = row.get("dropped") if isinstance(row.get("dropped"), dict) else {}
             reasons = ", ".join(f"{k}: {fmt(v)}" for k, v in dropped.items()) or "no drop reason recorded"
-            where = (f" Records ran out at stage <code>{esc(name)}</code> ({esc(fmt(_int(row.get('in'))))} in, 0 out;"
-                     f" dropped: {esc(reasons)}).")
+            where = (
+                f" Records ran out at stage <code>{esc(name)}</code> ({esc(fmt(_int(row.get('in'))))} in, 0 out;"
+                f" dropped: {esc(reasons)})."
+            )
             break
     if not where and not any(s.present for s in run.files.values()):
         where = " The output directory holds no stage output at all."
-    return (f'<div class="banner" id="no-records">No surviving records: this run produced no SFT records '
-            f"and no DPO pairs.{where}</div>")
+    return (
+        f'<div class="banner" id="no-records">No surviving records: this run produced no SFT records '
+        f"and no DPO pairs.{where}</div>"
+    )
 
 
 # ------------------------------------------------------------------------------------------- funnel
@@ -120,21 +135,41 @@ def funnel(run: RunData) -> str:
         files = run.stage_files.get(name, [])
         file_cells = "<br>".join(_file_cell(run.files[f]) for f in files) or '<span class="muted">—</span>'
         if row is None:
-            body_rows.append([f"<code>{esc(name)}</code>", "", "", "", '<span class="muted">not run</span>', "", "",
-                              file_cells])
+            body_rows.append(
+                [f"<code>{esc(name)}</code>", "", "", "", '<span class="muted">not run</span>', "", "", file_cells]
+            )
             continue
         n_in, n_out = _int(row.get("in")), _int(row.get("out"))
         dropped = row.get("dropped") if isinstance(row.get("dropped"), dict) else {}
         counts = row.get("counts") if isinstance(row.get("counts"), dict) else {}
         dropped_html = "<br>".join(f"{esc(k)}: <b>{esc(fmt(v))}</b>" for k, v in dropped.items()) or "—"
-        counts_html = (f"<details><summary>{len(counts)} counter{'s' if len(counts) > 1 else ''}</summary>"
-                       + "<br>".join(f"{esc(k)}: {esc(fmt(v))}" for k, v in counts.items()) + "</details>"
-                       if counts else "—")
+        counts_html = (
+            f"<details><summary>{len(counts)} counter{'s' if len(counts) > 1 else ''}</summary>"
+            + "<br>".join(f"{esc(k)}: {esc(fmt(v))}" for k, v in counts.items())
+            + "</details>"
+            if counts
+            else "—"
+        )
         shards = f"{fmt(_int(row.get('shards_run')))} run, {fmt(_int(row.get('shards_reused')))} reused"
-        body_rows.append([f"<code>{esc(name)}</code>", esc(fmt(n_in)), esc(fmt(n_out)), esc(percent(n_out, n_in)),
-                          dropped_html, counts_html, esc(shards), file_cells])
-    parts.append(table(["stage", "in", "out", "out/in", "dropped (reason: records)", "other counts", "shards",
-                        "output files"], body_rows, "funnel"))
+        body_rows.append(
+            [
+                f"<code>{esc(name)}</code>",
+                esc(fmt(n_in)),
+                esc(fmt(n_out)),
+                esc(percent(n_out, n_in)),
+                dropped_html,
+                counts_html,
+                esc(shards),
+                file_cells,
+            ]
+        )
+    parts.append(
+        table(
+            ["stage", "in", "out", "out/in", "dropped (reason: records)", "other counts", "shards", "output files"],
+            body_rows,
+            "funnel",
+        )
+    )
     return section("funnel", "present" if rows else "missing", "".join(parts))
 
 
@@ -154,15 +189,26 @@ def _thresholds(run: RunData) -> dict[str, plots.Threshold]:
     fa = rules["function_accuracy"]
     return {
         "function": plots.Threshold(fa, f"keep {'>' if rules['function_accuracy_strict'] else '≥'} {fa:g}"),
-        "case": plots.Threshold(0.5 if rules["case_rule"] == "majority" else 0.0,
-                                "keep > 0.5" if rules["case_rule"] == "majority" else "keep > 0"),
+        "case": plots.Threshold(
+            0.5 if rules["case_rule"] == "majority" else 0.0,
+            "keep > 0.5" if rules["case_rule"] == "majority" else "keep > 0",
+        ),
         "pass": plots.Threshold(cfg.verify.threshold(), f"SFT-eligible > {cfg.verify.threshold():g}"),
         "score": plots.Threshold(cfg.score.min_score, f"keep ≥ {cfg.score.min_score:g}"),
     }
 
 
-def _figure(values: Sequence[float], scan_: FileScan, fig_id: str, what: str, *, title: str, xlabel: str,
-            edges: Sequence[float], threshold: Optional[plots.Threshold]) -> str:
+def _figure(
+    values: Sequence[float],
+    scan_: FileScan,
+    fig_id: str,
+    what: str,
+    *,
+    title: str,
+    xlabel: str,
+    edges: Sequence[float],
+    threshold: plots.Threshold | None,
+) -> str:
     if not scan_.present:
         inner = missing(scan_.name)
     elif not values:
@@ -170,10 +216,11 @@ def _figure(values: Sequence[float], scan_: FileScan, fig_id: str, what: str, *,
         inner = f'<p class="missing">no {esc(what)}: <code>{esc(scan_.name)}</code> {esc(where)}</p>'
     else:
         uri = plots.histogram(values, title=title, xlabel=xlabel, edges=edges, threshold=threshold)
-        stats = (f"n = {len(values):,}, mean {statistics.fmean(values):.3g}, "
-                 f"median {statistics.median(values):.3g}")
-        inner = (f'<img alt="histogram of {esc(what)}" src="{uri}">'
-                 f"<figcaption>{esc(title)} from <code>{esc(scan_.name)}</code>: {esc(stats)}</figcaption>")
+        stats = f"n = {len(values):,}, mean {statistics.fmean(values):.3g}, median {statistics.median(values):.3g}"
+        inner = (
+            f'<img alt="histogram of {esc(what)}" src="{uri}">'
+            f"<figcaption>{esc(title)} from <code>{esc(scan_.name)}</code>: {esc(stats)}</figcaption>"
+        )
     return f'<figure id="{fig_id}">{inner}{_unreadable(scan_)}</figure>'
 
 
@@ -181,18 +228,41 @@ def distributions(run: RunData) -> str:
     th = _thresholds(run)
     crossval, verified = run.files["crossval.jsonl"], run.files["verified.jsonl"]
     unit = [i / 10 for i in range(11)]
-    body = ('<p class="note">The AutoIF paper\'s Figure 4 view: how well the kept functions agree with the kept '
-            "test cases, how many functions agree with each case, and how often sampled responses pass "
-            "their instruction's functions. Dashed: this run's keep threshold.</p><div class=\"plots\">")
-    body += _figure(run.function_accuracy, crossval, "hist-function-accuracy", "function accuracies",
-                    title="Function accuracy", xlabel="share of kept cases a function agrees with",
-                    edges=unit, threshold=th.get("function"))
-    body += _figure(run.case_accuracy, crossval, "hist-case-accuracy", "test-case accuracies",
-                    title="Test-case accuracy", xlabel="share of functions agreeing with a case",
-                    edges=unit, threshold=th.get("case"))
-    body += _figure(run.pass_rates, verified, "hist-pass-rate", "response pass rates",
-                    title="Response pass rate", xlabel="share of the instruction's functions passed",
-                    edges=unit, threshold=th.get("pass"))
+    body = (
+        '<p class="note">The AutoIF paper\'s Figure 4 view: how well the kept functions agree with the kept '
+        "test cases, how many functions agree with each case, and how often sampled responses pass "
+        "their instruction's functions. Dashed: this run's keep threshold.</p><div class=\"plots\">"
+    )
+    body += _figure(
+        run.function_accuracy,
+        crossval,
+        "hist-function-accuracy",
+        "function accuracies",
+        title="Function accuracy",
+        xlabel="share of kept cases a function agrees with",
+        edges=unit,
+        threshold=th.get("function"),
+    )
+    body += _figure(
+        run.case_accuracy,
+        crossval,
+        "hist-case-accuracy",
+        "test-case accuracies",
+        title="Test-case accuracy",
+        xlabel="share of functions agreeing with a case",
+        edges=unit,
+        threshold=th.get("case"),
+    )
+    body += _figure(
+        run.pass_rates,
+        verified,
+        "hist-pass-rate",
+        "response pass rates",
+        title="Response pass rate",
+        xlabel="share of the instruction's functions passed",
+        edges=unit,
+        threshold=th.get("pass"),
+    )
     body += "</div>"
     state = _state_of(crossval, verified)
     if state == "present" and not (run.function_accuracy or run.case_accuracy or run.pass_rates):
@@ -206,14 +276,26 @@ def scores(run: RunData) -> str:
     body = ""
     if run.config is not None and not run.config.score.active(run.config.llm):
         body += '<p class="note">Scoring was switched off in this run (<code>score.enabled</code>).</p>'
-    body += '<div class="plots">' + _figure(
-        run.scores, scored, "hist-score", "relevance scores", title="Relevance score",
-        xlabel="judge score (0: unrelated to the query, 10: helpful and related)", edges=edges,
-        threshold=_thresholds(run).get("score")) + "</div>"
+    body += (
+        '<div class="plots">'
+        + _figure(
+            run.scores,
+            scored,
+            "hist-score",
+            "relevance scores",
+            title="Relevance score",
+            xlabel="judge score (0: unrelated to the query, 10: helpful and related)",
+            edges=edges,
+            threshold=_thresholds(run).get("score"),
+        )
+        + "</div>"
+    )
     if scored.present:
         judged = len(run.scores)
-        body += (f'<p class="note">{judged:,} responses judged; {run.unscored:,} without a score (not needing a '
-                 "judgement, such as responses that cannot be chosen, or an unparsable judgement).</p>")
+        body += (
+            f'<p class="note">{judged:,} responses judged; {run.unscored:,} without a score (not needing a '
+            "judgement, such as responses that cannot be chosen, or an unparsable judgement).</p>"
+        )
     return section("scores", "empty" if scored.present and not run.scores else _state_of(scored), body)
 
 
@@ -232,9 +314,11 @@ def instructions(run: RunData) -> str:
     elif not run.instructions:
         body += f'<p class="missing">No instruction survived: <code>{esc(scan_.name)}</code> holds no records.</p>'
     else:
-        body += (f"<h3>Sample of kept instructions</h3><p class=\"note\">{len(run.instructions)} of "
-                 f"{scan_.records:,} from <code>{esc(scan_.name)}</code> (a seeded random sample, "
-                 "in file order).</p>")
+        body += (
+            f'<h3>Sample of kept instructions</h3><p class="note">{len(run.instructions)} of '
+            f"{scan_.records:,} from <code>{esc(scan_.name)}</code> (a seeded random sample, "
+            "in file order).</p>"
+        )
         body += "".join(_instruction_item(r, i < OPEN_ITEMS) for i, r in enumerate(run.instructions))
     body += _unreadable(scan_)
     return section("instructions", _state_of(scan_), body)
@@ -243,27 +327,39 @@ def instructions(run: RunData) -> str:
 def _instruction_item(record: CrossvalRecord, open_: bool) -> str:
     accs = [f.accuracy for f in record.functions]
     mean = f", mean accuracy {statistics.fmean(accs):.2f}" if accs else ""
-    head = (f"{esc(record.instruction)} <span class=\"badge\">{len(record.functions)} functions{esc(mean)}</span> "
-            f"<span class=\"badge\">{len(record.cases)} cases</span>")
+    head = (
+        f'{esc(record.instruction)} <span class="badge">{len(record.functions)} functions{esc(mean)}</span> '
+        f'<span class="badge">{len(record.cases)} cases</span>'
+    )
     functions = "".join(
         f'<div class="function"><span class="badge">function {i + 1}: accuracy {f.accuracy:.3g}</span>'
-        f"{code_block(f.source, label=f'function {i + 1}')}</div>" for i, f in enumerate(record.functions))
-    case_rows = [[text_block(c.input, "text case"), "✔ true" if c.output else "✘ false", esc(f"{c.accuracy:.3g}")]
-                 for c in record.cases]
-    body = (f'<p class="muted">id <code>{esc(record.instruction_id)}</code></p><h4>Functions</h4>{functions}'
-            "<h4>Test cases</h4>" + table(["input", "expected", "accuracy"], case_rows))
+        f"{code_block(f.source, label=f'function {i + 1}')}</div>"
+        for i, f in enumerate(record.functions)
+    )
+    case_rows = [
+        [text_block(c.input, "text case"), "✔ true" if c.output else "✘ false", esc(f"{c.accuracy:.3g}")]
+        for c in record.cases
+    ]
+    body = (
+        f'<p class="muted">id <code>{esc(record.instruction_id)}</code></p><h4>Functions</h4>{functions}'
+        "<h4>Test cases</h4>" + table(["input", "expected", "accuracy"], case_rows)
+    )
     back = (record.model_extra or {}).get("back_translations")
     if isinstance(back, list) and back:
-        rows = [[esc(fmt(bt.get("function_index"))), esc(bt.get("text", "")), esc(bt.get("label") or "—")]
-                for bt in back if isinstance(bt, dict)]
+        rows = [
+            [esc(fmt(bt.get("function_index"))), esc(bt.get("text", "")), esc(bt.get("label") or "—")]
+            for bt in back
+            if isinstance(bt, dict)
+        ]
         body += "<h4>Back-translations</h4>" + table(["function", "instruction written back", "NLI label"], rows)
     return f'<details class="item"{" open" if open_ else ""}><summary>{head}</summary>{body}</details>'
 
 
 # -------------------------------------------------------------------------------------- sft and dpo
 def _messages(messages: Sequence[Message]) -> str:
-    return "".join(f'<div class="message"><span class="role">{esc(m.role)}</span>{text_block(m.content)}</div>'
-                   for m in messages)
+    return "".join(
+        f'<div class="message"><span class="role">{esc(m.role)}</span>{text_block(m.content)}</div>' for m in messages
+    )
 
 
 def _functions(functions: Sequence[str]) -> str:
@@ -280,17 +376,23 @@ def sft(run: RunData) -> str:
     elif not run.sft:
         body = '<p class="missing">No SFT record survived: <code>sft.jsonl</code> is empty.</p>'
     else:
-        body = (f'<p class="note">{len(run.sft)} of {scan_.records:,} records (a seeded random sample, '
-                "in file order).</p>" + "".join(_sft_item(r, i < OPEN_ITEMS) for i, r in enumerate(run.sft)))
+        body = (
+            f'<p class="note">{len(run.sft)} of {scan_.records:,} records (a seeded random sample, '
+            "in file order).</p>" + "".join(_sft_item(r, i < OPEN_ITEMS) for i, r in enumerate(run.sft))
+        )
     return section("sft", _state_of(scan_), body + _unreadable(scan_))
 
 
 def _sft_item(record: SFTRecord, open_: bool) -> str:
     user = next((m.content for m in record.messages if m.role == "user"), "")
-    head = (f"{esc(user[:140])}{'…' if len(user) > 140 else ''} "
-            f'<span class="badge">pass rate {record.pass_rate:.3g}</span>')
-    body = (f'<p class="muted">instruction <code>{esc(record.instruction_id)}</code></p>'
-            + _messages(record.messages) + _functions(record.functions))
+    head = (
+        f'{esc(user[:140])}{"…" if len(user) > 140 else ""} <span class="badge">pass rate {record.pass_rate:.3g}</span>'
+    )
+    body = (
+        f'<p class="muted">instruction <code>{esc(record.instruction_id)}</code></p>'
+        + _messages(record.messages)
+        + _functions(record.functions)
+    )
     return f'<details class="item"{" open" if open_ else ""}><summary>{head}</summary>{body}</details>'
 
 
@@ -303,28 +405,37 @@ def dpo(run: RunData) -> str:
     else:
         levels = ", ".join(f"{fmt(n)} at {level} level" for level, n in sorted(run.dpo_levels.items()))
         body = f'<p class="note">{scan_.records:,} pairs: {esc(levels)}. Chosen on the left, rejected on the right.</p>'
-        for level, title in (("query", "Query level (sampled responses)"),
-                             ("instruction", "Instruction level (test cases)")):
+        for level, title in (
+            ("query", "Query level (sampled responses)"),
+            ("instruction", "Instruction level (test cases)"),
+        ):
             pairs = run.dpo.get(level) or []
             if pairs:
-                body += (f"<h3>{esc(title)}</h3><p class=\"note\">{len(pairs)} of {run.dpo_levels[level]:,} "
-                         "(a seeded random sample).</p>" + "".join(_dpo_item(p) for p in pairs))
+                body += (
+                    f'<h3>{esc(title)}</h3><p class="note">{len(pairs)} of {run.dpo_levels[level]:,} '
+                    "(a seeded random sample).</p>" + "".join(_dpo_item(p) for p in pairs)
+                )
     return section("dpo", _state_of(scan_), body + _unreadable(scan_))
 
 
 def _dpo_item(record: DPORecord) -> str:
-    return (f'<div class="item dpo-pair"><span class="badge">{esc(record.level)} level</span>'
-            f'{_messages(record.prompt)}<div class="pair">'
-            f'<div class="side chosen"><h4>chosen</h4>{_messages(record.chosen)}</div>'
-            f'<div class="side rejected"><h4>rejected</h4>{_messages(record.rejected)}</div></div>'
-            f"{_functions(record.functions)}</div>")
+    return (
+        f'<div class="item dpo-pair"><span class="badge">{esc(record.level)} level</span>'
+        f'{_messages(record.prompt)}<div class="pair">'
+        f'<div class="side chosen"><h4>chosen</h4>{_messages(record.chosen)}</div>'
+        f'<div class="side rejected"><h4>rejected</h4>{_messages(record.rejected)}</div></div>'
+        f"{_functions(record.functions)}</div>"
+    )
 
 
 # ------------------------------------------------------------------------- evals, config, llm cache
 def evals(run: RunData) -> str:
     if not run.evals:
-        return section("evals", "missing", missing("*_results.json", "not produced by this run "
-                                                   "(no evaluation results in the run directory)"))
+        return section(
+            "evals",
+            "missing",
+            missing("*_results.json", "not produced by this run (no evaluation results in the run directory)"),
+        )
     body = ""
     for doc in run.evals:
         name = doc.name.removesuffix("_results.json")
@@ -346,13 +457,15 @@ def config(run: RunData) -> str:
         return section("config", "missing", missing("config.yaml"))
     body = ""
     if run.config_error:
-        body += (f'<p class="note">config.yaml does not load with this version ({esc(run.config_error)}); '
-                 "thresholds are not drawn.</p>")
+        body += (
+            f'<p class="note">config.yaml does not load with this version ({esc(run.config_error)}); '
+            "thresholds are not drawn.</p>"
+        )
     body += code_block(run.config_text, "yaml", "config.yaml")
     return section("config", "present", body)
 
 
-def _llm_stats(run: RunData) -> Optional[dict]:
+def _llm_stats(run: RunData) -> dict | None:
     llm = run.funnel.data.get("llm") if isinstance(run.funnel.data, dict) else None
     if not isinstance(llm, dict):
         return None
@@ -362,14 +475,22 @@ def _llm_stats(run: RunData) -> Optional[dict]:
 def llm_cache(run: RunData) -> str:
     llm = _llm_stats(run)
     if llm is None:
-        why = ("not produced by this run (funnel.json records no LLM use)" if run.funnel.present
-               else "not produced by this run (no funnel.json)")
+        why = (
+            "not produced by this run (funnel.json records no LLM use)"
+            if run.funnel.present
+            else "not produced by this run (no funnel.json)"
+        )
         return section("llm-cache", "missing", missing("funnel.json: llm", why))
     total = llm["hits"] + llm["misses"]
     share = 100 * llm["hits"] / total if total else 0
     rows = [[esc(k), f'<span class="num">{esc(fmt(v))}</span>'] for k, v in llm.items()]
-    rows.append(["cache hit rate", f'<span class="bar" style="width:{share * 1.5:.0f}px"></span> '
-                 f"{esc(percent(llm['hits'], total))} ({esc(fmt(llm['hits']))} of {esc(fmt(total))} samples)"])
+    rows.append(
+        [
+            "cache hit rate",
+            f'<span class="bar" style="width:{share * 1.5:.0f}px"></span> '
+            f"{esc(percent(llm['hits'], total))} ({esc(fmt(llm['hits']))} of {esc(fmt(total))} samples)",
+        ]
+    )
     return section("llm-cache", "present", table([], rows))
 
 

@@ -39,20 +39,49 @@ import os
 import signal
 import sys
 import types
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = (
     # text processing
-    "re", "string", "unicodedata", "textwrap", "difflib", "html", "csv", "json", "keyword", "base64",
+    "re",
+    "string",
+    "unicodedata",
+    "textwrap",
+    "difflib",
+    "html",
+    "csv",
+    "json",
+    "keyword",
+    "base64",
     # numbers
-    "math", "cmath", "statistics", "decimal", "fractions", "numbers", "random",
+    "math",
+    "cmath",
+    "statistics",
+    "decimal",
+    "fractions",
+    "numbers",
+    "random",
     # data structures and functional helpers
-    "collections", "itertools", "functools", "operator", "heapq", "bisect", "copy", "array",
-    "dataclasses", "enum", "typing", "abc",
+    "collections",
+    "itertools",
+    "functools",
+    "operator",
+    "heapq",
+    "bisect",
+    "copy",
+    "array",
+    "dataclasses",
+    "enum",
+    "typing",
+    "abc",
     # dates, hashing, in-memory text streams
-    "datetime", "calendar", "hashlib", "io",
+    "datetime",
+    "calendar",
+    "hashlib",
+    "io",
     # checker-friendly packages autoif ships (NLTK with offline punkt_tab data)
-    "nltk", "langdetect",
+    "nltk",
+    "langdetect",
 )
 # Default modules whose use needs no full state check afterwards (`io` can reach file descriptors).
 PLAIN_MODULES = frozenset(DEFAULT_ALLOWED_IMPORTS) - {"io"}
@@ -79,18 +108,86 @@ class CallState:
 
 
 # ------------------------------------------------------------------------------- static scan
-_BENIGN_DUNDERS = frozenset("""
-    __init__ __new__ __name__ __doc__ __module__ __qualname__ __annotations__ __slots__ __classcell__
-    __post_init__ __len__ __str__ __repr__ __format__ __hash__ __bool__ __eq__ __ne__ __lt__ __le__
-    __gt__ __ge__ __iter__ __next__ __reversed__ __contains__ __getitem__ __setitem__ __delitem__
-    __call__ __enter__ __exit__ __add__ __radd__ __sub__ __mul__ __truediv__ __floordiv__ __mod__
-    __neg__ __abs__ __main__
-""".split())
-_INTROSPECTION_NAMES = frozenset("""
-    getattr setattr delattr vars globals locals eval exec compile breakpoint attrgetter methodcaller
-    f_globals f_locals f_builtins f_back f_code tb_frame tb_next gi_frame gi_code cr_frame cr_code
-    ag_frame ag_code co_consts mro get_field exit quit
-""".split())
+_BENIGN_DUNDERS = frozenset(
+    [
+        "__init__",
+        "__new__",
+        "__name__",
+        "__doc__",
+        "__module__",
+        "__qualname__",
+        "__annotations__",
+        "__slots__",
+        "__classcell__",
+        "__post_init__",
+        "__len__",
+        "__str__",
+        "__repr__",
+        "__format__",
+        "__hash__",
+        "__bool__",
+        "__eq__",
+        "__ne__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__iter__",
+        "__next__",
+        "__reversed__",
+        "__contains__",
+        "__getitem__",
+        "__setitem__",
+        "__delitem__",
+        "__call__",
+        "__enter__",
+        "__exit__",
+        "__add__",
+        "__radd__",
+        "__sub__",
+        "__mul__",
+        "__truediv__",
+        "__floordiv__",
+        "__mod__",
+        "__neg__",
+        "__abs__",
+        "__main__",
+    ]
+)
+_INTROSPECTION_NAMES = frozenset(
+    [
+        "getattr",
+        "setattr",
+        "delattr",
+        "vars",
+        "globals",
+        "locals",
+        "eval",
+        "exec",
+        "compile",
+        "breakpoint",
+        "attrgetter",
+        "methodcaller",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_back",
+        "f_code",
+        "tb_frame",
+        "tb_next",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "cr_code",
+        "ag_frame",
+        "ag_code",
+        "co_consts",
+        "mro",
+        "get_field",
+        "exit",
+        "quit",
+    ]
+)
 _ATTRIBUTE_WRITES = frozenset(dis.opmap[name] for name in ("STORE_ATTR", "DELETE_ATTR"))
 
 
@@ -190,7 +287,8 @@ class FunctionEnv:
         if copy is not None:
             return copy
         if not self.policy.allowed(name) and not (
-                registered_as and self.policy.allowed(registered_as) and sys.modules.get(registered_as) is real):
+            registered_as and self.policy.allowed(registered_as) and sys.modules.get(registered_as) is real
+        ):
             raise self.forbid(name)
         copy = types.ModuleType(name)
         namespace = copy.__dict__
@@ -217,6 +315,7 @@ class FunctionEnv:
                 value = self.module_copy(value, f"{real.__name__}.{attr}")
                 copy.__dict__[attr] = value
             return value
+
         return __getattr__
 
 
@@ -233,8 +332,10 @@ def _save_decimal():
     import decimal
 
     d = decimal.DefaultContext
-    return {"context": decimal.getcontext().copy(),
-            "default": {a: getattr(d, a) for a in ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")}}
+    return {
+        "context": decimal.getcontext().copy(),
+        "default": {a: getattr(d, a) for a in ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")},
+    }
 
 
 def _save_csv():
@@ -264,8 +365,11 @@ def _reset_nltk(saved):
 
 
 # module root -> (save, reset): process-wide settings an allowed module keeps outside its dict.
-MODULE_STATE = {"decimal": (_save_decimal, _reset_decimal), "csv": (_save_csv, _reset_csv),
-                "nltk": (_save_nltk, _reset_nltk)}
+MODULE_STATE = {
+    "decimal": (_save_decimal, _reset_decimal),
+    "csv": (_save_csv, _reset_csv),
+    "nltk": (_save_nltk, _reset_nltk),
+}
 
 
 class ModuleStateResets:
@@ -338,8 +442,11 @@ class InterpreterSnapshot:
 
     def adopt_new_modules(self) -> None:
         for name, module in list(sys.modules.items()):
-            if (name not in self.modules and isinstance(module, types.ModuleType)
-                    and not name.startswith(FUNCTION_MODULE_PREFIX)):
+            if (
+                name not in self.modules
+                and isinstance(module, types.ModuleType)
+                and not name.startswith(FUNCTION_MODULE_PREFIX)
+            ):
                 self.modules[name] = (module, _DictSnapshot(module.__dict__))
                 self.classes.extend((cls, _DictSnapshot(cls.__dict__)) for cls in _python_classes(module))
                 self.sys_modules.setdefault(name, module)

@@ -140,7 +140,8 @@ def apply_landlock(read_paths: list[str], write_paths: list[str], report: Isolat
     if abi == 0:
         report.warnings.append(
             "Landlock is not available in this kernel: file writes outside the scratch directory and "
-            "reads of host files (including /proc/<parent>/environ) are NOT confined")
+            "reads of host files (including /proc/<parent>/environ) are NOT confined"
+        )
         return
     handled = _handled_fs(abi)
     attr = struct.pack("<Q", handled)
@@ -165,8 +166,16 @@ def apply_landlock(read_paths: list[str], write_paths: list[str], report: Isolat
                 if not os.path.isdir(path):
                     rights &= _FILE_RIGHTS
                 rule = ctypes.create_string_buffer(struct.pack("<Qi", rights & handled, fd), 12)
-                if _libc.syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_LL_RULE_PATH_BENEATH),
-                                 rule, ctypes.c_uint32(0)) != 0:
+                if (
+                    _libc.syscall(
+                        _SYS_LANDLOCK_ADD_RULE,
+                        ctypes.c_int(ruleset),
+                        ctypes.c_int(_LL_RULE_PATH_BENEATH),
+                        rule,
+                        ctypes.c_uint32(0),
+                    )
+                    != 0
+                ):
                     report.warnings.append(f"landlock rule for {path} failed: {_errno_text()}")
             finally:
                 os.close(fd)
@@ -186,66 +195,234 @@ def apply_landlock(read_paths: list[str], write_paths: list[str], report: Isolat
 # Syscall numbers from the kernel headers (asm/unistd_64.h, asm-generic/unistd.h).
 _ARCHES = {
     "x86_64": {
-        "audit_arch": 0xC000003E, "x32_bit": 0x40000000,
+        "audit_arch": 0xC000003E,
+        "x32_bit": 0x40000000,
         "nr": {
-            "socket": 41, "socketpair": 53, "clone": 56, "fork": 57, "vfork": 58, "execve": 59,
-            "execveat": 322, "clone3": 435, "kill": 62, "tkill": 200, "tgkill": 234,
-            "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_send_signal": 424, "pidfd_open": 434,
-            "pidfd_getfd": 438, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
-            "kcmp": 312, "process_madvise": 440, "setrlimit": 160, "prlimit64": 302,
-            "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "bpf": 321,
-            "perf_event_open": 298, "userfaultfd": 323, "mount": 165, "umount2": 166, "pivot_root": 155,
-            "chroot": 161, "unshare": 272, "setns": 308, "keyctl": 250, "add_key": 248,
-            "request_key": 249, "init_module": 175, "finit_module": 313, "delete_module": 176,
-            "kexec_load": 246, "kexec_file_load": 320, "reboot": 169, "swapon": 167, "swapoff": 168,
-            "sethostname": 170, "setdomainname": 171, "settimeofday": 164, "clock_settime": 227,
-            "clock_adjtime": 305, "adjtimex": 159, "acct": 163, "quotactl": 179, "syslog": 103,
-            "name_to_handle_at": 303, "open_by_handle_at": 304, "open_tree": 428, "move_mount": 429,
-            "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
-            "fanotify_init": 300, "lookup_dcookie": 212, "vhangup": 153, "migrate_pages": 256,
-            "move_pages": 279, "personality": 135, "capset": 126, "iopl": 172, "ioperm": 173,
-            "uselib": 134, "seccomp": 317,
+            "socket": 41,
+            "socketpair": 53,
+            "clone": 56,
+            "fork": 57,
+            "vfork": 58,
+            "execve": 59,
+            "execveat": 322,
+            "clone3": 435,
+            "kill": 62,
+            "tkill": 200,
+            "tgkill": 234,
+            "rt_sigqueueinfo": 129,
+            "rt_tgsigqueueinfo": 297,
+            "pidfd_send_signal": 424,
+            "pidfd_open": 434,
+            "pidfd_getfd": 438,
+            "ptrace": 101,
+            "process_vm_readv": 310,
+            "process_vm_writev": 311,
+            "kcmp": 312,
+            "process_madvise": 440,
+            "setrlimit": 160,
+            "prlimit64": 302,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "bpf": 321,
+            "perf_event_open": 298,
+            "userfaultfd": 323,
+            "mount": 165,
+            "umount2": 166,
+            "pivot_root": 155,
+            "chroot": 161,
+            "unshare": 272,
+            "setns": 308,
+            "keyctl": 250,
+            "add_key": 248,
+            "request_key": 249,
+            "init_module": 175,
+            "finit_module": 313,
+            "delete_module": 176,
+            "kexec_load": 246,
+            "kexec_file_load": 320,
+            "reboot": 169,
+            "swapon": 167,
+            "swapoff": 168,
+            "sethostname": 170,
+            "setdomainname": 171,
+            "settimeofday": 164,
+            "clock_settime": 227,
+            "clock_adjtime": 305,
+            "adjtimex": 159,
+            "acct": 163,
+            "quotactl": 179,
+            "syslog": 103,
+            "name_to_handle_at": 303,
+            "open_by_handle_at": 304,
+            "open_tree": 428,
+            "move_mount": 429,
+            "fsopen": 430,
+            "fsconfig": 431,
+            "fsmount": 432,
+            "fspick": 433,
+            "mount_setattr": 442,
+            "fanotify_init": 300,
+            "lookup_dcookie": 212,
+            "vhangup": 153,
+            "migrate_pages": 256,
+            "move_pages": 279,
+            "personality": 135,
+            "capset": 126,
+            "iopl": 172,
+            "ioperm": 173,
+            "uselib": 134,
+            "seccomp": 317,
         },
     },
     "aarch64": {
-        "audit_arch": 0xC00000B7, "x32_bit": None,
+        "audit_arch": 0xC00000B7,
+        "x32_bit": None,
         "nr": {
-            "socket": 198, "socketpair": 199, "clone": 220, "execve": 221, "execveat": 281, "clone3": 435,
-            "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
-            "pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438, "ptrace": 117,
-            "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272, "process_madvise": 440,
-            "setrlimit": 164, "prlimit64": 261, "io_uring_setup": 425, "io_uring_enter": 426,
-            "io_uring_register": 427, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "mount": 40,
-            "umount2": 39, "pivot_root": 41, "chroot": 51, "unshare": 97, "setns": 268, "keyctl": 219,
-            "add_key": 217, "request_key": 218, "init_module": 105, "finit_module": 273,
-            "delete_module": 106, "kexec_load": 104, "kexec_file_load": 294, "reboot": 142, "swapon": 224,
-            "swapoff": 225, "sethostname": 161, "setdomainname": 162, "settimeofday": 170,
-            "clock_settime": 112, "clock_adjtime": 266, "adjtimex": 171, "acct": 89, "quotactl": 60,
-            "syslog": 116, "name_to_handle_at": 264, "open_by_handle_at": 265, "open_tree": 428,
-            "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-            "mount_setattr": 442, "fanotify_init": 262, "lookup_dcookie": 18, "vhangup": 58,
-            "migrate_pages": 238, "move_pages": 239, "personality": 92, "capset": 91, "seccomp": 277,
+            "socket": 198,
+            "socketpair": 199,
+            "clone": 220,
+            "execve": 221,
+            "execveat": 281,
+            "clone3": 435,
+            "kill": 129,
+            "tkill": 130,
+            "tgkill": 131,
+            "rt_sigqueueinfo": 138,
+            "rt_tgsigqueueinfo": 240,
+            "pidfd_send_signal": 424,
+            "pidfd_open": 434,
+            "pidfd_getfd": 438,
+            "ptrace": 117,
+            "process_vm_readv": 270,
+            "process_vm_writev": 271,
+            "kcmp": 272,
+            "process_madvise": 440,
+            "setrlimit": 164,
+            "prlimit64": 261,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "bpf": 280,
+            "perf_event_open": 241,
+            "userfaultfd": 282,
+            "mount": 40,
+            "umount2": 39,
+            "pivot_root": 41,
+            "chroot": 51,
+            "unshare": 97,
+            "setns": 268,
+            "keyctl": 219,
+            "add_key": 217,
+            "request_key": 218,
+            "init_module": 105,
+            "finit_module": 273,
+            "delete_module": 106,
+            "kexec_load": 104,
+            "kexec_file_load": 294,
+            "reboot": 142,
+            "swapon": 224,
+            "swapoff": 225,
+            "sethostname": 161,
+            "setdomainname": 162,
+            "settimeofday": 170,
+            "clock_settime": 112,
+            "clock_adjtime": 266,
+            "adjtimex": 171,
+            "acct": 89,
+            "quotactl": 60,
+            "syslog": 116,
+            "name_to_handle_at": 264,
+            "open_by_handle_at": 265,
+            "open_tree": 428,
+            "move_mount": 429,
+            "fsopen": 430,
+            "fsconfig": 431,
+            "fsmount": 432,
+            "fspick": 433,
+            "mount_setattr": 442,
+            "fanotify_init": 262,
+            "lookup_dcookie": 18,
+            "vhangup": 58,
+            "migrate_pages": 238,
+            "move_pages": 239,
+            "personality": 92,
+            "capset": 91,
+            "seccomp": 277,
         },
     },
 }
 
 # Refused outright with EPERM.
 DENIED = (
-    "socket", "socketpair",  # no network, no unix sockets to host daemons
-    "clone", "fork", "vfork", "execve", "execveat",  # no processes, no threads
-    "tkill", "pidfd_send_signal", "pidfd_open", "pidfd_getfd",
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "process_madvise",
-    "setrlimit", "capset",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",  # io_uring would bypass this filter
-    "bpf", "perf_event_open", "userfaultfd",
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
-    "keyctl", "add_key", "request_key",
-    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
-    "swapon", "swapoff", "sethostname", "setdomainname", "settimeofday", "clock_settime",
-    "clock_adjtime", "adjtimex", "acct", "quotactl", "syslog",
-    "name_to_handle_at", "open_by_handle_at", "fanotify_init", "lookup_dcookie", "vhangup",
-    "migrate_pages", "move_pages", "personality", "iopl", "ioperm", "uselib",
+    "socket",
+    "socketpair",  # no network, no unix sockets to host daemons
+    "clone",
+    "fork",
+    "vfork",
+    "execve",
+    "execveat",  # no processes, no threads
+    "tkill",
+    "pidfd_send_signal",
+    "pidfd_open",
+    "pidfd_getfd",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "process_madvise",
+    "setrlimit",
+    "capset",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",  # io_uring would bypass this filter
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "open_tree",
+    "move_mount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "sethostname",
+    "setdomainname",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "acct",
+    "quotactl",
+    "syslog",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "fanotify_init",
+    "lookup_dcookie",
+    "vhangup",
+    "migrate_pages",
+    "move_pages",
+    "personality",
+    "iopl",
+    "ioperm",
+    "uselib",
 )
 # glibc falls back from clone3 to clone only on ENOSYS; clone is then refused as well.
 ENOSYS_DENIED = ("clone3",)
@@ -326,8 +503,10 @@ class _SockFprog(ctypes.Structure):
 def apply_seccomp(report: IsolationReport) -> None:
     arch = platform.machine()
     if arch not in _ARCHES:
-        report.warnings.append(f"no seccomp filter for architecture {arch}: processes, sockets and "
-                               "signals are confined by Landlock and rlimits only")
+        report.warnings.append(
+            f"no seccomp filter for architecture {arch}: processes, sockets and "
+            "signals are confined by Landlock and rlimits only"
+        )
         return
     if not report.no_new_privs:
         report.warnings.append("seccomp needs no_new_privs, which failed: not applied")
@@ -336,12 +515,18 @@ def apply_seccomp(report: IsolationReport) -> None:
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     # seccomp(2) with TSYNC covers every thread of the worker; prctl only the calling one.
-    rc = _libc.syscall(_ARCHES[arch]["nr"]["seccomp"], ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-                       ctypes.c_uint(SECCOMP_FILTER_FLAG_TSYNC), ctypes.byref(prog))
+    rc = _libc.syscall(
+        _ARCHES[arch]["nr"]["seccomp"],
+        ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(SECCOMP_FILTER_FLAG_TSYNC),
+        ctypes.byref(prog),
+    )
     if rc != 0:
         rc = _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
     if rc != 0:
-        report.warnings.append(f"seccomp filter could not be installed: {_errno_text()}; processes, "
-                               "sockets and signals are NOT confined by seccomp")
+        report.warnings.append(
+            f"seccomp filter could not be installed: {_errno_text()}; processes, "
+            "sockets and signals are NOT confined by seccomp"
+        )
         return
     report.seccomp = True

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from .protocol import CODE, ERRORS, FALSE, TRUE
 
@@ -13,8 +13,8 @@ class Outcome:
     """`value` is the function's result when it returned a real bool, else None; `error` is one
     of ERRORS when it did not (every caller counts an error as a failure)."""
 
-    value: Optional[bool]
-    error: Optional[str] = None
+    value: bool | None
+    error: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -32,8 +32,14 @@ def pass_rate(outcomes: Sequence[Outcome]) -> float:
 # (a worker that writes garbage into its result area is a crashed worker).
 _CRASH = Outcome(None, "crash")
 OUTCOME_OF_CODE: tuple[Outcome, ...] = tuple(
-    Outcome(True) if code == TRUE else Outcome(False) if code == FALSE
-    else Outcome(None, ERRORS[code - 3]) if code in CODE.values() else _CRASH
-    for code in range(256))
+    Outcome(True)
+    if code == TRUE
+    else Outcome(False)
+    if code == FALSE
+    else Outcome(None, ERRORS[code - 3])
+    if code in CODE.values()
+    else _CRASH
+    for code in range(256)
+)
 
 __all__ = ["Outcome", "pass_rate", "ERRORS", "OUTCOME_OF_CODE"]

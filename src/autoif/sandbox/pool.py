@@ -17,9 +17,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ..errors import AutoifError
 from .guard import DEFAULT_ALLOWED_IMPORTS
@@ -69,7 +69,7 @@ class _Worker:
     results: mmap.mmap
     scratch: Path
     known: OrderedDict = field(default_factory=OrderedDict)  # fid -> None, oldest first
-    batch: Optional[_Batch] = None
+    batch: _Batch | None = None
     reply: bytearray = field(default_factory=bytearray)
     progress: tuple = (0, 0)  # (first unfinished check, its state byte) when last seen changing
     progress_at: float = 0.0
@@ -91,8 +91,13 @@ class Sandbox:
     such grids in few messages. See `autoif.sandbox` for what is enforced and by what.
     """
 
-    def __init__(self, workers: Optional[int] = None, timeout_s: float = 2.0, memory_mb: int = 1024,
-                 allowed_imports: Optional[Sequence[str]] = None) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        timeout_s: float = 2.0,
+        memory_mb: int = 1024,
+        allowed_imports: Sequence[str] | None = None,
+    ) -> None:
         if workers is None:
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if not isinstance(workers, int) or workers < 1:
@@ -119,11 +124,10 @@ class Sandbox:
         self._root = Path(tempfile.mkdtemp(prefix="autoif-sandbox-"))
         self._nltk_data = self._prepare_nltk_data() if any(n.split(".")[0] == "nltk" for n in allowed) else None
         self._selector = selectors.DefaultSelector()
-        self._workers: list[Optional[_Worker]] = [None] * workers
+        self._workers: list[_Worker | None] = [None] * workers
         self._generation = 0
         self._owner_pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._root, self._selector,
-                                           self._owner_pid)
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._root, self._selector, self._owner_pid)
         try:
             self._start_workers(range(workers))
         except BaseException:
@@ -131,12 +135,13 @@ class Sandbox:
             raise
 
     @classmethod
-    def from_config(cls, cfg) -> "Sandbox":
+    def from_config(cls, cfg) -> Sandbox:
         """From an `autoif.config.SandboxConfig`."""
-        return cls(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
-                   allowed_imports=cfg.allowed_imports)
+        return cls(
+            workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, allowed_imports=cfg.allowed_imports
+        )
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -176,9 +181,12 @@ class Sandbox:
                 raise AutoifError("sandbox: check on a closed Sandbox")
             if os.getpid() != self._owner_pid:
                 raise AutoifError("sandbox: a Sandbox cannot be used from a forked process; create one there")
-            segments = [_Segment(g, row, self._fid(source), 0, len(responses))
-                        for g, (functions, responses) in enumerate(grids) if responses
-                        for row, source in enumerate(functions)]
+            segments = [
+                _Segment(g, row, self._fid(source), 0, len(responses))
+                for g, (functions, responses) in enumerate(grids)
+                if responses
+                for row, source in enumerate(functions)
+            ]
             try:
                 self._run(call, self._plan(segments))
             except BaseException:
@@ -261,7 +269,7 @@ class Sandbox:
             if broken is None:
                 live.append(seg)
             else:
-                call.out[seg.grid][seg.row][seg.start:seg.stop] = [OUTCOME_OF_CODE[broken]] * (seg.stop - seg.start)
+                call.out[seg.grid][seg.row][seg.start : seg.stop] = [OUTCOME_OF_CODE[broken]] * (seg.stop - seg.start)
         if not live:
             return
         if len(live) != len(batch.segments):
@@ -286,7 +294,7 @@ class Sandbox:
         for seg in batch.segments:
             segments.append((seg.fid, base_of_grid[seg.grid] + seg.start, seg.stop - seg.start))
         message = frame(marshal.dumps((evict, new_functions, responses, segments)))
-        w.results[:batch.size] = bytes(batch.size)
+        w.results[: batch.size] = bytes(batch.size)
         w.batch = batch
         now = time.monotonic()
         w.progress, w.progress_at = (0, PENDING), now
@@ -299,7 +307,7 @@ class Sandbox:
         deadline = time.monotonic() + SEND_TIMEOUT_S
         while view:
             try:
-                view = view[os.write(w.request_fd, view):]
+                view = view[os.write(w.request_fd, view) :]
             except BlockingIOError:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -343,7 +351,7 @@ class Sandbox:
             self._fail(call, w, _CRASH, queue)
             return
         w.reply.clear()
-        data = w.results[:w.batch.size]
+        data = w.results[: w.batch.size]
         finished = data.translate(_FINAL_MASK).find(b"\x00")
         if finished != -1:  # claims done but is not: a worker that lies is a crashed worker
             self._fail(call, w, _CRASH, queue)
@@ -353,7 +361,7 @@ class Sandbox:
 
     # ---------------------------------------------------------------------- failure handling
     def _observe(self, w: _Worker, now: float) -> None:
-        data = w.results[:w.batch.size]
+        data = w.results[: w.batch.size]
         p = data.translate(_FINAL_MASK).find(b"\x00")
         seen = (w.batch.size, 0) if p == -1 else (p, data[p])
         if seen != w.progress:
@@ -363,7 +371,7 @@ class Sandbox:
         """The worker died, lied or overran: keep what it finished, blame the check it was
         running (`code`: timeout or crash), resend the rest, replace the worker."""
         batch = w.batch
-        data = w.results[:batch.size]
+        data = w.results[: batch.size]
         self._retire(w)
         p = data.translate(_FINAL_MASK).find(b"\x00")
         if p == -1:
@@ -390,7 +398,7 @@ class Sandbox:
             k = min(n, upto - pos)
             if k <= 0:
                 return
-            call.out[seg.grid][seg.row][seg.start:seg.start + k] = map(table, data[pos:pos + k])
+            call.out[seg.grid][seg.row][seg.start : seg.start + k] = map(table, data[pos : pos + k])
             pos += n
 
     @staticmethod
@@ -417,7 +425,7 @@ class Sandbox:
         return out, batch.size - index
 
     # ------------------------------------------------------------------------------ workers
-    def _prepare_nltk_data(self) -> Optional[Path]:
+    def _prepare_nltk_data(self) -> Path | None:
         from ..nltk_data import ensure_punkt_tab
 
         try:
@@ -436,11 +444,21 @@ class Sandbox:
         import autoif
 
         env = {
-            "PATH": os.defpath, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(scratch), "TMPDIR": str(scratch),
-            "PYTHONPATH": str(Path(autoif.__file__).resolve().parent.parent), "PYTHONNOUSERSITE": "1",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONSAFEPATH": "1", "PYTHONHASHSEED": "0", "PYTHONUTF8": "1",
+            "PATH": os.defpath,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": str(scratch),
+            "TMPDIR": str(scratch),
+            "PYTHONPATH": str(Path(autoif.__file__).resolve().parent.parent),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONSAFEPATH": "1",
+            "PYTHONHASHSEED": "0",
+            "PYTHONUTF8": "1",
             # numpy (pulled in by nltk) must not start BLAS threads: the worker is single-threaded.
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
         }
         if self._nltk_data is not None:
             env["NLTK_DATA"] = str(self._nltk_data)
@@ -458,8 +476,13 @@ class Sandbox:
             results = mmap.mmap(results_fd, MAX_BATCH_CHECKS)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "autoif.sandbox.worker", str(request_r), str(reply_w), str(results_fd)],
-                pass_fds=(request_r, reply_w, results_fd), env=self._environment(scratch), cwd=scratch,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+                pass_fds=(request_r, reply_w, results_fd),
+                env=self._environment(scratch),
+                cwd=scratch,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except BaseException:
             for fd in (request_r, request_w, reply_r, reply_w):
                 os.close(fd)
@@ -468,8 +491,12 @@ class Sandbox:
             os.close(results_fd)
         os.close(request_r)
         os.close(reply_w)
-        config = {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb, "scratch": str(scratch),
-                  "allowed_imports": list(self.allowed_imports)}
+        config = {
+            "timeout_s": self.timeout_s,
+            "memory_mb": self.memory_mb,
+            "scratch": str(scratch),
+            "allowed_imports": list(self.allowed_imports),
+        }
         os.write(request_w, frame(marshal.dumps(config)))
         os.set_blocking(request_w, False)
         os.set_blocking(reply_r, False)
@@ -506,14 +533,15 @@ class Sandbox:
                 continue
             if not chunk:
                 code = w.proc.wait()
-                raise AutoifError(f"sandbox: a worker exited during start-up (exit code {code}); "
-                                  "its error is printed above")
+                raise AutoifError(
+                    f"sandbox: a worker exited during start-up (exit code {code}); its error is printed above"
+                )
             buf += chunk
             if need == LENGTH.size and len(buf) >= LENGTH.size:
                 need += LENGTH.unpack_from(buf)[0]
                 if need > 1 << 20:
                     raise AutoifError("sandbox: a worker sent a malformed ready message")
-        return json.loads(bytes(buf[LENGTH.size:need]))
+        return json.loads(bytes(buf[LENGTH.size : need]))
 
     def _retire(self, w: _Worker) -> None:
         """Kill a worker and free its slot (a fresh one starts when the slot is next needed)."""

@@ -38,7 +38,7 @@ def write_all(fd: int, data: bytes) -> None:
     """Blocking write of all of `data` (the worker's side; the parent writes non-blocking)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def read_exact(fd: int, n: int) -> bytes | None:

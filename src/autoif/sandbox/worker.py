@@ -32,7 +32,19 @@ import sysconfig
 
 from . import isolation
 from .guard import CallState, FunctionEnv, ImportPolicy, InterpreterSnapshot, ModuleStateResets, needs_full_check
-from .protocol import CODE, DEFINING, DONE_FRAME, DONE, FALSE, MAX_BATCH_CHECKS, RUNNING, TRUE, frame, read_frame, write_all
+from .protocol import (
+    CODE,
+    DEFINING,
+    DONE,
+    DONE_FRAME,
+    FALSE,
+    MAX_BATCH_CHECKS,
+    RUNNING,
+    TRUE,
+    frame,
+    read_frame,
+    write_all,
+)
 
 _C_COMPILE, _C_NO_EVALUATE, _C_FORBIDDEN = CODE["compile"], CODE["no_evaluate"], CODE["forbidden_import"]
 _C_TIMEOUT, _C_MEMORY, _C_EXCEPTION, _C_NOT_BOOL = CODE["timeout"], CODE["memory"], CODE["exception"], CODE["not_bool"]
@@ -89,8 +101,10 @@ class Worker:
             try:
                 sys.modules["nltk"].sent_tokenize("Warm up. The punkt model loads once.")
             except Exception as exc:
-                self.warnings.append(f"nltk.sent_tokenize does not work in the sandbox ({type(exc).__name__}: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else ''})")
+                self.warnings.append(
+                    f"nltk.sent_tokenize does not work in the sandbox ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''})"
+                )
         if "langdetect" in sys.modules:
             try:
                 from langdetect import detector_factory
@@ -105,8 +119,20 @@ class Worker:
         paths = {sysconfig.get_path(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
         paths.update(p for p in sys.path if p and os.path.isabs(p))
         paths.update(os.environ.get("NLTK_DATA", "").split(os.pathsep))
-        paths.update(("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/share/zoneinfo",
-                      "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom", "/dev/random"))
+        paths.update(
+            (
+                "/lib",
+                "/lib64",
+                "/usr/lib",
+                "/usr/lib64",
+                "/usr/local/lib",
+                "/usr/share/zoneinfo",
+                "/etc/ld.so.cache",
+                "/etc/localtime",
+                "/dev/urandom",
+                "/dev/random",
+            )
+        )
         return sorted(os.path.realpath(p) for p in paths if p)
 
     def confine(self, memory_mb: int) -> isolation.IsolationReport:
@@ -123,7 +149,7 @@ class Worker:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-        streams = (open(0, "r", closefd=False), open(1, "w", closefd=False), open(2, "w", closefd=False))
+        streams = (open(0, closefd=False), open(1, "w", closefd=False), open(2, "w", closefd=False))
         sys.stdin, sys.stdout, sys.stderr = streams
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
         return streams
@@ -214,10 +240,10 @@ class Worker:
                 self.define(fn)
             evaluate, error = fn.evaluate, fn.error
             if error:
-                results[slot:slot + count] = bytes((error,)) * count
+                results[slot : slot + count] = bytes((error,)) * count
                 slot += count
             else:
-                for response in responses[first:first + count]:
+                for response in responses[first : first + count]:
                     results[slot] = RUNNING
                     results[slot] = self.run_call(evaluate, response)
                     slot += 1
@@ -273,7 +299,9 @@ def main(argv: list[str]) -> None:
     request_fd, reply_fd, results_fd = (int(a) for a in argv)
     config = marshal.loads(read_frame(request_fd))
     # Never import from the working directory (the scratch directory functions can write to).
-    sys.path[:] = [p for p in sys.path if p and os.path.isabs(p) and os.path.realpath(p) != os.path.realpath(config["scratch"])]
+    sys.path[:] = [
+        p for p in sys.path if p and os.path.isabs(p) and os.path.realpath(p) != os.path.realpath(config["scratch"])
+    ]
     results = mmap.mmap(results_fd, MAX_BATCH_CHECKS)
     os.close(results_fd)
     worker = Worker(config, results)
@@ -281,9 +309,17 @@ def main(argv: list[str]) -> None:
     vm_kb = _vm_size_kb()
     needed_mb = vm_kb // 1024 + 64
     if config["memory_mb"] < needed_mb:
-        write_all(reply_fd, frame(json.dumps({
-            "error": f"sandbox.memory_mb={config['memory_mb']} is too small: a worker uses about {vm_kb // 1024} MB "
-                     f"of address space after importing the allowed modules; use at least {needed_mb}"}).encode()))
+        write_all(
+            reply_fd,
+            frame(
+                json.dumps(
+                    {
+                        "error": f"sandbox.memory_mb={config['memory_mb']} is too small: a worker uses about {vm_kb // 1024} MB "
+                        f"of address space after importing the allowed modules; use at least {needed_mb}"
+                    }
+                ).encode()
+            ),
+        )
         return
     signal.signal(signal.SIGALRM, worker.alarm_handler)
     streams = worker.silence_std_streams()
@@ -296,10 +332,19 @@ def main(argv: list[str]) -> None:
     if threads > 1:
         report.warnings.append(f"the worker has {threads} threads; Landlock confines only the main one")
     worker.scratch_mtime = os.stat(worker.scratch).st_mtime_ns
-    ready = {"error": None, "pid": os.getpid(), "vm_kb": vm_kb, "warnings": worker.warnings + report.warnings,
-             "isolation": {"rlimits": report.rlimits, "capabilities_dropped": report.capabilities_dropped,
-                           "no_new_privs": report.no_new_privs, "landlock_abi": report.landlock_abi,
-                           "seccomp": report.seccomp}}
+    ready = {
+        "error": None,
+        "pid": os.getpid(),
+        "vm_kb": vm_kb,
+        "warnings": worker.warnings + report.warnings,
+        "isolation": {
+            "rlimits": report.rlimits,
+            "capabilities_dropped": report.capabilities_dropped,
+            "no_new_privs": report.no_new_privs,
+            "landlock_abi": report.landlock_abi,
+            "seccomp": report.seccomp,
+        },
+    }
     write_all(reply_fd, frame(json.dumps(ready).encode()))
     worker.serve(request_fd, reply_fd)
 

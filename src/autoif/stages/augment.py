@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from ..llm import Request
 from ..parsing import parse_bullet_lines
@@ -40,7 +40,8 @@ _LABEL = re.compile(r"^(?:(?:new\s+)?instruction\s*\d*|\d+)\s*[:.)-]\s+", re.I)
 _MARKDOWN = re.compile(r"\*\*|__")
 _PREAMBLE = re.compile(r"^(?:here (?:are|is)|sure\b|certainly\b|okay\b|ok\b|note\b)", re.I)
 _OFF_FORMAT = re.compile(
-    r"\b(?:translat\w*|metaphor\w*|simile\w*|tone|style|creativ\w*|humou?r\w*|persuasiv\w*|emotion\w*)\b", re.I)
+    r"\b(?:translat\w*|metaphor\w*|simile\w*|tone|style|creativ\w*|humou?r\w*|persuasiv\w*|emotion\w*)\b", re.I
+)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # A quote opens and closes away from letters, so the apostrophes of "don't" and "it's" are no quotes.
 _QUOTED = re.compile(r"\"([^\"]+)\"|(?<!\w)'([^']+)'(?!\w)")
@@ -57,8 +58,12 @@ _POLARITY = {
     **dict.fromkeys(("uppercase", "capital", "capitals", "capitalized", "upper"), "upper_case"),
     **dict.fromkeys(("lowercase", "lower"), "lower_case"),
 }
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+    )
+}
 
 
 def normalize(text: str) -> str:
@@ -118,8 +123,9 @@ class Candidate:
     seed_id: str
 
 
-def deduplicate(candidates: Sequence[Candidate], existing: Sequence[str], threshold: float
-                ) -> tuple[list[Candidate], dict[str, int]]:
+def deduplicate(
+    candidates: Sequence[Candidate], existing: Sequence[str], threshold: float
+) -> tuple[list[Candidate], dict[str, int]]:
     """The candidates that repeat neither an existing instruction nor an earlier kept candidate.
 
     Exact repeats compare `normalize`d text; near repeats have a token-set similarity of at least
@@ -161,9 +167,15 @@ def deduplicate(candidates: Sequence[Candidate], existing: Sequence[str], thresh
         columns = np.array(members)
         for start in range(first, len(members), ROWS_PER_BLOCK):
             rows = range(start, min(start + ROWS_PER_BLOCK, len(members)))
-            scores = process.cdist([texts[members[p]] for p in rows], [texts[i] for i in members],
-                                   scorer=fuzz.token_set_ratio, processor=utils.default_process,
-                                   score_cutoff=threshold, dtype=np.float32, workers=-1)
+            scores = process.cdist(
+                [texts[members[p]] for p in rows],
+                [texts[i] for i in members],
+                scorer=fuzz.token_set_ratio,
+                processor=utils.default_process,
+                score_cutoff=threshold,
+                dtype=np.float32,
+                workers=-1,
+            )
             for row, p in enumerate(rows):
                 earlier = columns[np.flatnonzero(scores[row, :p] >= threshold)]  # listed before it
                 if (earlier < n_existing).any():
@@ -193,8 +205,16 @@ class AugmentStage(Stage):
         seeds = [r for r in records if r.source == "seed"]
         if not cfg.enabled or not seeds:
             return
-        requests = [Request.user(self.prompt(seed, seeds, ctx), n=cfg.k, temperature=cfg.temperature,
-                                 max_tokens=cfg.max_tokens, seed=ctx.config.seed) for seed in seeds]
+        requests = [
+            Request.user(
+                self.prompt(seed, seeds, ctx),
+                n=cfg.k,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed=ctx.config.seed,
+            )
+            for seed in seeds
+        ]
         candidates: list[Candidate] = []
         for seed, completions in zip(seeds, ctx.llm.generate(requests, desc="augment")):
             for completion in completions:

@@ -18,7 +18,7 @@ instruction with no label at all is kept and counted as `instruction_unchecked`.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..llm import Request
 from ..nli import make_nli, nli_backend
@@ -33,8 +33,10 @@ RAW_KEPT = 300  # characters of an unusable answer kept in the record (`detail`)
 _MARKUP = re.compile(r"\*\*|__|^#+\s*")
 _BULLET = re.compile(r"^(?:[-*•>]|\d+[.)])\s+")
 _LEAD = re.compile(r"^([^:]{0,80}):\s*")  # "Instruction: ...", "The instruction it checks is: ..."
-_CODE = re.compile(r"^(?:def |return\b|import |from \S+ import |>>>|if |for |while |elif |else:|[{}\[\]]|\"\w+\"\s*:)"
-                   r"|\bevaluate\(|[{\[,]$")  # code, or a line of JSON
+_CODE = re.compile(
+    r"^(?:def |return\b|import |from \S+ import |>>>|if |for |while |elif |else:|[{}\[\]]|\"\w+\"\s*:)"
+    r"|\bevaluate\(|[{\[,]$"
+)  # code, or a line of JSON
 
 
 def extract_instruction(answer: str) -> str | None:
@@ -44,10 +46,15 @@ def extract_instruction(answer: str) -> str | None:
         line = _BULLET.sub("", _MARKUP.sub("", line.strip())).strip()
         lead = _LEAD.match(line)
         if lead and ("instruction" in lead.group(1).lower() or lead.group(1).strip().lower() in ("answer", "user")):
-            line = line[lead.end():]
+            line = line[lead.end() :]
         line = strip_quotes(line.strip())
-        if (line.startswith("```") or _CODE.search(line) or line.endswith(":") or len(line.split()) < 2
-                or len(line) > MAX_CHARS):
+        if (
+            line.startswith("```")
+            or _CODE.search(line)
+            or line.endswith(":")
+            or len(line.split()) < 2
+            or len(line) > MAX_CHARS
+        ):
             continue
         return line
     return None
@@ -80,9 +87,16 @@ class BacktranslateStage(Stage):
             yield from records
             return
         chosen = [chosen_functions(r, cfg.max_functions) for r in records]
-        requests = [Request.user(render("backtranslate", function=r.functions[i].source),
-                                 temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=ctx.config.seed)
-                    for r, indices in zip(records, chosen) for i in indices]
+        requests = [
+            Request.user(
+                render("backtranslate", function=r.functions[i].source),
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed=ctx.config.seed,
+            )
+            for r, indices in zip(records, chosen)
+            for i in indices
+        ]
         answers = iter(ctx.llm.generate(requests, desc="backtranslate") if requests else [])
 
         translations: list[list[BackTranslation]] = []

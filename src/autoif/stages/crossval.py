@@ -19,8 +19,8 @@ How the rules read (`CrossvalConfig.resolved()`):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from ..parsing import ParseFailure, parse_verifier_generation
 from ..records import CaseResult, CrossvalRecord, FunctionResult, VerifierSamples
@@ -91,8 +91,10 @@ def cross_validate(functions: Sequence[str], cases: Sequence[tuple[str, bool]], 
     if len(cases) < max(1, rules["min_cases"]):
         return fail("too_few_cases")
 
-    agree = [[grid[i][j].error is None and grid[i][j].value is expected for j, (_, expected) in enumerate(cases)]
-             for i in valid]
+    agree = [
+        [grid[i][j].error is None and grid[i][j].value is expected for j, (_, expected) in enumerate(cases)]
+        for i in valid
+    ]
     case_accuracy = [sum(row[j] for row in agree) / len(valid) for j in range(len(cases))]
     keep_case = (lambda a: a > 0.5) if rules["case_rule"] == "majority" else (lambda a: a > 0)
     kept_cases = [j for j, acc in enumerate(case_accuracy) if keep_case(acc)]
@@ -132,7 +134,8 @@ class CrossvalStage(Stage):
                 ctx.count(f"generation_unparsable:{reason}", n)
         checkable = [i for i, c in enumerate(candidates) if c.functions and c.cases]
         grids = ctx.sandbox.check_many(
-            [(candidates[i].functions, [inp for inp, _ in candidates[i].cases]) for i in checkable])
+            [(candidates[i].functions, [inp for inp, _ in candidates[i].cases]) for i in checkable]
+        )
         grid_of = dict(zip(checkable, grids))
         for i, (record, cand) in enumerate(zip(records, candidates)):
             if i not in grid_of:
@@ -146,7 +149,9 @@ class CrossvalStage(Stage):
                 continue
             extra = {"source": record.source} if "source" in (record.model_extra or {}) else {}
             yield CrossvalRecord(
-                instruction_id=record.instruction_id, instruction=record.instruction,
+                instruction_id=record.instruction_id,
+                instruction=record.instruction,
                 functions=[FunctionResult(source=f, accuracy=round(a, 6)) for f, a in sel.functions],
                 cases=[CaseResult(input=inp, output=out, accuracy=round(a, 6)) for inp, out, a in sel.cases],
-                **extra)
+                **extra,
+            )

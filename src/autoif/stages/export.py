@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..records import CrossvalRecord, DPORecord, Message, SFTRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
@@ -68,8 +68,12 @@ class ExportStage(Stage):
     sharded = False
 
     def settings(self, config):
-        return {**super().settings(config), "scoring": config.score.active(config.llm), "min_score": config.score.min_score,
-                "sandbox": config.sandbox.model_dump()}
+        return {
+            **super().settings(config),
+            "scoring": config.score.active(config.llm),
+            "min_score": config.score.min_score,
+            "sandbox": config.sandbox.model_dump(),
+        }
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
         queries = need_index(ctx, QUERIES, "id")
@@ -94,8 +98,9 @@ class ExportStage(Stage):
         score = ctx.config.score
         return not score.active(ctx.config.llm) or (response.score is not None and response.score >= score.min_score)
 
-    def _sft(self, record: VerifiedRecord, prompt: str, instruction_id: str, functions: list[str],
-             ctx: Context) -> list[SFTRecord]:
+    def _sft(
+        self, record: VerifiedRecord, prompt: str, instruction_id: str, functions: list[str], ctx: Context
+    ) -> list[SFTRecord]:
         out, seen = [], set()
         for response in record.responses:
             if not response.passed:
@@ -106,31 +111,48 @@ class ExportStage(Stage):
                 ctx.count("sft_skipped:duplicate")
             else:
                 seen.add(response.text)
-                out.append(SFTRecord(messages=_user(prompt) + _assistant(response.text), instruction_id=instruction_id,
-                                     functions=functions, pass_rate=response.pass_rate))
+                out.append(
+                    SFTRecord(
+                        messages=_user(prompt) + _assistant(response.text),
+                        instruction_id=instruction_id,
+                        functions=functions,
+                        pass_rate=response.pass_rate,
+                    )
+                )
         return out
 
-    def _query_pairs(self, record: VerifiedRecord, prompt: str, functions: list[str],
-                     ctx: Context) -> list[DPORecord]:
+    def _query_pairs(self, record: VerifiedRecord, prompt: str, functions: list[str], ctx: Context) -> list[DPORecord]:
         cfg = ctx.config.export
-        chosen = [r.text for r in record.responses
-                  if r.pass_rate >= cfg.chosen_min_pass_rate and self._score_ok(r, ctx)]
+        chosen = [
+            r.text for r in record.responses if r.pass_rate >= cfg.chosen_min_pass_rate and self._score_ok(r, ctx)
+        ]
         rejected = [r.text for r in record.responses if r.pass_rate <= cfg.rejected_max_pass_rate]
-        pairs = pair_up(list(dict.fromkeys(chosen)), list(dict.fromkeys(rejected)), cfg.max_pairs_per_prompt,
-                        ctx.rng("export.query_pairs", record.prompt_id))
+        pairs = pair_up(
+            list(dict.fromkeys(chosen)),
+            list(dict.fromkeys(rejected)),
+            cfg.max_pairs_per_prompt,
+            ctx.rng("export.query_pairs", record.prompt_id),
+        )
         if not pairs:
             ctx.count("dpo_query:no_chosen" if not chosen else "dpo_query:no_rejected")
         ctx.count("dpo_query_pairs", len(pairs))
-        return [DPORecord(prompt=_user(prompt), chosen=_assistant(c), rejected=_assistant(r), level="query",
-                          functions=functions) for c, r in pairs]
+        return [
+            DPORecord(
+                prompt=_user(prompt), chosen=_assistant(c), rejected=_assistant(r), level="query", functions=functions
+            )
+            for c, r in pairs
+        ]
 
     def _instruction_pairs(self, instructions: list[CrossvalRecord], ctx: Context) -> Iterable[DPORecord]:
         from ..sandbox import pass_rate
 
         cfg = ctx.config.export
         usable = [r for r in instructions if r.functions and r.cases]
-        grids = ctx.sandbox.check_many(
-            [([f.source for f in r.functions], [c.input for c in r.cases]) for r in usable]) if usable else []
+        grids = (
+            ctx.sandbox.check_many([([f.source for f in r.functions], [c.input for c in r.cases]) for r in usable])
+            if usable
+            else []
+        )
         for record, grid in zip(usable, grids):
             functions = [f.source for f in record.functions]
             chosen, rejected = [], []
@@ -142,9 +164,18 @@ class ExportStage(Stage):
                     rejected.append(case.input)
                 else:
                     ctx.count("dpo_instruction:case_not_separable")
-            pairs = pair_up(list(dict.fromkeys(chosen)), list(dict.fromkeys(rejected)), cfg.max_pairs_per_prompt,
-                            ctx.rng("export.instruction_pairs", record.instruction_id))
+            pairs = pair_up(
+                list(dict.fromkeys(chosen)),
+                list(dict.fromkeys(rejected)),
+                cfg.max_pairs_per_prompt,
+                ctx.rng("export.instruction_pairs", record.instruction_id),
+            )
             ctx.count("dpo_instruction_pairs", len(pairs))
             for c, r in pairs:
-                yield DPORecord(prompt=_user(record.instruction), chosen=_assistant(c), rejected=_assistant(r),
-                                level="instruction", functions=functions)
+                yield DPORecord(
+                    prompt=_user(record.instruction),
+                    chosen=_assistant(c),
+                    rejected=_assistant(r),
+                    level="instruction",
+                    functions=functions,
+                )

@@ -11,8 +11,8 @@ write them: instruction before or after the query, inline or on its own line, so
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from ..prompts import template
 from ..querypool import load_queries
@@ -20,7 +20,7 @@ from ..records import CrossvalRecord, QueryRecord
 from .base import Context, Stage
 
 JOIN_TEMPLATES = "query_join"
-_TERMINAL = tuple('.!?:;)]}"\'`')
+_TERMINAL = tuple(".!?:;)]}\"'`")
 
 
 @lru_cache(maxsize=1)
@@ -54,8 +54,11 @@ class QueriesStage(Stage):
     def settings(self, config):
         # The pool's content and the templates change the output as much as the config does.
         pool = "\x00".join(load_queries(config.queries))
-        return {**super().settings(config), "pool": hashlib.sha256(pool.encode()).hexdigest(),
-                "templates": list(join_templates())}
+        return {
+            **super().settings(config),
+            "pool": hashlib.sha256(pool.encode()).hexdigest(),
+            "templates": list(join_templates()),
+        }
 
     def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[QueryRecord]:
         pool = load_queries(ctx.config.queries)
@@ -68,5 +71,10 @@ class QueriesStage(Stage):
             for index in rng.sample(range(len(pool)), min(k, len(pool))):
                 query = pool[index]
                 prompt = join(record.instruction, query, templates[rng.randrange(len(templates))])
-                yield QueryRecord(id=query_id(record.instruction_id, query), instruction_id=record.instruction_id,
-                                  instruction=record.instruction, query=query, prompt=prompt)
+                yield QueryRecord(
+                    id=query_id(record.instruction_id, query),
+                    instruction_id=record.instruction_id,
+                    instruction=record.instruction,
+                    query=query,
+                    prompt=prompt,
+                )

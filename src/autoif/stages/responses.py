@@ -7,7 +7,7 @@ ones are counted and left out; a prompt left with no response is dropped.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..llm import Request
 from ..records import QueryRecord, ResponsesRecord
@@ -23,8 +23,12 @@ class ResponsesStage(Stage):
 
     def run(self, records: list[QueryRecord], ctx: Context) -> Iterable[ResponsesRecord | Drop]:
         cfg = ctx.config.responses
-        requests = [Request.user(r.prompt, n=cfg.k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                 seed=ctx.config.seed) for r in records]
+        requests = [
+            Request.user(
+                r.prompt, n=cfg.k, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=ctx.config.seed
+            )
+            for r in records
+        ]
         answers = ctx.llm.generate(requests, desc="responses") if requests else []
         for record, completions in zip(records, answers):
             texts = []

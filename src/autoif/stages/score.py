@@ -13,8 +13,8 @@ unchanged and export asks for no score.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from statistics import fmean
-from typing import Iterable
 
 from ..llm import Request
 from ..parsing import parse_score
@@ -45,8 +45,11 @@ class ScoreStage(Stage):
     uses_llm = True
 
     def settings(self, config):
-        return {**super().settings(config), "judge": template(JUDGE),
-                "chosen_min_pass_rate": config.export.chosen_min_pass_rate}
+        return {
+            **super().settings(config),
+            "judge": template(JUDGE),
+            "chosen_min_pass_rate": config.export.chosen_min_pass_rate,
+        }
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
         cfg = ctx.config.score
@@ -62,12 +65,15 @@ class ScoreStage(Stage):
                 continue  # dropped below
             for j, response in enumerate(record.responses):
                 if needs_judging(response, chosen_min):
-                    prompts[ri, j] = render(JUDGE, query=query.query, instruction=query.instruction,
-                                            response=response.text)
+                    prompts[ri, j] = render(
+                        JUDGE, query=query.query, instruction=query.instruction, response=response.text
+                    )
         # Identical responses to one prompt are judged once.
         unique = list(dict.fromkeys(prompts.values()))
-        requests = [Request.user(p, n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                 seed=ctx.config.seed) for p in unique]
+        requests = [
+            Request.user(p, n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=ctx.config.seed)
+            for p in unique
+        ]
         answers = dict(zip(unique, ctx.llm.generate(requests, desc="score"))) if requests else {}
         for ri, record in enumerate(records):
             if record.prompt_id not in queries:

@@ -9,7 +9,7 @@ as generations, so they pass the same cross-validation as everything else.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..data import load_seed_instructions
 from ..records import Instruction
@@ -42,6 +42,11 @@ class SeedsStage(Stage):
                 picked = set(ctx.rng("seeds.library_limit").sample(range(len(library)), cfg.library_limit))
                 library = [e for i, e in enumerate(library) if i in picked]
             for entry in library:
-                yield Instruction(id=f"lib-{entry.id}", text=entry.instruction, source="builtin",
-                                  constraint=entry.constraint, functions=list(entry.functions),
-                                  cases=list(entry.cases))
+                yield Instruction(
+                    id=f"lib-{entry.id}",
+                    text=entry.instruction,
+                    source="builtin",
+                    constraint=entry.constraint,
+                    functions=list(entry.functions),
+                    cases=list(entry.cases),
+                )

@@ -9,8 +9,8 @@ in the same JSON form, so crossval treats every instruction alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from ..llm import Request
 from ..prompts import render
@@ -35,8 +35,16 @@ class VerifiersStage(Stage):
     def run(self, records: list[Instruction], ctx: Context) -> Iterable[VerifierSamples]:
         cfg = ctx.config.verifiers
         asked = [r for r in records if r.source != "builtin"]
-        requests = [Request.user(self.prompt(r, ctx), n=cfg.k, temperature=cfg.temperature,
-                                 max_tokens=cfg.max_tokens, seed=ctx.config.seed) for r in asked]
+        requests = [
+            Request.user(
+                self.prompt(r, ctx),
+                n=cfg.k,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed=ctx.config.seed,
+            )
+            for r in asked
+        ]
         answers = dict(zip((r.id for r in asked), ctx.llm.generate(requests, desc="verifiers"))) if asked else {}
         for r in records:
             if r.source == "builtin":
@@ -55,8 +63,13 @@ class VerifiersStage(Stage):
         examples = _few_shot_examples()
         ex = examples[ctx.rng("verifiers.example", instruction.id).randrange(len(examples))]
         example_json = json.dumps({"func": ex.functions[0], "cases": ex.cases[:4]}, ensure_ascii=False)
-        return render("verifiers", instruction=instruction.text, n_cases=N_CASES,
-                      example_instruction=ex.instruction, example_json=example_json)
+        return render(
+            "verifiers",
+            instruction=instruction.text,
+            n_cases=N_CASES,
+            example_instruction=ex.instruction,
+            example_json=example_json,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,8 @@ become SFT data. The funnel counts prompts in and out, and responses checked and
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..records import QueryRecord, Record, ResponsesRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
@@ -77,8 +78,11 @@ class VerifyStage(Stage):
                 yield Drop(record, "no_response")
             else:
                 checkable.append((record, [f.source for f in instruction.functions]))
-        grids = ctx.sandbox.check_many(
-            [(functions, record.responses) for record, functions in checkable]) if checkable else []
+        grids = (
+            ctx.sandbox.check_many([(functions, record.responses) for record, functions in checkable])
+            if checkable
+            else []
+        )
         for (record, functions), grid in zip(checkable, grids):
             verified = []
             for j, text in enumerate(record.responses):
@@ -89,8 +93,9 @@ class VerifyStage(Stage):
                 rate = pass_rate(outcomes)
                 ok = passes(rate, threshold)
                 ctx.count("responses_passed" if ok else "responses_failed")
-                verified.append(VerifiedResponse(text=text, pass_rate=rate, outcomes=[o.value for o in outcomes],
-                                                 passed=ok))
+                verified.append(
+                    VerifiedResponse(text=text, pass_rate=rate, outcomes=[o.value for o in outcomes], passed=ok)
+                )
             if not any(r.passed for r in verified):
                 ctx.count("prompts_without_passing_response")
             yield VerifiedRecord(prompt_id=record.prompt_id, responses=verified)

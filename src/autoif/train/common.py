@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -38,11 +38,10 @@ class TrainSettings(Section):
     data: str = Field("autoif-out", description="a run's output directory, or the jsonl file to train on")
     output_dir: str = Field("autoif-train", description="checkpoints and the final model go here")
     cache_dir: str = Field("~/.cache/autoif", description="where the embedded model's checkpoint is kept")
-    max_records: Optional[int] = Field(None, ge=1, description="train on at most this many records (None: all)")
+    max_records: int | None = Field(None, ge=1, description="train on at most this many records (None: all)")
     learning_rate: float = Field(7e-6, gt=0, description="peak learning rate")
     lr_scheduler_type: str = Field("linear", description="learning-rate schedule (transformers name)")
-    warmup_steps: float = Field(
-        20, ge=0, description="warm-up: steps when >= 1, a fraction of all steps when < 1")
+    warmup_steps: float = Field(20, ge=0, description="warm-up: steps when >= 1, a fraction of all steps when < 1")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
     num_train_epochs: float = Field(3, gt=0, description="passes over the data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs)")
@@ -54,10 +53,11 @@ class TrainSettings(Section):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     logging_steps: int = Field(10, ge=1, description="log every this many steps")
     save_steps: int = Field(500, ge=1, description="save a checkpoint every this many steps")
-    save_total_limit: Optional[int] = Field(2, ge=1, description="checkpoints kept (None: all)")
+    save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (None: all)")
     report_to: str = Field("none", description="'none', 'tensorboard', 'wandb' (TRL's report_to), comma-separated")
-    resume: Optional[str] = Field(
-        None, description="resume from a checkpoint directory, or 'latest' for the newest in output_dir")
+    resume: str | None = Field(
+        None, description="resume from a checkpoint directory, or 'latest' for the newest in output_dir"
+    )
     seed: int = Field(42, description="random seed")
 
     # The file a run writes for this trainer (subclasses set it).
@@ -80,7 +80,9 @@ def read_records(settings: TrainSettings, required: tuple[str, ...]) -> list[dic
     for n, record in enumerate(records, 1):
         missing = [f for f in required if f not in record]
         if missing:
-            raise AutoifError(f"{path}: record {n} lacks field '{missing[0]}' (this trainer needs {', '.join(required)})")
+            raise AutoifError(
+                f"{path}: record {n} lacks field '{missing[0]}' (this trainer needs {', '.join(required)})"
+            )
     if not records:
         raise AutoifError(f"{path}: no records to train on")
     if settings.max_records:
@@ -148,9 +150,13 @@ def peft_config(settings: TrainSettings):
         return None
     peft = require("peft", "train", "LoRA training")
     targets = settings.lora.target_modules
-    return peft.LoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
-                           target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                           task_type="CAUSAL_LM")
+    return peft.LoraConfig(
+        r=settings.lora.r,
+        lora_alpha=settings.lora.alpha,
+        lora_dropout=settings.lora.dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        task_type="CAUSAL_LM",
+    )
 
 
 def resume_checkpoint(settings: TrainSettings) -> str | bool | None:
@@ -190,6 +196,10 @@ def prompts_with_functions(records: list[dict]) -> list[dict]:
         if key in seen or not record["functions"]:
             continue
         seen.add(key)
-        out.append({"prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
-                    "functions": list(record["functions"])})
+        out.append(
+            {
+                "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+                "functions": list(record["functions"]),
+            }
+        )
     return out

@@ -12,8 +12,15 @@ from pathlib import Path
 from pydantic import Field
 
 from ..errors import require
-from .common import (TrainSettings, load_model_and_tokenizer, peft_config, read_records, resume_checkpoint,
-                     save_final, trl_args)
+from .common import (
+    TrainSettings,
+    load_model_and_tokenizer,
+    peft_config,
+    read_records,
+    resume_checkpoint,
+    save_final,
+    trl_args,
+)
 
 
 class DPOSettings(TrainSettings):
@@ -38,16 +45,28 @@ def dpo_rows(records: list[dict], level: str = "all") -> list[dict]:
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in keep]
 
 
-def run_dpo(settings: DPOSettings, rows: list[dict], model, tokenizer, output_dir: str | Path, epochs=None,
-            resume=None):
+def run_dpo(
+    settings: DPOSettings, rows: list[dict], model, tokenizer, output_dir: str | Path, epochs=None, resume=None
+):
     """One DPOTrainer pass over `rows`; returns the trainer (its model is the updated policy)."""
     trl = require("trl", "train", "DPO training")
     datasets = require("datasets", "hf", "training")
-    args = trl_args(settings, trl.DPOConfig, output_dir=output_dir, max_length=settings.max_length,
-                    beta=settings.beta, loss_type=[settings.loss_type],
-                    **({"num_train_epochs": epochs} if epochs is not None else {}))
-    trainer = trl.DPOTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                             processing_class=tokenizer, peft_config=peft_config(settings))
+    args = trl_args(
+        settings,
+        trl.DPOConfig,
+        output_dir=output_dir,
+        max_length=settings.max_length,
+        beta=settings.beta,
+        loss_type=[settings.loss_type],
+        **({"num_train_epochs": epochs} if epochs is not None else {}),
+    )
+    trainer = trl.DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config(settings),
+    )
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 

@@ -13,8 +13,16 @@ from pydantic import Field
 
 from ..errors import require
 from ..rewards import make_verifier_reward
-from .common import (TrainSettings, load_model_and_tokenizer, peft_config, prompts_with_functions, read_records,
-                     resume_checkpoint, save_final, trl_args)
+from .common import (
+    TrainSettings,
+    load_model_and_tokenizer,
+    peft_config,
+    prompts_with_functions,
+    read_records,
+    resume_checkpoint,
+    save_final,
+    trl_args,
+)
 
 
 class GRPOSettings(TrainSettings):
@@ -42,13 +50,24 @@ def train(settings: GRPOSettings) -> Path:
 
     prompts = prompts_with_functions(read_records(settings, ("functions",)))
     model, tokenizer = load_model_and_tokenizer(settings)
-    args = trl_args(settings, trl.GRPOConfig, num_generations=settings.num_generations,
-                    max_completion_length=settings.max_completion_length, temperature=settings.temperature,
-                    beta=settings.beta, use_vllm=settings.use_vllm,
-                    **({"vllm_mode": "colocate"} if settings.use_vllm else {}))
+    args = trl_args(
+        settings,
+        trl.GRPOConfig,
+        num_generations=settings.num_generations,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        beta=settings.beta,
+        use_vllm=settings.use_vllm,
+        **({"vllm_mode": "colocate"} if settings.use_vllm else {}),
+    )
     with Sandbox() as sandbox:
-        trainer = trl.GRPOTrainer(model=model, reward_funcs=make_verifier_reward(sandbox), args=args,
-                                  train_dataset=datasets.Dataset.from_list(prompts), processing_class=tokenizer,
-                                  peft_config=peft_config(settings))
+        trainer = trl.GRPOTrainer(
+            model=model,
+            reward_funcs=make_verifier_reward(sandbox),
+            args=args,
+            train_dataset=datasets.Dataset.from_list(prompts),
+            processing_class=tokenizer,
+            peft_config=peft_config(settings),
+        )
         trainer.train(resume_from_checkpoint=resume_checkpoint(settings))
     return save_final(trainer, tokenizer, settings.output_dir)

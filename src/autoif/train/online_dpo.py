@@ -47,13 +47,15 @@ class OnlineDPOSettings(DPOSettings):
     max_pairs_per_prompt: int = Field(4, ge=1, description="pairs built from one prompt at most")
     num_train_epochs: float = Field(1, gt=0, description="DPO passes over each iteration's pairs")
     sampler: Literal["auto", "local", "vllm"] = Field(
-        "auto", description="who samples: vllm (GPU), local (transformers), auto (vllm when usable)")
+        "auto", description="who samples: vllm (GPU), local (transformers), auto (vllm when usable)"
+    )
     sampling_batch_size: int = Field(16, ge=1, description="local sampler: sequences generated together")
     final_eval: bool = Field(True, description="sample once more after the last iteration to measure the result")
 
 
-def build_pairs(responses: list[str], rates: list[float], settings: OnlineDPOSettings,
-                rng: random.Random) -> list[tuple[str, str]]:
+def build_pairs(
+    responses: list[str], rates: list[float], settings: OnlineDPOSettings, rng: random.Random
+) -> list[tuple[str, str]]:
     """(chosen, rejected) pairs of one prompt: each passing response against a failing one."""
     chosen = [r for r, p in zip(responses, rates) if p >= settings.chosen_min_pass_rate]
     rejected = [r for r, p in zip(responses, rates) if p <= settings.rejected_max_pass_rate]
@@ -78,13 +80,23 @@ def sample(policy_path: str, prompts: list[dict], settings: OnlineDPOSettings, i
     from ..config import LLMConfig
     from ..llm import Request, Sampling, backend_class
 
-    llm = LLMConfig(backend=sampler_kind(settings), model=policy_path, batch_size=settings.sampling_batch_size,
-                    cache=False)
+    llm = LLMConfig(
+        backend=sampler_kind(settings), model=policy_path, batch_size=settings.sampling_batch_size, cache=False
+    )
     backend = backend_class(llm.backend).from_config(llm)
     try:
-        requests = [Request(messages=p["prompt"], n=settings.samples_per_prompt,
-                            sampling=Sampling(temperature=settings.temperature, max_tokens=settings.max_new_tokens,
-                                              seed=settings.seed + 1000 * iteration)) for p in prompts]
+        requests = [
+            Request(
+                messages=p["prompt"],
+                n=settings.samples_per_prompt,
+                sampling=Sampling(
+                    temperature=settings.temperature,
+                    max_tokens=settings.max_new_tokens,
+                    seed=settings.seed + 1000 * iteration,
+                ),
+            )
+            for p in prompts
+        ]
         answers = backend.generate(requests, desc=f"online-dpo: sampling (iteration {iteration})")
     finally:
         backend.close()
@@ -112,12 +124,14 @@ def train(settings: OnlineDPOSettings) -> Path:
             rates = pass_rates(sandbox, functions, flat)
             per_prompt, i = [], 0
             for rs in responses:
-                per_prompt.append(rates[i:i + len(rs)])
+                per_prompt.append(rates[i : i + len(rs)])
                 i += len(rs)
             mean = sum(rates) / len(rates) if rates else 0.0
             if iteration == settings.iterations:  # the final measurement, no training
-                _append_log(out, {"iteration": iteration, "policy": policy_path, "mean_pass_rate": mean,
-                                  "evaluation_only": True})
+                _append_log(
+                    out,
+                    {"iteration": iteration, "policy": policy_path, "mean_pass_rate": mean, "evaluation_only": True},
+                )
                 log.info("online-dpo: final policy mean pass rate %.3f", mean)
                 break
             rng = random.Random(settings.seed * 7919 + iteration)
@@ -126,25 +140,52 @@ def train(settings: OnlineDPOSettings) -> Path:
             for prompt, rs, ps in zip(prompts, responses, per_prompt):
                 pairs = build_pairs(rs, ps, settings, rng)
                 no_pair += not pairs
-                rows += [{"prompt": prompt["prompt"], "chosen": [{"role": "assistant", "content": c}],
-                          "rejected": [{"role": "assistant", "content": r}]} for c, r in pairs]
-            entry = {"iteration": iteration, "policy": policy_path, "mean_pass_rate": mean,
-                     "pairs": len(rows), "prompts_without_pair": no_pair, "prompts": len(prompts)}
-            log.info("online-dpo iteration %d: mean pass rate %.3f, %d pairs, %d/%d prompts without a pair",
-                     iteration, mean, len(rows), no_pair, len(prompts))
+                rows += [
+                    {
+                        "prompt": prompt["prompt"],
+                        "chosen": [{"role": "assistant", "content": c}],
+                        "rejected": [{"role": "assistant", "content": r}],
+                    }
+                    for c, r in pairs
+                ]
+            entry = {
+                "iteration": iteration,
+                "policy": policy_path,
+                "mean_pass_rate": mean,
+                "pairs": len(rows),
+                "prompts_without_pair": no_pair,
+                "prompts": len(prompts),
+            }
+            log.info(
+                "online-dpo iteration %d: mean pass rate %.3f, %d pairs, %d/%d prompts without a pair",
+                iteration,
+                mean,
+                len(rows),
+                no_pair,
+                len(prompts),
+            )
             if not rows:
                 _append_log(out, {**entry, "stopped": "no pairs"})
                 log.warning("online-dpo: no pair could be built at iteration %d; stopping", iteration)
                 break
             model, tokenizer = load_model_and_tokenizer(settings, model=policy_path)
-            trainer = run_dpo(settings, rows, model, tokenizer, out / f"iter-{iteration + 1}-checkpoints",
-                              epochs=settings.num_train_epochs)
+            trainer = run_dpo(
+                settings,
+                rows,
+                model,
+                tokenizer,
+                out / f"iter-{iteration + 1}-checkpoints",
+                epochs=settings.num_train_epochs,
+            )
             next_path = out / f"iter-{iteration + 1}"
             trainer.save_model(str(next_path))
             tokenizer.save_pretrained(str(next_path))
             # The run's mean loss (logged once at the end), else the last logged step's.
-            losses = [h.get("train_loss", h.get("loss")) for h in trainer.state.log_history
-                      if "train_loss" in h or "loss" in h]
+            losses = [
+                h.get("train_loss", h.get("loss"))
+                for h in trainer.state.log_history
+                if "train_loss" in h or "loss" in h
+            ]
             _append_log(out, {**entry, "train_loss": losses[-1] if losses else None, "saved": str(next_path)})
             policy_path = str(next_path)
     return Path(policy_path)
