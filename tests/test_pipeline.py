@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from autoif import pipeline as pipeline_mod
 from autoif.config import load_config
 from autoif.errors import AutoifError
 from autoif.pipeline import Pipeline
@@ -46,19 +45,14 @@ class EvensStage(Stage):
 
 
 @pytest.fixture
-def stages(monkeypatch):
-    import sys
-
-    monkeypatch.setattr(
-        pipeline_mod, "STAGES", {"numbers": f"{__name__}:NumbersStage", "evens": f"{__name__}:EvensStage"}
-    )
-    monkeypatch.setitem(sys.modules, __name__, sys.modules[__name__])
+def stages():
     CALLS.clear()
     EvensStage.die_after = None
 
 
 def make(tmp_path, *sets):
-    return Pipeline(load_config(None, [f"paths.out={tmp_path}", "executor.shard_size=3", *sets]))
+    config = load_config(None, [f"paths.out={tmp_path}", "executor.shard_size=3", *sets])
+    return Pipeline(config, stages=[NumbersStage(), EvensStage()])
 
 
 def test_run_writes_outputs_and_funnel(tmp_path, stages):
@@ -117,3 +111,21 @@ def test_bad_input_record_names_file_and_line(tmp_path, stages):
     (tmp_path / "numbers.jsonl").write_text('{"id": "a", "text": "x", "source": "seed"}\n{"id": "b"}\n')
     with pytest.raises(AutoifError, match=r"numbers.jsonl line 2: text: Field required"):
         make(tmp_path).run(only="evens")
+
+
+def test_funnel_table_shows_this_runs_llm_use_not_an_earlier_runs(tmp_path, stages):
+    from rich.console import Console
+
+    pipeline = make(tmp_path)
+    funnel = pipeline.run()
+    # As an earlier run with an LLM stage leaves it: funnel.json keeps the LLM counts of that run.
+    funnel["llm"] = {"backend": "local", "model": "embedded", "hits": 3, "misses": 7}
+    (tmp_path / "funnel.json").write_text(json.dumps(funnel))
+    again = make(tmp_path)
+    funnel = again.run(only="evens", force=True)
+    assert funnel["llm"]["misses"] == 7  # the record of that earlier run stays in the file
+    console = Console(width=200, record=True)
+    console.print(again.funnel_table(funnel, ["evens"]))
+    text = console.export_text()
+    assert "LLM samples: none requested by this run" in text and "7 generated" not in text
+    assert "numbers (earlier)" in text

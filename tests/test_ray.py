@@ -20,6 +20,7 @@ import pytest
 
 from autoif.errors import AutoifError, MissingDependency
 from autoif.records import Instruction
+from autoif.stages import load_stage
 from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -162,10 +163,9 @@ def test_a_sandbox_actor_larger_than_any_node_is_a_one_line_error(cluster, tmp_p
 def test_no_cpu_left_for_a_sandbox_is_a_one_line_error(cluster, tmp_path):
     executor = _pipeline(tmp_path, cluster.address, "executor.cpus_per_engine=2").executor
     try:
-        executor._connect()
-        executor._pool("engine")  # two engines, one per node, each holding both of its CPUs
+        executor.prepare(load_stage("augment"))  # two engines, one per node, each holding both of its CPUs
         with pytest.raises(AutoifError, match=r"^ray: no room for a sandbox actor of 4 CPUs \(0 CPUs free"):
-            executor._pool("sandbox")
+            executor.prepare(load_stage("verify"))
     finally:
         executor.close()
 
@@ -178,7 +178,6 @@ def test_an_actor_that_cannot_start_raises_its_own_error(cluster, tmp_path):
 
 
 def test_an_engine_needing_gpus_on_a_cpu_cluster_is_a_one_line_error(cluster, tmp_path):
-    from autoif.pipeline import load_stage
     from autoif.stages.base import Context
 
     pipeline = _pipeline(tmp_path, cluster.address, "executor.gpus_per_engine=1")
@@ -219,11 +218,11 @@ def test_a_stage_failing_on_an_actor_raises_its_own_error(cluster, tmp_path):
 def test_unreachable_cluster_is_a_one_line_error(tmp_path):
     pipeline = _pipeline(tmp_path, "127.0.0.1:9")
     with pytest.raises(AutoifError, match=r"^ray: cannot connect to 127.0.0.1:9: "):
-        pipeline.executor._connect()
+        pipeline.executor.prepare(load_stage("verify"))
 
 
 def test_ray_missing_is_a_one_line_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     pipeline = _pipeline(tmp_path, "auto")
     with pytest.raises(MissingDependency, match=r"pip install 'autoif\[ray\]'"):
-        pipeline.executor._connect()
+        pipeline.executor.prepare(load_stage("verify"))

@@ -11,6 +11,7 @@ repository root (gitignored), next to a copy of the page.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -339,7 +340,8 @@ class Chromium:
     def __init__(self, profile: Path) -> None:
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
-        self.log = tempfile.TemporaryFile()
+        # Open for the browser's whole life (its stderr), closed in close(): no `with` can span that.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
         # bash, not sh: dash cannot redirect from a descriptor above 9.
         self.proc = subprocess.Popen(
             [
@@ -425,10 +427,8 @@ class Chromium:
         return [e for e in self._events if e.get("sessionId") == session]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
             self.send("Browser.close", timeout=10)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

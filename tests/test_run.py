@@ -2,19 +2,37 @@
 
 One small run is made twice: once uninterrupted (A), once killed with SIGKILL while stage 2 is
 generating and then rerun (B). B's files must equal A's, no finished LLM sample may be generated
-again, and every exported record must pass its own functions when re-checked in the sandbox.
+again, and every exported record must pass its own functions when re-checked in the sandbox. While
+B is live, a second run on its OUT is refused; the lock the kill leaves behind does not stop the rerun.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from autoif.sandbox import Sandbox, pass_rate
-from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start
+from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start, wait_for_lock
 
 pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Runs:
+    a: Path  # uninterrupted
+    b: Path  # killed in stage 2, then rerun
+    rows_at_kill: int  # cache rows when B was killed
+    rerun_log: str
+    refused: subprocess.CompletedProcess  # a second run started on B while B was live
+    refused_s: float  # how long it took to be refused
+    killed_pid: int
+    lock_after_kill: str  # OUT/.lock as the kill left it
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +40,44 @@ def runs(small_run):
     config, a = small_run
     b = a.parent / "b"
     # B: killed while stage 2 samples responses (some samples cached, the stage unfinished).
-    kill_during_responses(start(b, config), b)
+    live = start(b, config)
+    wait_for_lock(live, b)
+    # A second run on the same OUT meanwhile is refused at once, naming the live one.
+    started = time.monotonic()
+    second = subprocess.run(
+        [sys.executable, "-m", "autoif.cli", "run", "-c", str(config), "-o", str(b)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    refused_s = time.monotonic() - started
+    kill_during_responses(live, b)
+    lock_after_kill = (b / ".lock").read_text().strip()
     rows_at_kill = cache_rows(b)
     rerun_log = finish(start(b, config))
-    return a, b, rows_at_kill, rerun_log
+    return Runs(a, b, rows_at_kill, rerun_log, second, refused_s, live.pid, lock_after_kill)
+
+
+def test_a_second_run_on_a_live_out_is_refused_at_once(runs):
+    lines = runs.refused.stderr.strip().splitlines()
+    assert runs.refused.returncode == 2 and len(lines) == 1, runs.refused.stderr
+    assert f"{runs.b} is in use by another autoif run (pid {runs.killed_pid}" in lines[0]
+    assert runs.refused_s < 60  # refused at its start, not after waiting for the live run
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(runs):
+    assert runs.lock_after_kill == str(runs.killed_pid)  # SIGKILL left the dead run's PID: the rerun ran anyway
+    assert (runs.b / ".lock").read_text() == ""  # released by the rerun when it ended
 
 
 def test_resumed_run_equals_uninterrupted_run(runs):
-    a, b, _, _ = runs
+    a, b = runs.a, runs.b
     for name in OUTPUTS:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 def test_no_finished_request_is_repeated(runs):
-    a, b, rows_at_kill, rerun_log = runs
+    a, b, rows_at_kill, rerun_log = runs.a, runs.b, runs.rows_at_kill, runs.rerun_log
     funnel_a = json.loads((a / "funnel.json").read_text())
     funnel_b = json.loads((b / "funnel.json").read_text())
     generated_in_a = funnel_a["llm"]["misses"]
@@ -43,11 +85,11 @@ def test_no_finished_request_is_repeated(runs):
     assert cache_rows(b) == cache_rows(a) == generated_in_a
     assert rows_at_kill > 0 and funnel_b["llm"]["misses"] == generated_in_a - rows_at_kill
     # What the rerun did not regenerate came from the cache or from the shards finished before the kill.
-    assert "LLM samples:" in rerun_log
+    assert f"LLM samples: {funnel_b['llm']['misses']} generated" in rerun_log  # this invocation's own
 
 
 def test_every_stage_counted_in_the_funnel(runs):
-    a, _, _, _ = runs
+    a = runs.a
     stages = json.loads((a / "funnel.json").read_text())["stages"]
     assert list(stages) == [
         "seeds",
@@ -68,7 +110,7 @@ def test_every_stage_counted_in_the_funnel(runs):
 
 
 def test_exported_records_pass_their_own_functions_again(runs):
-    a, _, _, _ = runs
+    a = runs.a
     sft = [json.loads(line) for line in (a / "sft.jsonl").read_text().splitlines()]
     dpo = [json.loads(line) for line in (a / "dpo.jsonl").read_text().splitlines()]
     assert dpo, "no DPO pair at all"
@@ -90,7 +132,7 @@ def test_report_of_the_real_run_renders_in_chromium(runs):
 
     if CHROMIUM is None:
         pytest.skip("headless Chromium not installed (`make test` installs Debian's `chromium`)")
-    a, _, _, _ = runs
+    a = runs.a
     browser = Chromium(a.parent / "chromium-profile")
     try:
         page = Page(browser, a / "report.html")

@@ -10,11 +10,18 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from .errors import AutoifError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+log = logging.getLogger("autoif.run")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -120,15 +127,44 @@ def run_cmd(
     executor: str | None,
 ) -> None:
     """Run the AutoIF pipeline: seeds to SFT data and DPO pairs."""
+    from rich.console import Console
+
     from .config import load_config
     from .pipeline import Pipeline
+    from .runlock import RunLock
 
     config = load_config(config_path, overrides)
     if out:
         config.paths.out = out
     if executor:
         config.executor.kind = executor
-    Pipeline(config).run(only=only, until=until, force=force, push_to_hub=push_to_hub)
+    pipeline = Pipeline(config)
+    names = pipeline.selected(only, until)
+    with RunLock(pipeline.out):
+        if "queries" in names:  # a bad query pool fails now, not after stage 1's work
+            from .stages.querypool import load_queries
+
+            load_queries(config.queries)
+        funnel = pipeline.run(only=only, until=until, force=force)
+        if "export" in names:
+            from .evals import warn_on_contamination
+            from .export_formats import write_copies
+
+            write_copies(pipeline.out, config.export.llamafactory, config.export.hf_dataset, push_to_hub)
+            warn_on_contamination(pipeline.out)
+        Console(stderr=True).print(pipeline.funnel_table(funnel, names))
+        _write_report(pipeline.out, config)
+
+
+def _write_report(out: Path, config: Config) -> None:
+    """OUT/report.html after every run; a missing plotting library costs the report, not the run."""
+    from .errors import MissingDependency
+    from .report import write_report
+
+    try:
+        log.info("report: %s", write_report(out, config))
+    except MissingDependency as exc:
+        log.warning("report not written: %s", exc)
 
 
 @cli.command("train")
@@ -191,8 +227,6 @@ def _benchmark_command(name: str) -> None:
     )
     @click.option("--out", default="autoif-eval", show_default=True, help="Where results and responses go.")
     def command(config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, out) -> None:
-        from pathlib import Path
-
         from .config import LLMConfig, load_config
         from .evals import EvalConfig, run_benchmark
 
@@ -239,8 +273,6 @@ def compare_cmd(a: str, b: str) -> None:
 @click.argument("out", type=click.Path(file_okay=False))
 def report_cmd(out: str) -> None:
     """Write OUT/report.html: funnel, distributions, samples and eval results of a run."""
-    from pathlib import Path
-
     from .report import write_report
 
     click.echo(f"autoif: report written to {write_report(Path(out))}")

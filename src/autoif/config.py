@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .pairs import PairBounds
 
 
 def _on_off(cls, value: Any) -> Any:
@@ -331,23 +332,12 @@ class ScoreConfig(Section):
         return self.enabled == "on"
 
 
-class ExportConfig(Section):
+class ExportConfig(Section, PairBounds):
     """Stage export: SFT data and DPO pairs."""
 
-    chosen_min_pass_rate: float = Field(0.5, ge=0, le=1, description="DPO: chosen responses pass at least this")
-    rejected_max_pass_rate: float = Field(0.0, ge=0, le=1, description="DPO: rejected responses pass at most this")
-    max_pairs_per_prompt: int = Field(4, ge=1, description="DPO pairs built from one prompt at most")
+    # The DPO pair bounds are PairBounds' fields (pairs.py), shared with `train online-dpo`.
     llamafactory: bool = Field(True, description="also write LLaMA-Factory alpaca and sharegpt files")
     hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
-
-    @model_validator(mode="after")
-    def _pairs_separable(self) -> ExportConfig:
-        if self.rejected_max_pass_rate >= self.chosen_min_pass_rate:
-            raise ValueError(
-                f"rejected_max_pass_rate ({self.rejected_max_pass_rate}) must be below "
-                f"chosen_min_pass_rate ({self.chosen_min_pass_rate})"
-            )
-        return self
 
 
 # ------------------------------------------------------------------------------------------- root

@@ -25,12 +25,26 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AutoifError, require
+from .jsonl import read_jsonl
 from .records import DPORecord, Message, SFTRecord
 
 LLAMAFACTORY_DIR = "llamafactory"
 HF_DATASET_DIR = "hf_dataset"
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def write_copies(out_dir: Path, llamafactory: bool, hf_dataset: bool, push_to_hub: str | None = None) -> None:
+    """The copies a run's export settings ask for, from `out_dir/sft.jsonl` and `out_dir/dpo.jsonl`
+    (a hub push implies the `datasets` copy, which it is made from)."""
+    if not (llamafactory or hf_dataset or push_to_hub):
+        return
+    sft = read_jsonl(Path(out_dir) / "sft.jsonl", SFTRecord)
+    dpo = read_jsonl(Path(out_dir) / "dpo.jsonl", DPORecord)
+    if llamafactory:
+        write_llamafactory(out_dir, sft, dpo)
+    if hf_dataset or push_to_hub:
+        save_hf_dataset(out_dir, sft, dpo, push_to_hub=push_to_hub)
 
 
 # ---------------------------------------------------------------------------------- LLaMA-Factory

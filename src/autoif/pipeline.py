@@ -8,42 +8,36 @@ reason) into `OUT/funnel.json`.
 Resume is by content: a shard's file is named by a hash of the stage's settings and the shard's
 records, and a stage whose inputs and settings have not changed is skipped whole. Together with
 the LLM response cache, a run killed at any moment redoes only what was in flight.
+
+It runs the stages it is given (by default the registry's, `autoif.stages.STAGES`) and nothing
+else: `autoif run` (cli.py) holds the run directory's lock around it and afterwards writes the
+export copies, checks contamination and writes the report, each from the files in OUT/.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import importlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from rich.table import Table
+
+from .config import Config, dump_default_yaml
 from .errors import AutoifError
 from .executors import make_executor
 from .jsonl import atomic_write_text, read_jsonl
 from .records import Record
+from .registry import unknown_name
+from .runlock import output_dir
+from .stages import default_stages
 from .stages.base import Context, Stage
 
 log = logging.getLogger("autoif.pipeline")
-
-# The stages in run order, each "module:Class" (imported only when the stage runs).
-STAGES: dict[str, str] = {
-    "seeds": "autoif.stages.seeds:SeedsStage",
-    "augment": "autoif.stages.augment:AugmentStage",
-    "verifiers": "autoif.stages.verifiers:VerifiersStage",
-    "crossval": "autoif.stages.crossval:CrossvalStage",
-    "backtranslate": "autoif.stages.backtranslate:BacktranslateStage",
-    "queries": "autoif.stages.queries:QueriesStage",
-    "responses": "autoif.stages.responses:ResponsesStage",
-    "verify": "autoif.stages.verify:VerifyStage",
-    "score": "autoif.stages.score:ScoreStage",
-    "export": "autoif.stages.export:ExportStage",
-}
 
 _WORK = ".work"
 
@@ -70,15 +64,6 @@ class StageReport:
         }
 
 
-def load_stage(name: str) -> Stage:
-    if name not in STAGES:
-        close = difflib.get_close_matches(name, list(STAGES), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (stages: {', '.join(STAGES)})"
-        raise AutoifError(f"unknown stage '{name}'{hint}")
-    module, cls = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
-
-
 def _digest(*parts: Any) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -88,40 +73,37 @@ def _digest(*parts: Any) -> str:
 
 
 class Pipeline:
-    def __init__(self, config: Config) -> None:
+    """Runs `stages` (default: every registered stage, in run order) over the run directory of `config`."""
+
+    def __init__(self, config: Config, stages: Sequence[Stage] | None = None) -> None:
         self.config = config
         self.out = config.out_path()
+        self.stages: dict[str, Stage] = {s.name: s for s in (default_stages() if stages is None else stages)}
         self.executor = make_executor(config)
         # What this run's LLM calls cost, summed over the shards it ran (wherever they ran).
         self.llm_stats: dict[str, int] = {}
 
     def selected(self, only: str | None = None, until: str | None = None) -> list[str]:
-        names = list(STAGES)
+        """The names of the stages a run with `--only` / `--until` runs, in order."""
+        names = list(self.stages)
         for given in (only, until):
-            if given is not None:
-                load_stage(given)  # validates the name with a did-you-mean
+            if given is not None and given not in self.stages:
+                raise unknown_name("stage", given, names)
         if only:
             return [only]
         return names[: names.index(until) + 1] if until else names
 
-    def run(
-        self, only: str | None = None, until: str | None = None, force: bool = False, push_to_hub: str | None = None
-    ) -> dict:
+    def run(self, only: str | None = None, until: str | None = None, force: bool = False) -> dict:
+        """Run the selected stages; returns the funnel (also written to `OUT/funnel.json`)."""
         names = self.selected(only, until)
-        self.out.mkdir(parents=True, exist_ok=True)
-        from .config import dump_default_yaml
-
+        output_dir(self.out)
         atomic_write_text(self.out / "config.yaml", dump_default_yaml(self.config))
-        if "queries" in names:  # a bad query pool fails now, not after stage 1's work
-            from .querypool import load_queries
-
-            load_queries(self.config.queries)
         funnel = self._load_funnel()
         self.llm_stats = {}
         ctx = Context(self.config)
         try:
             for name in names:
-                report = self.run_stage(load_stage(name), ctx, force=force)
+                report = self.run_stage(self.stages[name], ctx, force=force)
                 funnel["stages"][name] = report.as_dict()
                 if self.llm_stats:
                     funnel["llm"] = {
@@ -130,27 +112,10 @@ class Pipeline:
                         **self.llm_stats,
                     }
                 atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
-            if "export" in names:
-                self._write_export_copies(push_to_hub)
-                from .evals import warn_on_contamination
-
-                warn_on_contamination(self.out)
         finally:
             ctx.close()
             self.executor.close()
-        self._log_funnel(funnel, names)
-        self._write_report()
         return funnel
-
-    def _write_report(self) -> None:
-        """OUT/report.html after every run; a missing plotting library costs the report, not the run."""
-        from .errors import MissingDependency
-        from .report import write_report
-
-        try:
-            log.info("report: %s", write_report(self.out, self.config))
-        except MissingDependency as exc:
-            log.warning("report not written: %s", exc)
 
     def run_stage(self, stage: Stage, ctx: Context, force: bool = False) -> StageReport:
         source = self._resolve_need(stage.input, stage.name) if stage.input else None
@@ -218,24 +183,14 @@ class Pipeline:
         )
         return report
 
-    def _write_export_copies(self, push_to_hub: str | None) -> None:
-        """The export in the other formats people train with: LLaMA-Factory files, a `datasets` copy."""
-        from . import export_formats
-        from .records import DPORecord, SFTRecord
-
-        cfg = self.config.export
-        if not (cfg.llamafactory or cfg.hf_dataset or push_to_hub):
-            return
-        sft = read_jsonl(self.out / "sft.jsonl", SFTRecord)
-        dpo = read_jsonl(self.out / "dpo.jsonl", DPORecord)
-        if cfg.llamafactory:
-            export_formats.write_llamafactory(self.out, sft, dpo)
-        if cfg.hf_dataset or push_to_hub:
-            export_formats.save_hf_dataset(self.out, sft, dpo, push_to_hub=push_to_hub)
-
     # ------------------------------------------------------------------------------------ helpers
+    def _stage(self, name: str) -> Stage:
+        if name not in self.stages:
+            raise unknown_name("stage", name, self.stages)
+        return self.stages[name]
+
     def _read_output(self, name: str, reader: str) -> list[Record]:
-        producer = load_stage(name)
+        producer = self._stage(name)
         path = self.out / producer.output
         if not path.is_file():
             raise AutoifError(f"stage '{reader}' needs {path}; run `autoif run --until {name}` first")
@@ -245,12 +200,12 @@ class Pipeline:
         """'backtranslate|crossval' -> the first of those stages whose output exists."""
         options = need.split("|")
         for name in options:
-            if (self.out / load_stage(name).output).is_file():
+            if (self.out / self._stage(name).output).is_file():
                 return name
         return options[-1]  # reading it raises the "run --until" error
 
     def _file_digest(self, name: str) -> str:
-        path = self.out / load_stage(name).output
+        path = self.out / self._stage(name).output
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
 
     @staticmethod
@@ -271,22 +226,24 @@ class Pipeline:
                 log.warning("funnel.json was unreadable; starting a new one")
         return {"stages": {}}
 
-    def _log_funnel(self, funnel: dict, names: list[str]) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
+    def funnel_table(self, funnel: dict, names: list[str]) -> Table:
+        """The funnel as a table: every stage's records in, out and dropped (those not among `names`
+        marked as from an earlier run), with what this run's LLM calls cost as its caption."""
         table = Table(title=f"autoif funnel ({self.out})")
         for col in ("stage", "in", "out", "dropped (reason: count)"):
             table.add_column(col, justify="right" if col in ("in", "out") else "left")
-        for name in STAGES:
+        for name in self.stages:
             row = funnel["stages"].get(name)
             if row is None:
                 continue
             dropped = ", ".join(f"{k}: {v}" for k, v in row["dropped"].items()) or "-"
             table.add_row(name if name in names else f"{name} (earlier)", str(row["in"]), str(row["out"]), dropped)
-        llm = funnel.get("llm")
+        # This run's own counts: funnel.json's `llm` may be an earlier run's when this one used no LLM.
+        llm = self.llm_stats
         if llm:
             total = llm["hits"] + llm["misses"]
             rate = f"{100 * llm['hits'] / total:.0f}%" if total else "-"
             table.caption = f"LLM samples: {llm['misses']} generated, {llm['hits']} from cache ({rate} hits)"
-        Console(stderr=True).print(table)
+        else:
+            table.caption = "LLM samples: none requested by this run"
+        return table

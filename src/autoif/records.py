@@ -1,19 +1,38 @@
 """The records that flow between stages, one model per jsonl file (formats in DESIGN.md).
 
 Pydantic, because records enter from files that users and other tools write (`--only crossval` on
-verifiers.jsonl made elsewhere). Extra fields are kept, so a stage may carry more than the
-contract's minimum and a round trip loses nothing.
+verifiers.jsonl made elsewhere). Every field any module reads or a stage sets is declared here, and
+nothing else is accepted: a misspelt name is an error, not a new field. Assigning `record.scroe = 1`
+raises, reading `record.scroe` raises, and a file with an unknown key fails to load with one line
+naming the file, the line and the key (`jsonl.read_jsonl`).
+
+Fields that only some records carry (set by one stage for later ones: the library's functions, the
+back-translations) are optional, `None` when absent, and left out of the file when absent, so a
+record is written back exactly as it was read: `optional(...)` below.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+InstructionSource = Literal["seed", "augmented", "builtin"]
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+def optional(description: str) -> Any:
+    """An optional field: None when the record does not carry it, and then not written at all
+    (so files made before the field existed, or by other tools, round-trip byte for byte)."""
+    return Field(None, description=description, exclude_if=_absent)
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # validate_assignment: a stage that sets a field later (`bt.label = ...`) is checked like a load.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Instruction(Record):
@@ -21,7 +40,12 @@ class Instruction(Record):
 
     id: str
     text: str
-    source: Literal["seed", "augmented", "builtin"]
+    source: InstructionSource
+    # The built-in library's instructions come with their checks (stage seeds; verifiers reads them).
+    constraint: str | None = optional("library: the constraint's registry id, e.g. 'length:max_words'")
+    functions: list[str] | None = optional("library: the verification functions' sources")
+    cases: list[dict[str, Any]] | None = optional('library: test cases, {"input": text, "output": bool}')
+    seed_id: str | None = optional("augmented: the id of the instruction it rewrites")
 
 
 class VerifierSamples(Record):
@@ -30,6 +54,7 @@ class VerifierSamples(Record):
     instruction_id: str
     instruction: str
     raw: list[str]
+    source: InstructionSource | None = optional("where the instruction came from (carried on to crossval)")
 
 
 class FunctionResult(Record):
@@ -43,6 +68,14 @@ class CaseResult(Record):
     accuracy: float
 
 
+class BackTranslation(Record):
+    function_index: int
+    text: str
+    label: Literal["entailment", "neutral", "contradiction"] | None = None
+    error: Literal["llm_error", "unparsable", "nli_unlabelled"] | None = optional("why there is no label")
+    detail: str | None = optional("the LLM's error, or the start of its unusable answer")
+
+
 class CrossvalRecord(Record):
     """crossval.jsonl (and backtranslate.jsonl): an instruction with the functions and cases kept."""
 
@@ -50,12 +83,8 @@ class CrossvalRecord(Record):
     instruction: str
     functions: list[FunctionResult]
     cases: list[CaseResult]
-
-
-class BackTranslation(Record):
-    function_index: int
-    text: str
-    label: Literal["entailment", "neutral", "contradiction"] | None = None
+    source: InstructionSource | None = optional("where the instruction came from")
+    back_translations: list[BackTranslation] | None = optional("backtranslate.jsonl: each chosen function's")
 
 
 class QueryRecord(Record):
@@ -90,7 +119,7 @@ class VerifiedRecord(Record):
     responses: list[VerifiedResponse]
 
 
-class Message(BaseModel):
+class Message(Record):
     role: Literal["system", "user", "assistant"]
     content: str
 

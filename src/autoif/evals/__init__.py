@@ -13,44 +13,31 @@ Each benchmark sits in a registry from name to module (imported when chosen, so 
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import logging
 from pathlib import Path
-from typing import Optional
 
 from ..errors import AutoifError
-from .common import (
-    Benchmark,
-    EvalConfig,
-    EvalContext,
-    compare_table,
-    load_records,
-    load_results,
-    read_responses,
-    results_dict,
-    results_table,
-    subset,
-    write_results,
-)
+from ..registry import Registry
+from .base import Benchmark, EvalConfig, EvalContext
 from .contamination import contamination, warn_on_contamination
+from .data import load_records, read_responses, subset
+from .results import compare_table, load_results, results_dict, results_table, write_results
 
 log = logging.getLogger("autoif.evals")
 
-BENCHMARKS: dict[str, str] = {
-    "ifeval": "autoif.evals.ifeval",
-    "ifbench": "autoif.evals.ifbench",
-    "followbench": "autoif.evals.followbench",
-}
+BENCHMARKS = Registry(
+    "benchmark",
+    {
+        "ifeval": "autoif.evals.ifeval:BENCHMARK",
+        "ifbench": "autoif.evals.ifbench:BENCHMARK",
+        "followbench": "autoif.evals.followbench:BENCHMARK",
+    },
+)
 
 
 def benchmark(name: str) -> Benchmark:
     """The benchmark registered as `name`; an unknown name is an AutoifError with a suggestion."""
-    if name not in BENCHMARKS:
-        close = difflib.get_close_matches(name, BENCHMARKS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(BENCHMARKS)})"
-        raise AutoifError(f"unknown benchmark '{name}'{hint}")
-    return importlib.import_module(BENCHMARKS[name]).BENCHMARK
+    return BENCHMARKS.load(name)
 
 
 def run_benchmark(

@@ -1,45 +1,29 @@
 """Training/benchmark contamination: 13-gram overlap between a run's training prompts (the user turns
 of `sft.jsonl`, the prompts of `dpo.jsonl`) and each benchmark's prompts.
 
-Texts are lower-cased and split into words (`\\w+`); two prompts overlap when they share at least one
-word 13-gram (the n of GPT-3's and most later decontamination reports), or, for a text shorter than
-13 words, when one's whole word sequence equals the other's. For each benchmark the report gives the
-share of unique training prompts that overlap it, the share of its prompts that are hit, and the
-pairs sharing the most n-grams. Only benchmark data available offline is used (packaged copies, or
-files named in `data_files`): a check at the end of every run must never wait on the network.
+Overlap is `autoif.benchmark_prompts`' (the query pool's benchmark check uses the same): texts are
+case-folded words, and two prompts overlap when they share a word 13-gram, or, for a text shorter
+than 13 words, when one's whole word sequence equals the other's. For each benchmark the report
+gives the share of unique training prompts that overlap it, the share of its prompts that are hit,
+and the pairs sharing the most n-grams (with the first shared one as the example). Only benchmark
+data available offline is used (packaged copies, or files named in `data_files`): a check at the end
+of every run must never wait on the network.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..benchmark_prompts import NGRAM, BenchmarkPrompt, NgramIndex
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text, read_jsonl
 
 log = logging.getLogger("autoif.evals")
 
-NGRAM = 13
 TOP_PAIRS = 10
-_WORD = re.compile(r"\w+")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    """The word n-grams of a text; a text shorter than n words is its own single 'n-gram'."""
-    w = words(text)
-    if not w:
-        return set()
-    if len(w) < n:
-        return {tuple(w)}
-    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
 
 
 def training_prompts(run_dir: Path) -> tuple[list[str], dict[str, int]]:
@@ -66,27 +50,20 @@ def training_prompts(run_dir: Path) -> tuple[list[str], dict[str, int]]:
     return list(prompts), counts
 
 
-def benchmark_prompts(name: str, data: str | None) -> tuple[list[tuple[str, str]], str]:
-    """(id, prompt) pairs of a benchmark from offline data only, and where they came from."""
+def load_benchmark(name: str, data: str | None) -> tuple[list[BenchmarkPrompt], str]:
+    """Every prompt of a registered benchmark, from offline data only, and where they came from."""
     from . import benchmark
-    from .common import load_records
+    from .data import load_records
 
     bench = benchmark(name)
     records, source = load_records(bench, data, offline_only=True)
-    return [(item.id, item.prompt) for item in bench.all_items(records, source)], source
+    return [BenchmarkPrompt(bench.title, item.id, item.prompt) for item in bench.all_items(records, source)], source
 
 
-def overlap(train: Sequence[str], bench: Sequence[tuple[str, str]], n: int = NGRAM, top: int = TOP_PAIRS) -> dict:
-    """Overlap between training prompts and one benchmark's (id, prompt) pairs."""
-    index: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    for j, (_, prompt) in enumerate(bench):
-        for gram in ngrams(prompt, n):
-            index[gram].append(j)
-    pairs: dict[tuple[int, int], list[tuple[str, ...]]] = defaultdict(list)
-    for i, prompt in enumerate(train):
-        for gram in ngrams(prompt, n):
-            for j in index.get(gram, ()):
-                pairs[(i, j)].append(gram)
+def overlap(train: Sequence[str], bench: Sequence[BenchmarkPrompt], n: int = NGRAM, top: int = TOP_PAIRS) -> dict:
+    """Overlap between training prompts and one benchmark's prompts."""
+    index = NgramIndex(bench, n)
+    pairs = {(i, j): grams for i, prompt in enumerate(train) for j, grams in index.shared(prompt).items()}
     hit_train = {i for i, _ in pairs}
     hit_bench = {j for _, j in pairs}
     ranked = sorted(pairs.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
@@ -99,8 +76,8 @@ def overlap(train: Sequence[str], bench: Sequence[tuple[str, str]], n: int = NGR
         "top_pairs": [
             {
                 "training_prompt": train[i],
-                "benchmark_id": bench[j][0],
-                "benchmark_prompt": bench[j][1],
+                "benchmark_id": bench[j].id,
+                "benchmark_prompt": bench[j].text,
                 "shared_ngrams": len(grams),
                 "example": " ".join(grams[0]),
             }
@@ -138,7 +115,7 @@ def contamination(
     for name in names:
         explicit = benchmarks is not None or name in data_files
         try:
-            prompts, source = benchmark_prompts(name, data_files.get(name))
+            prompts, source = load_benchmark(name, data_files.get(name))
         except AutoifError as exc:
             if explicit:
                 raise

@@ -20,10 +20,9 @@ from __future__ import annotations
 import ast
 import re
 from collections import defaultdict
-from pathlib import Path
 
 from ..errors import AutoifError
-from .common import Benchmark, EvalContext, Item, Scores
+from .base import Benchmark, EvalContext, Item, Scores
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -132,9 +131,6 @@ class FollowBench(Benchmark):
         **{f"ssr_level{lv}": f"SSR level {lv}" for lv in LEVELS},
         "ssr_avg": "SSR average",
     }
-
-    def packaged_file(self) -> Path | None:
-        return None  # no package ships FollowBench
 
     def offline_hint(self) -> str:
         return "pass --data with the release's data/ directory or one of its *_constraints.json files"

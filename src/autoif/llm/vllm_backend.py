@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,6 +97,12 @@ def chunked(calls: list[VLLMCall], chunk_samples: int) -> list[list[VLLMCall]]:
     return chunks
 
 
+def _inside_ray_actor() -> bool:
+    """True in the process of a Ray actor (Ray is looked up where it is loaded, never imported here)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
 def completions(call: VLLMCall, output: Any) -> list[tuple[int, Completion]]:
     """A vLLM `RequestOutput` (anything with `.outputs`, each with `.index`, `.text`, `.token_ids`,
     `.finish_reason`) -> (sample_index, Completion) for each sample of `call`."""
@@ -137,6 +144,10 @@ class VLLMBackend(Backend):
             "dtype": dtype,
             "seed": seed,
         }
+        if tensor_parallel_size > 1 and _inside_ray_actor():
+            # An actor of the ray executor already holds its GPUs: vLLM's own processes use them,
+            # instead of vLLM's Ray executor asking the cluster for more (which would wait for ever).
+            self.engine_kwargs["distributed_executor_backend"] = "mp"
         self.cache_dir = cache_dir
         self.chunk_samples = chunk_samples
         self._llm: Any = None

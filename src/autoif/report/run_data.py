@@ -10,7 +10,6 @@ is read in constant memory beyond the numbers plotted, and the same run gives th
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +18,11 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .. import pipeline  # read at call time: the registry is the one in force
 from ..config import Config, load_config
 from ..errors import AutoifError
 from ..records import CrossvalRecord, DPORecord, Instruction, ResponsesRecord, SFTRecord, VerifiedRecord
+from ..seeding import seeded_rng
+from ..stages import STAGES, load_stage
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class Reservoir(Generic[T]):
     def __init__(self, size: int, seed: str) -> None:
         self.size = size
         self.seen = 0
-        self._rng = random.Random(seed)
+        self._rng = seeded_rng(seed)
         self._items: list[tuple[int, T]] = []
 
     def offer(self, item: T) -> None:
@@ -191,10 +191,8 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
             instructions.offer(r)
 
     def on_backtranslate(r: CrossvalRecord) -> None:
-        back = (r.model_extra or {}).get("back_translations")
-        for bt in back if isinstance(back, list) else []:
-            label = bt.get("label") if isinstance(bt, dict) else None
-            run.nli_labels[label if isinstance(label, str) else "unlabelled"] += 1
+        for bt in r.back_translations or []:
+            run.nli_labels[bt.label or "unlabelled"] += 1
         instructions.offer(r)
 
     def on_responses(r: ResponsesRecord) -> None:
@@ -225,8 +223,8 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
         "sft.jsonl": sft.offer,
         "dpo.jsonl": on_dpo,
     }
-    for name in pipeline.STAGES:
-        files = pipeline.load_stage(name).files()
+    for name in STAGES:
+        files = load_stage(name).files()
         run.stage_files[name] = list(files.values())
         for model, fname in files.items():
             run.files[fname] = scan(out / fname, model, visitors.get(fname))

@@ -10,8 +10,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from .. import pipeline  # read at call time: the registry is the one in force
 from ..records import CrossvalRecord, DPORecord, Message, SFTRecord
+from ..stages import STAGES
 from . import plots
 from .html import code_block, esc, fmt, json_html, missing, percent, table, text_block
 from .run_data import FileScan, RunData
@@ -99,7 +99,7 @@ def summary(run: RunData) -> str:
 def _no_records_banner(run: RunData) -> str:
     rows = _stage_rows(run)
     where = ""
-    for name in pipeline.STAGES:
+    for name in STAGES:
         row = rows.get(name)
         if row is not None and _int(row.get("out")) == 0:
             dropped = row.get("dropped") if isinstance(row.get("dropped"), dict) else {}
@@ -125,12 +125,12 @@ def funnel(run: RunData) -> str:
         parts.append(missing("funnel.json", f"unreadable ({run.funnel.error})"))
     elif not run.funnel.present:
         parts.append(missing("funnel.json"))
-    names = [n for n in pipeline.STAGES if n in rows] + [n for n in rows if n not in pipeline.STAGES]
+    names = [n for n in STAGES if n in rows] + [n for n in rows if n not in STAGES]
     if names:
         uri = plots.funnel(names, [_int(rows[n].get("in")) for n in names], [_int(rows[n].get("out")) for n in names])
         parts.append(f'<figure id="funnel-plot"><img alt="records in and out of each stage" src="{uri}"></figure>')
     body_rows = []
-    for name in list(pipeline.STAGES) + [n for n in rows if n not in pipeline.STAGES]:
+    for name in list(STAGES) + [n for n in rows if n not in STAGES]:
         row = rows.get(name)
         files = run.stage_files.get(name, [])
         file_cells = "<br>".join(_file_cell(run.files[f]) for f in files) or '<span class="muted">—</span>'
@@ -344,13 +344,8 @@ def _instruction_item(record: CrossvalRecord, open_: bool) -> str:
         f'<p class="muted">id <code>{esc(record.instruction_id)}</code></p><h4>Functions</h4>{functions}'
         "<h4>Test cases</h4>" + table(["input", "expected", "accuracy"], case_rows)
     )
-    back = (record.model_extra or {}).get("back_translations")
-    if isinstance(back, list) and back:
-        rows = [
-            [esc(fmt(bt.get("function_index"))), esc(bt.get("text", "")), esc(bt.get("label") or "—")]
-            for bt in back
-            if isinstance(bt, dict)
-        ]
+    if record.back_translations:
+        rows = [[esc(fmt(bt.function_index)), esc(bt.text), esc(bt.label or "—")] for bt in record.back_translations]
         body += "<h4>Back-translations</h4>" + table(["function", "instruction written back", "NLI label"], rows)
     return f'<details class="item"{" open" if open_ else ""}><summary>{head}</summary>{body}</details>'
 

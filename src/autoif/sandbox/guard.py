@@ -1,5 +1,20 @@
-"""Python-level isolation between the functions one worker runs (defence in depth, not the
-security boundary: the kernel mechanisms in `isolation.py` are).
+"""Python-level isolation between the functions one worker runs, and between the checks of one
+function (defence in depth, not the security boundary: the kernel mechanisms in `isolation.py` are).
+
+What makes every check start from the state the function's source defines (the worker runs the
+cached code object's top level into a fresh namespace for each check, see `worker.py`):
+- `FunctionEnv.namespace()` gives each execution of the top level a new module namespace, so
+  module-level names, default arguments, closures, classes and the function objects themselves
+  (`evaluate`, its `__code__`) are as after a fresh definition.
+- `defines_only` finds, statically, the functions whose top level only imports, defines plain
+  functions and binds literals, and whose functions rebind no global: nothing such a namespace
+  holds can change (without the full check below, nothing reaches the function objects, the
+  namespace or the module copies), so running the top level again would give the same
+  namespace, and the worker keeps the first one.
+- A function's `random` copy is reseeded with `RANDOM_SEED` after every check, and the
+  per-module settings below are reset after every check of a function that imported the module.
+- A function with the full check (below) gets a new `FunctionEnv` (builtins, module copies)
+  for every check: it can rebind attributes of its module copies (`string.x = 1`).
 
 What keeps one function from changing another's result:
 - Own globals and own builtins: each function is executed in a fresh globals dict whose
@@ -14,7 +29,8 @@ What keeps one function from changing another's result:
   attribute (`nltk.os`) is a forbidden import. Any forbidden import attempt marks the call
   `forbidden_import`, even when the function catches the ImportError.
 - Per-module global state that the allowed modules keep (the decimal context, csv limits and
-  dialects, `nltk.data.path`) is reset after every function that imported the module.
+  dialects, the calendar's first weekday, `nltk.data.path`) is reset after every check of a
+  function that imported the module.
 - Reaching the real objects needs introspection (dunder attributes, frames, getattr/setattr,
   exec, attrgetter...), attribute assignment, or a module outside the default allowlist
   (including `io`). `needs_full_check` finds those statically and at import time; after such
@@ -23,14 +39,17 @@ What keeps one function from changing another's result:
   changed, together with signal handlers, the signal mask, tracing, the recursion limit, the
   working directory and the standard streams.
 
-Known gaps (documented in docs/sandbox.md): in-place mutation of a shared mutable object (e.g.
-`keyword.kwlist.append`) by a function that needs no introspection is not undone; deliberate
-escapes that hide from the static scan can falsify results of later checks in the same worker
-(never the host: files, processes, network and the parent stay confined by the kernel).
+Known gaps (documented in docs/sandbox.md): in-place mutation of an object the function shares
+with the library (e.g. `keyword.kwlist.append`, an attribute set on a library function) is not
+undone; a change to shared interpreter state through introspection is undone only after the
+function's run of checks; deliberate escapes that hide from the static scan can falsify results
+of later checks in the same worker (never the host: files, processes, network and the parent
+stay confined by the kernel).
 """
 
 from __future__ import annotations
 
+import ast
 import builtins
 import dis
 import gc
@@ -88,6 +107,11 @@ PLAIN_MODULES = frozenset(DEFAULT_ALLOWED_IMPORTS) - {"io"}
 # Admitted whatever the allowlist: `__future__` (compiler directives) and `_strptime`, which
 # CPython's C code imports through the caller's `__import__` (`datetime.strptime`, `time.strptime`).
 ALWAYS_ADMITTED = frozenset({"__future__", "_strptime"})
+# Default modules through which a function that never names `open` can still create files.
+FILE_WRITING_MODULES = frozenset({"nltk"})  # nltk.download
+# Every check starts with the function's `random` copy in this state: random draws are part of
+# the function's definition, the same in every worker and every run.
+RANDOM_SEED = 0
 
 
 class ForbiddenImport(ImportError):
@@ -189,14 +213,22 @@ _INTROSPECTION_NAMES = frozenset(
     ]
 )
 _ATTRIBUTE_WRITES = frozenset(dis.opmap[name] for name in ("STORE_ATTR", "DELETE_ATTR"))
+_GLOBAL_WRITES = frozenset(dis.opmap[name] for name in ("STORE_GLOBAL", "DELETE_GLOBAL"))
+
+
+def _code_objects(code: types.CodeType):
+    """The code object and every one nested in it (functions, classes, comprehensions)."""
+    stack = [code]
+    while stack:
+        co = stack.pop()
+        yield co
+        stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
 
 
 def needs_full_check(code: types.CodeType) -> bool:
     """True when the code uses introspection or assigns attributes, i.e. could reach and change
     shared interpreter state; then the worker checks and restores that state after it."""
-    stack = [code]
-    while stack:
-        co = stack.pop()
+    for co in _code_objects(code):
         for name in co.co_names:
             if name in _INTROSPECTION_NAMES:
                 return True
@@ -204,8 +236,73 @@ def needs_full_check(code: types.CodeType) -> bool:
                 return True
         if not _ATTRIBUTE_WRITES.isdisjoint(co.co_code[0::2]):
             return True
-        stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
     return False
+
+
+def names_used(code: types.CodeType) -> frozenset[str]:
+    """Every global and attribute name the code (nested code included) refers to."""
+    return frozenset(name for co in _code_objects(code) for name in co.co_names)
+
+
+def defines_only(tree: ast.Module, code: types.CodeType) -> bool:
+    """True when running the top level again could only rebuild the namespace a first run built:
+    the top level imports, defines functions without decorators whose defaults are literals or
+    names, binds names to literals (numbers, strings, tuples of them) and holds docstrings, and
+    no function rebinds or deletes a global. Then the namespace holds only module copies, library
+    objects, immutable literals and function objects; for a function without the full check,
+    which can reach neither a function's attributes nor its namespace nor its module copies, a
+    call cannot change any of them, so the worker keeps the namespace for every check."""
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.Pass)):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue
+        if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+            if _literal(stmt.value):
+                continue
+            return False
+        if isinstance(stmt, ast.FunctionDef) and not stmt.decorator_list and _plain_signature(stmt):
+            continue
+        return False
+    return all(_GLOBAL_WRITES.isdisjoint(co.co_code[0::2]) for co in _code_objects(code))
+
+
+def _literal(node: ast.expr) -> bool:
+    """An immutable value written out: a constant, a signed number, a tuple of literals."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return isinstance(node.operand, ast.Constant)
+    return isinstance(node, ast.Tuple) and all(_literal(e) for e in node.elts)
+
+
+def _reference(node: ast.expr | None) -> bool:
+    """A literal, or a name or dotted name (evaluated once, to what the top level bound)."""
+    if node is None or _literal(node) or isinstance(node, ast.Name):
+        return True
+    return isinstance(node, ast.Attribute) and _reference(node.value)
+
+
+def _annotation(node: ast.expr | None) -> bool:
+    """A type written with names, subscripts and `|` (`List[str]`, `int | None`): no object a
+    call could change ends up in `__annotations__`."""
+    if _reference(node):
+        return True
+    if isinstance(node, ast.Subscript):
+        return _annotation(node.value) and _annotation(node.slice)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _annotation(node.left) and _annotation(node.right)
+    return isinstance(node, ast.Tuple) and all(_annotation(e) for e in node.elts)
+
+
+def _plain_signature(fn: ast.FunctionDef) -> bool:
+    a = fn.args
+    params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+    return (
+        all(_reference(d) for d in [*a.defaults, *a.kw_defaults])
+        and all(p is None or _annotation(p.annotation) for p in params)
+        and _annotation(fn.returns)
+    )
 
 
 # ------------------------------------------------------------------------------ import policy
@@ -231,31 +328,37 @@ FUNCTION_MODULE_PREFIX = "__sandbox_function_"
 
 
 class FunctionEnv:
-    """One function's private namespace: globals, builtins, importer and module copies.
+    """One function's builtins, importer and module copies, and the namespaces its top level runs in.
 
-    The globals are the dict of a module registered in `sys.modules` under a name of its own, so
-    that library code which looks a class's module up (dataclasses and typing resolving string
-    annotations) finds the function's namespace; `release()` unregisters it."""
+    Each `namespace()` is the dict of a new module registered in `sys.modules` under the
+    function's own name, so that library code which looks a class's module up (dataclasses and
+    typing resolving string annotations) finds the namespace being defined; `release()`
+    unregisters it."""
 
-    __slots__ = ("policy", "state", "module", "globals", "copies", "imports", "touched", "full_check")
+    __slots__ = ("policy", "state", "name", "builtins", "copies", "imports", "touched", "full_check", "random")
 
     def __init__(self, policy: ImportPolicy, state: CallState, key: int) -> None:
         self.policy = policy
         self.state = state
+        self.name = f"{FUNCTION_MODULE_PREFIX}{key}__"
         self.copies: dict[str, types.ModuleType] = {}
         self.imports: dict[tuple, object] = {}
         self.touched: set[str] = set()
         self.full_check = False
-        self.module = types.ModuleType(f"{FUNCTION_MODULE_PREFIX}{key}__")
-        own_builtins = dict(policy.builtins_template)
-        own_builtins["__import__"] = self.import_
-        self.globals = self.module.__dict__
-        self.globals["__builtins__"] = own_builtins
-        sys.modules[self.module.__name__] = self.module
+        self.random: object | None = None  # the `random` copy's own generator, once imported
+        self.builtins = dict(policy.builtins_template)
+        self.builtins["__import__"] = self.import_
+
+    def namespace(self) -> dict:
+        """A fresh namespace for one execution of the function's top level."""
+        module = types.ModuleType(self.name)
+        namespace = module.__dict__
+        namespace["__builtins__"] = self.builtins
+        sys.modules[self.name] = module
+        return namespace
 
     def release(self) -> None:
-        if sys.modules.get(self.module.__name__) is self.module:
-            del sys.modules[self.module.__name__]
+        sys.modules.pop(self.name, None)
 
     def forbid(self, name: str):
         self.state.forbidden = True
@@ -297,7 +400,7 @@ class FunctionEnv:
                 namespace[key] = value
         namespace["__getattr__"] = self._lazy_attribute(real, copy)
         if name == "random" and hasattr(real, "_inst"):
-            own = real.Random()
+            own = self.random = real.Random(RANDOM_SEED)
             for key, value in list(namespace.items()):
                 if getattr(value, "__self__", None) is real._inst:
                     namespace[key] = getattr(own, key)
@@ -352,6 +455,18 @@ def _reset_csv(saved):
         csv.unregister_dialect(name)
 
 
+def _save_calendar():
+    import calendar
+
+    return calendar.firstweekday()
+
+
+def _reset_calendar(saved):
+    import calendar
+
+    calendar.setfirstweekday(saved)
+
+
 def _save_nltk():
     import nltk.data
 
@@ -368,6 +483,7 @@ def _reset_nltk(saved):
 MODULE_STATE = {
     "decimal": (_save_decimal, _reset_decimal),
     "csv": (_save_csv, _reset_csv),
+    "calendar": (_save_calendar, _reset_calendar),
     "nltk": (_save_nltk, _reset_nltk),
 }
 

@@ -7,8 +7,20 @@ then confines itself (rlimits, capabilities, Landlock, seccomp; see `isolation.p
 batches until its request pipe closes.
 
 A batch is a list of segments, each one function over a run of responses. A function's source is
-compiled and its top level executed once per worker, on its first check (the code is cached by
-function id until the parent evicts it). Every call runs under a wall-clock limit: while a batch
+compiled once per worker, on its first check (the code is cached by function id until the parent
+evicts it), and every check starts from the state that source defines: the check runs the cached
+code object's top level into a fresh namespace, then `evaluate(response)`, as one timed call. Two
+things make that cheap. A function whose top level only imports, defines plain functions and
+binds literals (`guard.defines_only`; most generated functions) keeps the namespace of its first
+execution, which no call of it can change. Every function keeps its builtins copy, importer and
+module copies across checks, which only a function that gets the full state check (introspection,
+attribute writes) could change: such a function gets new ones for every check. After each check
+the function's `random` copy is reseeded, the per-module settings it may have changed are reset
+and, when it could have written files, the scratch directory is emptied.
+
+The first execution of a top level is a timed call of its own, with the DEFINING marker: a top
+level that raises, hangs or kills the worker is the outcome of every check of the function and
+is not run again. Every call runs under a wall-clock limit: while a batch
 runs, ITIMER_REAL ticks ten times per timeout period, and the tick handler raises `_Timeout` (a
 BaseException, so `except Exception` does not swallow it; it is raised again at every later tick)
 in a call that has been running for a whole period. Counting ticks per call number costs a call
@@ -19,6 +31,8 @@ check goes to the shared result area as soon as it is known (see `protocol.py`).
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import gc
 import importlib
 import json
@@ -31,7 +45,18 @@ import sys
 import sysconfig
 
 from . import isolation
-from .guard import CallState, FunctionEnv, ImportPolicy, InterpreterSnapshot, ModuleStateResets, needs_full_check
+from .guard import (
+    FILE_WRITING_MODULES,
+    RANDOM_SEED,
+    CallState,
+    FunctionEnv,
+    ImportPolicy,
+    InterpreterSnapshot,
+    ModuleStateResets,
+    defines_only,
+    names_used,
+    needs_full_check,
+)
 from .protocol import (
     CODE,
     DEFINING,
@@ -57,15 +82,25 @@ class _Timeout(BaseException):
     """The per-call timer fired."""
 
 
+# What `_define_and_call` returns when the top level, run again, does not make a function.
+_TOP_LEVEL_RAISED, _NO_EVALUATE = object(), object()
+
+
 class _Function:
-    __slots__ = ("fid", "source", "env", "evaluate", "error")
+    __slots__ = ("fid", "source", "code", "env", "ready", "error", "reusable", "full_check", "opens_files")
 
     def __init__(self, fid: int, source: str) -> None:
         self.fid = fid
         self.source = source
+        self.code = None
         self.env: FunctionEnv | None = None
-        self.evaluate = None
+        # An `evaluate` from a namespace no check has used yet (or, when `reusable`, one no check
+        # can change); None: the next check runs the top level again.
+        self.ready = None
         self.error = 0  # nonzero: the outcome code of every call (definition failed)
+        self.reusable = False  # the namespace of one execution serves every check (`defines_only`)
+        self.full_check = False  # introspection or attribute writes: new env per check, state restored after
+        self.opens_files = False  # names `open`: the scratch directory is emptied after each check
 
 
 class Worker:
@@ -77,7 +112,6 @@ class Worker:
         self.policy = ImportPolicy(config["allowed_imports"])
         self.functions: dict[int, _Function] = {}
         self.warnings: list[str] = []
-        self.scratch_mtime = 0
         self.tick_s = self.timeout_s / _TICKS_PER_TIMEOUT
         self.watched_seq = -1  # the call the timer saw running at its last tick
         self.watched_ticks = 0
@@ -172,28 +206,75 @@ class Worker:
 
     # ------------------------------------------------------------------------------ checks
     def define(self, fn: _Function) -> None:
-        """Compile the source and run its top level in a fresh namespace, once."""
+        """Compile the source and run its top level in a fresh namespace, once: a top level that
+        fails is the outcome of every check, and is not run again."""
         try:
+            tree = ast.parse(fn.source, "<evaluate>")
             # dont_inherit: not this module's `from __future__ import annotations`.
-            code = compile(fn.source, "<evaluate>", "exec", dont_inherit=True)
+            code = compile(tree, "<evaluate>", "exec", dont_inherit=True)
         except MemoryError:
             fn.error = _C_MEMORY
             return
         except BaseException:  # SyntaxError, ValueError (null bytes), RecursionError (nesting)...
             fn.error = _C_COMPILE
             return
-        env = FunctionEnv(self.policy, self.state, fn.fid)
-        fn.env = env
-        env.full_check = needs_full_check(code)
-        outcome = self.run_call(_exec_top_level, (code, env.globals))
+        fn.code = code
+        fn.full_check = needs_full_check(code)
+        fn.reusable = not fn.full_check and defines_only(tree, code)
+        fn.opens_files = "open" in names_used(code)
+        env = fn.env = FunctionEnv(self.policy, self.state, fn.fid)
+        env.full_check = fn.full_check
+        namespace = env.namespace()
+        outcome = self.run_call(_exec_top_level, (code, namespace))
+        self.note_full_check(fn)
         if outcome != TRUE:  # the top level raised: the source does not make a function
             fn.error = _C_COMPILE if outcome == _C_EXCEPTION else outcome
+            self.tidy(fn)
             return
-        evaluate = env.globals.get("evaluate")
+        evaluate = namespace.get("evaluate")
         if not callable(evaluate):
             fn.error = _C_NO_EVALUATE
+            self.tidy(fn)
             return
-        fn.evaluate = evaluate
+        fn.ready = evaluate
+
+    def check(self, fn: _Function, response: str) -> int:
+        """One check, from the state the function's source defines; its outcome code."""
+        evaluate = fn.ready
+        if evaluate is not None:
+            if not fn.reusable:
+                fn.ready = None  # used once: the next check defines the function again
+            code = self.run_call(evaluate, response)
+        else:
+            if fn.full_check:
+                fn.env = FunctionEnv(self.policy, self.state, fn.fid)
+                fn.env.full_check = True
+            namespace = fn.env.namespace()
+            code = self.run_call(_define_and_call, (fn.code, namespace, response))
+            if fn.reusable and code in (TRUE, FALSE):  # the top level ran to its end
+                fn.ready = namespace["evaluate"]
+        if fn.env.touched:
+            self.note_full_check(fn)
+        self.tidy(fn)
+        return code
+
+    @staticmethod
+    def note_full_check(fn: _Function) -> None:
+        """An import outside the plain modules switches a function to the full check: from now
+        on it gets a new env and a fresh namespace for every check."""
+        if fn.env.full_check and not fn.full_check:
+            fn.full_check, fn.reusable, fn.ready = True, False, None
+
+    def tidy(self, fn: _Function) -> None:
+        """Undo what the last execution of the function may have changed outside its namespace:
+        the settings of the modules it imported, its random generator, the scratch directory."""
+        env = fn.env
+        if env.touched:
+            self.resets.after(env)
+            if env.random is not None:
+                env.random.seed(RANDOM_SEED)
+        if fn.opens_files or fn.full_check or not FILE_WRITING_MODULES.isdisjoint(env.touched):
+            self.empty_scratch()
 
     def run_call(self, func, arg) -> int:
         """One timed call `func(arg)`; its outcome code."""
@@ -204,7 +285,16 @@ class Worker:
             state.armed = True
             try:
                 value = func(arg)
-                code = TRUE if value is True else FALSE if value is False else _C_NOT_BOOL
+                if value is True:
+                    code = TRUE
+                elif value is False:
+                    code = FALSE
+                elif value is _TOP_LEVEL_RAISED:
+                    code = _C_COMPILE
+                elif value is _NO_EVALUATE:
+                    code = _C_NO_EVALUATE
+                else:
+                    code = _C_NOT_BOOL
                 value = None  # a hostile __del__ runs now, under the timer
             except _Timeout:
                 code = _C_TIMEOUT
@@ -235,42 +325,39 @@ class Worker:
         self.start_timer()
         for fid, first, count in segments:
             fn = self.functions[fid]
-            if fn.evaluate is None and not fn.error:
+            if fn.code is None and not fn.error:
                 results[slot] = DEFINING
                 self.define(fn)
-            evaluate, error = fn.evaluate, fn.error
-            if error:
-                results[slot : slot + count] = bytes((error,)) * count
+            if fn.error:
+                results[slot : slot + count] = bytes((fn.error,)) * count
                 slot += count
             else:
                 for response in responses[first : first + count]:
                     results[slot] = RUNNING
-                    results[slot] = self.run_call(evaluate, response)
+                    results[slot] = self.check(fn, response)
                     slot += 1
             self.after_function(fn)
         signal.setitimer(signal.ITIMER_REAL, 0)
         return slot
 
     def after_function(self, fn: _Function) -> None:
-        """Undo what a function may have changed before another one runs."""
-        env = fn.env
-        if env is not None:
-            self.resets.after(env)
-            if env.full_check:
-                self.snapshot.restore()
-                self.start_timer()
-        mtime = os.stat(self.scratch).st_mtime_ns
-        if mtime != self.scratch_mtime:
-            for entry in os.listdir(self.scratch):
-                path = os.path.join(self.scratch, entry)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
-            self.scratch_mtime = os.stat(self.scratch).st_mtime_ns
+        """After a function with the full check: put back the interpreter state it may have
+        changed, and forget every kept namespace (it could have reached their functions)."""
+        if fn.full_check:
+            self.snapshot.restore()
+            self.start_timer()
+            for other in self.functions.values():
+                other.ready = None
+
+    def empty_scratch(self) -> None:
+        """Remove whatever the last check left in the scratch directory."""
+        for entry in os.listdir(self.scratch):
+            path = os.path.join(self.scratch, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     # ----------------------------------------------------------------------------- serving
     def serve(self, request_fd: int, reply_fd: int) -> None:
@@ -285,6 +372,21 @@ class Worker:
 def _exec_top_level(code_and_globals) -> bool:
     exec(*code_and_globals)
     return True
+
+
+def _define_and_call(job):
+    """Run the top level into a fresh namespace, then its `evaluate` on the response."""
+    code, namespace, response = job
+    try:
+        exec(code, namespace)
+    except (_Timeout, MemoryError):
+        raise
+    except BaseException:
+        return _TOP_LEVEL_RAISED
+    evaluate = namespace.get("evaluate")
+    if not callable(evaluate):
+        return _NO_EVALUATE
+    return evaluate(response)
 
 
 def _vm_size_kb() -> int:
@@ -331,7 +433,6 @@ def main(argv: list[str]) -> None:
     report = worker.confine(config["memory_mb"])
     if threads > 1:
         report.warnings.append(f"the worker has {threads} threads; Landlock confines only the main one")
-    worker.scratch_mtime = os.stat(worker.scratch).st_mtime_ns
     ready = {
         "error": None,
         "pid": os.getpid(),

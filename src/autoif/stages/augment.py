@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..llm import Request
-from ..parsing import parse_bullet_lines
 from ..prompts import render, template
 from ..records import Instruction
 from .base import Context, Stage
+from .parsing import parse_bullet_lines
 
 N_NEW = 5  # instructions asked for per sample
 N_EXAMPLES = 4  # seeds shown besides the one the sample starts from

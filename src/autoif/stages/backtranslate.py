@@ -21,11 +21,11 @@ import re
 from collections.abc import Iterable
 
 from ..llm import Request
-from ..nli import make_nli, nli_backend
-from ..parsing import _strip_quotes as strip_quotes
 from ..prompts import render, template
 from ..records import BackTranslation, CrossvalRecord
 from .base import Context, Drop, Stage
+from .nli import nli_backend
+from .parsing import strip_quotes
 
 MAX_CHARS = 400  # longer than this, a line is an explanation, not an instruction
 RAW_KEPT = 300  # characters of an unusable answer kept in the record (`detail`), to see what went wrong
@@ -73,10 +73,6 @@ class BacktranslateStage(Stage):
     output_type = CrossvalRecord
     uses_llm = True
 
-    def __init__(self) -> None:
-        self._loaded_key: str | None = None
-        self._loaded = None
-
     def settings(self, config):
         prompts = {name: template(name) for name in ("backtranslate", "nli")}
         return {**super().settings(config), "nli_backend": nli_backend(config), "prompts": prompts}
@@ -117,7 +113,7 @@ class BacktranslateStage(Stage):
                     judged.append(mine[-1])
             translations.append(mine)
 
-        for bt, label in zip(judged, self._nli(ctx).classify(pairs) if pairs else []):
+        for bt, label in zip(judged, ctx.nli.classify(pairs) if pairs else []):
             ctx.count(f"nli:{label or 'unlabelled'}")
             if label is None:
                 bt.error = "nli_unlabelled"
@@ -131,13 +127,3 @@ class BacktranslateStage(Stage):
             if not labels:
                 ctx.count("instruction_unchecked")
             yield CrossvalRecord(**{**record.model_dump(), "back_translations": [bt.model_dump() for bt in mine]})
-
-    def _nli(self, ctx: Context):
-        """The NLI model: the LLM judge wraps the run's LLM; a Hugging Face model is loaded once
-        for all the shards of a run."""
-        if nli_backend(ctx.config) == "llm":
-            return make_nli(ctx.config, ctx.llm)
-        key = ctx.config.backtranslate.nli.model_dump_json() + ctx.config.llm.device
-        if self._loaded_key != key:
-            self._loaded_key, self._loaded = key, make_nli(ctx.config)
-        return self._loaded

@@ -8,19 +8,23 @@ it drops, and decides what to redo. LLM calls and function executions go through
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
 from ..config import Config
 from ..records import Record
+from ..seeding import seeded_rng
+
+if TYPE_CHECKING:  # opened on first use: a stage that needs none of them imports none of them
+    from ..llm import Backend
+    from ..sandbox import Sandbox
+    from .nli import NLIModel
 
 
 @dataclass(frozen=True)
@@ -31,18 +35,36 @@ class Drop:
     reason: str
 
 
-@dataclass
 class Context:
-    """What a stage may use besides its records. Heavy resources are opened on first use."""
+    """What a stage may use besides its records: the run's resources, opened on first use.
 
-    config: Config
-    needs: dict[str, list[Record]] = field(default_factory=dict)
-    counts: Counter = field(default_factory=Counter)
-    _llm: Any = None
-    _sandbox: Any = None
+    `llm`, `sandbox` and `nli` are the run's LLM backend, sandbox and NLI model (given to the
+    constructor, or opened from `config` the first time a stage asks); `needs` holds the whole
+    output of every stage the current one `needs`, set by the executor, and `index` looks records
+    up in it; `counts` collects finer counts than records for the funnel; `llm_stats` is what the
+    LLM has cost so far. Whoever made the Context closes it.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        needs: dict[str, list[Record]] | None = None,
+        *,
+        llm: Backend | None = None,
+        sandbox: Sandbox | None = None,
+        nli: NLIModel | None = None,
+    ) -> None:
+        self.config = config
+        self.needs: dict[str, list[Record]] = needs if needs is not None else {}
+        self.counts: Counter[str] = Counter()
+        self._llm = llm
+        self._sandbox = sandbox
+        self._nli = nli
+        # (need, key) -> (the records indexed, the index): rebuilt when `needs` holds new records.
+        self._indexes: dict[tuple[str, str], tuple[list[Record], dict[Any, Record]]] = {}
 
     @property
-    def llm(self):
+    def llm(self) -> Backend:
         if self._llm is None:
             from ..llm import make_backend
 
@@ -50,12 +72,37 @@ class Context:
         return self._llm
 
     @property
-    def sandbox(self):
+    def sandbox(self) -> Sandbox:
         if self._sandbox is None:
             from ..sandbox import Sandbox
 
             self._sandbox = Sandbox.from_config(self.config.sandbox)
         return self._sandbox
+
+    @property
+    def nli(self) -> NLIModel:
+        """The NLI model of back-translations: the LLM judge wraps `llm`; a Hugging Face model is
+        loaded once for all the shards this Context runs."""
+        if self._nli is None:
+            from .nli import make_nli, nli_backend
+
+            self._nli = make_nli(self.config, self.llm if nli_backend(self.config) == "llm" else None)
+        return self._nli
+
+    @property
+    def llm_stats(self) -> dict[str, int] | None:
+        """What the LLM backend has cost so far (samples generated, cache hits...); None when no
+        stage has used it."""
+        return self._llm.stats.as_dict() if self._llm is not None else None
+
+    def index(self, need: str, key: str) -> dict[Any, Record]:
+        """`needs[need]` as a dict by the attribute `key`, built once per stage run, not per shard."""
+        records = self.needs[need]
+        cached = self._indexes.get((need, key))
+        if cached is None or cached[0] is not records:
+            cached = (records, {getattr(r, key): r for r in records})
+            self._indexes[(need, key)] = cached
+        return cached[1]
 
     def count(self, what: str, n: int = 1) -> None:
         """Count something finer than a record (e.g. `function_dropped:compile`) into the funnel."""
@@ -63,13 +110,13 @@ class Context:
 
     def rng(self, *key: Any) -> random.Random:
         """A random generator determined by the global seed and `key` alone (never by run order)."""
-        digest = hashlib.sha256(json.dumps([self.config.seed, *key], default=str).encode()).digest()
-        return random.Random(int.from_bytes(digest[:8], "big"))
+        return seeded_rng(self.config.seed, *key)
 
     def close(self) -> None:
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
+        self._nli = None
         if self._llm is not None:
             self._llm.close()
             if self._llm.cache is not None:

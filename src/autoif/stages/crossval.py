@@ -22,9 +22,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..parsing import ParseFailure, parse_verifier_generation
 from ..records import CaseResult, CrossvalRecord, FunctionResult, VerifierSamples
 from .base import Context, Drop, Stage
+from .parsing import ParseFailure, parse_verifier_generation
 
 # Outcome errors that mean the function never ran at all.
 UNUSABLE = ("compile", "no_evaluate", "forbidden_import")
@@ -147,11 +147,10 @@ class CrossvalStage(Stage):
             if sel.reason:
                 yield Drop(record, sel.reason)
                 continue
-            extra = {"source": record.source} if "source" in (record.model_extra or {}) else {}
             yield CrossvalRecord(
                 instruction_id=record.instruction_id,
                 instruction=record.instruction,
                 functions=[FunctionResult(source=f, accuracy=round(a, 6)) for f, a in sel.functions],
                 cases=[CaseResult(input=inp, output=out, accuracy=round(a, 6)) for inp, out, a in sel.cases],
-                **extra,
+                source=record.source,
             )

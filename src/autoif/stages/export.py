@@ -7,7 +7,8 @@ The functions of each instruction travel with every record, so a trainer can sco
 - DPO, query level (per prompt): chosen = distinct responses with pass rate >=
   `export.chosen_min_pass_rate` (and, when scoring is on, a score >= `score.min_score`);
   rejected = distinct responses with pass rate <= `export.rejected_max_pass_rate`. At most
-  `export.max_pairs_per_prompt` pairs, spread over as many different responses as possible.
+  `export.max_pairs_per_prompt` pairs, spread over as many different responses as possible
+  (`pairs.pair_up`, which online DPO uses too).
 - DPO, instruction level (per kept instruction, from its cross-validated test cases): the prompt is
   the instruction alone; chosen = a case input labelled True, rejected = one labelled False. The
   cases are run again on the instruction's kept functions, and the same pass-rate bounds apply, so
@@ -19,34 +20,12 @@ the output is the same on every run. Export sees all records at once (not sharde
 
 from __future__ import annotations
 
-import random
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
+from ..pairs import pair_up
 from ..records import CrossvalRecord, DPORecord, Message, SFTRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
-from .verify import INSTRUCTIONS, QUERIES, need_index
-
-
-def pair_up(chosen: Sequence[str], rejected: Sequence[str], limit: int, rng: random.Random) -> list[tuple[str, str]]:
-    """Up to `limit` distinct (chosen, rejected) pairs, each new pair using the least-used texts.
-
-    Both sides are shuffled by `rng` first, so which texts pair up is seeded, not input order.
-    """
-    chosen, rejected = list(chosen), list(rejected)
-    rng.shuffle(chosen)
-    rng.shuffle(rejected)
-    candidates = [(i, j) for i in range(len(chosen)) for j in range(len(rejected))]
-    used_c: Counter = Counter()
-    used_r: Counter = Counter()
-    pairs = []
-    while candidates and len(pairs) < limit:
-        best = min(range(len(candidates)), key=lambda k: used_c[candidates[k][0]] + used_r[candidates[k][1]])
-        i, j = candidates.pop(best)
-        used_c[i] += 1
-        used_r[j] += 1
-        pairs.append((chosen[i], rejected[j]))
-    return pairs
+from .verify import INSTRUCTIONS, QUERIES
 
 
 def _user(text: str) -> list[Message]:
@@ -76,8 +55,8 @@ class ExportStage(Stage):
         }
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
-        queries = need_index(ctx, QUERIES, "id")
-        instructions = need_index(ctx, INSTRUCTIONS, "instruction_id")
+        queries = ctx.index(QUERIES, "id")
+        instructions = ctx.index(INSTRUCTIONS, "instruction_id")
         for record in records:
             query = queries.get(record.prompt_id)
             instruction = instructions.get(query.instruction_id) if query else None
@@ -123,16 +102,9 @@ class ExportStage(Stage):
 
     def _query_pairs(self, record: VerifiedRecord, prompt: str, functions: list[str], ctx: Context) -> list[DPORecord]:
         cfg = ctx.config.export
-        chosen = [
-            r.text for r in record.responses if r.pass_rate >= cfg.chosen_min_pass_rate and self._score_ok(r, ctx)
-        ]
-        rejected = [r.text for r in record.responses if r.pass_rate <= cfg.rejected_max_pass_rate]
-        pairs = pair_up(
-            list(dict.fromkeys(chosen)),
-            list(dict.fromkeys(rejected)),
-            cfg.max_pairs_per_prompt,
-            ctx.rng("export.query_pairs", record.prompt_id),
-        )
+        chosen = [r.text for r in record.responses if cfg.may_choose(r.pass_rate) and self._score_ok(r, ctx)]
+        rejected = [r.text for r in record.responses if cfg.may_reject(r.pass_rate)]
+        pairs = pair_up(chosen, rejected, cfg, ctx.rng("export.query_pairs", record.prompt_id))
         if not pairs:
             ctx.count("dpo_query:no_chosen" if not chosen else "dpo_query:no_rejected")
         ctx.count("dpo_query_pairs", len(pairs))
@@ -158,18 +130,13 @@ class ExportStage(Stage):
             chosen, rejected = [], []
             for j, case in enumerate(record.cases):
                 rate = pass_rate([grid[i][j] for i in range(len(functions))])
-                if case.output and rate >= cfg.chosen_min_pass_rate:
+                if case.output and cfg.may_choose(rate):
                     chosen.append(case.input)
-                elif not case.output and rate <= cfg.rejected_max_pass_rate:
+                elif not case.output and cfg.may_reject(rate):
                     rejected.append(case.input)
                 else:
                     ctx.count("dpo_instruction:case_not_separable")
-            pairs = pair_up(
-                list(dict.fromkeys(chosen)),
-                list(dict.fromkeys(rejected)),
-                cfg.max_pairs_per_prompt,
-                ctx.rng("export.instruction_pairs", record.instruction_id),
-            )
+            pairs = pair_up(chosen, rejected, cfg, ctx.rng("export.instruction_pairs", record.instruction_id))
             ctx.count("dpo_instruction_pairs", len(pairs))
             for c, r in pairs:
                 yield DPORecord(

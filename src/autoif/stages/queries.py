@@ -1,7 +1,7 @@
 """Stage `queries`: K real user queries per kept instruction, joined into the prompt a user would write.
 
 Input: the instructions that survived back-translation (`backtranslate.jsonl`, or `crossval.jsonl`
-when there is none). For each, K queries are drawn from the pool (`autoif.querypool`) without
+when there is none). For each, K queries are drawn from the pool (`stages/querypool.py`) without
 replacement, by a generator seeded with the global seed and the instruction id alone, so the draw
 depends neither on sharding nor on run order. Each prompt joins instruction and query the way users
 write them: instruction before or after the query, inline or on its own line, sometimes flagged
@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from ..prompts import template
-from ..querypool import load_queries
 from ..records import CrossvalRecord, QueryRecord
 from .base import Context, Stage
+from .querypool import load_queries
 
 JOIN_TEMPLATES = "query_join"
 _TERMINAL = tuple(".!?:;)]}\"'`")

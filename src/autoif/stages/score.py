@@ -7,8 +7,8 @@ counted `score_unparsable` (export then leaves it out wherever a score is requir
 
 Only responses that can become training targets are judged, to save LLM calls: those that passed
 verification (SFT) and those that reach `export.chosen_min_pass_rate` (DPO chosen). The others
-are carried unjudged, as DPO rejected material. With scoring off (`score.enabled: off`, or `auto` with the embedded model), records pass through
-unchanged and export asks for no score.
+are carried unjudged, as DPO rejected material. With scoring off (`score.enabled: off`, or `auto`
+with the embedded model), records pass through unchanged and export asks for no score.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from statistics import fmean
 
 from ..llm import Request
-from ..parsing import parse_score
 from ..prompts import render, template
 from ..records import VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
-from .verify import QUERIES, need_index
+from .parsing import parse_score
+from .verify import QUERIES
 
 JUDGE = "judge"
 
@@ -56,7 +56,7 @@ class ScoreStage(Stage):
         if not cfg.active(ctx.config.llm):
             yield from records
             return
-        queries = need_index(ctx, QUERIES, "id")
+        queries = ctx.index(QUERIES, "id")
         chosen_min = ctx.config.export.chosen_min_pass_rate
         prompts: dict[tuple[int, int], str] = {}  # (record, response) -> judge prompt
         for ri, record in enumerate(records):

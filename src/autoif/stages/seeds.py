@@ -35,7 +35,7 @@ class SeedsStage(Stage):
         for i in chosen:
             yield Instruction(id=f"seed-{i:03d}", text=seeds[i], source="seed")
         if cfg.library_enabled(ctx.config.llm):
-            from ..library import build_library
+            from .library import build_library
 
             library = build_library(ctx.config.seed, per_constraint=cfg.library_per_constraint)
             if cfg.library_limit is not None and cfg.library_limit < len(library):

@@ -74,7 +74,7 @@ class VerifiersStage(Stage):
 
 @lru_cache(maxsize=1)
 def _few_shot_examples():
-    from ..library import build_library
+    from .library import build_library
 
     # The prompt asks for the standard library only, so examples that import more are left out.
     return [e for e in build_library(seed=0) if not any("langdetect" in f or "nltk" in f for f in e.functions)]

@@ -16,7 +16,6 @@ become SFT data. The funnel counts prompts in and out, and responses checked and
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from ..records import QueryRecord, Record, ResponsesRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
@@ -24,24 +23,11 @@ from .base import Context, Drop, Stage
 INSTRUCTIONS = "backtranslate|crossval"
 QUERIES = "queries"
 
-_INDEXES: dict[tuple[str, str], tuple[list, dict]] = {}
-
-
-def need_index(ctx: Context, need: str, key: str) -> dict[str, Any]:
-    """`ctx.needs[need]` as a dict by attribute `key`, built once per stage run, not per shard."""
-    records = ctx.needs[need]
-    cached = _INDEXES.get((need, key))
-    if cached is not None and cached[0] is records:
-        return cached[1]
-    index = {getattr(r, key): r for r in records}
-    _INDEXES[(need, key)] = (records, index)
-    return index
-
 
 def functions_of(ctx: Context, prompt_id: str) -> tuple[QueryRecord | None, Record | None]:
     """The query record of a prompt and its instruction's record (None where unknown)."""
-    query = need_index(ctx, QUERIES, "id").get(prompt_id)
-    instruction = need_index(ctx, INSTRUCTIONS, "instruction_id").get(query.instruction_id) if query else None
+    query = ctx.index(QUERIES, "id").get(prompt_id)
+    instruction = ctx.index(INSTRUCTIONS, "instruction_id").get(query.instruction_id) if query else None
     return query, instruction
 
 

@@ -6,19 +6,26 @@ Each trainer is one module with its settings class (defaults: the paper's hyper-
 
 from __future__ import annotations
 
-import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..registry import Registry
 
 # command -> "module:SettingsClass"; each module has `train(settings)`.
-TRAINERS: dict[str, str] = {
-    "sft": "autoif.train.sft:SFTSettings",
-    "dpo": "autoif.train.dpo:DPOSettings",
-    "online-dpo": "autoif.train.online_dpo:OnlineDPOSettings",
-    "grpo": "autoif.train.grpo:GRPOSettings",
-}
+TRAINERS = Registry(
+    "trainer",
+    {
+        "sft": "autoif.train.sft:SFTSettings",
+        "dpo": "autoif.train.dpo:DPOSettings",
+        "online-dpo": "autoif.train.online_dpo:OnlineDPOSettings",
+        "grpo": "autoif.train.grpo:GRPOSettings",
+    },
+)
 
 
-def trainer(name: str):
+def trainer(name: str) -> tuple[type, Callable[[Any], Path]]:
     """(SettingsClass, train function) of a trainer."""
-    module, cls = TRAINERS[name].split(":")
-    mod = importlib.import_module(module)
-    return getattr(mod, cls), mod.train
+    settings_class = TRAINERS.load(name)
+    return settings_class, sys.modules[settings_class.__module__].train

@@ -1,7 +1,7 @@
 """`autoif train grpo`: GRPO (TRL's GRPOTrainer) with the verification functions as the reward.
 
 Beyond the paper: instead of building DPO pairs, every group of completions of a prompt is scored
-by `autoif.rewards.verifier_reward` (pass rate over the prompt's functions, run in the sandbox)
+by `autoif.train.rewards.verifier_reward` (pass rate over the prompt's functions, run in the sandbox)
 and the policy is pushed towards the completions that pass more.
 """
 
@@ -12,7 +12,6 @@ from pathlib import Path
 from pydantic import Field
 
 from ..errors import require
-from ..rewards import make_verifier_reward
 from .common import (
     TrainSettings,
     load_model_and_tokenizer,
@@ -23,6 +22,7 @@ from .common import (
     save_final,
     trl_args,
 )
+from .rewards import make_verifier_reward
 
 
 class GRPOSettings(TrainSettings):

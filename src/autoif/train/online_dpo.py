@@ -3,7 +3,8 @@
 For N iterations: the current policy samples K responses per prompt (temperature 0.8; vLLM when it
 is installed and a GPU is present, else transformers batched generation, both through autoif's LLM
 layer), the sandbox scores every response with the functions carried in the records, pairs are
-built (chosen pass rate >= 0.5, rejected = 0 by default), one DPO pass runs, and the next iteration
+built as the export stage builds them (`pairs.pair_up`: chosen pass rate >= 0.5, rejected = 0 by
+default, at most `max_pairs_per_prompt` spread over different samples), one DPO pass runs, and the next iteration
 samples from the updated policy. TRL's OnlineDPOTrainer is not used: it trains on pairs whose two
 rewards may be equal, which for 0/1 verifier rewards is noise.
 
@@ -23,16 +24,18 @@ from pydantic import Field
 
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text
-from ..rewards import pass_rates
+from ..pairs import PairBounds, pair_up
+from ..seeding import seeded_rng
 from .common import load_model_and_tokenizer, prompts_with_functions, read_records
 from .dpo import DPOSettings, run_dpo
+from .rewards import pass_rates
 
 log = logging.getLogger("autoif.train")
 
 LOG_FILE = "online_dpo_log.jsonl"
 
 
-class OnlineDPOSettings(DPOSettings):
+class OnlineDPOSettings(PairBounds, DPOSettings):
     """Iterative online DPO: sample, verify, pair, DPO; repeat."""
 
     output_dir: str = Field("autoif-train/online-dpo", description="per-iteration policies and the log go here")
@@ -42,9 +45,6 @@ class OnlineDPOSettings(DPOSettings):
     temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature of the policy")
     max_new_tokens: int = Field(512, ge=8, description="longest sampled response")
     max_prompts: int | None = Field(None, ge=1, description="prompts used (a seeded sample; None: all)")
-    chosen_min_pass_rate: float = Field(0.5, ge=0, le=1, description="a chosen response passes at least this")
-    rejected_max_pass_rate: float = Field(0.0, ge=0, le=1, description="a rejected response passes at most this")
-    max_pairs_per_prompt: int = Field(4, ge=1, description="pairs built from one prompt at most")
     num_train_epochs: float = Field(1, gt=0, description="DPO passes over each iteration's pairs")
     sampler: Literal["auto", "local", "vllm"] = Field(
         "auto", description="who samples: vllm (GPU), local (transformers), auto (vllm when usable)"
@@ -54,15 +54,12 @@ class OnlineDPOSettings(DPOSettings):
 
 
 def build_pairs(
-    responses: list[str], rates: list[float], settings: OnlineDPOSettings, rng: random.Random
+    responses: list[str], rates: list[float], bounds: PairBounds, rng: random.Random
 ) -> list[tuple[str, str]]:
-    """(chosen, rejected) pairs of one prompt: each passing response against a failing one."""
-    chosen = [r for r, p in zip(responses, rates) if p >= settings.chosen_min_pass_rate]
-    rejected = [r for r, p in zip(responses, rates) if p <= settings.rejected_max_pass_rate]
-    chosen, rejected = list(dict.fromkeys(chosen)), list(dict.fromkeys(rejected))
-    pairs = [(c, r) for c in chosen for r in rejected if c != r]
-    rng.shuffle(pairs)
-    return pairs[: settings.max_pairs_per_prompt]
+    """(chosen, rejected) pairs of one prompt's samples, by their pass rates."""
+    chosen = [r for r, p in zip(responses, rates) if bounds.may_choose(p)]
+    rejected = [r for r, p in zip(responses, rates) if bounds.may_reject(p)]
+    return pair_up(chosen, rejected, bounds, rng)
 
 
 def sampler_kind(settings: OnlineDPOSettings) -> str:
@@ -110,7 +107,7 @@ def train(settings: OnlineDPOSettings) -> Path:
     if not prompts:
         raise AutoifError(f"{settings.data}: no prompt carries verification functions")
     if settings.max_prompts and len(prompts) > settings.max_prompts:
-        prompts = random.Random(settings.seed).sample(prompts, settings.max_prompts)
+        prompts = seeded_rng(settings.seed, "online-dpo.prompts").sample(prompts, settings.max_prompts)
     out = Path(settings.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     history = _read_log(out)
@@ -134,11 +131,10 @@ def train(settings: OnlineDPOSettings) -> Path:
                 )
                 log.info("online-dpo: final policy mean pass rate %.3f", mean)
                 break
-            rng = random.Random(settings.seed * 7919 + iteration)
             rows = []
             no_pair = 0
-            for prompt, rs, ps in zip(prompts, responses, per_prompt):
-                pairs = build_pairs(rs, ps, settings, rng)
+            for n, (prompt, rs, ps) in enumerate(zip(prompts, responses, per_prompt)):
+                pairs = build_pairs(rs, ps, settings, seeded_rng(settings.seed, "online-dpo.pairs", iteration, n))
                 no_pair += not pairs
                 rows += [
                     {

@@ -1,23 +1,22 @@
-"""Robust parsing of LLM outputs (autoif.parsing), on hand-made shapes and on the official release's
+"""Robust parsing of LLM outputs (autoif.stages.parsing), on hand-made shapes and on the official release's
 real generations (eval_func_rft.jsonl: 5 instructions x 8 raw answers of a strong model)."""
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from support import FIXTURES
 
-from autoif.parsing import (  # _func_key: blank and whitespace-only lines do not count (our parser dedents)
+from autoif.stages.parsing import (  # function_key: blank and whitespace-only lines do not count (our parser dedents)
     ParsedVerifier,
     ParseFailure,
-    _func_key,
+    function_key,
     parse_bullet_lines,
     parse_nli_label,
     parse_score,
     parse_verifier_generation,
 )
 
-OFFICIAL = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 FUNC = "def evaluate(response):\n    return len(response.split()) <= 5"
 CASES = [{"input": "short and sweet", "output": True}, {"input": "this one has far too many words", "output": False}]
 EXPECTED_CASES = [("short and sweet", True), ("this one has far too many words", False)]
@@ -42,7 +41,7 @@ def run(func: str, response: str):
 
 
 def official_generations():
-    return [json.loads(line) for line in (OFFICIAL / "eval_func_rft.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (FIXTURES / "eval_func_rft.jsonl").read_text().splitlines()]
 
 
 # --- verifier generations: shapes -------------------------------------------------------------
@@ -64,16 +63,16 @@ def test_fenced_and_bare_json(text):
 
 def test_python_literal_dict_with_true_false():
     text = (
-        "{'func': %r, 'cases': [{'input': 'short and sweet', 'output': True}, "
-        "{'input': 'this one has far too many words', 'output': False}]}" % FUNC
+        f"{{'func': {FUNC!r}, 'cases': [{{'input': 'short and sweet', 'output': True}}, "
+        "{'input': 'this one has far too many words', 'output': False}]}"
     )
     assert only(text).cases == EXPECTED_CASES
 
 
 def test_json_with_python_true_and_trailing_comma():
     text = (
-        '{"func": %s, "cases": [{"input": "short and sweet", "output": True},'
-        ' {"input": "this one has far too many words", "output": False},],}' % json.dumps(FUNC)
+        f'{{"func": {json.dumps(FUNC)}, "cases": [{{"input": "short and sweet", "output": True}},'
+        ' {"input": "this one has far too many words", "output": False},],}'
     )
     verifier = only(text)
     assert verifier.func == FUNC and verifier.cases == EXPECTED_CASES
@@ -83,7 +82,7 @@ def test_func_escaped_twice_and_raw_newlines():
     escaped_twice = json.dumps({"func": FUNC.replace("\n", "\\n"), "cases": CASES})
     assert "\\\\n" in escaped_twice
     assert only(escaped_twice).func == FUNC
-    raw_newlines = '{"func": "%s", "cases": %s}' % (FUNC, json.dumps(CASES))  # a real newline inside a string
+    raw_newlines = f'{{"func": "{FUNC}", "cases": {json.dumps(CASES)}}}'  # a real newline inside a string
     assert only(raw_newlines).func == FUNC
 
 
@@ -219,7 +218,7 @@ def test_we_agree_with_the_official_reading_where_it_has_one():
             if official is None:
                 continue
             verifier = only(generation)
-            assert _func_key(verifier.func) == _func_key(official["func"])
+            assert function_key(verifier.func) == function_key(official["func"])
             expected = []
             for case in official["cases"]:
                 output = case["output"]

@@ -51,7 +51,7 @@ TRUE_WORDS = frozenset({"true", "yes", "y", "1", "pass", "passed"})
 FALSE_WORDS = frozenset({"false", "no", "n", "0", "fail", "failed"})
 
 _DEFINES_EVALUATE = re.compile(r"\bdef\s+evaluate\s*\(")
-_KEY_HINT = re.compile(r"""["'](?:%s)["']\s*:""" % "|".join(FUNC_KEYS + CASES_KEYS))
+_KEY_HINT = re.compile("[\"'](?:" + "|".join(FUNC_KEYS + CASES_KEYS) + ")[\"']\\s*:")
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n(.*?)```", re.S)
 _FENCED_WHOLE = re.compile(r"\A\s*```[ \t]*[\w+-]*[ \t]*\n(.*?)\n?\s*```\s*\Z", re.S)
 _OPENER = re.compile(r"[{\[]")
@@ -317,7 +317,7 @@ def _compiles(source: str) -> bool:
     return True
 
 
-def _func_key(func: str) -> str:
+def function_key(func: str) -> str:
     """Identity of a function for deduplication: trailing whitespace and blank lines do not count."""
     return "\n".join(line.rstrip() for line in func.splitlines() if line.strip())
 
@@ -325,7 +325,7 @@ def _func_key(func: str) -> str:
 def _merge_duplicates(verifiers: list[ParsedVerifier]) -> list[ParsedVerifier]:
     merged: dict[str, ParsedVerifier] = {}
     for verifier in verifiers:
-        kept = merged.setdefault(_func_key(verifier.func), ParsedVerifier(verifier.func))
+        kept = merged.setdefault(function_key(verifier.func), ParsedVerifier(verifier.func))
         kept.cases.extend(case for case in dict.fromkeys(verifier.cases) if case not in kept.cases)
     return list(merged.values())
 
@@ -346,13 +346,14 @@ def parse_bullet_lines(text: str) -> list[str]:
     for line in text.splitlines():
         match = _BULLET.match(line)
         if match:
-            item = _strip_quotes(" ".join(match.group(1).split()))
+            item = strip_quotes(" ".join(match.group(1).split()))
             if item:
                 items.append(item)
     return items
 
 
-def _strip_quotes(item: str) -> str:
+def strip_quotes(item: str) -> str:
+    """The text without the quotes or brackets around it, however deeply nested."""
     while len(item) >= 2 and _QUOTE_PAIRS.get(item[0]) == item[-1]:
         item = item[1:-1].strip()
     return item

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import AutoifError
+from ...errors import AutoifError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ by us. Stage `seeds` adds them when the supervision model is too weak to write w
 (the embedded SmolLM2), `verifiers` hands their functions and cases to crossval like any LLM
 answer, and the verifiers prompt takes its few-shot example from here.
 
-    from autoif.library import build_library, CONSTRAINTS
+    from autoif.stages.library import build_library, CONSTRAINTS
     entries = build_library(seed=42, per_constraint=2)
     CONSTRAINTS["length:max_words"]        # a KeyError with "did you mean" for an unknown id
 
@@ -15,10 +15,7 @@ Instances depend only on (seed, constraint id, index): adding a constraint chang
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
-
+from ...seeding import seeded_rng
 from .base import Constraint, LibraryEntry, UnknownConstraint
 from .constraints import CONSTRAINTS
 
@@ -26,11 +23,6 @@ __all__ = ["CONSTRAINTS", "Constraint", "LibraryEntry", "UnknownConstraint", "bu
 
 # Draws per wanted instance before a constraint is taken to have no more distinct ones.
 _ATTEMPTS = 25
-
-
-def _rng(*key) -> random.Random:
-    digest = hashlib.sha256(json.dumps(key).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def build_library(seed: int, per_constraint: int = 1) -> list[LibraryEntry]:
@@ -47,7 +39,7 @@ def build_library(seed: int, per_constraint: int = 1) -> list[LibraryEntry]:
         for attempt in range(per_constraint * _ATTEMPTS):
             if len(seen) == per_constraint:
                 break
-            rng = _rng(seed, cid, attempt)
+            rng = seeded_rng(seed, cid, attempt)
             params = constraint.sample(rng)
             if params in seen:
                 continue

@@ -8,10 +8,10 @@ import pytest
 
 from autoif.config import CROSSVAL_PRESETS, load_config
 from autoif.errors import AutoifError
-from autoif.library import CONSTRAINTS, UnknownConstraint, build_library
-from autoif.library.base import Code, Constraint, Registry, bind
 from autoif.stages.base import Context
 from autoif.stages.crossval import collect, cross_validate
+from autoif.stages.library import CONSTRAINTS, UnknownConstraint, build_library
+from autoif.stages.library.base import Code, Constraint, Registry, bind
 from autoif.stages.seeds import SeedsStage
 from autoif.stages.verifiers import library_generation
 

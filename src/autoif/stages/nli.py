@@ -16,8 +16,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from .config import Config
-from .errors import AutoifError, require
+from ..config import Config
+from ..errors import AutoifError, require
 from .parsing import NLI_LABELS, parse_nli_label
 
 Pair = tuple[str, str]
@@ -116,8 +116,8 @@ class LLMNLI(NLIModel):
         return cls(llm, max_tokens=config.backtranslate.max_tokens, seed=config.seed)
 
     def classify(self, pairs: Sequence[Pair]) -> list[str | None]:
-        from .llm import Request
-        from .prompts import render
+        from ..llm import Request
+        from ..prompts import render
 
         requests = [
             Request.user(

@@ -10,9 +10,9 @@ removal of seeds repeated back.
 import re
 
 import pytest
+from test_backtranslate import FIXTURES, make_context
 
 from autoif.data import load_seed_instructions
-from autoif.parsing import parse_bullet_lines
 from autoif.records import Instruction
 from autoif.stages import augment as augment_mod
 from autoif.stages.augment import (
@@ -25,8 +25,9 @@ from autoif.stages.augment import (
     rejection,
     signature,
 )
+from autoif.stages.base import Context
+from autoif.stages.parsing import parse_bullet_lines
 from replay import ReplayBackend
-from test_backtranslate import FIXTURES, make_context
 
 
 def new(*texts):
@@ -234,7 +235,7 @@ def recorded_llm(ctx, records):
 def run_augment(tmp_path, *sets, llm=None):
     records = stage_inputs()
     ctx = make_context(tmp_path, None, "augment.k=2", "augment.temperature=1.0", *sets)
-    ctx._llm = llm if llm is not None else recorded_llm(ctx, records)
+    ctx = Context(ctx.config, llm=llm if llm is not None else recorded_llm(ctx, records))
     return records, list(AugmentStage().run(records, ctx)), ctx
 
 

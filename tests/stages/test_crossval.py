@@ -31,12 +31,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import FIXTURES
 
 from autoif.config import CrossvalConfig
-from autoif.parsing import _func_key  # blank and whitespace-only lines do not count (our parser dedents)
 from autoif.stages.crossval import collect, cross_validate
-
-OFFICIAL = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
+from autoif.stages.parsing import function_key  # blank and whitespace-only lines do not count (our parser dedents)
 
 OFFICIAL_RULES = r'''
 import json, signal, sys
@@ -98,7 +97,7 @@ json.dump(results, open(sys.argv[2], "w"))
 
 
 def load_fixture() -> list[dict]:
-    return [json.loads(line) for line in (OFFICIAL / "eval_func_rft.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (FIXTURES / "eval_func_rft.jsonl").read_text().splitlines()]
 
 
 def official_reading(raw: list[str]) -> dict:
@@ -212,10 +211,10 @@ def test_differences_from_the_official_script(fixture_run, tmp_path):
         string_cases = {
             (inp, out.lower() == "true") for inp, out in official_reading(raw)["cases"] if isinstance(out, str)
         }
-        their_funcs = {_func_key(f) for f, _ in theirs["functions"]}
-        my_funcs = {_func_key(f) for f, _ in mine.functions}
+        their_funcs = {function_key(f) for f, _ in theirs["functions"]}
+        my_funcs = {function_key(f) for f, _ in mine.functions}
         assert their_funcs <= my_funcs
-        assert my_funcs - their_funcs <= {_func_key(f) for f in recovered.functions}
+        assert my_funcs - their_funcs <= {function_key(f) for f in recovered.functions}
         their_cases = {(inp, out) for inp, out in theirs["cases"]}
         my_cases = {(inp, out) for inp, out, _ in mine.cases}
         assert their_cases <= my_cases

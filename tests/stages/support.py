@@ -1,0 +1,67 @@
+"""What the stage tests share: the official AutoIF release's recorded outputs (fixtures/autoif-official),
+the config they run under, and an independent execution of functions, with no sandbox code involved,
+that the sandbox's outcomes are compared with."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from autoif.config import load_config
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "autoif-official"
+
+
+def fixture(name):
+    return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line.strip()]
+
+
+def config(tmp_path, *sets):
+    # Scoring is on as with any real judge (auto switches it off for the embedded model only).
+    return load_config(None, [f"paths.out={tmp_path}", "sandbox.workers=2", "score.enabled=on", *sets])
+
+
+# Executes every function on every response in a fresh process: the reference the sandbox's
+# outcomes are compared with. A function "passes" only by returning True.
+INDEPENDENT = r"""
+import json, signal, sys
+
+def timeout(*_):
+    raise TimeoutError
+
+signal.signal(signal.SIGALRM, timeout)
+jobs = json.load(open(sys.argv[1]))
+results = []
+for functions, responses in jobs:
+    grid = []
+    for response in responses:
+        values = []
+        for source in functions:
+            namespace = {}
+            try:
+                signal.alarm(5)
+                exec(source, namespace)
+                value = namespace["evaluate"](response)
+                values.append(value if isinstance(value, bool) else None)
+            except BaseException:
+                values.append(None)
+            finally:
+                signal.alarm(0)
+        grid.append(values)
+    results.append(grid)
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+def execute_independently(tmp_path, jobs):
+    """For each (functions, responses) job, each response's per-function values (bool or None)."""
+    src, dst = tmp_path / "jobs.json", tmp_path / "values.json"
+    src.write_text(json.dumps(jobs))
+    subprocess.run(
+        [sys.executable, "-c", INDEPENDENT, str(src), str(dst)], check=True, timeout=300, capture_output=True
+    )
+    return json.loads(dst.read_text())
+
+
+def rate(values):
+    return sum(v is True for v in values) / len(values)

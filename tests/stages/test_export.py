@@ -1,0 +1,157 @@
+"""Stage export: SFT records and DPO pairs (query and instruction level), their formats and selection
+rules; the pairs the functions tell apart are checked by an independent execution."""
+
+import json
+
+import pytest
+from support import config, execute_independently, fixture, rate
+
+from autoif.jsonl import read_jsonl, write_jsonl
+from autoif.pipeline import Pipeline
+from autoif.records import (
+    CaseResult,
+    CrossvalRecord,
+    DPORecord,
+    FunctionResult,
+    QueryRecord,
+    SFTRecord,
+    VerifiedRecord,
+    VerifiedResponse,
+)
+
+
+def response(text, pass_rate, score=None):
+    return VerifiedResponse(text=text, pass_rate=pass_rate, outcomes=[], passed=pass_rate > 0.5, score=score)
+
+
+@pytest.fixture()
+def export_run(tmp_path):
+    """Scored records with designed pass rates and scores, the back_trans instructions, one export."""
+    instructions = [
+        CrossvalRecord(
+            instruction_id=f"bt-{n}",
+            instruction=r["instruction"],
+            functions=[FunctionResult(source=s, accuracy=a) for s, a in r["eval_func"]],
+            cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in r["cases"]],
+        )
+        for n, r in enumerate(fixture("back_trans.jsonl"))
+    ]
+    queries = [
+        QueryRecord(
+            id="p1",
+            instruction_id="bt-0",
+            instruction=instructions[0].instruction,
+            query="Say hi to my cat.",
+            prompt="Say hi to my cat.\nUse no words containing the letter 'E'.",
+        ),
+        QueryRecord(
+            id="p2",
+            instruction_id="bt-2",
+            instruction=instructions[2].instruction,
+            query="Name a word.",
+            prompt="Name a word. Use only palindromes.",
+        ),
+    ]
+    scored = [
+        VerifiedRecord(
+            prompt_id="p1",
+            responses=[
+                response("Hi cat!", 1.0, 9),
+                response("Hi cat!", 1.0, 9),
+                response("Hi, kitty cat.", 1.0, 8),
+                response("Cat, hi.", 0.75, 7),
+                response("Aloha cat!", 0.5, 10),
+                response("Hello cat", 0.0),
+                response("Hey there cat", 0.0),
+                response("Greetings feline", 0.0),
+                response("Meow there", 0.25),
+                response("Hi cat, good day", 1.0, None),
+            ],
+        ),
+        VerifiedRecord(prompt_id="p2", responses=[response("level", 0.0), response("noon", 0.0)]),
+    ]
+    write_jsonl(tmp_path / "crossval.jsonl", instructions)
+    write_jsonl(tmp_path / "queries.jsonl", queries)
+    write_jsonl(tmp_path / "scored.jsonl", scored)
+
+    def run(*sets):
+        funnel = Pipeline(
+            config(
+                tmp_path, "export.max_pairs_per_prompt=4", "export.llamafactory=false", "export.hf_dataset=false", *sets
+            )
+        ).run(only="export", force=True)
+        return (
+            funnel,
+            read_jsonl(tmp_path / "sft.jsonl", SFTRecord),
+            read_jsonl(tmp_path / "dpo.jsonl", DPORecord),
+            [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()],
+            [json.loads(line) for line in (tmp_path / "dpo.jsonl").read_text().splitlines()],
+        )
+
+    return tmp_path, instructions, run
+
+
+def test_export_formats_and_selection_rules(export_run):
+    out, instructions, run = export_run
+    funnel, sft, dpo, sft_raw, dpo_raw = run()
+    # SFT: passed (> 0.5) and score >= 8, each text once; "Aloha" (0.5) did not pass, 7 and None fail.
+    assert [r.messages[1].content for r in sft] == ["Hi cat!", "Hi, kitty cat."]
+    assert all(set(r) == {"messages", "instruction_id", "functions", "pass_rate"} for r in sft_raw)
+    assert sft_raw[0]["messages"] == [
+        {"role": "user", "content": "Say hi to my cat.\nUse no words containing the letter 'E'."},
+        {"role": "assistant", "content": "Hi cat!"},
+    ]
+    assert sft_raw[0]["functions"] == [f.source for f in instructions[0].functions]
+    assert sft_raw[0]["instruction_id"] == "bt-0" and sft_raw[0]["pass_rate"] == 1.0
+
+    assert all(set(r) == {"prompt", "chosen", "rejected", "level", "functions"} for r in dpo_raw)
+    query_pairs = [r for r in dpo if r.level == "query"]
+    chosen = {r.chosen[0].content for r in query_pairs}
+    rejected = {r.rejected[0].content for r in query_pairs}
+    assert len(query_pairs) == 4 and len({(r.chosen[0].content, r.rejected[0].content) for r in query_pairs}) == 4
+    assert chosen == {"Hi cat!", "Hi, kitty cat.", "Aloha cat!"}  # >= 0.5 with score >= 8
+    assert rejected == {"Hello cat", "Hey there cat", "Greetings feline"}  # pass rate 0 only
+    assert all(r.prompt[0].role == "user" and r.chosen[0].role == r.rejected[0].role == "assistant" for r in dpo)
+    stage = funnel["stages"]["export"]
+    assert stage["dropped"] == {"nothing_exported": 1}  # p2: nothing passes
+    assert stage["counts"]["records_out:dpo.jsonl"] == len(dpo)
+
+    again = run()
+    assert (again[3], again[4]) == (sft_raw, dpo_raw)  # deterministic
+
+
+def test_export_without_scoring_and_with_other_bounds(export_run):
+    _, _, run = export_run
+    _, sft, dpo, _, _ = run(
+        "score.enabled=false", "export.chosen_min_pass_rate=0.75", "export.rejected_max_pass_rate=0.25"
+    )
+    assert [r.messages[1].content for r in sft] == ["Hi cat!", "Hi, kitty cat.", "Cat, hi.", "Hi cat, good day"]
+    query_pairs = [r for r in dpo if r.level == "query"]
+    # 4 chosen (>= 0.75, no score needed) x 4 rejected (<= 0.25): 4 pairs use each text once.
+    assert {r.chosen[0].content for r in query_pairs} == {"Hi cat!", "Hi, kitty cat.", "Cat, hi.", "Hi cat, good day"}
+    assert {r.rejected[0].content for r in query_pairs} == {
+        "Hello cat",
+        "Hey there cat",
+        "Greetings feline",
+        "Meow there",
+    }
+
+
+def test_instruction_level_pairs_are_told_apart_by_their_functions(export_run):
+    out, instructions, run = export_run
+    _, _, dpo, _, _ = run()
+    pairs = [r for r in dpo if r.level == "instruction"]
+    by_text = {r.instruction: r for r in instructions}
+    assert pairs and all(len(r.prompt) == 1 and r.prompt[0].content in by_text for r in pairs)
+    per_instruction = {}
+    for r in pairs:
+        per_instruction.setdefault(r.prompt[0].content, []).append(r)
+    assert max(len(v) for v in per_instruction.values()) <= 4
+    # "Use words that end with '-ing'" has no True case: no pair.
+    assert "Use words that end with '-ing'" not in per_instruction
+    reference = execute_independently(out, [[r.functions, [r.chosen[0].content, r.rejected[0].content]] for r in pairs])
+    for r, (chosen_values, rejected_values) in zip(pairs, reference):
+        assert r.functions == [f.source for f in by_text[r.prompt[0].content].functions]
+        assert rate(chosen_values) >= 0.5 and rate(rejected_values) == 0
+        cases = {c.input: c.output for c in by_text[r.prompt[0].content].cases}
+        assert cases[r.chosen[0].content] is True and cases[r.rejected[0].content] is False
