@@ -1,4 +1,4 @@
-"""The records that flow between stages, one model per jsonl file (formats in DESIGN.md).
+"""The records that flow between stages, one model per jsonl file (formats in docs/architecture.md).
 
 Pydantic, because records enter from files that users and other tools write (`--only crossval` on
 verifiers.jsonl made elsewhere). Every field any module reads or a stage sets is declared here, and

@@ -1,4 +1,4 @@
-"""Stage `export`: SFT records (`sft.jsonl`) and DPO pairs (`dpo.jsonl`), formats as in DESIGN.md.
+"""Stage `export`: SFT records (`sft.jsonl`) and DPO pairs (`dpo.jsonl`), formats as in docs/architecture.md.
 
 The functions of each instruction travel with every record, so a trainer can score new samples.
 
