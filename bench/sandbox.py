@@ -11,6 +11,8 @@ Measured in one run, on the same grids:
       timeout (what the AutoIF release does);
   (b) bare: each function compiled once and called in this process on one core, no isolation;
   (c) sandbox: `Sandbox().check_many(grids)`, workers = CPU cores (start-up reported apart).
+(c) has (a)'s semantics, every check from a fresh definition of the function (docs/sandbox.md,
+"Every check starts fresh"), at (b)'s cost or less: (b) reuses each function's first namespace.
 The three must agree on every value; the script exits 1 if they do not.
 
     .venv/bin/python bench/sandbox.py [--checks 100000] [--fixtures DIR] [--workers N]
@@ -60,9 +62,9 @@ def replicate(grids, checks: int, distinct: bool):
     return out
 
 
-def outcome_of(run) -> Outcome:
+def outcome_of(func, *args) -> Outcome:
     try:
-        value = run()
+        value = func(*args)
     except _Alarm:
         return Outcome(None, "timeout")
     except MemoryError:
@@ -70,6 +72,12 @@ def outcome_of(run) -> Outcome:
     except BaseException:
         return Outcome(None, "exception")
     return Outcome(value) if value is True or value is False else Outcome(None, "not_bool")
+
+
+def _define_and_call(source: str, response: str):
+    namespace = {}
+    exec(compile(source, "<evaluate>", "exec", dont_inherit=True), namespace)
+    return namespace["evaluate"](response)
 
 
 def official(grids, timeout_s: float):
@@ -82,15 +90,9 @@ def official(grids, timeout_s: float):
             for source in functions:
                 row = []
                 for response in responses:
-
-                    def run():
-                        namespace = {}
-                        exec(compile(source, "<evaluate>", "exec", dont_inherit=True), namespace)
-                        return namespace["evaluate"](response)
-
                     signal.setitimer(signal.ITIMER_REAL, timeout_s)
                     try:
-                        row.append(outcome_of(run))
+                        row.append(outcome_of(_define_and_call, source, response))
                     finally:
                         signal.setitimer(signal.ITIMER_REAL, 0)
                 grid.append(row)
@@ -112,7 +114,7 @@ def bare(grids):
                 namespace = {}
                 exec(compile(source, "<evaluate>", "exec", dont_inherit=True), namespace)
                 evaluate = compiled[source] = namespace["evaluate"]
-            grid.append([outcome_of(lambda: evaluate(response)) for response in responses])
+            grid.append([outcome_of(evaluate, response) for response in responses])
         out.append(grid)
     return out
 

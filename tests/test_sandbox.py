@@ -13,6 +13,7 @@ from autoif.config import SandboxConfig
 from autoif.errors import AutoifError
 from autoif.nltk_data import PUNKT_FILES, ensure_punkt_tab
 from autoif.sandbox import ERRORS, Outcome, Sandbox, pass_rate, pool
+from autoif.sandbox.guard import RANDOM_SEED
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "autoif-official"
 
@@ -52,7 +53,8 @@ def test_values_grid_shape_and_isolation_report(sandbox):
         ("import socket\ndef evaluate(response):\n    return True", "forbidden_import"),
         ("def evaluate(response):\n    import subprocess\n    return True", "forbidden_import"),
         (
-            "def evaluate(response):\n    try:\n        import os\n    except ImportError:\n        return True\n    return False",
+            "def evaluate(response):\n    try:\n        import os\n    except ImportError:\n"
+            "        return True\n    return False",
             "forbidden_import",
         ),
         ("def evaluate(response):\n    return 1", "not_bool"),
@@ -174,11 +176,27 @@ def test_worker_function_cache_eviction(sandbox, monkeypatch):
 def test_nltk_and_langdetect_work_inside_functions(sandbox):
     functions = [
         "import nltk\ndef evaluate(response):\n    return len(nltk.sent_tokenize(response)) == 3",
-        "from nltk.tokenize import word_tokenize\ndef evaluate(response):\n    return len(word_tokenize(response)) > 10",
+        "from nltk.tokenize import word_tokenize\n"
+        "def evaluate(response):\n    return len(word_tokenize(response)) > 10",
         "from langdetect import detect\ndef evaluate(response):\n    return detect(response) == 'en'",
     ]
     text = "Dr. Smith arrived at 5 p.m. yesterday. He was late. The meeting had already started."
     assert sandbox.check(functions, [text]) == [[T], [T], [T]]
+
+
+def test_langdetect_gives_the_same_answer_every_time(sandbox, monkeypatch):
+    # Unseeded, langdetect's probabilities for a short text change from one call to the next;
+    # the workers seed it (as they seed each function's `random`), so an outcome does not.
+    from langdetect import DetectorFactory, detect_langs
+
+    monkeypatch.setattr(DetectorFactory, "seed", RANDOM_SEED)
+    texts = ["Hallo ok", "si bueno", "ciao bella ok", "das ist gut"]
+    expected = {text: str(detect_langs(text)) for text in texts}
+    source = (
+        f"from langdetect import detect_langs\nEXPECTED = {expected!r}\n"
+        "def evaluate(response):\n    return str(detect_langs(response)) == EXPECTED[response]\n"
+    )
+    assert sandbox.check([source], texts * 5) == [[T] * 20]
 
 
 def test_lazily_imported_standard_library_works_after_confinement(sandbox):
@@ -316,9 +334,9 @@ def test_missing_kernel_mechanisms_are_reported_not_silent(monkeypatch):
 
 
 def test_worker_warnings_are_logged_by_the_parent(caplog):
-    with caplog.at_level("WARNING", logger="autoif.sandbox"):
-        with Sandbox(workers=1, allowed_imports=["re", "no_such_module_here"]) as sb:
-            assert sb.check(["import no_such_module_here\ndef evaluate(r):\n    return True"], ["x"]) == [
-                [err("compile")]
-            ]
+    with (
+        caplog.at_level("WARNING", logger="autoif.sandbox"),
+        Sandbox(workers=1, allowed_imports=["re", "no_such_module_here"]) as sb,
+    ):
+        assert sb.check(["import no_such_module_here\ndef evaluate(r):\n    return True"], ["x"]) == [[err("compile")]]
     assert any("'no_such_module_here' cannot be imported" in r.getMessage() for r in caplog.records)

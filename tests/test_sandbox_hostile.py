@@ -373,7 +373,8 @@ def test_writing_garbage_to_the_protocol_pipes(permissive, host):
     # moment is the crash (the function stays busy so that it is still running then).
     pids = permissive.worker_pids
     body = (
-        "import os, time\nfor fd in range(3, 4096):\n    try:\n        os.write(fd, b'DONE\\xff\\xff\\xff\\xffgarbage')\n"
+        "import os, time\nfor fd in range(3, 4096):\n    try:\n"
+        "        os.write(fd, b'DONE\\xff\\xff\\xff\\xffgarbage')\n"
         "    except OSError:\n        pass\ntime.sleep(30)\nreturn True"
     )
     attack(permissive, host, f(body), err("crash"))
@@ -490,4 +491,18 @@ DECIMAL_USER = (
 def test_no_state_leaks_between_functions(default, host, polluter, victim):
     # Same batch, so the same worker runs the polluter first, then the victim.
     assert default.check([victim, polluter, victim], ["hi"]) == [[T], [T], [T]]
+    attack(default, host, victim, T)
+
+
+def test_enum_helpers_that_write_into_modules_get_the_full_check(default, host):
+    # `Enum._convert_` writes into any module's namespace named by a string: here the real
+    # `string`, whose ascii_letters becomes an enum member. Named in the static scan, it gets the
+    # full check, so the next function (a new one, whose copy of `string` is made afterwards)
+    # sees the real module as it was.
+    polluter = (
+        "import enum\ndef evaluate(response):\n"
+        "    enum.Enum._convert_('Poison', 'string', lambda name: name == 'ascii_letters')\n    return True"
+    )
+    victim = "import string\ndef evaluate(response):\n    return 'h' in string.ascii_letters  # after _convert_"
+    assert default.check([polluter, victim], ["hi"]) == [[T], [T]]
     attack(default, host, victim, T)

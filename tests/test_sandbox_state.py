@@ -119,6 +119,17 @@ STATEFUL: dict[str, tuple[str, object]] = {
         "    return 'r' in response\n",
         lambda r: "r" in r,
     ),
+    "update_wrapper_on_helper": (
+        # A library call that changes the helper in place: the namespace is not kept.
+        "import functools\n"
+        "def helper(response):\n"
+        "    return response\n"
+        "def evaluate(response):\n"
+        "    first = helper.__name__ == 'helper'\n"
+        "    functools.update_wrapper(helper, str.upper)\n"
+        "    return first and 'p' in response\n",
+        lambda r: "p" in r,
+    ),
     "module_attribute": (
         "import string\n"
         "def evaluate(response):\n"
@@ -150,6 +161,15 @@ STATEFUL: dict[str, tuple[str, object]] = {
         "    calendar.setfirstweekday(calendar.SUNDAY)\n"
         "    return first and ' ' in response\n",
         lambda r: " " in r,
+    ),
+    "imports_inside_evaluate": (
+        # Keeps its namespace, then imports a module with process-wide settings on its first call.
+        "def evaluate(response):\n"
+        "    import calendar\n"
+        "    first = calendar.firstweekday() == 0\n"
+        "    calendar.setfirstweekday(calendar.SATURDAY)\n"
+        "    return first and len(response) % 3 == 0\n",
+        lambda r: len(r) % 3 == 0,
     ),
     "scratch_file": (
         "def evaluate(response):\n"
@@ -285,6 +305,7 @@ def test_a_function_that_rewrites_other_functions_through_gc_leaves_them_alone(s
         (STATEFUL["global_counter"][0], False),  # rebinds a global
         (STATEFUL["closure_counter"][0], False),  # calls at the top level
         (STATEFUL["lru_cache_side_effect"][0], False),  # a decorator
+        (STATEFUL["update_wrapper_on_helper"][0], False),  # changes a function object in place
         ("class C:\n    pass\ndef evaluate(response):\n    return True\n", False),
         ("if __name__ == '__main__':\n    pass\ndef evaluate(response):\n    return True\n", False),
     ],

@@ -9,26 +9,44 @@ Only a real `True`/`False` is a value; anything else is an `Outcome` with `value
 of the ERRORS: compile (the source does not compile or its top level raises), no_evaluate,
 forbidden_import, timeout, memory, exception, not_bool, crash. Callers count errors as failures.
 
+A check's outcome is a function of (function source, response, limits) only: every check starts
+from the state the function's source defines, as if the function were defined afresh for it
+(module-level names, default arguments, closures, the function objects and their code, its module
+copies, its random generator, the settings of the modules it uses, the scratch directory), so it
+does not depend on the order of the responses, the batch, the number of workers, the executor or
+the checks that ran before. The exceptions (docs/sandbox.md): what a function reads from the
+clock or memory addresses, in-place changes to objects it shares with a library, and state it
+reaches outside its own definition through introspection.
+
 How it is fast: long-lived worker processes (one per CPU core by default), each function compiled
-once per worker and cached; grids cut into a few large batches per worker; outcomes are one byte
-per check in a shared memory area, so a batch costs one small message each way.
+once per worker and cached; a function whose top level only imports, defines functions and binds
+literals (most generated ones) keeps one namespace, which no call can change; any other re-runs
+its cached top level per check; grids cut into a few large batches per worker; outcomes are one
+byte per check in a shared memory area, so a batch costs one small message each way.
 
 What is enforced, and by what (details and degraded modes in docs/sandbox.md):
 
-| property                               | enforced by                                              |
-|----------------------------------------|----------------------------------------------------------|
-| parent memory / environment not seen   | workers are fresh interpreters (not forks) started with a minimal environment; Landlock denies reading /proc (so /proc/<ppid>/environ) |
-| wall-clock and CPU time per call       | ITIMER_REAL in the worker (soft); the parent kills a worker whose call overruns (hard) and resends the rest; CPU time <= wall time as workers are single-threaded (clone refused) |
-| memory per worker                      | RLIMIT_AS (MemoryError -> `memory`)                      |
-| no network                             | seccomp refuses socket()/socketpair(); Landlock ABI >= 4 refuses TCP bind/connect |
-| no new processes or threads            | seccomp refuses fork/vfork/clone/clone3/execve; RLIMIT_NPROC=0 (not for root) |
-| no writes outside the scratch dir      | Landlock (writes only under the worker's scratch dir and /dev/null); RLIMIT_FSIZE |
-| no reading of host files               | Landlock (reads only under the Python installation, import path, system libraries, NLTK data) |
-| parent and other processes untouched   | seccomp: signals only to the worker itself, no ptrace/process_vm_*; capabilities dropped |
-| no raising of limits                   | seccomp refuses setrlimit and prlimit64 with a new limit |
-| importable modules                     | per-function importer with an allowlist (`forbidden_import`) |
-| no state leaks between functions       | per-function globals, builtins and module copies; state checks and restores (guard.py) |
-| crashes, exits, huge prints, recursion | separate process (`crash` + a fresh worker); stdout/stderr on /dev/null; RecursionError, SystemExit caught |
+- parent memory and environment not seen: workers are fresh interpreters (not forks) started with a
+  minimal environment; Landlock denies reading /proc (so /proc/<ppid>/environ)
+- wall-clock and CPU time per call: ITIMER_REAL in the worker (soft); the parent kills a worker
+  whose call overruns (hard) and resends the rest; CPU time <= wall time as workers are
+  single-threaded (clone refused)
+- memory per worker: RLIMIT_AS (MemoryError -> `memory`)
+- no network: seccomp refuses socket()/socketpair(); Landlock ABI >= 4 refuses TCP bind/connect
+- no new processes or threads: seccomp refuses fork/vfork/clone/clone3/execve; RLIMIT_NPROC=0
+  (not for root)
+- no writes outside the scratch dir: Landlock (writes only under the worker's scratch dir and
+  /dev/null); RLIMIT_FSIZE
+- no reading of host files: Landlock (reads only under the Python installation, import path,
+  system libraries, NLTK data)
+- parent and other processes untouched: seccomp (signals only to the worker itself, no
+  ptrace/process_vm_*); capabilities dropped
+- no raising of limits: seccomp refuses setrlimit and prlimit64 with a new limit
+- importable modules: per-function importer with an allowlist (`forbidden_import`)
+- no state carried between functions or checks: per-function globals, builtins and module copies;
+  a fresh namespace per check; state checks, resets and restores (guard.py)
+- crashes, exits, huge prints, recursion: separate process (`crash` + a fresh worker);
+  stdout/stderr on /dev/null; RecursionError, SystemExit caught
 
 Without seccomp or Landlock (old kernels, other architectures) the worker still runs, and the
 parent logs a warning naming each missing protection; `Sandbox.isolation` tells what applied.

@@ -17,17 +17,17 @@ cached code object's top level into a fresh namespace for each check, see `worke
   for every check: it can rebind attributes of its module copies (`string.x = 1`).
 
 What keeps one function from changing another's result:
-- Own globals and own builtins: each function is executed in a fresh globals dict whose
+- Own globals and own builtins: each function is executed in its own globals dict whose
   `__builtins__` is a private copy of the builtins dict, with `__import__` replaced by the
   function's importer. `__builtins__["len"] = ...` or `len = ...` touch only that function.
 - Own modules: the importer admits only modules in the allowlist (a dotted prefix admits its
   submodules; `__future__` and `_strptime`, which CPython's C code imports through the
-  caller's importer, are always admitted) and returns per-function shallow copies of them, created once per function, with
-  submodules copied lazily on first attribute access. `re.search = f` or
-  `string.ascii_letters = ""` change the function's copy only; `random` gets its own `Random`
-  instance, so `random.seed` stays private. A submodule outside the allowlist reached as an
-  attribute (`nltk.os`) is a forbidden import. Any forbidden import attempt marks the call
-  `forbidden_import`, even when the function catches the ImportError.
+  caller's importer, are always admitted) and returns per-function shallow copies of them,
+  created once per `FunctionEnv`, with submodules copied lazily on first attribute access.
+  `re.search = f` or `string.ascii_letters = ""` change the function's copy only; `random`
+  gets its own `Random` instance, so `random.seed` stays private. A submodule outside the
+  allowlist reached as an attribute (`nltk.os`) is a forbidden import. Any forbidden import
+  attempt marks the call `forbidden_import`, even when the function catches the ImportError.
 - Per-module global state that the allowed modules keep (the decimal context, csv limits and
   dialects, the calendar's first weekday, `nltk.data.path`) is reset after every check of a
   function that imported the module.
@@ -37,7 +37,9 @@ What keeps one function from changing another's result:
   a function the worker compares the real builtins, `sys.modules`, every loaded module's dict
   and every Python class of those modules with a snapshot by identity and restores whatever
   changed, together with signal handlers, the signal mask, tracing, the recursion limit, the
-  working directory and the standard streams.
+  working directory and the standard streams, once the function's run of checks is over (it
+  costs milliseconds); every kept namespace of other functions is then dropped, since such a
+  function could have reached their function objects.
 
 Known gaps (documented in docs/sandbox.md): in-place mutation of an object the function shares
 with the library (e.g. `keyword.kwlist.append`, an attribute set on a library function) is not
@@ -210,6 +212,25 @@ _INTROSPECTION_NAMES = frozenset(
         "get_field",
         "exit",
         "quit",
+        # enum helpers that write into a module's namespace, named by a string or a class's
+        # __module__ (`Enum._convert_('X', 'builtins', ...)` rebinds builtins)
+        "_convert_",
+        "global_enum",
+    ]
+)
+# Library calls that change, in place, a function object they are given (its attributes, its
+# annotations): a namespace whose code names one is not kept across checks (`defines_only`).
+_FUNCTION_WRITERS = frozenset(
+    [
+        "update_wrapper",  # functools: __name__, __doc__, __dict__, __wrapped__...
+        "wraps",
+        "abstractmethod",  # abc: __isabstractmethod__
+        "abstractclassmethod",
+        "abstractstaticmethod",
+        "final",  # typing: __final__
+        "no_type_check",  # typing: __no_type_check__
+        "no_type_check_decorator",
+        "__annotations__",  # a dict, changeable in place
     ]
 )
 _ATTRIBUTE_WRITES = frozenset(dis.opmap[name] for name in ("STORE_ATTR", "DELETE_ATTR"))
@@ -247,11 +268,13 @@ def names_used(code: types.CodeType) -> frozenset[str]:
 def defines_only(tree: ast.Module, code: types.CodeType) -> bool:
     """True when running the top level again could only rebuild the namespace a first run built:
     the top level imports, defines functions without decorators whose defaults are literals or
-    names, binds names to literals (numbers, strings, tuples of them) and holds docstrings, and
-    no function rebinds or deletes a global. Then the namespace holds only module copies, library
-    objects, immutable literals and function objects; for a function without the full check,
-    which can reach neither a function's attributes nor its namespace nor its module copies, a
-    call cannot change any of them, so the worker keeps the namespace for every check."""
+    names, binds names to literals (numbers, strings, tuples of them) and holds docstrings, no
+    function rebinds or deletes a global, and the code names no library call that changes a
+    function object in place (`functools.wraps`...). Then the namespace holds only module
+    copies, library objects, immutable literals and function objects; for a function without
+    the full check, which can reach neither a function's attributes nor its namespace nor its
+    module copies, a call cannot change any of them, so the worker keeps the namespace for
+    every check."""
     for stmt in tree.body:
         if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.Pass)):
             continue
@@ -264,7 +287,9 @@ def defines_only(tree: ast.Module, code: types.CodeType) -> bool:
         if isinstance(stmt, ast.FunctionDef) and not stmt.decorator_list and _plain_signature(stmt):
             continue
         return False
-    return all(_GLOBAL_WRITES.isdisjoint(co.co_code[0::2]) for co in _code_objects(code))
+    return _FUNCTION_WRITERS.isdisjoint(names_used(code)) and all(
+        _GLOBAL_WRITES.isdisjoint(co.co_code[0::2]) for co in _code_objects(code)
+    )
 
 
 def _literal(node: ast.expr) -> bool:
@@ -613,7 +638,7 @@ class InterpreterSnapshot:
         streams = []
         for fd, name, stream in zip((0, 1, 2), ("stdin", "stdout", "stderr"), self.std_streams):
             if stream.closed:
-                stream = open(fd, "r" if fd == 0 else "w", closefd=False)
+                stream = open(fd, "r" if fd == 0 else "w", closefd=False)  # noqa: SIM115 (the stream stays)
             if getattr(sys, name) is not stream:
                 setattr(sys, name, stream)
             streams.append(stream)

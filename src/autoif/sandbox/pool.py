@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import marshal
@@ -89,6 +90,13 @@ class Sandbox:
 
     `check(functions, responses)[i][j]` is function i on response j; `check_many(grids)` does many
     such grids in few messages. See `autoif.sandbox` for what is enforced and by what.
+
+    Contract: a check's outcome is a function of (function source, response, limits) only. Every
+    check starts from the state the source defines, as after a fresh definition, whatever the
+    order of the responses, how they are cut into batches, the number of workers, the executor
+    and the checks that ran before (exceptions, which a function has to seek out: the clock,
+    memory addresses, in-place changes to library objects, state reached by introspection;
+    docs/sandbox.md).
     """
 
     def __init__(
@@ -334,10 +342,8 @@ class Sandbox:
             else:
                 # Let a worker that merely lost its pipe finish the check it is running, so
                 # that what the shared area shows is final.
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     w.proc.wait(self._hard_limit_s)
-                except subprocess.TimeoutExpired:
-                    pass
                 self._fail(call, w, _CRASH, queue)
             return
         if w.batch is None:  # nothing was asked: a hostile write
@@ -379,10 +385,10 @@ class Sandbox:
             return
         self._accept(call, batch, data, p)
         state = data[p]
-        if state == PENDING:  # died between checks: nothing to blame, unless it keeps happening
-            if p > 0 or not batch.retried:
-                queue.appendleft(_Batch(*self._tail(batch, p), retried=p == 0))
-                return
+        # Died between checks: nothing to blame, unless it keeps happening.
+        if state == PENDING and (p > 0 or not batch.retried):
+            queue.appendleft(_Batch(*self._tail(batch, p), retried=p == 0))
+            return
         seg, column = self._locate(batch, p)
         if state == DEFINING:
             self._broken[seg.fid] = code

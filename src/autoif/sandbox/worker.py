@@ -47,6 +47,7 @@ import sysconfig
 from . import isolation
 from .guard import (
     FILE_WRITING_MODULES,
+    MODULE_STATE,
     RANDOM_SEED,
     CallState,
     FunctionEnv,
@@ -76,6 +77,8 @@ _C_TIMEOUT, _C_MEMORY, _C_EXCEPTION, _C_NOT_BOOL = CODE["timeout"], CODE["memory
 
 
 _TICKS_PER_TIMEOUT = 10
+# Modules after whose use a check leaves something to undo (settings, files).
+_STATEFUL_MODULES = frozenset(MODULE_STATE) | FILE_WRITING_MODULES
 
 
 class _Timeout(BaseException):
@@ -87,7 +90,19 @@ _TOP_LEVEL_RAISED, _NO_EVALUATE = object(), object()
 
 
 class _Function:
-    __slots__ = ("fid", "source", "code", "env", "ready", "error", "reusable", "full_check", "opens_files")
+    __slots__ = (
+        "fid",
+        "source",
+        "code",
+        "env",
+        "ready",
+        "error",
+        "reusable",
+        "full_check",
+        "opens_files",
+        "quiet",
+        "imports_seen",
+    )
 
     def __init__(self, fid: int, source: str) -> None:
         self.fid = fid
@@ -101,6 +116,10 @@ class _Function:
         self.reusable = False  # the namespace of one execution serves every check (`defines_only`)
         self.full_check = False  # introspection or attribute writes: new env per check, state restored after
         self.opens_files = False  # names `open`: the scratch directory is emptied after each check
+        # `ready` serves every check and a check leaves nothing to undo: the batch loop calls it
+        # directly, as long as the function imports nothing new (`imports_seen`).
+        self.quiet = False
+        self.imports_seen = 0
 
 
 class Worker:
@@ -144,6 +163,8 @@ class Worker:
                 from langdetect import detector_factory
 
                 detector_factory.init_factory()  # loads the language profiles once
+                # Unseeded, langdetect draws from the OS: the same text could get another language.
+                detector_factory.DetectorFactory.seed = RANDOM_SEED
             except Exception as exc:
                 self.warnings.append(f"langdetect profiles could not be loaded ({type(exc).__name__}: {exc})")
 
@@ -183,7 +204,8 @@ class Worker:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-        streams = (open(0, closefd=False), open(1, "w", closefd=False), open(2, "w", closefd=False))
+        # The worker's standard streams for its whole life: no context manager.
+        streams = (open(0, closefd=False), open(1, "w", closefd=False), open(2, "w", closefd=False))  # noqa: SIM115
         sys.stdin, sys.stdout, sys.stderr = streams
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
         return streams
@@ -237,9 +259,11 @@ class Worker:
             self.tidy(fn)
             return
         fn.ready = evaluate
+        self.classify(fn)
 
     def check(self, fn: _Function, response: str) -> int:
-        """One check, from the state the function's source defines; its outcome code."""
+        """One check, from the state the function's source defines; its outcome code (the batch
+        loop calls a quiet function's `ready` itself)."""
         evaluate = fn.ready
         if evaluate is not None:
             if not fn.reusable:
@@ -253,8 +277,7 @@ class Worker:
             code = self.run_call(_define_and_call, (fn.code, namespace, response))
             if fn.reusable and code in (TRUE, FALSE):  # the top level ran to its end
                 fn.ready = namespace["evaluate"]
-        if fn.env.touched:
-            self.note_full_check(fn)
+        self.classify(fn)
         self.tidy(fn)
         return code
 
@@ -264,6 +287,19 @@ class Worker:
         on it gets a new env and a fresh namespace for every check."""
         if fn.env.full_check and not fn.full_check:
             fn.full_check, fn.reusable, fn.ready = True, False, None
+
+    def classify(self, fn: _Function) -> None:
+        """Decide, after the function's imports so far, whether it is quiet."""
+        self.note_full_check(fn)
+        env = fn.env
+        fn.imports_seen = len(env.touched)
+        fn.quiet = (
+            fn.ready is not None
+            and fn.reusable
+            and not fn.opens_files
+            and env.random is None
+            and _STATEFUL_MODULES.isdisjoint(env.touched)
+        )
 
     def tidy(self, fn: _Function) -> None:
         """Undo what the last execution of the function may have changed outside its namespace:
@@ -320,7 +356,7 @@ class Worker:
                 fn.env.release()
         for fid, source in new_functions:
             self.functions[fid] = _Function(fid, source)
-        results = self.results
+        results, run_call = self.results, self.run_call
         slot = 0
         self.start_timer()
         for fid, first, count in segments:
@@ -334,7 +370,13 @@ class Worker:
             else:
                 for response in responses[first : first + count]:
                     results[slot] = RUNNING
-                    results[slot] = self.check(fn, response)
+                    if fn.quiet:
+                        results[slot] = run_call(fn.ready, response)
+                        if len(fn.env.touched) != fn.imports_seen:  # it imported a module
+                            self.classify(fn)
+                            self.tidy(fn)
+                    else:
+                        results[slot] = self.check(fn, response)
                     slot += 1
             self.after_function(fn)
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -347,7 +389,7 @@ class Worker:
             self.snapshot.restore()
             self.start_timer()
             for other in self.functions.values():
-                other.ready = None
+                other.ready, other.quiet = None, False
 
     def empty_scratch(self) -> None:
         """Remove whatever the last check left in the scratch directory."""
@@ -416,8 +458,9 @@ def main(argv: list[str]) -> None:
             frame(
                 json.dumps(
                     {
-                        "error": f"sandbox.memory_mb={config['memory_mb']} is too small: a worker uses about {vm_kb // 1024} MB "
-                        f"of address space after importing the allowed modules; use at least {needed_mb}"
+                        "error": f"sandbox.memory_mb={config['memory_mb']} is too small: a worker uses about "
+                        f"{vm_kb // 1024} MB of address space after importing the allowed modules; use at least "
+                        f"{needed_mb}"
                     }
                 ).encode()
             ),
