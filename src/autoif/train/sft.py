@@ -2,6 +2,11 @@
 
 Defaults are the paper's: full fine-tune, lr 7e-6, linear schedule, 20 warm-up steps, global batch
 128, weight decay 0.1, 3 epochs, bf16 where available, max length 8192.
+
+The loss is on the answer only by default: each record goes to TRL in its prompt-completion
+conversational form (the turns before the last assistant turn are the prompt), and TRL masks the
+prompt's tokens, which works with any chat template (the `{% generation %}` markers that
+`assistant_only_loss` needs are missing from the stock templates of most models, SmolLM2's too).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..errors import require
+from ..errors import AutoifError, require
 from .common import (
     TrainSettings,
     load_model_and_tokenizer,
@@ -27,19 +32,31 @@ class SFTSettings(TrainSettings):
 
     output_dir: str = Field("autoif-train/sft", description="checkpoints and the final model go here")
     data_file: str = Field("sft.jsonl", description="file taken from `data` when `data` is a run directory")
-    assistant_only_loss: bool = Field(
-        False, description="loss on the answer only (needs a chat template with generation markers)"
+    completion_only_loss: bool = Field(
+        True, description="loss on the answer's tokens only; false: on the whole sequence, prompt included"
     )
+
+
+def prompt_completion(messages: list[dict]) -> dict[str, list[dict]]:
+    """A conversation as TRL's prompt-completion pair: the last assistant turn is the completion."""
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not answers:
+        raise AutoifError("an SFT record has no assistant message to learn")
+    last = answers[-1]
+    return {"prompt": messages[:last], "completion": messages[last : last + 1]}
 
 
 def train(settings: SFTSettings) -> Path:
     trl = require("trl", "train", "SFT training")
     datasets = require("datasets", "hf", "training")
     records = read_records(settings, ("messages",))
-    dataset = datasets.Dataset.from_list([{"messages": r["messages"]} for r in records])
+    try:
+        dataset = datasets.Dataset.from_list([prompt_completion(r["messages"]) for r in records])
+    except AutoifError as exc:
+        raise AutoifError(f"{settings.data}: {exc}") from None
     model, tokenizer = load_model_and_tokenizer(settings)
     args = trl_args(
-        settings, trl.SFTConfig, max_length=settings.max_length, assistant_only_loss=settings.assistant_only_loss
+        settings, trl.SFTConfig, max_length=settings.max_length, completion_only_loss=settings.completion_only_loss
     )
     trainer = trl.SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(settings)
