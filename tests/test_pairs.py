@@ -1,4 +1,5 @@
-"""DPO pairing, shared by the export stage and online DPO: bounds, spread, dedup and seeding."""
+"""DPO pairing, shared by the export stage and online DPO: bounds, spread, dedup, seeding and the
+truncation rule."""
 
 import random
 
@@ -6,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from autoif.config import ExportConfig
-from autoif.pairs import PairBounds, pair_up
+from autoif.pairs import TRUNCATED, PairBounds, pair_up, truncation
 from autoif.train.online_dpo import OnlineDPOSettings, build_pairs
 
 FOUR = PairBounds(max_pairs_per_prompt=4)
@@ -45,3 +46,29 @@ def test_export_and_online_dpo_share_the_bounds_and_the_pairs():
     online = build_pairs(texts, rates, OnlineDPOSettings(), random.Random(3))
     export = pair_up(["perfect", "half"], ["none", "other none"], ExportConfig(), random.Random(3))
     assert online == export and len(online) == 4
+
+
+def test_a_truncated_text_is_never_chosen_and_rejected_only_when_asked():
+    bounds, asked = PairBounds(), PairBounds(truncated_rejected=True)
+    assert bounds.may_choose(1.0) and not bounds.may_choose(1.0, "truncated")
+    assert bounds.may_reject(0.0) and not bounds.may_reject(0.0, "truncated")
+    assert asked.may_reject(0.0, "truncated") and not asked.may_choose(1.0, "truncated")
+    assert not asked.may_reject(0.5, "truncated")  # the pass-rate bound still holds
+    # Any other drop reason (e.g. a quality rule's) is neither side, whatever is asked.
+    assert not asked.may_choose(1.0, "dup_line_frac") and not asked.may_reject(0.0, "dup_line_frac")
+    assert truncation("length") == TRUNCATED and truncation("stop") is None and truncation(None) is None
+
+
+def test_online_dpo_pairs_apply_the_truncation_rule():
+    texts = ["whole and right", "cut off but passing", "whole and wrong", "cut off and wrong"]
+    rates = [1.0, 1.0, 0.0, 0.0]
+    drops = [None, TRUNCATED, None, TRUNCATED]
+    pairs = build_pairs(texts, rates, OnlineDPOSettings(), random.Random(0), drops)
+    assert pairs == [("whole and right", "whole and wrong")]
+    asked = build_pairs(texts, rates, OnlineDPOSettings(truncated_rejected=True), random.Random(0), drops)
+    assert sorted(asked) == [("whole and right", "cut off and wrong"), ("whole and right", "whole and wrong")]
+    # The same texts through the export's config pair the same way.
+    export = ExportConfig(truncated_rejected=True)
+    chosen = [t for t, r, d in zip(texts, rates, drops) if export.may_choose(r, d)]
+    rejected = [t for t, r, d in zip(texts, rates, drops) if export.may_reject(r, d)]
+    assert pair_up(chosen, rejected, export, random.Random(0)) == asked

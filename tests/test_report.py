@@ -608,6 +608,18 @@ def test_empty_directory_and_missing_directory(tmp_path):
         write_report(tmp_path / "nope")
 
 
+def test_summary_counts_responses_never_trained_on(tmp_path):
+    """verify's drop reasons (a response cut off at max_tokens: `truncated`) have their own card."""
+    kept = VerifiedResponse(text="Whole.", pass_rate=1.0, outcomes=[True], passed=True, finish_reason="stop")
+    cut = VerifiedResponse(
+        text="Cut", pass_rate=1.0, outcomes=[True], passed=True, finish_reason="length", drop="truncated"
+    )
+    write_jsonl(tmp_path / "verified.jsonl", [VerifiedRecord(prompt_id="p", responses=[kept, cut, cut])])
+    html = render_report(tmp_path)
+    card = re.search(r'id="card-dropped"><div class="value">(\d+)</div><div class="label">([^<]*)<', html)
+    assert card and card.groups() == ("2", "responses never trained on (truncated: 2)")
+
+
 HOSTILE = (
     '</script><script>console.error("xss-script")</script>'
     "<img src=x onerror=\"console.error('xss-img')\"><style>body{display:none}</style>"

@@ -1,7 +1,9 @@
 """The four trainers run real TRL steps on a tiny model built from a config (SmolLM2's tokenizer).
 
 Each test checks what a user relies on: a finite loss, weights that moved, a checkpoint that
-reloads, and for online DPO two sample-verify-train iterations logged.
+reloads, and for online DPO two sample-verify-train iterations logged. Online DPO and GRPO apply
+the export's truncation rule (a sample cut off at the token limit is never chosen and earns no
+reward), checked at the function level with the real sandbox and in the trainers' logs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ def tiny(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_that_ends(tiny, tmp_path_factory) -> Path:
+    """The tiny model with a long EOS embedding (tied to the output layer): at temperature 1 about
+    half of its samples end by themselves within a dozen tokens, the others are cut off, as a real
+    model's would be when the limit is short. (A random model's EOS is one token in 49k: every
+    sample would be cut off, and online DPO would have no chosen.)"""
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny)
+    row = model.get_input_embeddings().weight[model.config.eos_token_id]
+    with torch.no_grad():
+        direction = torch.randn(row.shape, generator=torch.Generator().manual_seed(0))
+        row.copy_(direction / direction.norm() * 6.0)
+    path = tmp_path_factory.mktemp("tiny-that-ends") / "model"
+    model.save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(tiny).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     questions = ["Name a fruit.", "Say hello.", "Count to three.", "Give a colour."]
@@ -69,19 +88,19 @@ def run_dir(tmp_path_factory) -> Path:
 
 def _settings(method: str, tiny: Path, run_dir: Path, out: Path, **extra):
     settings_class, train = trainer(method)
-    common = dict(
-        model=str(tiny),
-        data=str(run_dir),
-        output_dir=str(out),
-        max_steps=2,
-        global_batch_size=2,
-        per_device_batch_size=2,
-        max_length=64,
-        logging_steps=1,
-        save_steps=2,
-        learning_rate=1e-3,
-        warmup_steps=0,
-    )
+    common = {
+        "model": str(tiny),
+        "data": str(run_dir),
+        "output_dir": str(out),
+        "max_steps": 2,
+        "global_batch_size": 2,
+        "per_device_batch_size": 2,
+        "max_length": 64,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+    }
     return settings_class(**{**common, **extra}), train
 
 
@@ -117,16 +136,16 @@ def test_dpo_trains_from_a_checkpoint(tiny, run_dir, tmp_path):
     assert _weights_moved(tiny, final)
 
 
-def test_online_dpo_runs_two_iterations(tiny, run_dir, tmp_path):
+def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path):
     out = tmp_path / "online"
     settings, train = _settings(
         "online-dpo",
-        tiny,
+        tiny_that_ends,
         run_dir,
         out,
         max_steps=-1,
         iterations=2,
-        samples_per_prompt=4,
+        samples_per_prompt=6,
         max_new_tokens=12,
         temperature=1.0,
         final_eval=True,
@@ -138,12 +157,65 @@ def test_online_dpo_runs_two_iterations(tiny, run_dir, tmp_path):
     for entry in trained:
         assert entry["pairs"] > 0 and 0.0 <= entry["mean_pass_rate"] <= 1.0
         assert math.isfinite(entry["train_loss"])
+        assert 0 < entry["truncated"] < entry["samples"] == 6 * entry["prompts"]  # both kinds, counted
     assert log[-1]["evaluation_only"] and final == out / "iter-2"
     assert transformers.AutoModelForCausalLM.from_pretrained(final) is not None
     # The second iteration sampled from the policy the first one trained.
     assert trained[1]["policy"] == str(out / "iter-1")
     # Rerunning resumes: nothing left to do, the same final policy.
     assert train(settings) == final
+
+
+def test_online_dpo_never_chooses_a_truncated_sample():
+    """One iteration's samples, scored in the real sandbox: 'sixsix' (6 characters) passes both
+    functions, 'seventh' (7) neither; each comes once whole and once cut off at the token limit."""
+    from autoif.llm import Completion
+    from autoif.sandbox import Sandbox
+    from autoif.train.online_dpo import OnlineDPOSettings, score_and_pair
+
+    prompts = [{"prompt": [_msg("user", "Say hi.")], "functions": FUNCTIONS}]
+    samples = [
+        [
+            Completion("sixsix", "stop", 3),
+            Completion("sixsi+", "length", 12),
+            Completion("seventh", "stop", 3),
+            Completion("sevent+", "length", 12),
+        ]
+    ]
+    with Sandbox(workers=1) as sandbox:
+        rows, numbers = score_and_pair(sandbox, prompts, samples, OnlineDPOSettings(), 0)
+        asked, _ = score_and_pair(sandbox, prompts, samples, OnlineDPOSettings(truncated_rejected=True), 0)
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [("sixsix", "seventh")]
+    assert numbers == {
+        "mean_pass_rate": 0.5,
+        "samples": 4,
+        "truncated": 2,
+        "pairs": 1,
+        "prompts_without_pair": 0,
+        "prompts": 1,
+    }
+    assert {r["chosen"][0]["content"] for r in asked} == {"sixsix"}
+    assert {r["rejected"][0]["content"] for r in asked} == {"seventh", "sevent+"}
+
+
+def test_grpo_reward_is_zero_for_a_truncated_completion():
+    """Three passing completions as TRL hands them over: one cut off at max_completion_length (4
+    ids, none of them a stop id), one that ended on EOS at that length, one that ended early."""
+    from autoif.sandbox import Sandbox
+    from autoif.train.rewards import make_verifier_reward
+
+    logged = []
+    with Sandbox(workers=1) as sandbox:
+        reward = make_verifier_reward(sandbox, stop_ids={2}, max_completion_length=4)
+        rewards = reward(
+            prompts=[[_msg("user", "Say hi.")]] * 3,
+            completions=[[_msg("assistant", "sixsix")]] * 3,
+            functions=[FUNCTIONS] * 3,
+            completion_ids=[[11, 12, 13, 14], [11, 12, 13, 2], [11, 2]],
+            log_metric=lambda name, value: logged.append((name, value)),
+        )
+    assert rewards == [0.0, 1.0, 1.0]
+    assert logged == [("verifier_reward/truncated", pytest.approx(1 / 3))]
 
 
 def test_grpo_trains_with_the_verifier_reward(tiny, run_dir, tmp_path):
@@ -154,6 +226,8 @@ def test_grpo_trains_with_the_verifier_reward(tiny, run_dir, tmp_path):
     state = json.loads((tmp_path / "grpo" / "checkpoint-1" / "trainer_state.json").read_text())
     rewards = [h for h in state["log_history"] if any(k.startswith("rewards/") or k == "reward" for k in h)]
     assert rewards, state["log_history"]
+    # The random model ends no completion within 8 tokens: every one is cut off, logged, and earns 0.
+    assert all(h["verifier_reward/truncated"] == 1.0 and h["reward"] == 0.0 for h in rewards)
     assert all(math.isfinite(x) for x in _losses(tmp_path / "grpo" / "checkpoint-1"))
     assert (final / "config.json").is_file()
 

@@ -103,7 +103,9 @@ def installed_prompts() -> tuple[BenchmarkPrompt, ...]:
                 value = record.get(entry.field) if isinstance(record, dict) else None
                 turns = enumerate(value) if isinstance(value, list) else [(None, value)]
                 for turn, text in turns:
-                    key = normalize(text) if isinstance(text, str) else ""
+                    if not isinstance(text, str):
+                        continue
+                    key = normalize(text)
                     if key and key not in seen:
                         seen.add(key)
                         where = f"{entry.package}/{entry.path}:{n}" + ("" if turn is None else f".{turn}")

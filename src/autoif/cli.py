@@ -146,6 +146,10 @@ def run_cmd(
 
             load_queries(config.queries)
         funnel = pipeline.run(only=only, until=until, force=force)
+        if "verify" in names:
+            from .stages.verify import warn_on_truncation
+
+            warn_on_truncation(funnel)
         if "export" in names:
             from .evals import warn_on_contamination
             from .export_formats import write_copies

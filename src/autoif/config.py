@@ -296,7 +296,19 @@ class ResponsesConfig(Section):
 
     k: int = Field(4, ge=1, description="sampled responses per prompt (paper: 8)")
     temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature")
-    max_tokens: int = Field(384, ge=16, description="longest response")
+    max_tokens: int = Field(
+        1024,
+        ge=16,
+        description="longest response, in tokens; a response cut off here is kept but never trained on "
+        "(verify marks it `truncated`), so leave room for a whole answer (paper scale: 2048)",
+    )
+    template: Literal["natural", "paper"] = Field(
+        "natural",
+        description="what the model is asked: natural (the query record's prompt, instruction and query "
+        "joined as users write them) or paper (the AutoIF release's 'Please answer the query strictly "
+        "following the instruction.' with [instruction] and [Query] tags); training prompts are the "
+        "natural ones either way",
+    )
 
 
 class VerifyConfig(Section):
@@ -335,7 +347,8 @@ class ScoreConfig(Section):
 class ExportConfig(Section, PairBounds):
     """Stage export: SFT data and DPO pairs."""
 
-    # The DPO pair bounds are PairBounds' fields (pairs.py), shared with `train online-dpo`.
+    # The DPO pair bounds and `truncated_rejected` are PairBounds' fields (pairs.py), shared with
+    # `train online-dpo`.
     llamafactory: bool = Field(True, description="also write LLaMA-Factory alpaca and sharegpt files")
     hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
 
@@ -355,8 +368,14 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
         "responses": {"k": 4, "max_tokens": 128},
     },
     "small": {"augment": {"k": 5}, "verifiers": {"k": 4}, "queries": {"k": 4}, "responses": {"k": 4}},
-    # The paper's K: 100 rewrites per seed, 8 verifier samples (official release), 16 queries, 8 responses.
-    "paper": {"augment": {"k": 100}, "verifiers": {"k": 8}, "queries": {"k": 16}, "responses": {"k": 8}},
+    # The paper's K: 100 rewrites per seed, 8 verifier samples (official release), 16 queries, 8 responses;
+    # 2048 tokens leave room for a whole answer (the longest of the release's 320 sample answers: 613 words).
+    "paper": {
+        "augment": {"k": 100},
+        "verifiers": {"k": 8},
+        "queries": {"k": 16},
+        "responses": {"k": 8, "max_tokens": 2048},
+    },
 }
 
 
@@ -501,8 +520,8 @@ def _dump_section(section: BaseModel, lines: list[str], indent: int) -> None:
         value = getattr(section, name)
         if field.description:
             lines.append(f"{pad}# {field.description}")
-        elif isinstance(value, BaseModel) and type(value).__doc__:
-            lines.append(f"{pad}# {type(value).__doc__.strip().splitlines()[0]}")
+        elif isinstance(value, BaseModel) and (doc := type(value).__doc__):
+            lines.append(f"{pad}# {doc.strip().splitlines()[0]}")
         if isinstance(value, BaseModel):
             lines.append(f"{pad}{name}:")
             _dump_section(value, lines, indent + 2)

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -17,12 +17,20 @@ from .errors import AutoifError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_jsonl(path: str | os.PathLike, model: type[M] | None = None) -> list[M]:
+@overload
+def read_jsonl(path: str | os.PathLike, model: type[M]) -> list[M]: ...
+
+
+@overload
+def read_jsonl(path: str | os.PathLike, model: None = None) -> list[dict[str, Any]]: ...
+
+
+def read_jsonl(path: str | os.PathLike, model: type[M] | None = None) -> list[M] | list[dict[str, Any]]:
     """Records of a jsonl file, validated as `model` (or plain dicts); errors name file and line."""
     path = Path(path)
     if not path.is_file():
         raise AutoifError(f"no such file: {path}")
-    out: list[M] = []
+    out: list[Any] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():

@@ -2,9 +2,16 @@
 the export stage pairs each prompt's verified responses (query level) and each instruction's test
 cases (instruction level), online DPO pairs each iteration's samples.
 
-`PairBounds` says which pass rates make a chosen and a rejected text (the paper: chosen >= 0.5,
+`PairBounds` says which texts make a chosen and a rejected text (the paper: chosen pass rate >= 0.5,
 rejected == 0) and how many pairs one prompt gives; it is a section of both `export` and
 `train online-dpo` settings. `pair_up` picks the pairs.
+
+The rule for texts with a drop reason (verify's `drop`, e.g. `truncated`), stated here once for SFT
+export, both DPO levels, online DPO and the GRPO reward: such a text is never a training target (no
+SFT record, no chosen, no reward), and it is a rejected only when its reason is `truncated` and
+`truncated_rejected` is set. A response cut off at the token limit is the common case: its pass
+rate says nothing about the constraint (a word-count limit is met because the text stopped, an
+ending is missing because it never came), so by default it pairs with nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +22,13 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field, model_validator
 
+TRUNCATED = "truncated"  # the drop reason of a text cut off at the token limit
+
+
+def truncation(finish_reason: str | None) -> str | None:
+    """The drop reason a backend's finish reason implies: `truncated` for 'length', else None."""
+    return TRUNCATED if finish_reason == "length" else None
+
 
 class PairBounds(BaseModel):
     """Which texts may be paired, and how many pairs per prompt (mixed into a settings section)."""
@@ -22,6 +36,11 @@ class PairBounds(BaseModel):
     chosen_min_pass_rate: float = Field(0.5, ge=0, le=1, description="DPO: chosen responses pass at least this")
     rejected_max_pass_rate: float = Field(0.0, ge=0, le=1, description="DPO: rejected responses pass at most this")
     max_pairs_per_prompt: int = Field(4, ge=1, description="DPO pairs built from one prompt at most")
+    truncated_rejected: bool = Field(
+        False,
+        description="DPO: a response cut off at the token limit may be a rejected (never a chosen); off by "
+        "default: a cut-off text teaches length, not the constraint",
+    )
 
     @model_validator(mode="after")
     def _pairs_separable(self) -> PairBounds:
@@ -32,11 +51,12 @@ class PairBounds(BaseModel):
             )
         return self
 
-    def may_choose(self, pass_rate: float) -> bool:
-        return pass_rate >= self.chosen_min_pass_rate
+    def may_choose(self, pass_rate: float, drop: str | None = None) -> bool:
+        return drop is None and pass_rate >= self.chosen_min_pass_rate
 
-    def may_reject(self, pass_rate: float) -> bool:
-        return pass_rate <= self.rejected_max_pass_rate
+    def may_reject(self, pass_rate: float, drop: str | None = None) -> bool:
+        allowed = drop is None or (drop == TRUNCATED and self.truncated_rejected)
+        return allowed and pass_rate <= self.rejected_max_pass_rate
 
 
 def pair_up(
@@ -54,7 +74,7 @@ def pair_up(
     candidates = [(i, j) for i in range(len(chosen)) for j in range(len(rejected)) if chosen[i] != rejected[j]]
     used_c: Counter = Counter()
     used_r: Counter = Counter()
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     while candidates and len(pairs) < bounds.max_pairs_per_prompt:
         best = min(range(len(candidates)), key=lambda k: used_c[candidates[k][0]] + used_r[candidates[k][1]])
         i, j = candidates.pop(best)

@@ -72,7 +72,9 @@ class RepetitionConfig(_Section):
 class QualityConfig(_Section):
     """Quality gate without a judge: drops degenerate responses, each with a reason code."""
 
-    enabled: bool = Field(True, description="drop degenerate responses (repetition, too short, echo, wrong language, garbage)")
+    enabled: bool = Field(
+        True, description="drop degenerate responses (repetition, too short, echo, wrong language, garbage)"
+    )
     garbage_max_frac: float = Field(
         0.0,
         ge=0,
@@ -83,7 +85,10 @@ class QualityConfig(_Section):
     min_words: int = Field(8, ge=0, description="fewer whitespace-separated words than this is too_short")
     echo_ngram: int = Field(4, ge=1, description="echo: word n-grams of this length are matched against the prompt")
     echo_max_frac: float = Field(
-        0.6, ge=0, le=1, description="echo: drop when more than this share of the response's words lie in n-grams of the prompt"
+        0.6,
+        ge=0,
+        le=1,
+        description="echo: drop when more than this share of the response's words lie in n-grams of the prompt",
     )
     language_min_letters: int = Field(
         40,
@@ -92,7 +97,10 @@ class QualityConfig(_Section):
         "have at least this many letters (langdetect is unreliable on less)",
     )
     language_min_prob: float = Field(
-        0.9, gt=0, le=1, description="other_language: decide only when langdetect is at least this sure of both languages"
+        0.9,
+        gt=0,
+        le=1,
+        description="other_language: decide only when langdetect is at least this sure of both languages",
     )
     repetition: RepetitionConfig = Field(default_factory=RepetitionConfig)
 
@@ -243,31 +251,32 @@ def _dup_ngram_chars(words: list[str], n: int) -> int:
     return chars
 
 
-def gopher_repetition(text: str, config: RepetitionConfig) -> str | None:
-    """The first Gopher repetition rule `text` breaks (its config field name), or None."""
+def repetition_fractions(text: str, ngram_min_words: int = 0) -> dict[str, float]:
+    """Each Gopher statistic of `text`, keyed by its rule (a `RepetitionConfig` field), in rule order.
+
+    The n-gram statistics are left out when the text has fewer than `ngram_min_words` words.
+    """
     text = text.strip()
-    if not text:
-        return None
-    size = len(text)
+    size = len(text) or 1
+    fractions: dict[str, float] = {}
     for unit, pieces in (("para", _PARAGRAPH_BREAK.split(text)), ("line", text.splitlines())):
         pieces = [p.strip() for p in pieces if _HAS_CONTENT.search(p)]
-        if not pieces:
-            continue
         count, chars = _duplicates(pieces)
-        if count / len(pieces) > getattr(config, f"dup_{unit}_frac"):
-            return f"dup_{unit}_frac"
-        if chars / size > getattr(config, f"dup_{unit}_char_frac"):
-            return f"dup_{unit}_char_frac"
+        fractions[f"dup_{unit}_frac"] = count / len(pieces) if pieces else 0.0
+        fractions[f"dup_{unit}_char_frac"] = chars / size
     words = _TOKEN.findall(text)
-    if len(words) < config.ngram_min_words:
-        return None
-    for n in (2, 3, 4):
-        if _top_ngram_chars(words, n) / size > getattr(config, f"top_{n}gram_char_frac"):
-            return f"top_{n}gram_char_frac"
-    for n in range(5, 11):
-        if _dup_ngram_chars(words, n) / size > getattr(config, f"dup_{n}gram_char_frac"):
-            return f"dup_{n}gram_char_frac"
-    return None
+    if len(words) >= ngram_min_words:
+        for n in (2, 3, 4):
+            fractions[f"top_{n}gram_char_frac"] = _top_ngram_chars(words, n) / size
+        for n in range(5, 11):
+            fractions[f"dup_{n}gram_char_frac"] = _dup_ngram_chars(words, n) / size
+    return fractions
+
+
+def gopher_repetition(text: str, config: RepetitionConfig) -> str | None:
+    """The first Gopher repetition rule `text` breaks (its config field name), or None."""
+    fractions = repetition_fractions(text, config.ngram_min_words)
+    return next((rule for rule, value in fractions.items() if value > getattr(config, rule)), None)
 
 
 # ---------------------------------------------------------------------------------------- language

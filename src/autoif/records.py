@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 InstructionSource = Literal["seed", "augmented", "builtin"]
+NLILabel = Literal["entailment", "neutral", "contradiction"]
 
 
 def _absent(value: Any) -> bool:
@@ -71,7 +72,7 @@ class CaseResult(Record):
 class BackTranslation(Record):
     function_index: int
     text: str
-    label: Literal["entailment", "neutral", "contradiction"] | None = None
+    label: NLILabel | None = None
     error: Literal["llm_error", "unparsable", "nli_unlabelled"] | None = optional("why there is no label")
     detail: str | None = optional("the LLM's error, or the start of its unusable answer")
 
@@ -97,19 +98,41 @@ class QueryRecord(Record):
     prompt: str
 
 
+class Response(Record):
+    """One sampled response and why its generation stopped."""
+
+    text: str
+    finish_reason: str | None = optional(
+        "as the backend reports it: 'stop' (ended by itself) or 'length' (cut off at max_tokens)"
+    )
+    tokens: int | None = optional("tokens generated, as the backend counts them")
+
+
 class ResponsesRecord(Record):
     """responses.jsonl: raw sampled responses to one prompt."""
 
     prompt_id: str
-    responses: list[str]
+    responses: list[Response]
+
+    @field_validator("responses", mode="before")
+    @classmethod
+    def _plain_strings(cls, value: Any) -> Any:
+        # Responses made elsewhere may be plain strings: a text whose finish reason nobody knows.
+        if isinstance(value, list):
+            return [{"text": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
 class VerifiedResponse(Record):
     text: str
     pass_rate: float  # share of the functions that returned True
     outcomes: list[bool | None]  # per function: its bool, or None when it failed to run
-    passed: bool  # meets the verify keep rule (pass_rate above verify.threshold()): SFT-eligible
+    passed: bool  # meets the verify keep rule (pass_rate above verify.threshold())
     score: float | None = None  # relevance, set by the score stage (None: not judged or unparsable)
+    finish_reason: str | None = optional("carried from responses.jsonl ('length': cut off at max_tokens)")
+    # A response with a drop reason stays in the file (the funnel and report count it) but is never
+    # trained towards: no SFT record, no DPO chosen (pairs.py states the rule).
+    drop: str | None = optional("why the response may not be trained on, e.g. 'truncated' (None: it may)")
 
 
 class VerifiedRecord(Record):

@@ -20,8 +20,16 @@ from autoif.records import (
 )
 
 
-def response(text, pass_rate, score=None):
-    return VerifiedResponse(text=text, pass_rate=pass_rate, outcomes=[], passed=pass_rate > 0.5, score=score)
+def response(text, pass_rate, score=None, finish_reason=None):
+    return VerifiedResponse(
+        text=text,
+        pass_rate=pass_rate,
+        outcomes=[],
+        passed=pass_rate > 0.5,
+        score=score,
+        finish_reason=finish_reason,
+        drop="truncated" if finish_reason == "length" else None,
+    )
 
 
 @pytest.fixture()
@@ -93,6 +101,9 @@ def export_run(tmp_path):
 
 def test_export_formats_and_selection_rules(export_run):
     out, instructions, run = export_run
+    # scored.jsonl as verify wrote it before responses had a finish reason: it exports as before.
+    scored = [json.loads(line) for line in (out / "scored.jsonl").read_text().splitlines()]
+    assert not any({"finish_reason", "drop"} & set(r) for line in scored for r in line["responses"])
     funnel, sft, dpo, sft_raw, dpo_raw = run()
     # SFT: passed (> 0.5) and score >= 8, each text once; "Aloha" (0.5) did not pass, 7 and None fail.
     assert [r.messages[1].content for r in sft] == ["Hi cat!", "Hi, kitty cat."]
@@ -155,3 +166,40 @@ def test_instruction_level_pairs_are_told_apart_by_their_functions(export_run):
         assert rate(chosen_values) >= 0.5 and rate(rejected_values) == 0
         cases = {c.input: c.output for c in by_text[r.prompt[0].content].cases}
         assert cases[r.chosen[0].content] is True and cases[r.rejected[0].content] is False
+
+
+def test_truncated_responses_are_never_sft_or_chosen_and_rejected_only_when_asked(export_run):
+    """A prompt whose responses the backend partly cut off at max_tokens (verify marked them)."""
+    out, instructions, run = export_run
+    query = QueryRecord(
+        id="p3",
+        instruction_id="bt-0",
+        instruction=instructions[0].instruction,
+        query="Greet my cat.",
+        prompt="Greet my cat. Use no words containing the letter 'E'.",
+    )
+    scored = VerifiedRecord(
+        prompt_id="p3",
+        responses=[
+            response("Hi cat!", 1.0, 9, "stop"),
+            response("Hi cat, and to that I add a long", 1.0, 9, "length"),  # passes, but cut off
+            response("Hello cat", 0.0, None, "stop"),
+            response("Hey there cat", 0.0),  # no finish reason: a response made elsewhere
+            response("Hello there, dear cat, and", 0.0, None, "length"),
+        ],
+    )
+    write_jsonl(out / "queries.jsonl", [query])
+    write_jsonl(out / "scored.jsonl", [scored])
+    cut = {r.text for r in scored.responses if r.finish_reason == "length"}
+
+    funnel, sft, dpo, _, _ = run()
+    pairs = [r for r in dpo if r.level == "query"]
+    assert [r.messages[1].content for r in sft] == ["Hi cat!"]
+    assert {r.chosen[0].content for r in pairs} == {"Hi cat!"}
+    assert {r.rejected[0].content for r in pairs} == {"Hello cat", "Hey there cat"}
+    assert funnel["stages"]["export"]["counts"]["sft_skipped:truncated"] == 1
+
+    _, sft, dpo, _, _ = run("export.truncated_rejected=true")
+    pairs = [r for r in dpo if r.level == "query"]
+    assert not cut & {r.messages[1].content for r in sft} and not cut & {r.chosen[0].content for r in pairs}
+    assert {r.rejected[0].content for r in pairs} == {"Hello cat", "Hey there cat", "Hello there, dear cat, and"}

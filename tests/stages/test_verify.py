@@ -1,5 +1,9 @@
 """Stage verify: the pass rates the real sandbox gives, checked against an independent execution of
-the same functions in a plain subprocess, on the official release's instructions and responses."""
+the same functions in a plain subprocess, on the official release's instructions and responses;
+responses cut off at the token limit marked `truncated`, counted, and warned about."""
+
+import json
+import logging
 
 import pytest
 from support import config, execute_independently, fixture, rate
@@ -7,6 +11,7 @@ from support import config, execute_independently, fixture, rate
 from autoif.jsonl import read_jsonl, write_jsonl
 from autoif.pipeline import Pipeline
 from autoif.records import CaseResult, CrossvalRecord, FunctionResult, QueryRecord, ResponsesRecord, VerifiedRecord
+from autoif.stages.verify import warn_on_truncation
 
 
 def split_official_prompt(prompt):
@@ -81,8 +86,11 @@ def verified(tmp_path_factory):
     funnel = Pipeline(config(out)).run(only="verify")
     functions = {r.instruction_id: [f.source for f in r.functions] for r in instructions}
     instruction_of = {q.id: q.instruction_id for q in queries}
-    reference = execute_independently(out, [[functions[instruction_of[r.prompt_id]], r.responses] for r in responses])
+    reference = execute_independently(
+        out, [[functions[instruction_of[r.prompt_id]], [x.text for x in r.responses]] for r in responses]
+    )
     return {
+        "out": out,
         "funnel": funnel,
         "records": read_jsonl(out / "verified.jsonl", VerifiedRecord),
         "responses": responses,
@@ -94,7 +102,7 @@ def test_verify_pass_rates_match_independent_execution(verified):
     records, reference = verified["records"], verified["reference"]
     assert [r.prompt_id for r in records] == [r.prompt_id for r in verified["responses"]]
     for record, source, grid in zip(records, verified["responses"], reference):
-        assert [r.text for r in record.responses] == source.responses  # every response kept, in order
+        assert [r.text for r in record.responses] == [x.text for x in source.responses]  # all kept, in order
         for response, values in zip(record.responses, grid):
             assert response.outcomes == values
             assert response.pass_rate == pytest.approx(rate(values))
@@ -122,3 +130,66 @@ def test_verify_official_preset_keeps_any_passing_function(tmp_path):
     Pipeline(config(tmp_path, "verify.preset=official")).run(only="verify")
     for record in read_jsonl(tmp_path / "verified.jsonl", VerifiedRecord):
         assert all(r.passed == (r.pass_rate > 0) for r in record.responses)
+
+
+def test_verify_keeps_plain_string_responses_as_before(verified):
+    """responses.jsonl made elsewhere (plain strings, no finish reason): nothing is marked, and
+    verified.jsonl has no finish_reason or drop key."""
+    lines = [json.loads(line) for line in (verified["out"] / "verified.jsonl").read_text().splitlines()]
+    assert all(
+        set(r) == {"text", "pass_rate", "outcomes", "passed", "score"} for line in lines for r in line["responses"]
+    )
+    assert "truncated" not in verified["funnel"]["stages"]["verify"]["counts"]
+
+
+def test_verify_marks_truncated_responses_and_warns(verified, tmp_path, caplog):
+    """Responses to four prompts as a backend returns them, every third and the first passing one
+    of each prompt cut off at max_tokens: each is verified like the others (same pass rate as the plain run),
+    carries its finish reason, and the cut-off ones are marked `truncated` (passing or not),
+    counted in the funnel, and warned about (one line, > 10%)."""
+    instructions, queries, responses = verification_set()
+    plain = {r.prompt_id: r for r in verified["records"]}
+    rows = []
+    with_passing = [r for r in responses if any(x.passed for x in plain[r.prompt_id].responses)]
+    for r in with_passing[:4]:
+        first_pass = next((j for j, x in enumerate(plain[r.prompt_id].responses) if x.passed), None)
+        cut = [j % 3 == 0 or j == first_pass for j in range(len(r.responses))]
+        rows.append(
+            {
+                "prompt_id": r.prompt_id,
+                "responses": [
+                    {"text": x.text, "finish_reason": "length" if c else "stop", "tokens": 64}
+                    for x, c in zip(r.responses, cut)
+                ],
+            }
+        )
+    write_jsonl(tmp_path / "crossval.jsonl", instructions)
+    write_jsonl(tmp_path / "queries.jsonl", queries)
+    (tmp_path / "responses.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    funnel = Pipeline(config(tmp_path)).run(only="verify")
+
+    records = read_jsonl(tmp_path / "verified.jsonl", VerifiedRecord)
+    n_cut = 0
+    for record, row in zip(records, rows):
+        for response, before, source in zip(record.responses, plain[record.prompt_id].responses, row["responses"]):
+            assert (response.pass_rate, response.outcomes, response.passed) == (
+                before.pass_rate,
+                before.outcomes,
+                before.passed,
+            )
+            assert response.finish_reason == source["finish_reason"]
+            assert response.drop == ("truncated" if source["finish_reason"] == "length" else None)
+            n_cut += response.drop is not None
+    assert any(r.passed and r.drop for rec in records for r in rec.responses)  # a passing one is marked too
+    counts = funnel["stages"]["verify"]["counts"]
+    assert counts["truncated"] == n_cut > 0
+    lines = [json.loads(line) for line in (tmp_path / "verified.jsonl").read_text().splitlines()]
+    assert all(("drop" in r) == (r["finish_reason"] == "length") for line in lines for r in line["responses"])
+
+    with caplog.at_level(logging.WARNING, logger="autoif.verify"):
+        share = warn_on_truncation(funnel)
+    total = counts["responses_passed"] + counts["responses_failed"]
+    assert share == pytest.approx(n_cut / total) and share > 0.1
+    assert len(caplog.records) == 1 and f"{n_cut} of {total} responses" in caplog.records[0].getMessage()
+    caplog.clear()
+    assert warn_on_truncation(verified["funnel"]) == 0 and not caplog.records  # nothing cut: no warning

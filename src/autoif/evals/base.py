@@ -121,7 +121,7 @@ class EvalContext:
 
     def model_info(self, llm: LLMConfig | None = None) -> dict:
         llm = llm or self.config.llm
-        info = {"backend": llm.backend, "model": llm.model}
+        info: dict[str, str | None] = {"backend": llm.backend, "model": llm.model}
         if llm.backend == "openai":
             info["base_url"] = llm.base_url
         return info

@@ -275,7 +275,7 @@ def aggregate(items: list[Item], outcomes: list[PromptOutcome]) -> Scores:
     counts = {"prompts": prompts, "instructions": instructions, "unchecked_prompts": sum(unchecked.values())}
     if errors:
         counts["checker_errors"] = errors
-    details = {
+    details: dict[str, Any] = {
         mode: {
             tier: {k: {"accuracy": ok / n, "n": n} for k, (ok, n) in sorted(table.items())}
             for tier, table in tiers[mode].items()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..config import Config
 from ..records import Record
@@ -20,7 +20,7 @@ class LocalExecutor:
         """Nothing to start here (resources open lazily)."""
 
     def run(self, stage: Stage, shards: list[list[Record]], ctx: Context) -> Iterator[tuple[int, ShardResult]]:
-        indices: Iterator[int] | range = range(len(shards))
+        indices: Iterable[int] = range(len(shards))
         if len(shards) > 1:
             from tqdm.auto import tqdm
 

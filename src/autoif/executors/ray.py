@@ -139,7 +139,7 @@ class ShardWorker:
         import ray
 
         key = (refs[0].hex(), refs[1].hex())
-        if key != self._loaded:
+        if self._stage is None or key != self._loaded:  # (no stage yet: nothing loaded)
             self._stage, self.ctx.needs = ray.get(refs)
             self._loaded = key
         return run_shard(self._stage, records, self.ctx).packed(self._stage.files()), self.node
@@ -385,7 +385,7 @@ class RayExecutor:
             path = config.resolve_under_out(config.llm.cache_path)
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
             self._cache_name = f"autoif-cache-{uuid.uuid4().hex[:12]}"
-            from .llm.cache import ResponseCache
+            from ..llm.cache import ResponseCache
 
             # The cache itself is the actor: one writer of the SQLite file, on the driver's machine.
             self._cache_server = (

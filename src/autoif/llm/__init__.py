@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .base import Backend, BackendError, BackendStats, Completion, Job, Request, Sampling
-from .cache import ResponseCache
+from .cache import Cache, ResponseCache
 
 BACKENDS = Registry(
     "LLM backend",
@@ -25,7 +25,7 @@ def backend_class(name: str) -> type[Backend]:
     return BACKENDS.load(name)
 
 
-def make_backend(config, cache: ResponseCache | None = None) -> Backend:
+def make_backend(config, cache: Cache | None = None) -> Backend:
     """A backend for `config` (the whole `Config` or its `llm` section).
 
     With the whole Config and `llm.cache` on, the response cache is opened at `llm.cache_path`

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import AutoifError
-from .cache import ResponseCache
+from .cache import Cache
 
 
 class BackendError(AutoifError):
@@ -133,12 +133,24 @@ def cache_key(backend: str, model: str, request: Request, sample_index: int) -> 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def _filled(results: list[list[Completion | None]], kind: str) -> list[list[Completion]]:
+    """`results` with every sample there: a missing one is a backend bug, never silently an empty sample."""
+    filled: list[list[Completion]] = []
+    for ri, row in enumerate(results):
+        filled.append([])
+        for i, c in enumerate(row):
+            if c is None:
+                raise RuntimeError(f"backend {kind} returned no sample {i} for request {ri}")
+            filled[-1].append(c)
+    return filled
+
+
 class Backend(ABC):
     """Base of all backends. Subclasses set `kind` and implement `_run` (and `close` if needed)."""
 
     kind: ClassVar[str]
 
-    def __init__(self, model: str, cache: ResponseCache | None = None) -> None:
+    def __init__(self, model: str, cache: Cache | None = None) -> None:
         self.model = model
         self.cache = cache
         self.stats = BackendStats()
@@ -146,7 +158,7 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> Backend:
+    def from_config(cls, llm, cache: Cache | None = None, paths=None) -> Backend:
         """Build from the `llm` config section (`paths`: the `paths` section, or None)."""
 
     @property
@@ -187,7 +199,7 @@ class Backend(ABC):
             self.stats.hits += n_hits
             self.stats.misses += n_missing
         if not jobs:
-            return results  # type: ignore[return-value]
+            return _filled(results, self.kind)
 
         bar = _progress(n_missing, desc or f"{self.kind}:{self.model}", progress)
 
@@ -211,17 +223,13 @@ class Backend(ABC):
             self._run(jobs, emit)
         finally:
             bar.close()
-        for ri, row in enumerate(results):
-            for i, c in enumerate(row):
-                if c is None:  # a backend bug, never silently an empty sample
-                    raise RuntimeError(f"backend {self.kind} returned no sample {i} for request {ri}")
-        return results  # type: ignore[return-value]
+        return _filled(results, self.kind)
 
     @abstractmethod
     def _run(self, jobs: list[Job], emit: Emit) -> None:
         """Produce every sample of every job, calling `emit` for each as soon as it is done."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op default: a backend that holds nothing need not override it)
         """Release engines, threads and connections."""
 
     def __enter__(self) -> Backend:

@@ -11,8 +11,20 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Protocol
 
 _CHUNK = 500  # SQLite's default limit on bound parameters is 999 on old builds
+
+
+class Cache(Protocol):
+    """What a backend uses of its cache: a `ResponseCache`, or a proxy to one in another process
+    (the Ray executor's `RemoteCache`)."""
+
+    def get_many(self, keys: list[str]) -> dict[str, str]: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ResponseCache:

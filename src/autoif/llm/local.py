@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import require
 from .base import Backend, BackendError, Completion, Emit, Job, Request
-from .cache import ResponseCache
+from .cache import Cache
 from .embedded import chat_prompt_ids, resolve_model
 
 
@@ -40,7 +40,7 @@ class LocalBackend(Backend):
     def __init__(
         self,
         model: str = "embedded",
-        cache: ResponseCache | None = None,
+        cache: Cache | None = None,
         *,
         batch_size: int = 16,
         batch_wait_ms: float = 5.0,
@@ -60,7 +60,7 @@ class LocalBackend(Backend):
         self._finalizer: weakref.finalize | None = None
 
     @classmethod
-    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> LocalBackend:
+    def from_config(cls, llm, cache: Cache | None = None, paths=None) -> LocalBackend:
         from ..config import PathsConfig
 
         return cls(
@@ -86,6 +86,7 @@ class LocalBackend(Backend):
                 self._scheduler = _Scheduler(engine, self.batch_size, self.batch_wait_s)
                 # A backend dropped without close() must not leave its thread (and model) behind.
                 self._finalizer = weakref.finalize(self, self._scheduler.close)
+            assert self._engine is not None  # loaded with the scheduler
             return self._engine, self._scheduler
 
     def _run(self, jobs: list[Job], emit: Emit) -> None:
@@ -168,6 +169,11 @@ class _Row:
     error: str | None = None
     generated: list[int] = field(default_factory=list)
     finished: bool = False
+
+    def next_uniform(self) -> float:
+        """The uniform that draws this row's next token (a sampled row's; a greedy row has none)."""
+        assert self.uniforms is not None, "a greedy row draws no uniforms"
+        return self.uniforms[len(self.generated)]
 
 
 # -------------------------------------------------------------------------------------------- engine
@@ -309,7 +315,7 @@ class _Engine:
             # Keep the smallest head whose mass reaches top_p (always at least the first token).
             probs = probs * ((probs.cumsum(-1) - probs) < top_p[:, None])
         cdf = probs.cumsum(-1)
-        u = torch.tensor([r.uniforms[len(r.generated)] for r in rows], device=logits.device)
+        u = torch.tensor([r.next_uniform() for r in rows], device=logits.device)
         total = cdf[:, -1]
         # The first token whose cumulative mass exceeds u * total; kept strictly below the total so
         # that rounding can never land past the last token with mass.
@@ -438,8 +444,8 @@ class _Scheduler:
                     break
                 try:
                     if new_rows:
-                        new, logits = self._engine.prefill(new_rows)
-                        new, new_tokens = self._advance(new, logits)
+                        prefilled, logits = self._engine.prefill(new_rows)
+                        new, new_tokens = self._advance(prefilled, logits)
                         if new is not None:
                             if batch is None:
                                 batch, tokens = new, new_tokens

@@ -33,7 +33,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -41,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from .base import Backend, BackendError, BackendStats, Completion, Emit, Job, Request
-from .cache import ResponseCache
+from .cache import Cache
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class _Attempt:
 
 class OpenAIBackend(Backend):
     kind = "openai"
+    stats: OpenAIStats
 
     def __init__(
         self,
@@ -108,7 +109,7 @@ class OpenAIBackend(Backend):
         backoff_max_s: float = 30.0,
         fan_out: str = "auto",
         extra_body: dict[str, Any] | None = None,
-        cache: ResponseCache | None = None,
+        cache: Cache | None = None,
     ) -> None:
         super().__init__(model, cache)
         if fan_out not in ("auto", "always", "never"):
@@ -141,7 +142,7 @@ class OpenAIBackend(Backend):
         self._slots: asyncio.Semaphore | None = None
 
     @classmethod
-    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> OpenAIBackend:
+    def from_config(cls, llm, cache: Cache | None = None, paths=None) -> OpenAIBackend:
         return cls(
             llm.model,
             base_url=llm.base_url,
@@ -193,23 +194,23 @@ class OpenAIBackend(Backend):
     def _run(self, jobs: list[Job], emit: Emit) -> None:
         self._submit(self._run_all(jobs, emit))
 
-    def _submit(self, coro: Awaitable[T]) -> T:
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the backend's loop thread and wait for it; Ctrl-C cancels it."""
         with self._lock:  # generate() may be called from several threads; they share one loop
-            if self._loop is None:
-                self._start_loop()
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            loop = self._loop if self._loop is not None else self._start_loop()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
         except BaseException:
             future.cancel()
             raise
 
-    def _start_loop(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="autoif-openai", daemon=True)
+    def _start_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="autoif-openai", daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._open_client(), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self._open_client(), loop).result()
+        return loop
 
     async def _open_client(self) -> None:
         # The pool holds as many connections as requests may be in flight, all kept alive. openai 1.x
@@ -236,7 +237,7 @@ class OpenAIBackend(Backend):
                 if not running:
                     return
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                errors = [task.exception() for task in done if task.exception() is not None]
+                errors = [exc for exc in (task.exception() for task in done) if exc is not None]
                 if errors:  # a BackendError ends the run; the finally cancels the rest
                     raise errors[0]
         finally:
@@ -317,8 +318,10 @@ class OpenAIBackend(Backend):
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         """One API call, retried per the policy; raises _Failure (give up) or BackendError (fatal)."""
         retries = 0
+        slots = self._slots
+        assert slots is not None  # made by _open_client, which runs before any call
         while True:
-            async with self._slots:
+            async with slots:
                 with self._lock:
                     self.stats.requests += 1
                 try:
@@ -398,6 +401,7 @@ class OpenAIBackend(Backend):
         if self._client is not None:
             asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
+        assert self._thread is not None  # started with the loop
         self._thread.join()
         loop.close()
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import require
 from .base import Backend, Completion, Emit, Job, Sampling
-from .cache import ResponseCache
+from .cache import Cache
 from .embedded import chat_prompt_ids, resolve_model
 
 
@@ -125,7 +125,7 @@ class VLLMBackend(Backend):
     def __init__(
         self,
         model: str = "embedded",
-        cache: ResponseCache | None = None,
+        cache: Cache | None = None,
         *,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.9,
@@ -154,7 +154,7 @@ class VLLMBackend(Backend):
         self._build_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, llm, cache: ResponseCache | None = None, paths=None) -> VLLMBackend:
+    def from_config(cls, llm, cache: Cache | None = None, paths=None) -> VLLMBackend:
         from ..config import PathsConfig
 
         return cls(

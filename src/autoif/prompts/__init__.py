@@ -6,7 +6,7 @@ regenerates exactly the requests that used it.
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 
 

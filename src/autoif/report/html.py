@@ -107,8 +107,8 @@ def json_html(value: Any, depth: int = 0) -> str:
             return '<span class="muted">{}</span>'
         if depth >= JSON_DEPTH:
             return f"<code>{esc(json.dumps(value, ensure_ascii=False)[:500])}</code>"
-        rows = [(f"<code>{esc(k)}</code>", json_html(v, depth + 1)) for k, v in value.items()]
-        return table([], rows, "json")
+        key_values = [(f"<code>{esc(k)}</code>", json_html(v, depth + 1)) for k, v in value.items()]
+        return table([], key_values, "json")
     if isinstance(value, list):
         if not value:
             return '<span class="muted">[]</span>'

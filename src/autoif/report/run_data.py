@@ -133,6 +133,7 @@ class RunData:
     responses: int = 0
     pass_rates: list[float] = field(default_factory=list)
     responses_passed: int = 0
+    response_drops: Counter = field(default_factory=Counter)  # verified.jsonl's drop reasons (e.g. truncated)
     scores: list[float] = field(default_factory=list)
     unscored: int = 0
     instructions_file: str = "crossval.jsonl"  # where the browsable sample comes from
@@ -201,6 +202,7 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
     def on_verified(r: VerifiedRecord) -> None:
         run.pass_rates.extend(x.pass_rate for x in r.responses)
         run.responses_passed += sum(x.passed for x in r.responses)
+        run.response_drops.update(x.drop for x in r.responses if x.drop is not None)
 
     def on_scored(r: VerifiedRecord) -> None:
         for x in r.responses:

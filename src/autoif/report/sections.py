@@ -58,6 +58,10 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _stage_rows(run: RunData) -> dict[str, dict]:
     """funnel.json's stages that are well-formed objects, by name."""
     stages = run.funnel.data.get("stages") if isinstance(run.funnel.data, dict) else None
@@ -78,6 +82,16 @@ def summary(run: RunData) -> str:
             "passed",
             run.responses_passed if run.files["verified.jsonl"].present else None,
             "responses passing verification",
+        ),
+        (
+            "dropped",
+            sum(run.response_drops.values()) if run.files["verified.jsonl"].present else None,
+            "responses never trained on"
+            + (
+                " (" + ", ".join(f"{k}: {v}" for k, v in run.response_drops.most_common()) + ")"
+                if run.response_drops
+                else ""
+            ),
         ),
         ("sft", run.count("sft.jsonl"), "SFT records"),
         ("dpo", run.count("dpo.jsonl"), "DPO pairs"),
@@ -102,7 +116,7 @@ def _no_records_banner(run: RunData) -> str:
     for name in STAGES:
         row = rows.get(name)
         if row is not None and _int(row.get("out")) == 0:
-            dropped = row.get("dropped") if isinstance(row.get("dropped"), dict) else {}
+            dropped = _dict(row.get("dropped"))
             reasons = ", ".join(f"{k}: {fmt(v)}" for k, v in dropped.items()) or "no drop reason recorded"
             where = (
                 f" Records ran out at stage <code>{esc(name)}</code> ({esc(fmt(_int(row.get('in'))))} in, 0 out;"
@@ -140,8 +154,8 @@ def funnel(run: RunData) -> str:
             )
             continue
         n_in, n_out = _int(row.get("in")), _int(row.get("out"))
-        dropped = row.get("dropped") if isinstance(row.get("dropped"), dict) else {}
-        counts = row.get("counts") if isinstance(row.get("counts"), dict) else {}
+        dropped = _dict(row.get("dropped"))
+        counts = _dict(row.get("counts"))
         dropped_html = "<br>".join(f"{esc(k)}: <b>{esc(fmt(v))}</b>" for k, v in dropped.items()) or "—"
         counts_html = (
             f"<details><summary>{len(counts)} counter{'s' if len(counts) > 1 else ''}</summary>"

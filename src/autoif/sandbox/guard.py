@@ -61,6 +61,10 @@ import signal
 import sys
 import types
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for annotations: the worker imports `random` through its import policy
+    import random
 
 DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = (
     # text processing
@@ -370,7 +374,7 @@ class FunctionEnv:
         self.imports: dict[tuple, object] = {}
         self.touched: set[str] = set()
         self.full_check = False
-        self.random: object | None = None  # the `random` copy's own generator, once imported
+        self.random: random.Random | None = None  # the `random` copy's own generator, once imported
         self.builtins = dict(policy.builtins_template)
         self.builtins["__import__"] = self.import_
 
@@ -532,6 +536,7 @@ class _DictSnapshot:
     def __init__(self, mapping) -> None:
         self.keys = tuple(mapping.keys())
         self.values = tuple(mapping[k] for k in self.keys)
+        self.getter: Callable[[Any], tuple]
         if len(self.keys) > 1:
             self.getter = operator.itemgetter(*self.keys)
         elif self.keys:

@@ -29,6 +29,7 @@ import platform
 import resource
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 # ---------------------------------------------------------------------------------------- libc
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -193,7 +194,8 @@ def apply_landlock(read_paths: list[str], write_paths: list[str], report: Isolat
 
 # ------------------------------------------------------------------------------------- seccomp
 # Syscall numbers from the kernel headers (asm/unistd_64.h, asm-generic/unistd.h).
-_ARCHES = {
+# arch -> {"audit_arch": int, "x32_bit": int, "nr": {syscall name: number}}
+_ARCHES: dict[str, dict[str, Any]] = {
     "x86_64": {
         "audit_arch": 0xC000003E,
         "x32_bit": 0x40000000,
@@ -437,7 +439,8 @@ _EPERM, _ENOSYS = 1, 38
 def _assemble(program: list) -> bytes:
     """Resolve label jumps: instructions are (code, jt, jf, k) with jt/jf label names or 0;
     a str entry is a label for the instruction that follows."""
-    labels, body = {}, []
+    labels: dict[str, int] = {}
+    body: list[tuple] = []
     for item in program:
         if isinstance(item, str):
             labels[item] = len(body)

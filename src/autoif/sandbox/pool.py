@@ -21,6 +21,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 from ..errors import AutoifError
 from .guard import DEFAULT_ALLOWED_IMPORTS
@@ -183,7 +184,8 @@ class Sandbox:
                 raise AutoifError(f"sandbox: grid {g} must be a (functions, responses) pair") from None
             _require_strings(functions, f"grid {g} functions")
             _require_strings(responses, f"grid {g} responses")
-            call.out.append([[None] * len(responses) for _ in functions])
+            # Placeholders: every cell is set to an Outcome before check_many returns.
+            call.out.append(cast(Grid, [[None] * len(responses) for _ in functions]))
         with self._lock:
             if not self._finalizer.alive:
                 raise AutoifError("sandbox: check on a closed Sandbox")
@@ -220,7 +222,9 @@ class Sandbox:
         others up, but big enough that message costs stay small."""
         total = sum(s.stop - s.start for s in segments)
         target = max(128, min(MAX_BATCH_CHECKS, math.ceil(total / (4 * len(self._workers)))))
-        batches, current, size, fids = deque(), [], 0, set()
+        batches: deque[_Batch] = deque()
+        current: list[_Segment] = []
+        size, fids = 0, set()
         for seg in segments:
             start = seg.start
             while start < seg.stop:
@@ -267,7 +271,7 @@ class Sandbox:
         missing = [slot for slot, w in enumerate(self._workers) if w is None]
         if missing:
             self._start_workers(missing)
-        return [w for w in self._workers if w.batch is None]
+        return [w for w in self._workers if w is not None and w.batch is None]
 
     # ---------------------------------------------------------------------------- messages
     def _send(self, call: _Call, w: _Worker, batch: _Batch, queue: deque) -> None:
@@ -291,7 +295,9 @@ class Sandbox:
                 new_functions.append((seg.fid, call.grids[seg.grid][0][seg.row]))
         while len(w.known) > WORKER_FUNCTION_CACHE:
             evict.append(w.known.popitem(last=False)[0])
-        responses, base_of_grid, segments = [], {}, []
+        responses: list[str] = []
+        base_of_grid: dict[int, int] = {}
+        segments = []
         span: dict[int, list[int]] = {}
         for seg in batch.segments:
             lo_hi = span.setdefault(seg.grid, [seg.start, seg.stop])
@@ -353,6 +359,7 @@ class Sandbox:
         if len(w.reply) < DONE_FRAME.size:
             return
         tag, count = DONE_FRAME.unpack_from(w.reply)
+        assert w.batch is not None  # a reply comes only from a busy worker
         if len(w.reply) != DONE_FRAME.size or tag != DONE or count != w.batch.size:
             self._fail(call, w, _CRASH, queue)
             return
@@ -367,6 +374,7 @@ class Sandbox:
 
     # ---------------------------------------------------------------------- failure handling
     def _observe(self, w: _Worker, now: float) -> None:
+        assert w.batch is not None  # only busy workers are observed
         data = w.results[: w.batch.size]
         p = data.translate(_FINAL_MASK).find(b"\x00")
         seen = (w.batch.size, 0) if p == -1 else (p, data[p])
@@ -377,6 +385,7 @@ class Sandbox:
         """The worker died, lied or overran: keep what it finished, blame the check it was
         running (`code`: timeout or crash), resend the rest, replace the worker."""
         batch = w.batch
+        assert batch is not None  # only a busy worker fails
         data = w.results[: batch.size]
         self._retire(w)
         p = data.translate(_FINAL_MASK).find(b"\x00")

@@ -43,6 +43,7 @@ import shutil
 import signal
 import sys
 import sysconfig
+from types import CodeType
 
 from . import isolation
 from .guard import (
@@ -104,10 +105,16 @@ class _Function:
         "imports_seen",
     )
 
+    @property
+    def live_env(self) -> FunctionEnv:
+        """`env` of a function that compiled: everything but `define` runs after it set it."""
+        assert self.env is not None
+        return self.env
+
     def __init__(self, fid: int, source: str) -> None:
         self.fid = fid
         self.source = source
-        self.code = None
+        self.code: CodeType | None = None  # set by `Worker.define`, with `env`, once it compiles
         self.env: FunctionEnv | None = None
         # An `evaluate` from a namespace no check has used yet (or, when `reusable`, one no check
         # can change); None: the next check runs the top level again.
@@ -135,9 +142,9 @@ class Worker:
         self.watched_seq = -1  # the call the timer saw running at its last tick
         self.watched_ticks = 0
         self.alarm_handler = self._on_alarm  # one bound method, so handler checks compare by identity
-        # Taken at start-up, once the allowed modules are imported (see `main`).
-        self.resets: ModuleStateResets | None = None
-        self.snapshot: InterpreterSnapshot | None = None
+        # Taken at start-up, once the allowed modules are imported (see `main`), before any check.
+        self.resets: ModuleStateResets
+        self.snapshot: InterpreterSnapshot
 
     # ------------------------------------------------------------------------------ set-up
     def prepare_modules(self, allowed: list[str]) -> None:
@@ -207,7 +214,8 @@ class Worker:
         # The worker's standard streams for its whole life: no context manager.
         streams = (open(0, closefd=False), open(1, "w", closefd=False), open(2, "w", closefd=False))  # noqa: SIM115
         sys.stdin, sys.stdout, sys.stderr = streams
-        sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+        # typeshed marks these Final; the worker replaces them on purpose, for its whole life.
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams  # type: ignore[misc]
         return streams
 
     def _on_alarm(self, signum, frame) -> None:
@@ -273,7 +281,7 @@ class Worker:
             if fn.full_check:
                 fn.env = FunctionEnv(self.policy, self.state, fn.fid)
                 fn.env.full_check = True
-            namespace = fn.env.namespace()
+            namespace = fn.live_env.namespace()
             code = self.run_call(_define_and_call, (fn.code, namespace, response))
             if fn.reusable and code in (TRUE, FALSE):  # the top level ran to its end
                 fn.ready = namespace["evaluate"]
@@ -285,13 +293,13 @@ class Worker:
     def note_full_check(fn: _Function) -> None:
         """An import outside the plain modules switches a function to the full check: from now
         on it gets a new env and a fresh namespace for every check."""
-        if fn.env.full_check and not fn.full_check:
+        if fn.live_env.full_check and not fn.full_check:
             fn.full_check, fn.reusable, fn.ready = True, False, None
 
     def classify(self, fn: _Function) -> None:
         """Decide, after the function's imports so far, whether it is quiet."""
         self.note_full_check(fn)
-        env = fn.env
+        env = fn.live_env
         fn.imports_seen = len(env.touched)
         fn.quiet = (
             fn.ready is not None
@@ -304,7 +312,7 @@ class Worker:
     def tidy(self, fn: _Function) -> None:
         """Undo what the last execution of the function may have changed outside its namespace:
         the settings of the modules it imported, its random generator, the scratch directory."""
-        env = fn.env
+        env = fn.live_env
         if env.touched:
             self.resets.after(env)
             if env.random is not None:
@@ -372,7 +380,7 @@ class Worker:
                     results[slot] = RUNNING
                     if fn.quiet:
                         results[slot] = run_call(fn.ready, response)
-                        if len(fn.env.touched) != fn.imports_seen:  # it imported a module
+                        if len(fn.live_env.touched) != fn.imports_seen:  # it imported a module
                             self.classify(fn)
                             self.tidy(fn)
                     else:
@@ -441,7 +449,10 @@ def _vm_size_kb() -> int:
 
 def main(argv: list[str]) -> None:
     request_fd, reply_fd, results_fd = (int(a) for a in argv)
-    config = marshal.loads(read_frame(request_fd))
+    first = read_frame(request_fd)
+    if first is None:  # the parent closed the pipe before sending the configuration
+        sys.exit(0)
+    config = marshal.loads(first)
     # Never import from the working directory (the scratch directory functions can write to).
     sys.path[:] = [
         p for p in sys.path if p and os.path.isabs(p) and os.path.realpath(p) != os.path.realpath(config["scratch"])

@@ -188,7 +188,7 @@ def deduplicate(
     return kept, dropped
 
 
-class AugmentStage(Stage):
+class AugmentStage(Stage[Instruction]):
     name = "augment"
     output = "instructions.jsonl"
     input = "seeds"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 from ..llm import Request
 from ..prompts import render, template
@@ -66,7 +67,7 @@ def chosen_functions(record: CrossvalRecord, limit: int) -> list[int]:
     return order[:limit]
 
 
-class BacktranslateStage(Stage):
+class BacktranslateStage(Stage[CrossvalRecord]):
     name = "backtranslate"
     output = "backtranslate.jsonl"
     input = "crossval"
@@ -103,7 +104,7 @@ class BacktranslateStage(Stage):
                 answer = next(answers)[0]
                 text = None if answer.error else extract_instruction(answer)
                 if text is None:
-                    error = "llm_error" if answer.error else "unparsable"
+                    error: Literal["llm_error", "unparsable"] = "llm_error" if answer.error else "unparsable"
                     ctx.count(f"back_translation_missing:{error}")
                     detail = answer.error or str(answer)[:RAW_KEPT]
                     mine.append(BackTranslation(function_index=i, text="", error=error, detail=detail))

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # opened on first use: a stage that needs none of them import
     from ..llm import Backend
     from ..sandbox import Sandbox
     from .nli import NLIModel
+
+R = TypeVar("R", bound=Record)  # the record type a stage reads, or an index holds
 
 
 @dataclass(frozen=True)
@@ -95,14 +97,15 @@ class Context:
         stage has used it."""
         return self._llm.stats.as_dict() if self._llm is not None else None
 
-    def index(self, need: str, key: str) -> dict[Any, Record]:
-        """`needs[need]` as a dict by the attribute `key`, built once per stage run, not per shard."""
+    def index(self, need: str, key: str, of: type[R]) -> dict[Any, R]:
+        """`needs[need]` as a dict by the attribute `key`, built once per stage run, not per shard.
+        `of` is the type of those records (the needed stage's `output_type`), for the type checker."""
         records = self.needs[need]
         cached = self._indexes.get((need, key))
         if cached is None or cached[0] is not records:
             cached = (records, {getattr(r, key): r for r in records})
             self._indexes[(need, key)] = cached
-        return cached[1]
+        return cast("dict[Any, R]", cached[1])
 
     def count(self, what: str, n: int = 1) -> None:
         """Count something finer than a record (e.g. `function_dropped:compile`) into the funnel."""
@@ -124,8 +127,9 @@ class Context:
             self._llm = None
 
 
-class Stage(ABC):
-    """One step of the pipeline. Subclasses set the class attributes and implement `run`."""
+class Stage(ABC, Generic[R]):
+    """One step of the pipeline. Subclasses set the class attributes and implement `run`; `R` is
+    the record type it reads (the `output_type` of its `input` stage)."""
 
     name: ClassVar[str]
     output: ClassVar[str]  # the file it writes under OUT, e.g. "crossval.jsonl"
@@ -151,5 +155,5 @@ class Stage(ABC):
         return {"stage": own, "llm": llm, "seed": config.seed}
 
     @abstractmethod
-    def run(self, records: list[Record], ctx: Context) -> Iterable[Record | Drop]:
+    def run(self, records: list[R], ctx: Context) -> Iterable[Record | Drop]:
         """Yield the output records, and a `Drop` for every input record filtered out."""

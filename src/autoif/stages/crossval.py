@@ -116,7 +116,7 @@ def cross_validate(functions: Sequence[str], cases: Sequence[tuple[str, bool]], 
     return Selection(kept_functions, kept, None, counts)
 
 
-class CrossvalStage(Stage):
+class CrossvalStage(Stage[VerifierSamples]):
     name = "crossval"
     output = "crossval.jsonl"
     input = "verifiers"

@@ -2,13 +2,17 @@
 
 The functions of each instruction travel with every record, so a trainer can score new samples.
 
-- SFT: every distinct response that passed verification (`passed`, set by verify) and, when
-  scoring is on, has a relevance score of at least `score.min_score`.
+- SFT: every distinct response that passed verification (`passed`, set by verify), has no drop
+  reason (verify's `drop`, e.g. `truncated`) and, when scoring is on, has a relevance score of at
+  least `score.min_score`.
 - DPO, query level (per prompt): chosen = distinct responses with pass rate >=
-  `export.chosen_min_pass_rate` (and, when scoring is on, a score >= `score.min_score`);
-  rejected = distinct responses with pass rate <= `export.rejected_max_pass_rate`. At most
+  `export.chosen_min_pass_rate`, no drop reason (and, when scoring is on, a score >=
+  `score.min_score`); rejected = distinct responses with pass rate <=
+  `export.rejected_max_pass_rate`, truncated ones only when `export.truncated_rejected` (the rule
+  is `PairBounds.may_choose/may_reject`, which online DPO uses too). At most
   `export.max_pairs_per_prompt` pairs, spread over as many different responses as possible
-  (`pairs.pair_up`, which online DPO uses too).
+  (`pairs.pair_up`). verified.jsonl files made before responses had a finish reason have no drop
+  reasons, and export them as before.
 - DPO, instruction level (per kept instruction, from its cross-validated test cases): the prompt is
   the instruction alone; chosen = a case input labelled True, rejected = one labelled False. The
   cases are run again on the instruction's kept functions, and the same pass-rate bounds apply, so
@@ -21,9 +25,10 @@ the output is the same on every run. Export sees all records at once (not sharde
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from ..pairs import pair_up
-from ..records import CrossvalRecord, DPORecord, Message, SFTRecord, VerifiedRecord, VerifiedResponse
+from ..records import CrossvalRecord, DPORecord, Message, QueryRecord, SFTRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
 from .verify import INSTRUCTIONS, QUERIES
 
@@ -36,7 +41,7 @@ def _assistant(text: str) -> list[Message]:
     return [Message(role="assistant", content=text)]
 
 
-class ExportStage(Stage):
+class ExportStage(Stage[VerifiedRecord]):
     name = "export"
     output = "sft.jsonl"
     input = "score"
@@ -55,12 +60,12 @@ class ExportStage(Stage):
         }
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
-        queries = ctx.index(QUERIES, "id")
-        instructions = ctx.index(INSTRUCTIONS, "instruction_id")
+        queries = ctx.index(QUERIES, "id", QueryRecord)
+        instructions = ctx.index(INSTRUCTIONS, "instruction_id", CrossvalRecord)
         for record in records:
             query = queries.get(record.prompt_id)
             instruction = instructions.get(query.instruction_id) if query else None
-            if instruction is None:
+            if query is None or instruction is None:
                 yield Drop(record, "unknown_prompt" if query is None else "unknown_instruction")
                 continue
             functions = [f.source for f in instruction.functions]
@@ -70,7 +75,8 @@ class ExportStage(Stage):
             yield from pairs
             if not sft and not pairs:
                 yield Drop(record, "nothing_exported")
-        yield from self._instruction_pairs(ctx.needs[INSTRUCTIONS], ctx)
+        # crossval and backtranslate both write CrossvalRecords
+        yield from self._instruction_pairs(cast("list[CrossvalRecord]", ctx.needs[INSTRUCTIONS]), ctx)
 
     # --------------------------------------------------------------------------------- helpers
     def _score_ok(self, response: VerifiedResponse, ctx: Context) -> bool:
@@ -84,7 +90,9 @@ class ExportStage(Stage):
         for response in record.responses:
             if not response.passed:
                 continue
-            if not self._score_ok(response, ctx):
+            if response.drop is not None:
+                ctx.count(f"sft_skipped:{response.drop}")
+            elif not self._score_ok(response, ctx):
                 ctx.count("sft_skipped:score")
             elif response.text in seen:
                 ctx.count("sft_skipped:duplicate")
@@ -102,8 +110,8 @@ class ExportStage(Stage):
 
     def _query_pairs(self, record: VerifiedRecord, prompt: str, functions: list[str], ctx: Context) -> list[DPORecord]:
         cfg = ctx.config.export
-        chosen = [r.text for r in record.responses if cfg.may_choose(r.pass_rate) and self._score_ok(r, ctx)]
-        rejected = [r.text for r in record.responses if cfg.may_reject(r.pass_rate)]
+        chosen = [r.text for r in record.responses if cfg.may_choose(r.pass_rate, r.drop) and self._score_ok(r, ctx)]
+        rejected = [r.text for r in record.responses if cfg.may_reject(r.pass_rate, r.drop)]
         pairs = pair_up(chosen, rejected, cfg, ctx.rng("export.query_pairs", record.prompt_id))
         if not pairs:
             ctx.count("dpo_query:no_chosen" if not chosen else "dpo_query:no_rejected")

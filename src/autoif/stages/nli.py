@@ -18,28 +18,33 @@ from collections.abc import Sequence
 
 from ..config import Config
 from ..errors import AutoifError, require
+from ..records import NLILabel
 from .parsing import NLI_LABELS, parse_nli_label
 
 Pair = tuple[str, str]
-_PREFIXES = (("entail", "entailment"), ("neutral", "neutral"), ("contradict", "contradiction"))
+_PREFIXES: tuple[tuple[str, NLILabel], ...] = (
+    ("entail", "entailment"),
+    ("neutral", "neutral"),
+    ("contradict", "contradiction"),
+)
 
 
-def label_of(name: str) -> str | None:
+def label_of(name: str) -> NLILabel | None:
     """The NLI label a model's class name stands for ("ENTAILMENT", "contradiction", "Neutral"...)."""
     word = name.strip().lower()
     return next((label for prefix, label in _PREFIXES if word.startswith(prefix)), None)
 
 
-def labels_from_id2label(id2label: dict, model: str) -> dict[int, str]:
+def labels_from_id2label(id2label: dict, model: str) -> dict[int, NLILabel]:
     """Class index -> NLI label; an AutoifError unless the classes are exactly the three labels."""
-    mapping = {int(i): label_of(str(name)) for i, name in id2label.items()}
-    if sorted(mapping.values(), key=str) != sorted(NLI_LABELS):
+    labels = {int(i): label_of(str(name)) for i, name in id2label.items()}
+    if sorted(labels.values(), key=str) != sorted(NLI_LABELS):
         names = ", ".join(f"{i}: {id2label[i]}" for i in sorted(id2label, key=int))
         raise AutoifError(
             f"NLI model '{model}' does not name the classes entailment, neutral and contradiction "
             f"in its config.id2label ({names})"
         )
-    return mapping
+    return {i: label for i, label in labels.items() if label is not None}  # none is None: checked above
 
 
 class NLIModel(ABC):
@@ -49,7 +54,7 @@ class NLIModel(ABC):
         """Build from the whole config; `llm` is the run's LLM backend (used by the llm judge only)."""
 
     @abstractmethod
-    def classify(self, pairs: Sequence[Pair]) -> list[str | None]:
+    def classify(self, pairs: Sequence[Pair]) -> list[NLILabel | None]:
         """The label of each (premise, hypothesis) pair, in order; None where there is none."""
 
 
@@ -85,10 +90,10 @@ class HFNLI(NLIModel):
         # The device local models run on; the NLI model is small enough to share it with the LLM.
         return cls(nli.model, batch_size=nli.batch_size, device=config.llm.device)
 
-    def classify(self, pairs: Sequence[Pair]) -> list[str | None]:
+    def classify(self, pairs: Sequence[Pair]) -> list[NLILabel | None]:
         import torch
 
-        labels: list[str | None] = []
+        labels: list[NLILabel | None] = []
         for start in range(0, len(pairs), self.batch_size):
             batch = pairs[start : start + self.batch_size]
             inputs = self.tokenizer(
@@ -115,7 +120,7 @@ class LLMNLI(NLIModel):
     def from_config(cls, config: Config, llm) -> LLMNLI:
         return cls(llm, max_tokens=config.backtranslate.max_tokens, seed=config.seed)
 
-    def classify(self, pairs: Sequence[Pair]) -> list[str | None]:
+    def classify(self, pairs: Sequence[Pair]) -> list[NLILabel | None]:
         from ..llm import Request
         from ..prompts import render
 

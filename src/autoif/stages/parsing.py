@@ -15,7 +15,10 @@ import textwrap
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..records import NLILabel
 
 # Ordered by how far parsing got: when every object of an answer fails, the failure that got
 # furthest is the one reported, so a stray "{name}" in the prose does not hide a real bad case.
@@ -86,7 +89,10 @@ def parse_verifier_generation(raw: str) -> list[ParsedVerifier] | ParseFailure:
             result = _verifier_from(obj, _nearest_code_block(code_blocks, start))
             if isinstance(result, ParsedVerifier) and not _compiles(result.func):
                 result.func = _func_keeping_quote_escapes(raw[start:end], index) or result.func
-            (failures if isinstance(result, ParseFailure) else verifiers).append(result)
+            if isinstance(result, ParseFailure):
+                failures.append(result)
+            else:
+                verifiers.append(result)
     if verifiers:
         return _merge_duplicates(verifiers)
     if failures:
@@ -393,7 +399,7 @@ def parse_score(text: str, low: float = 0, high: float = 10) -> float | None:
 
 # --- NLI labels ------------------------------------------------------------------------------
 
-NLI_LABELS = ("entailment", "neutral", "contradiction")
+NLI_LABELS: tuple[NLILabel, ...] = ("entailment", "neutral", "contradiction")
 _LABEL_WORD = r"(entail\w*|neutral\w*|contradict\w*)"
 _EXPLICIT_LABEL = re.compile(
     r"\b(?:label|answer|relationship|relation|verdict|classification|prediction)\s*(?:is)?\s*[:=]?\s*"
@@ -404,7 +410,7 @@ _MENTION = re.compile(r"\b" + _LABEL_WORD, re.I)
 _NEGATED = re.compile(r"\b(?:not|no|never|neither|nor)\b[\w\s]{0,12}$|n't\s+(?:\w+\s+){0,2}$", re.I)
 
 
-def parse_nli_label(text: str) -> str | None:
+def parse_nli_label(text: str) -> NLILabel | None:
     """The 3-way NLI label an LLM judge gave, or None when it is missing or ambiguous.
 
     In order: an explicit "Label: X" / "the answer is X" (the last one); a first line that is
@@ -431,7 +437,7 @@ def parse_nli_label(text: str) -> str | None:
     return None
 
 
-def _label_of(word: str) -> str | None:
+def _label_of(word: str) -> NLILabel | None:
     word = word.lower()
     if word.startswith("entail"):
         return "entailment"

@@ -45,7 +45,7 @@ def query_id(instruction_id: str, query: str) -> str:
     return "q-" + hashlib.sha256(f"{instruction_id}\x00{query}".encode()).hexdigest()[:16]
 
 
-class QueriesStage(Stage):
+class QueriesStage(Stage[CrossvalRecord]):
     name = "queries"
     output = "queries.jsonl"
     input = "backtranslate|crossval"

@@ -169,10 +169,17 @@ def decode_json_array(text: str, where: str) -> Iterator[Any]:
     complete elements before the cut (with a warning) instead of failing whole."""
     decoder = json.JSONDecoder()
     ws = re.compile(r"[\s,]*")
-    pos = ws.match(text, 0).end()
+
+    def skip(at: int) -> int:
+        """The position after the whitespace and commas from `at` on."""
+        match = ws.match(text, at)
+        assert match is not None  # the pattern matches the empty string too
+        return match.end()
+
+    pos = skip(0)
     if not text.startswith("[", pos):
         raise AutoifError(f"{where}: expected a JSON array of records")
-    pos = ws.match(text, pos + 1).end()
+    pos = skip(pos + 1)
     count = 0
     while pos < len(text) and text[pos] != "]":
         try:
@@ -184,7 +191,7 @@ def decode_json_array(text: str, where: str) -> Iterator[Any]:
             return
         count += 1
         yield value
-        pos = ws.match(text, pos).end()
+        pos = skip(pos)
 
 
 def _sharegpt() -> tuple[str, Iterable[Any]]:
@@ -230,6 +237,7 @@ def extract_queries(records: Iterable[Any], field_name: str | None, where: str) 
     chosen = field_name
     seen_keys: set[str] = set()
     for record in records:
+        query: str | None
         if isinstance(record, str):
             query = record
         elif isinstance(record, dict):

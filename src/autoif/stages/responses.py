@@ -1,8 +1,17 @@
 """Stage `responses`: K sampled responses per prompt, kept raw for verification.
 
 Every prompt goes to the LLM as one request for `responses.k` samples (seeded, so a rerun asks
-the cache for the same samples). Samples the backend gave up on (`Completion.error`) and empty
-ones are counted and left out; a prompt left with no response is dropped.
+the cache for the same samples). Each response keeps why its generation stopped (`finish_reason`:
+'stop', or 'length' when `responses.max_tokens` cut it off) and its token count, so that verify
+can mark the cut-off ones. Samples the backend gave up on (`Completion.error`) and empty ones are
+counted and left out; a prompt left with no response is dropped.
+
+What the model is asked (`responses.template`): `natural`, the query record's `prompt` itself
+(instruction and query joined as users write them; the prompt autoif trains on), or `paper`, the
+generation prompt of the AutoIF release ("Please answer the query strictly following the
+instruction." with the instruction and the query under `[instruction]` and `[Query]` tags,
+`prompts/respond_paper.txt`). The training prompt is the natural one either way: the tags are a
+sampling aid, not something a user writes.
 """
 
 from __future__ import annotations
@@ -10,36 +19,58 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..llm import Request
-from ..records import QueryRecord, ResponsesRecord
+from ..prompts import render, template
+from ..records import QueryRecord, Response, ResponsesRecord
 from .base import Context, Drop, Stage
 
+PAPER_TEMPLATE = "respond_paper"
 
-class ResponsesStage(Stage):
+
+def sampling_prompt(record: QueryRecord, template_name: str) -> str:
+    """What the model is asked for this query record under `responses.template`."""
+    if template_name == "paper":
+        # The release's prompts end at the query: no trailing newline.
+        return render(PAPER_TEMPLATE, instruction=record.instruction.strip(), query=record.query.strip()).rstrip("\n")
+    return record.prompt
+
+
+class ResponsesStage(Stage[QueryRecord]):
     name = "responses"
     output = "responses.jsonl"
     input = "queries"
     output_type = ResponsesRecord
     uses_llm = True
 
+    def settings(self, config):
+        # The template's text changes what is asked as much as the config does.
+        paper = template(PAPER_TEMPLATE) if config.responses.template == "paper" else None
+        return {**super().settings(config), "template_text": paper}
+
     def run(self, records: list[QueryRecord], ctx: Context) -> Iterable[ResponsesRecord | Drop]:
         cfg = ctx.config.responses
         requests = [
             Request.user(
-                r.prompt, n=cfg.k, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=ctx.config.seed
+                sampling_prompt(r, cfg.template),
+                n=cfg.k,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed=ctx.config.seed,
             )
             for r in records
         ]
         answers = ctx.llm.generate(requests, desc="responses") if requests else []
         for record, completions in zip(records, answers):
-            texts = []
+            responses = []
             for completion in completions:
                 if completion.error:
                     ctx.count("llm_error")
                 elif not completion.strip():
                     ctx.count("response_empty")
                 else:
-                    texts.append(str(completion))
-            if texts:
-                yield ResponsesRecord(prompt_id=record.id, responses=texts)
+                    responses.append(
+                        Response(text=str(completion), finish_reason=completion.finish_reason, tokens=completion.tokens)
+                    )
+            if responses:
+                yield ResponsesRecord(prompt_id=record.id, responses=responses)
             else:
                 yield Drop(record, "no_response")

@@ -18,7 +18,7 @@ from statistics import fmean
 
 from ..llm import Request
 from ..prompts import render, template
-from ..records import VerifiedRecord, VerifiedResponse
+from ..records import QueryRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
 from .parsing import parse_score
 from .verify import QUERIES
@@ -36,7 +36,7 @@ def mean_score(judgements: list[str]) -> tuple[float | None, int]:
     return (fmean(scores) if scores else None), len(judgements) - len(scores)
 
 
-class ScoreStage(Stage):
+class ScoreStage(Stage[VerifiedRecord]):
     name = "score"
     output = "scored.jsonl"
     input = "verify"
@@ -56,7 +56,7 @@ class ScoreStage(Stage):
         if not cfg.active(ctx.config.llm):
             yield from records
             return
-        queries = ctx.index(QUERIES, "id")
+        queries = ctx.index(QUERIES, "id", QueryRecord)
         chosen_min = ctx.config.export.chosen_min_pass_rate
         prompts: dict[tuple[int, int], str] = {}  # (record, response) -> judge prompt
         for ri, record in enumerate(records):

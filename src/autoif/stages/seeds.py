@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..data import load_seed_instructions
-from ..records import Instruction
+from ..records import Instruction, Record
 from .base import Context, Stage
 
 
-class SeedsStage(Stage):
+class SeedsStage(Stage[Record]):
     name = "seeds"
     output = "seeds.jsonl"
     input = None
@@ -26,7 +26,7 @@ class SeedsStage(Stage):
     def settings(self, config):
         return {**super().settings(config), "library": config.seeds.library_enabled(config.llm)}
 
-    def run(self, records: list, ctx: Context) -> Iterable[Instruction]:
+    def run(self, records: list[Record], ctx: Context) -> Iterable[Instruction]:
         cfg = ctx.config.seeds
         seeds = load_seed_instructions(cfg.file)
         chosen = list(range(len(seeds)))

@@ -25,7 +25,7 @@ def library_generation(functions: list[str], cases: list[dict]) -> list[str]:
     return ["```json\n" + json.dumps({"func": f, "cases": cases}, ensure_ascii=False) + "\n```" for f in functions]
 
 
-class VerifiersStage(Stage):
+class VerifiersStage(Stage[Instruction]):
     name = "verifiers"
     output = "verifiers.jsonl"
     input = "augment"
@@ -48,7 +48,8 @@ class VerifiersStage(Stage):
         answers = dict(zip((r.id for r in asked), ctx.llm.generate(requests, desc="verifiers"))) if asked else {}
         for r in records:
             if r.source == "builtin":
-                raw = library_generation(r.functions, r.cases)
+                # seeds sets both on its builtin instructions; one without them yields nothing to cross-validate
+                raw = library_generation(r.functions or [], r.cases or [])
             else:
                 completions = answers[r.id]
                 failed = [c for c in completions if c.error]

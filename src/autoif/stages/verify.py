@@ -9,25 +9,34 @@ function counts against the response.
 
 Every response is kept in `verified.jsonl`, the failing ones too: they are the rejected side of
 the query-level DPO pairs. `passed` marks the responses that meet the keep rule, pass rate
-strictly above `verify.threshold()` (paper: > 0.5; official release: > 0); only those can
-become SFT data. The funnel counts prompts in and out, and responses checked and passed.
+strictly above `verify.threshold()` (paper: > 0.5; official release: > 0). A response the backend
+cut off at `responses.max_tokens` (finish reason 'length') is verified and kept like the others,
+with `drop: "truncated"`: it never becomes SFT data or a DPO chosen (the rule is in `pairs.py`).
+The funnel counts prompts in and out, and responses checked, passed and truncated; `autoif run`
+warns when more than `TRUNCATED_WARNING` of them were truncated (`warn_on_truncation`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from ..records import QueryRecord, Record, ResponsesRecord, VerifiedRecord, VerifiedResponse
+from ..pairs import TRUNCATED, truncation
+from ..records import CrossvalRecord, QueryRecord, ResponsesRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
+
+log = logging.getLogger("autoif.verify")
 
 INSTRUCTIONS = "backtranslate|crossval"
 QUERIES = "queries"
+# Above this share of truncated responses the token limit is too low for the model's answers.
+TRUNCATED_WARNING = 0.10
 
 
-def functions_of(ctx: Context, prompt_id: str) -> tuple[QueryRecord | None, Record | None]:
+def functions_of(ctx: Context, prompt_id: str) -> tuple[QueryRecord | None, CrossvalRecord | None]:
     """The query record of a prompt and its instruction's record (None where unknown)."""
-    query = ctx.index(QUERIES, "id").get(prompt_id)
-    instruction = ctx.index(INSTRUCTIONS, "instruction_id").get(query.instruction_id) if query else None
+    query = ctx.index(QUERIES, "id", QueryRecord).get(prompt_id)
+    instruction = ctx.index(INSTRUCTIONS, "instruction_id", CrossvalRecord).get(query.instruction_id) if query else None
     return query, instruction
 
 
@@ -36,7 +45,7 @@ def passes(pass_rate: float, threshold: float) -> bool:
     return pass_rate > threshold
 
 
-class VerifyStage(Stage):
+class VerifyStage(Stage[ResponsesRecord]):
     name = "verify"
     output = "verified.jsonl"
     input = "responses"
@@ -65,13 +74,13 @@ class VerifyStage(Stage):
             else:
                 checkable.append((record, [f.source for f in instruction.functions]))
         grids = (
-            ctx.sandbox.check_many([(functions, record.responses) for record, functions in checkable])
+            ctx.sandbox.check_many([(functions, [r.text for r in record.responses]) for record, functions in checkable])
             if checkable
             else []
         )
         for (record, functions), grid in zip(checkable, grids):
             verified = []
-            for j, text in enumerate(record.responses):
+            for j, response in enumerate(record.responses):
                 outcomes = [grid[i][j] for i in range(len(functions))]
                 for outcome in outcomes:
                     if outcome.error:
@@ -79,9 +88,38 @@ class VerifyStage(Stage):
                 rate = pass_rate(outcomes)
                 ok = passes(rate, threshold)
                 ctx.count("responses_passed" if ok else "responses_failed")
+                drop = truncation(response.finish_reason)
+                if drop:
+                    ctx.count(drop)
                 verified.append(
-                    VerifiedResponse(text=text, pass_rate=rate, outcomes=[o.value for o in outcomes], passed=ok)
+                    VerifiedResponse(
+                        text=response.text,
+                        pass_rate=rate,
+                        outcomes=[o.value for o in outcomes],
+                        passed=ok,
+                        finish_reason=response.finish_reason,
+                        drop=drop,
+                    )
                 )
-            if not any(r.passed for r in verified):
+            if not any(r.passed and r.drop is None for r in verified):
                 ctx.count("prompts_without_passing_response")
             yield VerifiedRecord(prompt_id=record.prompt_id, responses=verified)
+
+
+def warn_on_truncation(funnel: dict) -> float | None:
+    """Log one warning when verify's funnel counts say more than `TRUNCATED_WARNING` of the responses
+    were cut off; returns the truncated share (None when verify checked no response)."""
+    counts = funnel.get("stages", {}).get("verify", {}).get("counts", {})
+    checked = counts.get("responses_passed", 0) + counts.get("responses_failed", 0)
+    if not checked:
+        return None
+    share = counts.get(TRUNCATED, 0) / checked
+    if share > TRUNCATED_WARNING:
+        log.warning(
+            "%d of %d responses (%.0f%%) were cut off at responses.max_tokens and are not trained on; "
+            "raise responses.max_tokens",
+            counts[TRUNCATED],
+            checked,
+            100 * share,
+        )
+    return share

@@ -76,7 +76,7 @@ def data_path(settings: TrainSettings) -> Path:
 def read_records(settings: TrainSettings, required: tuple[str, ...]) -> list[dict]:
     """The dataset's records as dicts, each checked for the fields the trainer needs."""
     path = data_path(settings)
-    records = [r if isinstance(r, dict) else r.model_dump() for r in read_jsonl(path)]
+    records = read_jsonl(path)
     for n, record in enumerate(records, 1):
         missing = [f for f in required if f not in record]
         if missing:
@@ -174,7 +174,8 @@ def resume_checkpoint(settings: TrainSettings) -> str | bool | None:
 
 
 def save_final(trainer, tokenizer, output_dir: str | Path) -> Path:
-    """The trained model (adapters merged into nothing: peft saves adapters) and tokenizer, loadable by from_pretrained."""
+    """The trained model (adapters merged into nothing: peft saves adapters) and tokenizer,
+    loadable by from_pretrained."""
     out = Path(output_dir).expanduser() / "final"
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))

@@ -2,7 +2,9 @@
 
 Beyond the paper: instead of building DPO pairs, every group of completions of a prompt is scored
 by `autoif.train.rewards.verifier_reward` (pass rate over the prompt's functions, run in the sandbox)
-and the policy is pushed towards the completions that pass more.
+and the policy is pushed towards the completions that pass more. A completion cut off at
+`max_completion_length` gets reward 0 (the truncation rule of `pairs.py`), its share logged as
+`verifier_reward/truncated`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ class GRPOSettings(TrainSettings):
     use_vllm: bool = Field(False, description="generate with vLLM (TRL's colocate mode; needs a GPU)")
 
 
+def stop_ids(model, tokenizer) -> set[int]:
+    """The ids that end a completion, as GRPOTrainer counts them: the model's EOS ids, the tokenizer's
+    EOS, and pad (which the trainer sets to EOS when the tokenizer has none)."""
+    declared = model.generation_config.eos_token_id
+    ids = set(declared if isinstance(declared, list) else [] if declared is None else [declared])
+    ids |= {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+    return ids
+
+
 def train(settings: GRPOSettings) -> Path:
     trl = require("trl", "train", "GRPO training")
     datasets = require("datasets", "hf", "training")
@@ -61,9 +72,12 @@ def train(settings: GRPOSettings) -> Path:
         **({"vllm_mode": "colocate"} if settings.use_vllm else {}),
     )
     with Sandbox() as sandbox:
+        reward = make_verifier_reward(
+            sandbox, stop_ids=stop_ids(model, tokenizer), max_completion_length=settings.max_completion_length
+        )
         trainer = trl.GRPOTrainer(
             model=model,
-            reward_funcs=make_verifier_reward(sandbox),
+            reward_funcs=reward,
             args=args,
             train_dataset=datasets.Dataset.from_list(prompts),
             processing_class=tokenizer,

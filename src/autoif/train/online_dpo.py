@@ -4,12 +4,15 @@ For N iterations: the current policy samples K responses per prompt (temperature
 is installed and a GPU is present, else transformers batched generation, both through autoif's LLM
 layer), the sandbox scores every response with the functions carried in the records, pairs are
 built as the export stage builds them (`pairs.pair_up`: chosen pass rate >= 0.5, rejected = 0 by
-default, at most `max_pairs_per_prompt` spread over different samples), one DPO pass runs, and the next iteration
-samples from the updated policy. TRL's OnlineDPOTrainer is not used: it trains on pairs whose two
-rewards may be equal, which for 0/1 verifier rewards is noise.
+default, at most `max_pairs_per_prompt` spread over different samples; a sample cut off at
+`max_new_tokens` is never a chosen, and a rejected only when `truncated_rejected` is set, the rule of
+`pairs.py`), one DPO pass runs, and the next iteration samples from the updated policy. TRL's
+OnlineDPOTrainer is not used: it trains on pairs whose two rewards may be equal, which for 0/1
+verifier rewards is noise.
 
-Each iteration's policy is saved under `output_dir/iter-N` and its numbers appended to
-`output_dir/online_dpo_log.jsonl`, so an interrupted run resumes at the first unfinished iteration.
+Each iteration's policy is saved under `output_dir/iter-N` and its numbers (mean pass rate, samples,
+truncated samples, pairs, prompts without a pair) appended to `output_dir/online_dpo_log.jsonl`,
+so an interrupted run resumes at the first unfinished iteration.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text
-from ..pairs import PairBounds, pair_up
+from ..pairs import PairBounds, pair_up, truncation
 from ..seeding import seeded_rng
 from .common import load_model_and_tokenizer, prompts_with_functions, read_records
 from .dpo import DPOSettings, run_dpo
 from .rewards import pass_rates
+
+if TYPE_CHECKING:
+    from ..llm import Completion
 
 log = logging.getLogger("autoif.train")
 
@@ -54,15 +60,21 @@ class OnlineDPOSettings(PairBounds, DPOSettings):
 
 
 def build_pairs(
-    responses: list[str], rates: list[float], bounds: PairBounds, rng: random.Random
+    responses: list[str],
+    rates: list[float],
+    bounds: PairBounds,
+    rng: random.Random,
+    drops: list[str | None] | None = None,
 ) -> list[tuple[str, str]]:
-    """(chosen, rejected) pairs of one prompt's samples, by their pass rates."""
-    chosen = [r for r, p in zip(responses, rates) if bounds.may_choose(p)]
-    rejected = [r for r, p in zip(responses, rates) if bounds.may_reject(p)]
+    """(chosen, rejected) pairs of one prompt's samples, by their pass rates and drop reasons
+    (`drops[i]`: e.g. `truncated` for a sample cut off at the token limit; None: none)."""
+    drops = drops if drops is not None else [None] * len(responses)
+    chosen = [r for r, p, d in zip(responses, rates, drops) if bounds.may_choose(p, d)]
+    rejected = [r for r, p, d in zip(responses, rates, drops) if bounds.may_reject(p, d)]
     return pair_up(chosen, rejected, bounds, rng)
 
 
-def sampler_kind(settings: OnlineDPOSettings) -> str:
+def sampler_kind(settings: OnlineDPOSettings) -> Literal["local", "vllm"]:
     if settings.sampler != "auto":
         return settings.sampler
     import importlib.util
@@ -72,8 +84,11 @@ def sampler_kind(settings: OnlineDPOSettings) -> str:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "local"
 
 
-def sample(policy_path: str, prompts: list[dict], settings: OnlineDPOSettings, iteration: int) -> list[list[str]]:
-    """K responses per prompt from the policy saved at `policy_path`, through autoif's LLM layer."""
+def sample(
+    policy_path: str, prompts: list[dict], settings: OnlineDPOSettings, iteration: int
+) -> list[list[Completion]]:
+    """K responses per prompt from the policy saved at `policy_path`, through autoif's LLM layer
+    (each a `Completion`: its text, and its `finish_reason`, 'length' when cut off)."""
     from ..config import LLMConfig
     from ..llm import Request, Sampling, backend_class
 
@@ -97,7 +112,43 @@ def sample(policy_path: str, prompts: list[dict], settings: OnlineDPOSettings, i
         answers = backend.generate(requests, desc=f"online-dpo: sampling (iteration {iteration})")
     finally:
         backend.close()
-    return [[str(c) for c in completions if not c.error] for completions in answers]
+    return [[c for c in completions if not c.error] for completions in answers]
+
+
+def score_and_pair(
+    sandbox, prompts: list[dict], responses: list[list[Completion]], settings: OnlineDPOSettings, iteration: int
+) -> tuple[list[dict], dict]:
+    """One iteration's DPO rows (TRL conversational preference format) from each prompt's samples,
+    scored in `sandbox` by the prompt's functions, and the numbers the log keeps: mean pass rate,
+    samples, truncated samples, pairs, prompts without a pair."""
+    texts = [[str(c) for c in cs] for cs in responses]
+    functions = [p["functions"] for p, ts in zip(prompts, texts) for _ in ts]
+    rates = pass_rates(sandbox, functions, [t for ts in texts for t in ts])
+    rows: list[dict] = []
+    no_pair = truncated = start = 0
+    for n, (prompt, completions, ts) in enumerate(zip(prompts, responses, texts)):
+        drops = [truncation(c.finish_reason) for c in completions]
+        truncated += sum(d is not None for d in drops)
+        ps, start = rates[start : start + len(ts)], start + len(ts)
+        pairs = build_pairs(ts, ps, settings, seeded_rng(settings.seed, "online-dpo.pairs", iteration, n), drops)
+        no_pair += not pairs
+        rows += [
+            {
+                "prompt": prompt["prompt"],
+                "chosen": [{"role": "assistant", "content": c}],
+                "rejected": [{"role": "assistant", "content": r}],
+            }
+            for c, r in pairs
+        ]
+    numbers = {
+        "mean_pass_rate": sum(rates) / len(rates) if rates else 0.0,
+        "samples": len(rates),
+        "truncated": truncated,
+        "pairs": len(rows),
+        "prompts_without_pair": no_pair,
+        "prompts": len(prompts),
+    }
+    return rows, numbers
 
 
 def train(settings: OnlineDPOSettings) -> Path:
@@ -116,49 +167,22 @@ def train(settings: OnlineDPOSettings) -> Path:
     with Sandbox() as sandbox:
         for iteration in range(last, settings.iterations + (1 if settings.final_eval else 0)):
             responses = sample(policy_path, prompts, settings, iteration)
-            functions = [p["functions"] for p, rs in zip(prompts, responses) for _ in rs]
-            flat = [r for rs in responses for r in rs]
-            rates = pass_rates(sandbox, functions, flat)
-            per_prompt, i = [], 0
-            for rs in responses:
-                per_prompt.append(rates[i : i + len(rs)])
-                i += len(rs)
-            mean = sum(rates) / len(rates) if rates else 0.0
+            rows, numbers = score_and_pair(sandbox, prompts, responses, settings, iteration)
+            entry = {"iteration": iteration, "policy": policy_path, **numbers}
             if iteration == settings.iterations:  # the final measurement, no training
-                _append_log(
-                    out,
-                    {"iteration": iteration, "policy": policy_path, "mean_pass_rate": mean, "evaluation_only": True},
-                )
-                log.info("online-dpo: final policy mean pass rate %.3f", mean)
+                _append_log(out, {**entry, "evaluation_only": True})
+                log.info("online-dpo: final policy mean pass rate %.3f", numbers["mean_pass_rate"])
                 break
-            rows = []
-            no_pair = 0
-            for n, (prompt, rs, ps) in enumerate(zip(prompts, responses, per_prompt)):
-                pairs = build_pairs(rs, ps, settings, seeded_rng(settings.seed, "online-dpo.pairs", iteration, n))
-                no_pair += not pairs
-                rows += [
-                    {
-                        "prompt": prompt["prompt"],
-                        "chosen": [{"role": "assistant", "content": c}],
-                        "rejected": [{"role": "assistant", "content": r}],
-                    }
-                    for c, r in pairs
-                ]
-            entry = {
-                "iteration": iteration,
-                "policy": policy_path,
-                "mean_pass_rate": mean,
-                "pairs": len(rows),
-                "prompts_without_pair": no_pair,
-                "prompts": len(prompts),
-            }
             log.info(
-                "online-dpo iteration %d: mean pass rate %.3f, %d pairs, %d/%d prompts without a pair",
+                "online-dpo iteration %d: mean pass rate %.3f, %d pairs, %d/%d prompts without a pair, "
+                "%d/%d samples truncated (never chosen)",
                 iteration,
-                mean,
-                len(rows),
-                no_pair,
-                len(prompts),
+                numbers["mean_pass_rate"],
+                numbers["pairs"],
+                numbers["prompts_without_pair"],
+                numbers["prompts"],
+                numbers["truncated"],
+                numbers["samples"],
             )
             if not rows:
                 _append_log(out, {**entry, "stopped": "no pairs"})

@@ -9,13 +9,22 @@ TRL script:
     trainer = GRPOTrainer(model=..., reward_funcs=verifier_reward, train_dataset=ds_with_functions_column)
 
 Functions run in autoif's sandbox (never in the training process); an error counts as a failure.
+
+A completion cut off at the generation limit gets reward 0, whatever its pass rate (the rule of
+`pairs.py`: a cut-off text teaches length, not the constraint). The reward tells one from the token
+ids TRL passes (`completion_ids`) the way TRL itself measures `completions/clipped_ratio`: the last
+id is not an end-of-sequence (or pad) id, and the completion is `max_completion_length` long. It
+needs those ids, so `make_verifier_reward(sandbox, stop_ids=..., max_completion_length=...)` knows
+them (`autoif train grpo` passes them); the share of truncated completions is logged through TRL's
+`log_metric` as `verifier_reward/truncated`. The shared-sandbox `verifier_reward` knows no
+tokenizer and rewards the pass rate alone.
 """
 
 from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 _lock = threading.Lock()
@@ -47,13 +56,30 @@ def pass_rates(sandbox, functions: Sequence[Sequence[str]], texts: Sequence[str]
     return rates
 
 
-def make_verifier_reward(sandbox):
-    """A TRL reward function bound to `sandbox` (an `autoif.sandbox.Sandbox` you own and close)."""
+def truncated(ids: Sequence[int], stop_ids: Collection[int], max_completion_length: int) -> bool:
+    """Whether a completion's token ids were cut off by the length limit rather than ended."""
+    return len(ids) >= max_completion_length and ids[-1] not in stop_ids
 
-    def verifier_reward(prompts=None, completions=None, functions=None, **kwargs) -> list[float]:
+
+def make_verifier_reward(sandbox, *, stop_ids: Collection[int] | None = None, max_completion_length: int | None = None):
+    """A TRL reward function bound to `sandbox` (an `autoif.sandbox.Sandbox` you own and close).
+
+    With `stop_ids` (the ids that end a completion: EOS ids and pad) and `max_completion_length`,
+    a truncated completion gets reward 0 and the truncated share is logged."""
+
+    def verifier_reward(
+        prompts=None, completions=None, functions=None, completion_ids=None, log_metric=None, **kwargs
+    ) -> list[float]:
         if functions is None:
             raise ValueError("verifier_reward needs a `functions` column in the training dataset")
-        return pass_rates(sandbox, functions, [completion_text(c) for c in completions])
+        rates = pass_rates(sandbox, functions, [completion_text(c) for c in completions])
+        # TRL (>= 0.20) passes every completion's token ids
+        if stop_ids is not None and max_completion_length is not None:
+            cut = [truncated(ids, stop_ids, max_completion_length) for ids in completion_ids]
+            rates = [0.0 if c else r for r, c in zip(rates, cut)]
+            if log_metric is not None and cut:
+                log_metric("verifier_reward/truncated", sum(cut) / len(cut))
+        return rates
 
     verifier_reward.__name__ = "verifier_reward"
     return verifier_reward

@@ -67,7 +67,7 @@ def bind(source: str, params: dict[str, Any]) -> str:
     source = textwrap.dedent(source).strip("\n")
     if not params:
         return source
-    names = re.compile(r"\b(%s)\b" % "|".join(re.escape(name.upper()) for name in params))
+    names = re.compile(r"\b({})\b".format("|".join(re.escape(name.upper()) for name in params)))
 
     def literal(match: re.Match) -> str:
         value = params[match.group(1).lower()]

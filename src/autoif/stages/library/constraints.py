@@ -1,4 +1,4 @@
-"""The constraints of autoif's built-in library, registered in CONSTRAINTS by namespaced id.
+r"""The constraints of autoif's built-in library, registered in CONSTRAINTS by namespaced id.
 
 Parameter ranges are chosen so that a small model answering an ordinary question meets some
 constraints often (no exclamation marks, at most 150 words), some now and then (no commas, a given
@@ -11,10 +11,13 @@ each unit they look at, so that they agree on every text, odd separators include
 - whitespace is Unicode whitespace (`str.isspace`, regex `\s`), no-break spaces included;
 - lines are what `str.splitlines` gives (a lone `\r`, `\r\n` and the Unicode line separators end a
   line too); a function that matches lines with a regex first joins them with `\n`;
-- counts of words are over whitespace-separated words; sentences end at `.`, `!` or `?` followed by
-  whitespace; paragraphs are separated by blank lines (lines of whitespace only);
-- keywords, capitalised words and word lengths are over runs of letters (regex `[^\W\d_]`, compared in
-  lower case): digits, underscores and punctuation separate words, so `coffee_utils` contains 'coffee'.
+- a word, where words are counted, is a whitespace-separated token with a letter or a digit in it
+  (a markdown marker such as `-`, `*` or `|` is not a word);
+- sentences end at `.`, `!` or `?` (and any closing quotes or brackets) followed by whitespace;
+- paragraphs are separated by blank lines (lines of whitespace only);
+- keywords, phrases, capitalised words, the last word and word lengths are over runs of letters
+  (regex `[^\W\d_]`), keywords and phrases in lower case: digits, underscores and punctuation separate
+  words, so `coffee_utils` contains 'coffee' and 'coffeehouse' does not.
 
 Where these definitions differ from Google's IFEval checkers, docs/library.md says why.
 """
@@ -83,12 +86,12 @@ class MaxWords(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            return len(response.split()) <= MAX_WORDS
+            return len([w for w in response.split() if any(ch.isalnum() for ch in w)]) <= MAX_WORDS
         """,
         r"""
         def evaluate(response):
             import re
-            words = re.findall(r"\S+", response)
+            words = re.findall(r"\S*[^\W_]\S*", response)
             return len(words) <= MAX_WORDS
         """,
     )
@@ -115,12 +118,12 @@ class MinWords(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            return len(response.split()) >= MIN_WORDS
+            return len([w for w in response.split() if any(ch.isalnum() for ch in w)]) >= MIN_WORDS
         """,
         r"""
         def evaluate(response):
             import re
-            return len(re.findall(r"\S+", response)) >= MIN_WORDS
+            return len(re.findall(r"\S*[^\W_]\S*", response)) >= MIN_WORDS
         """,
     )
 
@@ -146,12 +149,12 @@ class WordRange(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            return LOW <= len(response.split()) <= HIGH
+            return LOW <= len([w for w in response.split() if any(ch.isalnum() for ch in w)]) <= HIGH
         """,
         r"""
         def evaluate(response):
             import re
-            count = len(re.findall(r"\S+", response))
+            count = len(re.findall(r"\S*[^\W_]\S*", response))
             return count >= LOW and count <= HIGH
         """,
     )
@@ -180,8 +183,27 @@ class SentenceCount(Constraint):
         r"""
         def evaluate(response):
             import re
-            sentences = [s for s in re.split(r"(?<=[.!?])\s+", response.strip()) if s.strip()]
+            sentences = [s for s in re.split(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+", response.strip()) if s.strip()]
             return len(sentences) OP N
+        """,
+        r"""
+        def evaluate(response):
+            text = response.strip()
+            count = 1 if text else 0
+            i = 0
+            while i < len(text):
+                if text[i] in ".!?":
+                    j = i + 1
+                    while j < len(text) and text[j] in "\"'\u201d\u2019)]":
+                        j += 1
+                    if j < len(text) and text[j].isspace():
+                        count += 1  # another sentence starts after the whitespace
+                        while text[j].isspace():
+                            j += 1
+                        i = j
+                        continue
+                i += 1
+            return count OP N
         """,
     )
 
@@ -315,8 +337,8 @@ class MaxSentenceWords(Constraint):
         r"""
         def evaluate(response):
             import re
-            sentences = [s for s in re.split(r"(?<=[.!?])\s+", response.strip()) if s.strip()]
-            return all(len(s.split()) <= N for s in sentences)
+            sentences = [s for s in re.split(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+", response.strip()) if s.strip()]
+            return all(len([w for w in s.split() if any(ch.isalnum() for ch in w)]) <= N for s in sentences)
         """,
     )
 
@@ -562,11 +584,12 @@ class TwoResponses(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            parts = response.split("******")
-            if len(parts) != 2:
+            parts = [part.strip() for part in response.split("******")]
+            # A separator may also open or close the text, but never stands next to another one.
+            if not all(parts[1:-1]):
                 return False
-            first, second = parts[0].strip(), parts[1].strip()
-            return bool(first) and bool(second) and first != second
+            answers = [part for part in parts if part]
+            return len(answers) == 2 and answers[0] != answers[1]
         """,
     )
 
@@ -1319,7 +1342,7 @@ class SentenceCapitals(Constraint):
         r"""
         def evaluate(response):
             import re
-            for sentence in re.split(r"(?<=[.!?])\s+", response.strip()):
+            for sentence in re.split(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+", response.strip()):
                 letters = [ch for ch in sentence if ch.isalpha()]
                 if letters and not letters[0].isupper():
                     return False
@@ -1615,7 +1638,7 @@ class LastWord(Constraint):
         r"""
         def evaluate(response):
             import re
-            words = re.findall(r"[A-Za-z']+", response)
+            words = re.findall(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*", response)
             return bool(words) and words[-1].lower() == WORD
         """,
     )
