@@ -142,7 +142,7 @@ def build_run(out: Path) -> dict:
             )
         )
     write_jsonl(out / "crossval.jsonl", crossval)
-    write_jsonl(out / "backtranslate.jsonl", [r for r in crossval if r.model_extra.get("back_translations")])
+    write_jsonl(out / "backtranslate.jsonl", [r for r in crossval if r.back_translations])
 
     queries, responses, verified = [], [], []
     for (pid, r), grid in zip(prompts, response_grids):

@@ -242,12 +242,12 @@ def run_augment(tmp_path, *sets, llm=None):
 def test_stage_outputs_inputs_then_new_instructions(tmp_path):
     records, out, ctx = run_augment(tmp_path)
     assert out[: len(records)] == records  # seeds and the built-in library untouched, extra fields kept
-    assert out[len(records) - 1].model_extra["functions"] == BUILTIN.model_extra["functions"]
+    assert out[len(records) - 1].functions == BUILTIN.functions
     added = out[len(records) :]
     # What the 135M model gives: 3 of 6 answers have no list at all, one item paraphrases the seed it
     # was shown ("Choose words that begin with the letter 'B'", 90.7 similar), and two lines of
     # nonsense pass (crossval is what stops instructions no function can check).
-    assert [(r.text, r.model_extra["seed_id"]) for r in added] == [
+    assert [(r.text, r.seed_id) for r in added] == [
         ("no crazy post links", "seed-002"),
         ('Listen to your heraldic voice no matter the subject." * Say vowels twice', "seed-002"),
     ]

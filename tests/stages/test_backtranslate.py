@@ -149,11 +149,10 @@ def test_stage_with_llm_judge_keeps_every_entailed_instruction(tmp_path):
     assert dropped == [] and [r.instruction_id for r in kept] == [r.instruction_id for r in records]
     for record, out in zip(records, kept):
         assert out.functions == record.functions and out.cases == record.cases
-        bts = out.model_extra["back_translations"]
-        assert [bt["function_index"] for bt in bts] == chosen_functions(record, 3)
+        bts = out.back_translations or []
+        assert [bt.function_index for bt in bts] == chosen_functions(record, 3)
         assert all(
-            bt["label"] == "entailment" and bt["text"] == answers[record.functions[bt["function_index"]].source]
-            for bt in bts
+            bt.label == "entailment" and bt.text == answers[record.functions[bt.function_index].source] for bt in bts
         )
     n_pairs = sum(min(3, len(r.functions)) for r in records)
     assert ctx.counts == {"nli:entailment": n_pairs}
@@ -186,7 +185,7 @@ def test_one_contradiction_drops_the_instruction(tmp_path):
 
     assert [(d.record.instruction_id, d.reason) for d in dropped] == [(palindromes.instruction_id, "contradiction")]
     assert [r.instruction_id for r in kept] == [no_e.instruction_id, double_letters.instruction_id]
-    assert [bt["label"] for bt in kept[1].model_extra["back_translations"]] == [None] * 3
+    assert [bt.label for bt in kept[1].back_translations or []] == [None] * 3
     assert ctx.counts == {"nli:entailment": 3, "nli:unlabelled": 3, "nli:contradiction": 3, "instruction_unchecked": 1}
 
 
@@ -205,11 +204,11 @@ def test_missing_answers_are_recorded_and_never_decide(tmp_path):
     kept, dropped = run_stage(ctx, [first, second, third])
 
     assert dropped == [] and len(kept) == 3  # nothing labelled contradiction: all kept
-    errors = [[bt.get("error") for bt in r.model_extra["back_translations"]] for r in kept]
+    errors = [[bt.error for bt in r.back_translations or []] for r in kept]
     assert errors == [["unparsable", "nli_unlabelled", "nli_unlabelled"], ["llm_error"] * 3, ["nli_unlabelled"] * 3]
-    unparsable = kept[0].model_extra["back_translations"][0]
-    assert unparsable["label"] is None and unparsable["detail"] == code_answer[:300]
-    assert kept[1].model_extra["back_translations"][0]["detail"] == "not_recorded"
+    unparsable = (kept[0].back_translations or [])[0]
+    assert unparsable.label is None and unparsable.detail == code_answer[:300]
+    assert (kept[1].back_translations or [])[0].detail == "not_recorded"
     assert ctx.counts == {
         "back_translation_missing:unparsable": 1,
         "back_translation_missing:llm_error": 3,

@@ -185,4 +185,4 @@ def test_back_trans_fixture_through_the_stage(tmp_path, tokenizer, force, kept):
     assert len(out) == kept and len(dropped) == len(records) - kept
     assert all(d.reason == "contradiction" for d in dropped)
     for record in out:
-        assert {bt["label"] for bt in record.model_extra["back_translations"]} == {force}
+        assert {bt.label for bt in record.back_translations or []} == {force}
