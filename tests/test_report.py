@@ -642,7 +642,9 @@ def test_hostile_content_is_shown_as_text(tmp_path, browser):
                 instruction=HOSTILE,
                 functions=[function],
                 cases=[CaseResult(input=HOSTILE, output=True, accuracy=1.0)],
-                back_translations=[{"function_index": 0, "text": HOSTILE, "label": HOSTILE}],
+                back_translations=[
+                    {"function_index": 0, "text": HOSTILE, "label": "entailment"}
+                ],  # labels are a closed set
             )
         ],
     )
