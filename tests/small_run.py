@@ -21,7 +21,7 @@ SMALL_RUN = {
     "verifiers": {"k": 1, "max_tokens": 32},
     "backtranslate": {"max_functions": 1, "max_tokens": 16},
     "queries": {"k": 2},
-    "responses": {"k": 2, "max_tokens": 24, "temperature": 0.0},
+    "responses": {"k": 2, "max_tokens": 160, "temperature": 0.0},
     "executor": {"shard_size": 2},
 }
 OUTPUTS = [

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from autoif.config import load_config
+from autoif.config import LLMConfig, load_config
 from autoif.errors import AutoifError
 from autoif.evals import EvalConfig, compare, contamination, run_benchmark, warn_on_contamination
 from autoif.evals.base import Item
@@ -254,21 +256,75 @@ def test_followbench_items_need_the_whole_path():
         FOLLOWBENCH.items([r for r in records if r["level"] != 2], source)
 
 
+def test_followbench_refuses_to_self_judge_unless_asked(tmp_path):
+    """No judge named: refused before any response is generated (the model to evaluate does not
+    even exist here), in one line that says how to name one; the CLI exits 2 with that line."""
+    missing = config(tmp_path, f"llm.model={tmp_path / 'no-such-model'}")
+    with pytest.raises(AutoifError, match="followbench needs a judge") as err:
+        run_benchmark("followbench", missing, str(FOLLOWBENCH_SMALL), None, None, tmp_path / "res", show=False)
+    assert "\n" not in str(err.value) and not (tmp_path / "res").exists()
+    for args, fragments in [
+        ((), ["--judge-set backend=... --judge-set model=...", "--judge self"]),
+        (("--judge", "gpt-4o"), ["--judge takes only 'self'", "--judge-set backend=..."]),
+        (("--judge", "self", "--judge-set", "model=gpt-4o"), ["give one of them"]),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "autoif.cli", "eval", "followbench", "--data", str(FOLLOWBENCH_SMALL)]
+            + ["--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "res"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert all(f in proc.stderr for f in fragments), proc.stderr
+    assert not (tmp_path / "res").exists()
+
+
 @pytest.mark.slow
 def test_followbench_with_the_embedded_model_as_judge(tmp_path):
     """The real path, generation and judging through the LLM layer: the embedded model answers 6
-    prompts and judges the 5 that are not rule-based.
+    prompts and, asked to (`judge="self"`), judges the 5 that are not rule-based.
     (A 135M judge rarely follows the protocol: the numbers mean nothing, the counts must add up.)"""
-    settings = EvalConfig(max_tokens=24, judge_max_tokens=24)
+    settings = EvalConfig(max_tokens=24, judge_max_tokens=24, judge="self")
     results = run_benchmark(
         "followbench", config(tmp_path), str(FOLLOWBENCH_SMALL), None, None, tmp_path / "res", settings, show=False
     )
     counts = results["counts"]
     assert counts["prompts"] == 6 and counts["rule_based"] == 1
     assert counts["judged"] + counts["unparsed"] == 5
-    assert results["model"] == results["details"]["judge"] == {"backend": "local", "model": "embedded"}
+    assert results["model"] == {"backend": "local", "model": "embedded"}
+    assert results["details"]["judge"] == results["settings"]["judge"] == "self"
     rows = [json.loads(x) for x in (tmp_path / "res" / "followbench_responses.jsonl").read_text().splitlines()]
     assert all(r["response"] and r["finish_reason"] in ("stop", "length") for r in rows)
     assert counts["truncated"] == sum(r["finish_reason"] == "length" for r in rows)
     assert sum("judgement" in r for r in rows) == 5 and rows[-1]["rule_based"] is True
     assert set(results["metrics"]) <= set(FOLLOWBENCH.metric_labels)
+
+
+def test_followbench_results_name_the_judge(tmp_path):
+    """A file of responses judged by a named judge (a tiny random model through the local backend;
+    its verdicts mean nothing, the counts add up): the results file names it."""
+    pytest.importorskip("transformers")
+    from tiny_models import tiny_causal_lm
+
+    records = json.loads(FOLLOWBENCH_SMALL.read_text())
+    responses = tmp_path / "answers.jsonl"
+    responses.write_text(
+        "".join(json.dumps({"prompt": r["instruction"], "response": "A lighthouse."}) + "\n" for r in records)
+    )
+    tiny = str(tiny_causal_lm(tmp_path / "tiny"))
+    settings = EvalConfig(judge_max_tokens=8, judge=LLMConfig(backend="local", model=tiny))
+    results = run_benchmark(
+        "followbench",
+        config(tmp_path),
+        str(FOLLOWBENCH_SMALL),
+        str(responses),
+        None,
+        tmp_path / "res",
+        settings,
+        show=False,
+    )
+    assert results["details"]["judge"] == {"backend": "local", "model": tiny}
+    assert results["model"] == {"responses_file": str(responses)}
+    assert results["counts"]["judged"] + results["counts"]["unparsed"] == 5

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from autoif.config import ExportConfig
-from autoif.pairs import TRUNCATED, PairBounds, pair_up, truncation
+from autoif.pairs import TRUNCATED, PairBounds, pair_sides, pair_up, truncation
 from autoif.train.online_dpo import OnlineDPOSettings, build_pairs
 
 FOUR = PairBounds(max_pairs_per_prompt=4)
@@ -44,8 +44,16 @@ def test_export_and_online_dpo_share_the_bounds_and_the_pairs():
     texts = ["perfect", "half", "none", "none", "quarter", "other none"]
     rates = [1.0, 0.5, 0.0, 0.0, 0.25, 0.0]
     online = build_pairs(texts, rates, OnlineDPOSettings(), random.Random(3))
-    export = pair_up(["perfect", "half"], ["none", "other none"], ExportConfig(), random.Random(3))
+    sides = pair_sides(texts, rates, ExportConfig())
+    assert sides == (["perfect", "half"], ["none", "none", "other none"])
+    export = pair_up(*sides, ExportConfig(), random.Random(3))
     assert online == export and len(online) == 4
+    # Export keeps a text from the chosen side for its own reasons (a low relevance score): not a chosen,
+    # still a rejected where its pass rate allows.
+    assert pair_sides(texts, rates, ExportConfig(), choosable=[False, True, False, True, True, True]) == (
+        ["half"],
+        ["none", "none", "other none"],
+    )
 
 
 def test_a_truncated_text_is_never_chosen_and_rejected_only_when_asked():
@@ -69,6 +77,4 @@ def test_online_dpo_pairs_apply_the_truncation_rule():
     assert sorted(asked) == [("whole and right", "cut off and wrong"), ("whole and right", "whole and wrong")]
     # The same texts through the export's config pair the same way.
     export = ExportConfig(truncated_rejected=True)
-    chosen = [t for t, r, d in zip(texts, rates, drops) if export.may_choose(r, d)]
-    rejected = [t for t, r, d in zip(texts, rates, drops) if export.may_reject(r, d)]
-    assert pair_up(chosen, rejected, export, random.Random(0)) == asked
+    assert pair_up(*pair_sides(texts, rates, export, drops), export, random.Random(0)) == asked

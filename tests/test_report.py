@@ -313,10 +313,14 @@ def build_run(out: Path) -> dict:
             }
         )
     )
+    prompt_pass_rates = [sum(x.passed for x in v.responses) / len(v.responses) for v in verified]
     return {
         "function_accuracies": sum(len(r.functions) for r in crossval),
         "case_accuracies": sum(len(r.cases) for r in crossval),
         "pass_rates": sum(len(v.responses) for v in verified),
+        "prompts": len(verified),
+        "all_pass": prompt_pass_rates.count(1.0),
+        "all_fail": prompt_pass_rates.count(0.0),
         "scores": sum(len(v) for v in judged.values()),
         "sft": len(sft),
         "dpo": len(dpo),
@@ -536,11 +540,12 @@ def test_real_run_report_in_chromium(real_run, browser):
         "hist-function-accuracy",
         "hist-case-accuracy",
         "hist-pass-rate",
+        "hist-prompt-pass-rate",
         "hist-score",
     }
     assert all(width > 0 for _, width in plots), plots
     captions = page.evaluate("[...document.querySelectorAll('figcaption')].map(c => c.textContent).join('\\n')")
-    for n in ("function_accuracies", "case_accuracies", "pass_rates", "scores"):
+    for n in ("function_accuracies", "case_accuracies", "pass_rates", "prompts", "scores"):
         assert f"n = {expected[n]:,}," in captions
     text = page.evaluate("document.body.innerText")
     assert f"{expected['sft']}\nSFT records" in text and f"{expected['dpo']}\nDPO pairs" in text
@@ -598,6 +603,29 @@ def test_zero_surviving_records(tmp_path, browser):
         assert states[sid] == "missing"
         assert "not produced by this run" in page.evaluate(f"document.getElementById('{sid}').innerText")
     assert "Scoring was switched off" in page.evaluate("document.getElementById('scores').innerText")
+
+
+@needs_fixtures
+def test_prompt_pass_rate_plot_and_sentence(real_run):
+    """The per-prompt pass-rate histogram (share of each prompt's responses that pass) and the sentence
+    counting all-pass, all-fail and mixed prompts, from the release's responses: most of its prompts
+    have no passing answer, a few every one."""
+    out, expected = real_run
+    html = render_report(out)
+    figure = re.search(r'<figure id="hist-prompt-pass-rate"><img [^>]*src="(data:image/svg[^"]+)"', html)
+    assert figure, "no prompt pass-rate histogram"
+    n, every, none_ = expected["prompts"], expected["all_pass"], expected["all_fail"]
+    mixed = n - every - none_
+    assert every and none_ and mixed  # the release's data has all three kinds
+    assert (
+        f'<p class="note" id="prompt-outcomes">Of {n} prompts, {every} ({100 * every / n:.1f}%) had every response '
+        f"pass (little to learn from), {none_} ({100 * none_ / n:.1f}%) had none pass (no SFT record) and {mixed} "
+        f"({100 * mixed / n:.1f}%) mixed outcomes."
+    ) in html
+    # With export.sft_max_prompt_pass_rate below 1 the plot draws where SFT stops; at 1 (no filter) it does not.
+    cfg = load_config(None, [f"paths.out={out}", "export.sft_max_prompt_pass_rate=0.5"])
+    with_line = re.search(r'<figure id="hist-prompt-pass-rate"><img [^>]*src="([^"]+)"', render_report(out, cfg))
+    assert with_line and with_line.group(1) != figure.group(1)
 
 
 def test_empty_directory_and_missing_directory(tmp_path):

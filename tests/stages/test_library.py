@@ -77,7 +77,9 @@ def test_instances_of_a_constraint_differ_in_parameters():
             assert len(instances) == 1, cid  # nothing to vary
         else:
             assert len(instances) >= 2, cid  # the postscript has only two markers
-    assert sum(len(v) == 3 for v in by_constraint.values()) >= 30
+    # 31 constraints have parameters; the dev hold-out (devsplit.py) leaves two training sets to a few
+    # small spaces (three or four values, one of them dev).
+    assert sum(len(v) == 3 for v in by_constraint.values()) >= 25
     # An instance does not depend on how many others were asked for.
     assert build_library(5, per_constraint=1) == [e for e in entries if e.id.endswith("-0")]
 

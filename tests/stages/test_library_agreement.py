@@ -105,22 +105,25 @@ def corpus():
     return real, list(dict.fromkeys(real + varied + EDGE_TEXTS))
 
 
-# langdetect takes milliseconds a text: the language instances judge the real responses only (one
-# function each, so there is nothing to disagree; they are here for the comparison with IFEval).
+# langdetect takes milliseconds a text: the language instances (one function each, so nothing to
+# disagree) judge every fourth real response only, for the comparison with IFEval.
 SLOW = {"language:response"}
+SLOW_STRIDE = 4
 
 
 @pytest.fixture(scope="module")
 def verdicts(corpus):
     """(instances, grid[function][text] of each) from the real sandbox; a SLOW instance's grid covers
-    the real responses only, which come first in the corpus."""
+    every SLOW_STRIDE-th real response only."""
     from autoif.sandbox import Sandbox
 
     real, texts = corpus
     entries = instances()
     sandbox_config = load_config().sandbox
     with Sandbox(workers=sandbox_config.workers, timeout_s=10.0, memory_mb=sandbox_config.memory_mb) as sandbox:
-        grids = sandbox.check_many([(e.functions, real if e.constraint in SLOW else texts) for e in entries])
+        grids = sandbox.check_many(
+            [(e.functions, real[::SLOW_STRIDE] if e.constraint in SLOW else texts) for e in entries]
+        )
     return entries, grids
 
 
@@ -135,11 +138,11 @@ def test_the_corpus_is_broad(corpus, verdicts):
 
 def test_every_instance_is_one_definition(corpus, verdicts):
     """All functions of every instance return a bool, and the same one, on every text."""
-    _, texts = corpus
+    real, texts = corpus
     entries, grids = verdicts
     errors, disagreements = [], []
     for e, grid in zip(entries, grids):
-        for j, text in enumerate(texts[: len(grid[0])]):
+        for j, text in enumerate(real[::SLOW_STRIDE] if e.constraint in SLOW else texts):
             outcomes = [row[j] for row in grid]
             errors += [(e.id, e.params, o.error, text[:80]) for o in outcomes if o.error is not None]
             if len({o.value for o in outcomes}) > 1:
@@ -253,9 +256,24 @@ IFEVAL = {
     "punctuation:no_commas": lambda p: [("punctuation:no_comma", {})],
 }
 
-# Constraints whose definition differs from IFEval's on purpose; docs/library.md says how and why.
-# Every other constraint above gives IFEval's verdict on every real response.
-DIFFERENT = {}
+# Constraints whose definition differs from IFEval's on purpose (docs/library.md says how and why),
+# with the least share of real responses on which they still give IFEval's verdict. Every other
+# constraint above gives IFEval's verdict on every real response.
+DIFFERENT = {
+    "length:max_words": 0.98,  # a word is a whitespace token with a letter or digit; IFEval: each \w+ run
+    "length:min_words": 0.98,
+    "length:word_range": 0.96,
+    "length:sentences": 0.98,  # "1." and "E.g." end a sentence here; IFEval's splitter knows them
+    "structure:sections": 0.98,  # exactly sections 1..N at line starts; IFEval: the marker anywhere, at least N
+    "format:json": 0.95,  # an object or an array; IFEval also takes a lone JSON string or number
+    "case:capital_words": 0.85,  # words of two letters or more; IFEval also counts "I" and "A"
+    "case:lowercase": 0.99,  # the case alone; IFEval also needs langdetect to say English
+    "case:uppercase": 0.99,
+    "format:highlights": 0.99,  # markdown's rule: "* *text*" is a bullet with one highlight; IFEval: none
+    "structure:bullets": 0.99,  # markdown's rule: a marker, then a space; IFEval takes "*text" too
+    "structure:postscript": 0.99,  # a line that starts with the marker, after the answer, with a note
+    "language:response": 0.99,  # a text without letters is in no language; IFEval: any language
+}
 
 
 def ifeval_verdict(registry, cid: str, params: dict, text: str) -> bool:
@@ -275,11 +293,13 @@ def test_verdicts_match_ifeval_where_definitions_match(corpus, verdicts, capsys)
     registry = BENCHMARK.registry()
     real, _ = corpus
     entries, grids = verdicts
-    checks, differ = Counter(), Counter()
+    checks, differ, compared = Counter(), Counter(), Counter()
     for e, grid in zip(entries, grids):
-        if e.constraint not in IFEVAL:
+        # Two instances of a constraint are enough here (IFEval's checkers tokenize: seconds each).
+        if e.constraint not in IFEVAL or compared[e.constraint] == 2:
             continue
-        for j, text in enumerate(real):
+        compared[e.constraint] += 1
+        for j, text in enumerate(real[::SLOW_STRIDE] if e.constraint in SLOW else real):
             checks[e.constraint] += 1
             differ[e.constraint] += grid[0][j].value != ifeval_verdict(registry, e.constraint, e.params, text)
     total = sum(checks.values())
@@ -289,3 +309,6 @@ def test_verdicts_match_ifeval_where_definitions_match(corpus, verdicts, capsys)
             print(f"  {cid:28} {checks[cid] - differ[cid]:5}/{checks[cid]}")
     assert set(IFEVAL) <= set(CONSTRAINTS) and set(DIFFERENT) <= set(IFEVAL)
     assert {cid: n for cid, n in differ.items() if n and cid not in DIFFERENT} == {}
+    agreement = {cid: 1 - differ[cid] / checks[cid] for cid in DIFFERENT}
+    assert {cid: share for cid, share in agreement.items() if share < DIFFERENT[cid]} == {}
+    assert sum(differ.values()) / total < 0.01  # the issue's "about 99%"

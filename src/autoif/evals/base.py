@@ -1,9 +1,9 @@
 """What every benchmark is: its settings, an `Item` per prompt, the `Scores` it produces, the
 `Benchmark` base class, and the `EvalContext` that generates responses through the LLM layer.
 
-A benchmark (ifeval.py, ifbench.py, followbench.py) only says where its data lives, how a record
-becomes an `Item`, and how responses are scored; `run_benchmark` in `__init__` chains it with data
-loading (data.py) and the results file (results.py).
+A benchmark (ifeval.py, ifbench.py, followbench.py, dev.py) only says where its data lives, how a
+record becomes an `Item`, and how responses are scored; `run_benchmark` in `__init__` chains it with
+data loading (data.py) and the results file (results.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -25,8 +25,10 @@ class EvalConfig(Section):
 
     max_tokens: int = Field(1280, ge=1, description="longest response generated for a benchmark prompt")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (0: greedy, the default)")
-    judge: LLMConfig | None = Field(
-        None, description="followbench: the judge model (None: the evaluated model judges its own answers)"
+    judge: LLMConfig | Literal["self"] | None = Field(
+        None,
+        description="followbench: the judge model; 'self': the evaluated model judges its own answers "
+        "(only when asked for); None: followbench refuses to score",
     )
     judge_max_tokens: int = Field(512, ge=1, description="followbench: longest judgement")
 
@@ -65,6 +67,11 @@ class Benchmark(ABC):
     # Labels of the metrics, in table order.
     metric_labels: ClassVar[dict[str, str]]
 
+    def builtin_records(self) -> tuple[list[dict], str] | None:
+        """Records the benchmark makes itself, with a description of them (None: its data is a file,
+        packaged or the hub's). The dev set is built from autoif's own library and query pool."""
+        return None
+
     def packaged_file(self) -> Path | None:
         """The copy of the data shipped by an installed package (`benchmark_prompts.BENCHMARK_FILES`),
         or None when none is installed."""
@@ -81,6 +88,11 @@ class Benchmark(ABC):
     def all_items(self, records: list[dict], source: str) -> list[Item]:
         """Every prompt the benchmark asks, for contamination checks (default: the scored items)."""
         return self.items(records, source)
+
+    def check_settings(self, settings: EvalConfig) -> None:
+        """Refuse, with an AutoifError, settings the benchmark cannot score with; called before any
+        response is generated (default: every setting is fine)."""
+        return None
 
     def offline_hint(self) -> str:
         """How to get the data offline, for the error raised when there is none."""

@@ -17,10 +17,14 @@ DATA_SUFFIXES = (".jsonl", ".json")
 def load_records(benchmark: Benchmark, data: str | None, *, offline_only: bool = False) -> tuple[list[dict], str]:
     """The benchmark's records and a description of where they came from.
 
-    `data`: None (the packaged copy, else the hub), an existing file or directory, or a hub dataset id.
-    With `offline_only`, never the hub: no packaged copy raises AutoifError.
+    `data`: None (records the benchmark makes itself, else the packaged copy, else the hub), an
+    existing file or directory, or a hub dataset id. With `offline_only`, never the hub: no packaged
+    copy raises AutoifError.
     """
     if data is None:
+        built = benchmark.builtin_records()
+        if built is not None:
+            return built
         path = benchmark.packaged_file()
         if path is not None:
             return read_records(path), str(path)

@@ -8,6 +8,10 @@ answer, says for each of the L added constraints whether the answer satisfies it
 Python list of L 'YES'/'NO' (FollowBench's protocol). Per answer: hard = all L satisfied, soft = the
 share satisfied. HSR and SSR per level are their means; the averages are over levels 1-5.
 
+The judge is named (`EvalConfig.judge`, `--judge-set backend=... --judge-set model=...`; the release
+uses GPT-4): a model that judges its own answers tends to favour them, so the evaluated model
+judges only when asked for (`judge="self"`, `--judge self`). The results file names the judge.
+
 Differences from the release's scripts, on purpose:
 - Instructions from the sources the release scores with rules against a target answer (and the
   'example' category) are not judged: they are counted as `rule_based` and left out.
@@ -21,8 +25,9 @@ import ast
 import re
 from collections import defaultdict
 
+from ..config import LLMConfig
 from ..errors import AutoifError
-from .base import Benchmark, EvalContext, Item, Scores
+from .base import Benchmark, EvalConfig, EvalContext, Item, Scores
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -135,6 +140,19 @@ class FollowBench(Benchmark):
     def offline_hint(self) -> str:
         return "pass --data with the release's data/ directory or one of its *_constraints.json files"
 
+    def check_settings(self, settings: EvalConfig) -> None:
+        self.judge(settings)
+
+    @staticmethod
+    def judge(settings: EvalConfig) -> LLMConfig | None:
+        """The judge's LLM settings (None: the evaluated model, asked for with 'self')."""
+        if settings.judge is None:
+            raise AutoifError(
+                "followbench needs a judge: name one with --judge-set backend=... --judge-set model=... "
+                "(EvalConfig.judge), or pass --judge self to let the evaluated model judge its own answers"
+            )
+        return None if settings.judge == "self" else settings.judge
+
     def _paths(self, records: list[dict], source: str) -> dict[tuple[str, str], dict[int, dict]]:
         """Records grouped by (category, example_id), keyed by level."""
         groups: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
@@ -186,7 +204,7 @@ class FollowBench(Benchmark):
     def score(self, items: list[Item], responses: list[str], context: EvalContext) -> Scores:
         judged = [(i, item) for i, item in enumerate(items) if not self.rule_based(item.record)]
         prompts = [judge_prompt(item.record["path"], responses[i], str(item.record["category"])) for i, item in judged]
-        judge = context.settings.judge
+        judge = self.judge(context.settings)
         verdicts = (
             context.generate(prompts, max_tokens=context.settings.judge_max_tokens, desc="followbench judge", llm=judge)
             if prompts
@@ -221,7 +239,7 @@ class FollowBench(Benchmark):
             if rates:
                 metrics[f"{name}_avg"] = sum(rates.values()) / len(rates)
         details = {
-            "judge": context.model_info(judge),
+            "judge": "self" if judge is None else context.model_info(judge),
             "per_level_n": {lv: sums[lv][2] for lv in LEVELS},
             "levels_averaged": sorted(hsr),
         }

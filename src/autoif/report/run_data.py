@@ -134,6 +134,9 @@ class RunData:
     pass_rates: list[float] = field(default_factory=list)
     responses_passed: int = 0
     response_drops: Counter = field(default_factory=Counter)  # verified.jsonl's drop reasons (e.g. truncated)
+    prompt_pass_rates: list[float] = field(default_factory=list)  # per prompt: share of its responses passing
+    prompt_outcomes: Counter = field(default_factory=Counter)  # all_pass / all_fail / mixed -> prompts
+    most_responses: int = 0  # the largest K of a prompt: its pass rates are multiples of 1/K
     scores: list[float] = field(default_factory=list)
     unscored: int = 0
     instructions_file: str = "crossval.jsonl"  # where the browsable sample comes from
@@ -203,6 +206,10 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
         run.pass_rates.extend(x.pass_rate for x in r.responses)
         run.responses_passed += sum(x.passed for x in r.responses)
         run.response_drops.update(x.drop for x in r.responses if x.drop is not None)
+        if r.responses:
+            run.prompt_pass_rates.append(r.prompt_pass_rate)
+            run.prompt_outcomes[r.prompt_outcome] += 1
+            run.most_responses = max(run.most_responses, len(r.responses))
 
     def on_scored(r: VerifiedRecord) -> None:
         for x in r.responses:

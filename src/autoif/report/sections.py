@@ -201,7 +201,8 @@ def _thresholds(run: RunData) -> dict[str, plots.Threshold]:
         return {}
     rules = cfg.crossval.resolved()
     fa = rules["function_accuracy"]
-    return {
+    sft_max = cfg.export.sft_max_prompt_pass_rate
+    thresholds = {
         "function": plots.Threshold(fa, f"keep {'>' if rules['function_accuracy_strict'] else '≥'} {fa:g}"),
         "case": plots.Threshold(
             0.5 if rules["case_rule"] == "majority" else 0.0,
@@ -210,6 +211,9 @@ def _thresholds(run: RunData) -> dict[str, plots.Threshold]:
         "pass": plots.Threshold(cfg.verify.threshold(), f"SFT-eligible > {cfg.verify.threshold():g}"),
         "score": plots.Threshold(cfg.score.min_score, f"keep ≥ {cfg.score.min_score:g}"),
     }
+    if sft_max < 1:  # at 1 the option filters nothing: no line
+        thresholds["prompt"] = plots.Threshold(sft_max, f"SFT from prompts ≤ {sft_max:g}")
+    return thresholds
 
 
 def _figure(
@@ -244,8 +248,9 @@ def distributions(run: RunData) -> str:
     unit = [i / 10 for i in range(11)]
     body = (
         '<p class="note">The AutoIF paper\'s Figure 4 view: how well the kept functions agree with the kept '
-        "test cases, how many functions agree with each case, and how often sampled responses pass "
-        "their instruction's functions. Dashed: this run's keep threshold.</p><div class=\"plots\">"
+        "test cases, how many functions agree with each case, how often sampled responses pass "
+        "their instruction's functions, and how many of each prompt's responses pass. Dashed: this run's keep "
+        'threshold.</p><div class="plots">'
     )
     body += _figure(
         run.function_accuracy,
@@ -277,11 +282,43 @@ def distributions(run: RunData) -> str:
         edges=unit,
         threshold=th.get("pass"),
     )
-    body += "</div>"
+    body += _figure(
+        run.prompt_pass_rates,
+        verified,
+        "hist-prompt-pass-rate",
+        "prompt pass rates",
+        title="Prompt pass rate",
+        xlabel="share of a prompt's responses that pass and may be trained on",
+        edges=_share_edges(run.most_responses),
+        threshold=th.get("prompt"),
+    )
+    body += "</div>" + _prompt_outcomes(run)
     state = _state_of(crossval, verified)
     if state == "present" and not (run.function_accuracy or run.case_accuracy or run.pass_rates):
         state = "empty"
     return section("distributions", state, body)
+
+
+def _share_edges(k: int) -> list[float]:
+    """Bin edges for shares of k responses: one bin centred on each of 0, 1/k, ... 1 (all-fail and
+    all-pass alone), at most 20 bins for large k."""
+    bins = max(1, min(k, 20))
+    return [(i - 0.5) / bins for i in range(bins + 2)]
+
+
+def _prompt_outcomes(run: RunData) -> str:
+    """One sentence on how hard the prompts were: all-pass, all-fail and mixed prompts."""
+    n = sum(run.prompt_outcomes.values())
+    if not n:
+        return ""
+    every, none_, mixed = (run.prompt_outcomes[k] for k in ("all_pass", "all_fail", "mixed"))
+    return (
+        f'<p class="note" id="prompt-outcomes">Of {fmt(n)} prompts, {fmt(every)} ({percent(every, n)}) had every '
+        f"response pass (little to learn from), {fmt(none_)} ({percent(none_, n)}) had none "
+        f"pass (no SFT record) and {fmt(mixed)} ({percent(mixed, n)}) mixed outcomes. A response passes when it "
+        "meets verify's keep rule and has no drop reason; <code>export.sft_max_prompt_pass_rate</code> and "
+        "<code>export.dpo_min_prompt_mix</code> select prompts by this share.</p>"
+    )
 
 
 def scores(run: RunData) -> str:

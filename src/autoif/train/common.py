@@ -17,6 +17,7 @@ from pydantic import Field
 from ..config import Section
 from ..errors import AutoifError, require
 from ..jsonl import read_jsonl
+from ..seeding import seeded_rng
 
 log = logging.getLogger("autoif.train")
 
@@ -38,7 +39,12 @@ class TrainSettings(Section):
     data: str = Field("autoif-out", description="a run's output directory, or the jsonl file to train on")
     output_dir: str = Field("autoif-train", description="checkpoints and the final model go here")
     cache_dir: str = Field("~/.cache/autoif", description="where the embedded model's checkpoint is kept")
-    max_records: int | None = Field(None, ge=1, description="train on at most this many records (None: all)")
+    max_records: int | None = Field(
+        None,
+        ge=1,
+        description="train on a random sample of this many records (None: all), for data-scaling ablations; "
+        "the same sample for the same seed, and a smaller sample is part of a larger one",
+    )
     learning_rate: float = Field(7e-6, gt=0, description="peak learning rate")
     lr_scheduler_type: str = Field("linear", description="learning-rate schedule (transformers name)")
     warmup_steps: float = Field(20, ge=0, description="warm-up: steps when >= 1, a fraction of all steps when < 1")
@@ -85,10 +91,20 @@ def read_records(settings: TrainSettings, required: tuple[str, ...]) -> list[dic
             )
     if not records:
         raise AutoifError(f"{path}: no records to train on")
-    if settings.max_records:
-        records = records[: settings.max_records]
-    log.info("training data: %d records from %s", len(records), path)
+    if settings.max_records and len(records) > settings.max_records:
+        records = sample_records(records, settings.max_records, settings.seed)
+        log.info("training data: a seeded sample of %d of the records in %s", len(records), path)
+    else:
+        log.info("training data: %d records from %s", len(records), path)
     return records
+
+
+def sample_records(records: list[dict], n: int, seed: int) -> list[dict]:
+    """`n` records drawn at random by `seed`, in file order. The draw is the first `n` of one seeded
+    permutation, so a smaller sample is part of a larger one and data-scaling points are nested."""
+    order = list(range(len(records)))
+    seeded_rng(seed, "train.max_records").shuffle(order)
+    return [records[i] for i in sorted(order[:n])]
 
 
 def load_model_and_tokenizer(settings: TrainSettings, model: str | None = None):

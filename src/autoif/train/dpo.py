@@ -46,9 +46,17 @@ def dpo_rows(records: list[dict], level: str = "all") -> list[dict]:
 
 
 def run_dpo(
-    settings: DPOSettings, rows: list[dict], model, tokenizer, output_dir: str | Path, epochs=None, resume=None
+    settings: DPOSettings,
+    rows: list[dict],
+    model,
+    tokenizer,
+    output_dir: str | Path,
+    epochs=None,
+    resume=None,
+    ref_model=None,
 ):
-    """One DPOTrainer pass over `rows`; returns the trainer (its model is the updated policy)."""
+    """One DPOTrainer pass over `rows`; returns the trainer (its model is the updated policy).
+    ref_model: the frozen reference (None: TRL loads the policy's own checkpoint)."""
     trl = require("trl", "train", "DPO training")
     datasets = require("datasets", "hf", "training")
     args = trl_args(
@@ -62,6 +70,7 @@ def run_dpo(
     )
     trainer = trl.DPOTrainer(
         model=model,
+        ref_model=ref_model,
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,

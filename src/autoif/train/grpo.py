@@ -4,7 +4,8 @@ Beyond the paper: instead of building DPO pairs, every group of completions of a
 by `autoif.train.rewards.verifier_reward` (pass rate over the prompt's functions, run in the sandbox)
 and the policy is pushed towards the completions that pass more. A completion cut off at
 `max_completion_length` gets reward 0 (the truncation rule of `pairs.py`), its share logged as
-`verifier_reward/truncated`.
+`verifier_reward/truncated`; so does a degenerate completion (the quality gate, `quality_gate`),
+logged as `verifier_reward/quality_dropped`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from pydantic import Field
 
 from ..errors import require
+from ..quality import QualityConfig
 from .common import (
     TrainSettings,
     load_model_and_tokenizer,
@@ -43,6 +45,11 @@ class GRPOSettings(TrainSettings):
     temperature: float = Field(0.8, gt=0, le=2, description="sampling temperature")
     beta: float = Field(0.0, ge=0, description="KL coefficient against the reference (0: no reference model)")
     use_vllm: bool = Field(False, description="generate with vLLM (TRL's colocate mode; needs a GPU)")
+    quality_gate: bool = Field(
+        True,
+        description="reward 0 for a degenerate completion (the quality gate of `autoif run`: repetition, "
+        "garbage, another language), whatever its pass rate",
+    )
 
 
 def stop_ids(model, tokenizer) -> set[int]:
@@ -73,7 +80,10 @@ def train(settings: GRPOSettings) -> Path:
     )
     with Sandbox() as sandbox:
         reward = make_verifier_reward(
-            sandbox, stop_ids=stop_ids(model, tokenizer), max_completion_length=settings.max_completion_length
+            sandbox,
+            stop_ids=stop_ids(model, tokenizer),
+            max_completion_length=settings.max_completion_length,
+            quality=QualityConfig() if settings.quality_gate else None,
         )
         trainer = trl.GRPOTrainer(
             model=model,

@@ -6,12 +6,18 @@ layer), the sandbox scores every response with the functions carried in the reco
 built as the export stage builds them (`pairs.pair_up`: chosen pass rate >= 0.5, rejected = 0 by
 default, at most `max_pairs_per_prompt` spread over different samples; a sample cut off at
 `max_new_tokens` is never a chosen, and a rejected only when `truncated_rejected` is set, the rule of
-`pairs.py`), one DPO pass runs, and the next iteration samples from the updated policy. TRL's
-OnlineDPOTrainer is not used: it trains on pairs whose two rewards may be equal, which for 0/1
-verifier rewards is noise.
+`pairs.py`; a degenerate sample, by the quality gate of `autoif run` (`quality_gate`), is neither),
+one DPO pass runs (`num_train_epochs`, the paper's 2), and the next iteration samples
+from the updated policy. TRL's OnlineDPOTrainer is not used: it trains on pairs whose two rewards may
+be equal, which for 0/1 verifier rewards is noise.
+
+The reference model of every pass is the starting (SFT) model, `model`, as in the paper's Eq. 2: each
+iteration's policy is kept near the SFT model, not near the policy before it. `reference: previous`
+measures each pass against the policy the iteration started from instead (a reference that moves
+with the policy, as in iterative DPO variants); the log names each iteration's reference.
 
 Each iteration's policy is saved under `output_dir/iter-N` and its numbers (mean pass rate, samples,
-truncated samples, pairs, prompts without a pair) appended to `output_dir/online_dpo_log.jsonl`,
+truncated and quality-dropped samples, pairs, prompts without a pair) appended to `output_dir/online_dpo_log.jsonl`,
 so an interrupted run resumes at the first unfinished iteration.
 """
 
@@ -27,11 +33,13 @@ from pydantic import Field
 
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text
-from ..pairs import PairBounds, pair_up, truncation
+from ..llm.embedded import resolve_model
+from ..pairs import TRUNCATED, PairBounds, pair_sides, pair_up, truncation
+from ..quality import QualityConfig, training_drops
 from ..seeding import seeded_rng
 from .common import load_model_and_tokenizer, prompts_with_functions, read_records
 from .dpo import DPOSettings, run_dpo
-from .rewards import pass_rates
+from .rewards import pass_rates, prompt_text
 
 if TYPE_CHECKING:
     from ..llm import Completion
@@ -51,12 +59,22 @@ class OnlineDPOSettings(PairBounds, DPOSettings):
     temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature of the policy")
     max_new_tokens: int = Field(512, ge=8, description="longest sampled response")
     max_prompts: int | None = Field(None, ge=1, description="prompts used (a seeded sample; None: all)")
-    num_train_epochs: float = Field(1, gt=0, description="DPO passes over each iteration's pairs")
+    num_train_epochs: float = Field(2, gt=0, description="DPO passes over each iteration's pairs (paper: 2)")
+    reference: Literal["sft", "previous"] = Field(
+        "sft",
+        description="DPO's reference model: sft (the starting `model`, every iteration; the paper's Eq. 2) "
+        "or previous (the policy the iteration starts from)",
+    )
     sampler: Literal["auto", "local", "vllm"] = Field(
         "auto", description="who samples: vllm (GPU), local (transformers), auto (vllm when usable)"
     )
     sampling_batch_size: int = Field(16, ge=1, description="local sampler: sequences generated together")
     final_eval: bool = Field(True, description="sample once more after the last iteration to measure the result")
+    quality_gate: bool = Field(
+        True,
+        description="a degenerate sample (the quality gate of `autoif run`: repetition, garbage, another "
+        "language) is never a chosen nor a rejected",
+    )
 
 
 def build_pairs(
@@ -68,10 +86,7 @@ def build_pairs(
 ) -> list[tuple[str, str]]:
     """(chosen, rejected) pairs of one prompt's samples, by their pass rates and drop reasons
     (`drops[i]`: e.g. `truncated` for a sample cut off at the token limit; None: none)."""
-    drops = drops if drops is not None else [None] * len(responses)
-    chosen = [r for r, p, d in zip(responses, rates, drops) if bounds.may_choose(p, d)]
-    rejected = [r for r, p, d in zip(responses, rates, drops) if bounds.may_reject(p, d)]
-    return pair_up(chosen, rejected, bounds, rng)
+    return pair_up(*pair_sides(responses, rates, bounds, drops), bounds, rng)
 
 
 def sampler_kind(settings: OnlineDPOSettings) -> Literal["local", "vllm"]:
@@ -125,10 +140,15 @@ def score_and_pair(
     functions = [p["functions"] for p, ts in zip(prompts, texts) for _ in ts]
     rates = pass_rates(sandbox, functions, [t for ts in texts for t in ts])
     rows: list[dict] = []
-    no_pair = truncated = start = 0
+    no_pair = truncated = degenerate = start = 0
     for n, (prompt, completions, ts) in enumerate(zip(prompts, responses, texts)):
-        drops = [truncation(c.finish_reason) for c in completions]
-        truncated += sum(d is not None for d in drops)
+        finish = [c.finish_reason for c in completions]
+        if settings.quality_gate:
+            drops = training_drops(ts, finish, [prompt_text(prompt["prompt"])] * len(ts), QualityConfig())
+        else:
+            drops = [truncation(f) for f in finish]
+        truncated += sum(d == TRUNCATED for d in drops)
+        degenerate += sum(d not in (None, TRUNCATED) for d in drops)
         ps, start = rates[start : start + len(ts)], start + len(ts)
         pairs = build_pairs(ts, ps, settings, seeded_rng(settings.seed, "online-dpo.pairs", iteration, n), drops)
         no_pair += not pairs
@@ -144,6 +164,7 @@ def score_and_pair(
         "mean_pass_rate": sum(rates) / len(rates) if rates else 0.0,
         "samples": len(rates),
         "truncated": truncated,
+        "quality_dropped": degenerate,
         "pairs": len(rows),
         "prompts_without_pair": no_pair,
         "prompts": len(prompts),
@@ -162,7 +183,8 @@ def train(settings: OnlineDPOSettings) -> Path:
     out = Path(settings.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     history = _read_log(out)
-    policy_path = _start_policy(settings, out, history)
+    start = resolve_model(settings.model, settings.cache_dir)
+    policy_path = _start_policy(start, history)
     last = len(history)
     with Sandbox() as sandbox:
         for iteration in range(last, settings.iterations + (1 if settings.final_eval else 0)):
@@ -188,7 +210,11 @@ def train(settings: OnlineDPOSettings) -> Path:
                 _append_log(out, {**entry, "stopped": "no pairs"})
                 log.warning("online-dpo: no pair could be built at iteration %d; stopping", iteration)
                 break
+            reference = start if settings.reference == "sft" else policy_path
+            entry["reference"] = reference
             model, tokenizer = load_model_and_tokenizer(settings, model=policy_path)
+            # Loaded here, not left to TRL: TRL would load the policy's own checkpoint as reference.
+            ref_model, _ = load_model_and_tokenizer(settings, model=reference)
             trainer = run_dpo(
                 settings,
                 rows,
@@ -196,6 +222,7 @@ def train(settings: OnlineDPOSettings) -> Path:
                 tokenizer,
                 out / f"iter-{iteration + 1}-checkpoints",
                 epochs=settings.num_train_epochs,
+                ref_model=ref_model,
             )
             next_path = out / f"iter-{iteration + 1}"
             trainer.save_model(str(next_path))
@@ -223,12 +250,10 @@ def _append_log(out: Path, entry: dict) -> None:
     atomic_write_text(out / LOG_FILE, "".join(json.dumps(e) + "\n" for e in history))
 
 
-def _start_policy(settings: OnlineDPOSettings, out: Path, history: list[dict]) -> str:
-    """The policy to sample from: the last saved iteration when resuming, else the configured model."""
-    from ..llm.embedded import resolve_model
-
+def _start_policy(start: str, history: list[dict]) -> str:
+    """The policy to sample from: the last saved iteration when resuming, else the starting model."""
     for entry in reversed(history):
         if entry.get("saved") and Path(entry["saved"]).is_dir():
             log.info("online-dpo: resuming after iteration %d", entry["iteration"])
             return entry["saved"]
-    return resolve_model(settings.model, settings.cache_dir)
+    return start

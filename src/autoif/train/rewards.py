@@ -16,8 +16,10 @@ ids TRL passes (`completion_ids`) the way TRL itself measures `completions/clipp
 id is not an end-of-sequence (or pad) id, and the completion is `max_completion_length` long. It
 needs those ids, so `make_verifier_reward(sandbox, stop_ids=..., max_completion_length=...)` knows
 them (`autoif train grpo` passes them); the share of truncated completions is logged through TRL's
-`log_metric` as `verifier_reward/truncated`. The shared-sandbox `verifier_reward` knows no
-tokenizer and rewards the pass rate alone.
+`log_metric` as `verifier_reward/truncated`. With `quality` (a `QualityConfig`), a degenerate
+completion (repetition, garbage, another language than the prompt's: `quality.drop_reasons`, the
+gate verify applies) gets reward 0 too, its share logged as `verifier_reward/quality_dropped`. The
+shared-sandbox `verifier_reward` knows no tokenizer and rewards the pass rate alone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import atexit
 import threading
 from collections.abc import Collection, Sequence
 from typing import Any
+
+from ..pairs import TRUNCATED, truncation
+from ..quality import QualityConfig, training_drops
 
 _lock = threading.Lock()
 _default_sandbox = None
@@ -61,25 +66,50 @@ def truncated(ids: Sequence[int], stop_ids: Collection[int], max_completion_leng
     return len(ids) >= max_completion_length and ids[-1] not in stop_ids
 
 
-def make_verifier_reward(sandbox, *, stop_ids: Collection[int] | None = None, max_completion_length: int | None = None):
+def prompt_text(prompt: Any) -> str:
+    """A prompt as text: a plain string, or the user turns of chat messages."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(str(m.get("content", "")) for m in prompt if m.get("role", "user") == "user")
+
+
+def make_verifier_reward(
+    sandbox,
+    *,
+    stop_ids: Collection[int] | None = None,
+    max_completion_length: int | None = None,
+    quality: QualityConfig | None = None,
+):
     """A TRL reward function bound to `sandbox` (an `autoif.sandbox.Sandbox` you own and close).
 
     With `stop_ids` (the ids that end a completion: EOS ids and pad) and `max_completion_length`,
-    a truncated completion gets reward 0 and the truncated share is logged."""
+    a truncated completion gets reward 0 and the truncated share is logged. With `quality`, so does
+    a completion the quality gate drops."""
 
     def verifier_reward(
         prompts=None, completions=None, functions=None, completion_ids=None, log_metric=None, **kwargs
     ) -> list[float]:
         if functions is None:
             raise ValueError("verifier_reward needs a `functions` column in the training dataset")
-        rates = pass_rates(sandbox, functions, [completion_text(c) for c in completions])
+        texts = [completion_text(c) for c in completions]
+        rates = pass_rates(sandbox, functions, texts)
         # TRL (>= 0.20) passes every completion's token ids
-        if stop_ids is not None and max_completion_length is not None:
-            cut = [truncated(ids, stop_ids, max_completion_length) for ids in completion_ids]
-            rates = [0.0 if c else r for r, c in zip(rates, cut)]
-            if log_metric is not None and cut:
-                log_metric("verifier_reward/truncated", sum(cut) / len(cut))
-        return rates
+        length_known = stop_ids is not None and max_completion_length is not None and completion_ids is not None
+        finish: list[str | None] = [None] * len(texts)
+        if stop_ids is not None and max_completion_length is not None and completion_ids is not None:
+            finish = ["length" if truncated(ids, stop_ids, max_completion_length) else None for ids in completion_ids]
+        if quality is not None and prompts is not None:
+            drops = training_drops(texts, finish, [prompt_text(p) for p in prompts], quality)
+        else:
+            drops = [truncation(f) for f in finish]
+        if log_metric is not None and texts:
+            if length_known:
+                log_metric("verifier_reward/truncated", sum(d == TRUNCATED for d in drops) / len(texts))
+            if quality is not None:
+                log_metric(
+                    "verifier_reward/quality_dropped", sum(d not in (None, TRUNCATED) for d in drops) / len(texts)
+                )
+        return [0.0 if d else r for r, d in zip(rates, drops)]
 
     verifier_reward.__name__ = "verifier_reward"
     return verifier_reward

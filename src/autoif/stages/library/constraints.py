@@ -561,7 +561,7 @@ class Title(Constraint):
         def evaluate(response):
             import re
             text = "\n".join(response.splitlines())
-            return re.search(r"<<[^<>\n]*[^<>\s][^<>\n]*>>", text) is not None
+            return any(title.strip() for title in re.findall(r"<<([^<>\n]*)>>", text))
         """,
     )
 
@@ -656,7 +656,7 @@ class Placeholders(Constraint):
         def evaluate(response):
             import re
             text = "\n".join(response.splitlines())
-            return len(re.findall(r"\[[^\[\]\n]*\S[^\[\]\n]*\]", text)) >= N
+            return len([p for p in re.findall(r"\[([^\[\]\n]*)\]", text) if p.strip()]) >= N
         """,
     )
 
