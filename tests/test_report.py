@@ -21,7 +21,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -646,6 +647,27 @@ def test_summary_counts_responses_never_trained_on(tmp_path):
     html = render_report(tmp_path)
     card = re.search(r'id="card-dropped"><div class="value">(\d+)</div><div class="label">([^<]*)<', html)
     assert card and card.groups() == ("2", "responses never trained on (truncated: 2)")
+
+
+def test_dropped_responses_are_listed_by_reason_with_examples(tmp_path):
+    """The quality gate's drops, from real SmolLM2 answers (tests/fixtures/quality): each reason
+    with its count, what it means, and the dropped texts themselves (escaped)."""
+    fixture = Path(__file__).parent / "fixtures" / "quality" / "smollm2.jsonl"
+    cases = [json.loads(line) for line in fixture.read_text().splitlines()]
+    responses = [
+        VerifiedResponse(text=c["response"], pass_rate=1.0, outcomes=[True], passed=True, drop=c["expected"])
+        for c in cases
+    ]
+    write_jsonl(tmp_path / "verified.jsonl", [VerifiedRecord(prompt_id="p<1>", responses=responses)])
+    html = render_report(tmp_path)
+    dropped = [c for c in cases if c["expected"]]
+    assert f'<h3 id="dropped-responses">Responses never trained on ({len(dropped)})</h3>' in html
+    by_reason = Counter(c["expected"] for c in dropped)
+    for reason, n in by_reason.items():
+        assert f"<code>{reason}</code> <b>{n}</b>" in html
+    assert "mostly repeats the prompt" in html and "repetition (a Gopher rule)" in html
+    echo = next(c for c in dropped if c["expected"] == "echo")
+    assert escape(echo["response"]) in html and "p&lt;1&gt;" in html  # texts shown, escaped
 
 
 HOSTILE = (

@@ -126,6 +126,42 @@ def test_exported_records_pass_their_own_functions_again(runs):
             assert pass_rate([row[1] for row in grid]) == 0.0
 
 
+def test_no_exported_text_was_cut_off_or_degenerate(runs):
+    """Every SFT answer and every DPO chosen of the real run is a verified response without a drop
+    reason (not truncated, not dropped by the quality gate), and the gate, run again on it, still
+    finds nothing; the funnel counts the drops verify made."""
+    from autoif.config import load_config
+    from autoif.quality import drop_reasons, waived_rules
+
+    a = runs.a
+    config = load_config(a / "config.yaml")
+    verified = [json.loads(line) for line in (a / "verified.jsonl").read_text().splitlines()]
+    queries = {q["prompt"]: q for q in map(json.loads, (a / "queries.jsonl").read_text().splitlines())}
+    instructions = {
+        i["instruction_id"]: i for i in map(json.loads, (a / "backtranslate.jsonl").read_text().splitlines())
+    }
+    drop_of = {r["text"]: r.get("drop") for line in verified for r in line["responses"]}
+    sft = [json.loads(line) for line in (a / "sft.jsonl").read_text().splitlines()]
+    chosen = [
+        pair["chosen"][0]["content"]
+        for pair in map(json.loads, (a / "dpo.jsonl").read_text().splitlines())
+        if pair["level"] == "query"
+    ]
+    exported = [r["messages"][-1]["content"] for r in sft] + chosen
+    assert sft, "the small run exports no SFT record: nothing to check"
+    assert all(text in drop_of and drop_of[text] is None for text in exported)
+    for record in sft:
+        query = queries[record["messages"][0]["content"]]
+        instruction = instructions[record["instruction_id"]]
+        accepted = [c["input"] for c in instruction["cases"] if c["output"]]
+        waived = waived_rules(accepted, instruction["instruction"], config.quality)
+        answer = record["messages"][-1]["content"]
+        assert drop_reasons([answer], ["stop"], query["query"], query["prompt"], config.quality, waived) == [None]
+    drops = {r.get("drop") for line in verified for r in line["responses"]} - {None}
+    counts = json.loads((a / "funnel.json").read_text())["stages"]["verify"]["counts"]
+    assert all(counts[reason] >= 1 for reason in drops)
+
+
 def test_report_of_the_real_run_renders_in_chromium(runs):
     """The report `autoif run` wrote for a real (small) run: every section, no console error."""
     from test_report import ARTIFACTS, CHROMIUM, SECTION_STATES, SECTIONS, Chromium, Page

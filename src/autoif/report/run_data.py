@@ -20,7 +20,15 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Config, load_config
 from ..errors import AutoifError
-from ..records import CrossvalRecord, DPORecord, Instruction, ResponsesRecord, SFTRecord, VerifiedRecord
+from ..records import (
+    CrossvalRecord,
+    DPORecord,
+    Instruction,
+    ResponsesRecord,
+    SFTRecord,
+    VerifiedRecord,
+    VerifiedResponse,
+)
 from ..seeding import seeded_rng
 from ..stages import STAGES, load_stage
 
@@ -29,6 +37,7 @@ T = TypeVar("T")
 SAMPLE_INSTRUCTIONS = 24
 SAMPLE_SFT = 10
 SAMPLE_DPO_PER_LEVEL = 6
+SAMPLE_DROPS_PER_REASON = 3
 
 
 class Reservoir(Generic[T]):
@@ -134,6 +143,8 @@ class RunData:
     pass_rates: list[float] = field(default_factory=list)
     responses_passed: int = 0
     response_drops: Counter = field(default_factory=Counter)  # verified.jsonl's drop reasons (e.g. truncated)
+    # per drop reason, a seeded sample of (prompt id, response) as the report shows them
+    drop_examples: dict[str, list[tuple[str, VerifiedResponse]]] = field(default_factory=dict)
     prompt_pass_rates: list[float] = field(default_factory=list)  # per prompt: share of its responses passing
     prompt_outcomes: Counter = field(default_factory=Counter)  # all_pass / all_fail / mixed -> prompts
     most_responses: int = 0  # the largest K of a prompt: its pass rates are multiples of 1/K
@@ -182,6 +193,7 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
     dpo = {
         level: Reservoir[DPORecord](SAMPLE_DPO_PER_LEVEL, f"report:dpo:{level}") for level in ("query", "instruction")
     }
+    drops: dict[str, Reservoir[tuple[str, VerifiedResponse]]] = {}
     use_backtranslate = (out / "backtranslate.jsonl").is_file()
     run.instructions_file = "backtranslate.jsonl" if use_backtranslate else "crossval.jsonl"
 
@@ -205,7 +217,12 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
     def on_verified(r: VerifiedRecord) -> None:
         run.pass_rates.extend(x.pass_rate for x in r.responses)
         run.responses_passed += sum(x.passed for x in r.responses)
-        run.response_drops.update(x.drop for x in r.responses if x.drop is not None)
+        for x in r.responses:
+            if x.drop is not None:
+                run.response_drops[x.drop] += 1
+                if x.drop not in drops:
+                    drops[x.drop] = Reservoir(SAMPLE_DROPS_PER_REASON, f"report:drop:{x.drop}")
+                drops[x.drop].offer((r.prompt_id, x))
         if r.responses:
             run.prompt_pass_rates.append(r.prompt_pass_rate)
             run.prompt_outcomes[r.prompt_outcome] += 1
@@ -238,6 +255,7 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
         for model, fname in files.items():
             run.files[fname] = scan(out / fname, model, visitors.get(fname))
     run.instructions = instructions.items()
+    run.drop_examples = {reason: drops[reason].items() for reason, _ in run.response_drops.most_common()}
     run.sft = sft.items()
     run.dpo = {level: reservoir.items() for level, reservoir in dpo.items()}
     run.evals = [read_json(p) for p in sorted(out.glob("*_results.json"))]

@@ -184,7 +184,43 @@ def funnel(run: RunData) -> str:
             "funnel",
         )
     )
+    parts.append(_dropped_responses(run))
     return section("funnel", "present" if rows else "missing", "".join(parts))
+
+
+# What each verify drop reason means, for the report's reader (quality.py and pairs.py define them).
+_DROP_MEANING = {
+    "truncated": "cut off at responses.max_tokens",
+    "too_short": "fewer words than quality.min_words",
+    "echo": "mostly repeats the prompt",
+    "other_language": "not in the query's language",
+    "garbage": "control characters or U+FFFD",
+}
+
+
+def _dropped_responses(run: RunData) -> str:
+    """Responses verify kept in verified.jsonl but marked never to train on, by reason, with examples."""
+    if not run.response_drops:
+        return ""
+    items = []
+    for reason, n in run.response_drops.most_common():
+        meaning = _DROP_MEANING.get(reason, "repetition (a Gopher rule)" if reason.endswith("_frac") else "")
+        examples = "".join(
+            f'<div class="message"><span class="role">{esc(prompt_id)} · pass rate {x.pass_rate:.3g}</span>'
+            f"{text_block(x.text)}</div>"
+            for prompt_id, x in run.drop_examples.get(reason, [])
+        )
+        items.append(
+            f'<details class="item"><summary><code>{esc(reason)}</code> <b>{esc(fmt(n))}</b> '
+            f'<span class="muted">{esc(meaning)}</span></summary>{examples}</details>'
+        )
+    total = sum(run.response_drops.values())
+    return (
+        f'<h3 id="dropped-responses">Responses never trained on ({esc(fmt(total))})</h3>'
+        '<p class="note">Verified, kept in <code>verified.jsonl</code> with a drop reason: never an SFT record, a '
+        "DPO chosen or (but truncated ones with <code>export.truncated_rejected</code>) a rejected. A seeded "
+        "sample of each reason.</p>" + "".join(items)
+    )
 
 
 def _file_cell(scan_: FileScan) -> str:
