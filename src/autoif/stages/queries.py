@@ -1,12 +1,13 @@
 """Stage `queries`: K real user queries per kept instruction, joined into the prompt a user would write.
 
-Input: the instructions that survived back-translation (`backtranslate.jsonl`, or `crossval.jsonl`
-when there is none). For each, K queries are drawn from the pool (`stages/querypool.py`) without
-replacement, by a generator seeded with the global seed and the instruction id alone, so the draw
-depends neither on sharding nor on run order. Each prompt joins instruction and query the way users
-write them: instruction before or after the query, inline or on its own line, sometimes flagged
-("Note: ..."); the join templates are the blocks of `prompts/query_join.txt`, one drawn per query.
-The built-in pool's dev part (`autoif/devsplit.py`) is never drawn: it is the dev set's.
+Input: the instructions that survived back-translation and their combinations (`compose.jsonl`,
+else `backtranslate.jsonl`, else `crossval.jsonl`). For each, K queries are drawn from the pool
+(`stages/querypool.py`) without replacement, by a generator seeded with the global seed and the
+instruction id alone, so the draw depends neither on sharding nor on run order. Each prompt joins
+instruction and query the way users write them: instruction before or after the query, inline or
+on its own line, sometimes flagged ("Note: ..."); the join templates are the blocks of
+`prompts/query_join.txt`, one drawn per query. The built-in pool's dev part (`autoif/devsplit.py`)
+is never drawn: it is the dev set's.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def query_id(instruction_id: str, query: str) -> str:
 class QueriesStage(Stage[CrossvalRecord]):
     name = "queries"
     output = "queries.jsonl"
-    input = "backtranslate|crossval"
+    input = "compose|backtranslate|crossval"
     output_type = QueryRecord
 
     def settings(self, config):

@@ -1,11 +1,17 @@
 """Stage `verify`: the pass rate of every response over its instruction's functions.
 
 Each prompt's instruction is found through `queries.jsonl` (prompt id -> instruction id), and its
-functions in `backtranslate.jsonl` (else `crossval.jsonl`). Every function runs on every response
+functions in `compose.jsonl` (else `backtranslate.jsonl`, else `crossval.jsonl`). Every function runs on every response
 in the sandbox, one grid per prompt, all prompts of a shard in one call. A response's outcomes
 are each function's bool, or None when the function failed (error, timeout, a non-bool such as
 the string 'true'); its pass rate is the share of functions that returned True, so a failing
 function counts against the response.
+
+A combination of instructions (stage compose) is verified per constraint: each constituent holds
+when its own functions' pass rate is above the threshold (`holds`, one bool per constituent, in the
+response's record), the response's pass rate is the share of constituents that hold, and it passes
+only when every one holds. A prompt of a combination that no response satisfies is counted
+`composed_prompts_unsatisfied`.
 
 Every response is kept in `verified.jsonl`, the failing ones too: they are the rejected side of
 the query-level DPO pairs. `passed` marks the responses that meet the keep rule, pass rate
@@ -30,10 +36,11 @@ from ..pairs import TRUNCATED
 from ..quality import drop_reasons, waived_rules
 from ..records import CrossvalRecord, QueryRecord, ResponsesRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
+from .compose import constituent_holds
 
 log = logging.getLogger("autoif.verify")
 
-INSTRUCTIONS = "backtranslate|crossval"
+INSTRUCTIONS = "compose|backtranslate|crossval"
 QUERIES = "queries"
 # Above this share of truncated responses the token limit is too low for the model's answers.
 TRUNCATED_WARNING = 0.10
@@ -113,8 +120,13 @@ class VerifyStage(Stage[ResponsesRecord]):
                 for outcome in outcomes:
                     if outcome.error:
                         ctx.count(f"function_outcome:{outcome.error}")
-                rate = pass_rate(outcomes)
-                ok = passes(rate, threshold)
+                holds = None
+                if instruction.constituents:
+                    holds = constituent_holds([o.value for o in outcomes], instruction.constituents, threshold)
+                    rate, ok = sum(holds) / len(holds), all(holds)
+                else:
+                    rate = pass_rate(outcomes)
+                    ok = passes(rate, threshold)
                 ctx.count("responses_passed" if ok else "responses_failed")
                 if drop:
                     ctx.count(drop)
@@ -126,10 +138,13 @@ class VerifyStage(Stage[ResponsesRecord]):
                         passed=ok,
                         finish_reason=response.finish_reason,
                         drop=drop,
+                        holds=holds,
                     )
                 )
             if not any(r.passed and r.drop is None for r in verified):
                 ctx.count("prompts_without_passing_response")
+            if instruction.constituents and not any(r.passed for r in verified):
+                ctx.count("composed_prompts_unsatisfied")
             yield VerifiedRecord(prompt_id=record.prompt_id, responses=verified)
 
 
