@@ -278,7 +278,11 @@ class BacktranslateConfig(Section):
 class ComposeConfig(Section):
     """Stage compose: prompts that combine several instructions, with conflicts found by rule or execution."""
 
-    enabled: bool = Field(True, description="combine kept instructions into multi-constraint instructions")
+    enabled: bool = Field(
+        False,
+        description="combine kept instructions into multi-constraint instructions (off until its effect on the "
+        "benchmarks is measured; never at scale: paper, which reproduces the paper)",
+    )
     ratio: float = Field(
         0.25, ge=0, description="combinations drawn per kept instruction (0.25: one for every four instructions)"
     )

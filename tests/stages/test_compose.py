@@ -56,7 +56,7 @@ def composed(tmp_path_factory):
     out = tmp_path_factory.mktemp("compose")
     records = library_records()
     write_jsonl(out / "backtranslate.jsonl", records)
-    funnel = Pipeline(config(out, "compose.count=80")).run(only="compose")
+    funnel = Pipeline(config(out, "compose.enabled=true", "compose.count=80")).run(only="compose")
     written = read_jsonl(out / "compose.jsonl", CrossvalRecord)
     return {"out": out, "records": records, "funnel": funnel["stages"]["compose"], "written": written}
 
@@ -210,7 +210,7 @@ def test_llm_written_instructions_compose_with_library_constraints(tmp_path):
     library = [r for r in library_records() if r.instruction_id.rsplit("-", 1)[0][4:] in wanted]
     records = official + library
     write_jsonl(tmp_path / "backtranslate.jsonl", records)
-    Pipeline(config(tmp_path, "compose.count=30", "compose.sizes={2: 1}")).run(only="compose")
+    Pipeline(config(tmp_path, "compose.enabled=true", "compose.count=30", "compose.sizes={2: 1}")).run(only="compose")
     combos = [r for r in read_jsonl(tmp_path / "compose.jsonl", CrossvalRecord) if r.constituents]
     mixed = [r for r in combos if any(c.instruction_id.startswith("bt-") for c in r.constituents)]
     assert mixed
@@ -226,7 +226,8 @@ def test_llm_written_instructions_compose_with_library_constraints(tmp_path):
 
 
 def test_compose_is_off_at_paper_scale_and_passes_records_through_when_off(tmp_path):
-    assert config(tmp_path).compose.enabled and not config(tmp_path, "scale=paper").compose.enabled
+    assert not config(tmp_path).compose.enabled and not config(tmp_path, "scale=paper").compose.enabled
+    assert config(tmp_path, "compose.enabled=true").compose.enabled  # on when asked
     write_jsonl(tmp_path / "backtranslate.jsonl", library_records())
     Pipeline(config(tmp_path, "compose.enabled=false")).run(only="compose")
     assert (tmp_path / "compose.jsonl").read_bytes() == (tmp_path / "backtranslate.jsonl").read_bytes()
