@@ -30,6 +30,7 @@ OUTPUTS = [
     "verifiers.jsonl",
     "crossval.jsonl",
     "backtranslate.jsonl",
+    "compose.jsonl",
     "queries.jsonl",
     "responses.jsonl",
     "verified.jsonl",
