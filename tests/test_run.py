@@ -97,6 +97,7 @@ def test_every_stage_counted_in_the_funnel(runs):
         "verifiers",
         "crossval",
         "backtranslate",
+        "compose",
         "queries",
         "responses",
         "verify",
