@@ -65,3 +65,18 @@ def execute_independently(tmp_path, jobs):
 
 def rate(values):
     return sum(v is True for v in values) / len(values)
+
+
+def back_trans_records():
+    """The official release's back-translated instructions as crossval records (ids bt-<n>)."""
+    from autoif.records import CaseResult, CrossvalRecord, FunctionResult
+
+    return [
+        CrossvalRecord(
+            instruction_id=f"bt-{n}",
+            instruction=r["instruction"],
+            functions=[FunctionResult(source=s, accuracy=a) for s, a in r["eval_func"]],
+            cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in r["cases"]],
+        )
+        for n, r in enumerate(fixture("back_trans.jsonl"))
+    ]

@@ -7,7 +7,7 @@ import shutil
 from itertools import combinations
 
 import pytest
-from support import config, execute_independently, fixture
+from support import back_trans_records, config, execute_independently
 
 from autoif.jsonl import read_jsonl, write_jsonl
 from autoif.pipeline import Pipeline
@@ -197,15 +197,7 @@ def test_composed_dpo_chosen_hold_more_constraints_than_rejected(exported):
 def test_llm_written_instructions_compose_with_library_constraints(tmp_path):
     """The official release's back-translated instructions (functions and cases written by an LLM)
     with a few library constraints: no declared rule applies to them, execution decides."""
-    official = [
-        CrossvalRecord(
-            instruction_id=f"bt-{n}",
-            instruction=r["instruction"],
-            functions=[FunctionResult(source=s, accuracy=a) for s, a in r["eval_func"]],
-            cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in r["cases"]],
-        )
-        for n, r in enumerate(fixture("back_trans.jsonl"))
-    ]
+    official = back_trans_records()
     wanted = {"case:lowercase", "length:max_words", "punctuation:no_commas", "end:phrase", "format:json"}
     library = [r for r in library_records() if r.instruction_id.rsplit("-", 1)[0][4:] in wanted]
     records = official + library

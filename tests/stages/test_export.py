@@ -5,15 +5,13 @@ import json
 from collections import Counter
 
 import pytest
-from support import config, execute_independently, fixture, rate
+from support import back_trans_records, config, execute_independently, fixture, rate
 
 from autoif.jsonl import read_jsonl, write_jsonl
 from autoif.pipeline import Pipeline
 from autoif.records import (
-    CaseResult,
     CrossvalRecord,
     DPORecord,
-    FunctionResult,
     QueryRecord,
     SFTRecord,
     VerifiedRecord,
@@ -36,15 +34,7 @@ def response(text, pass_rate, score=None, finish_reason=None):
 @pytest.fixture()
 def export_run(tmp_path):
     """Scored records with designed pass rates and scores, the back_trans instructions, one export."""
-    instructions = [
-        CrossvalRecord(
-            instruction_id=f"bt-{n}",
-            instruction=r["instruction"],
-            functions=[FunctionResult(source=s, accuracy=a) for s, a in r["eval_func"]],
-            cases=[CaseResult(input=i, output=o, accuracy=1.0) for i, o in r["cases"]],
-        )
-        for n, r in enumerate(fixture("back_trans.jsonl"))
-    ]
+    instructions = back_trans_records()
     queries = [
         QueryRecord(
             id="p1",
