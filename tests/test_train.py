@@ -371,3 +371,16 @@ def test_shipped_accelerate_configs_load(name):
     config = ClusterConfig.from_yaml_file(str(path))
     assert config.mixed_precision == "bf16"
     assert config.distributed_type.value in ("DEEPSPEED", "FSDP")
+
+
+@pytest.mark.parametrize("name", ["SFTConfig", "DPOConfig", "GRPOConfig"])
+def test_activation_checkpointing_follows_our_setting(name, tmp_path):
+    """TRL's configs turn gradient checkpointing on by default (a third more compute per step); ours is
+    off unless asked, and the TRL config built from our settings must say the same."""
+    import trl
+
+    from autoif.train.common import TrainSettings, trl_args
+
+    for wanted in (False, True):
+        args = trl_args(TrainSettings(gradient_checkpointing=wanted), getattr(trl, name), tmp_path)
+        assert args.activation_checkpointing is wanted and args.gradient_checkpointing is wanted
