@@ -139,27 +139,27 @@ def trl_args(settings: TrainSettings, config_class: type, output_dir: str | Path
     accumulation = max(1, settings.global_batch_size // (settings.per_device_batch_size * world))
     import torch
 
-    fields = dict(
-        output_dir=str(output_dir or Path(settings.output_dir).expanduser()),
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler_type,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay,
-        num_train_epochs=settings.num_train_epochs,
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.per_device_batch_size,
-        gradient_accumulation_steps=accumulation,
-        bf16=use_bf16(settings),
-        use_cpu=not torch.cuda.is_available(),
+    fields = {
+        "output_dir": str(output_dir or Path(settings.output_dir).expanduser()),
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": settings.lr_scheduler_type,
+        "warmup_steps": settings.warmup_steps,
+        "weight_decay": settings.weight_decay,
+        "num_train_epochs": settings.num_train_epochs,
+        "max_steps": settings.max_steps,
+        "per_device_train_batch_size": settings.per_device_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "bf16": use_bf16(settings),
+        "use_cpu": not torch.cuda.is_available(),
         # Always set: TRL's configs default gradient_checkpointing to True, which costs a third more compute
         # per step and is what transformers would take when the new name is unset.
-        activation_checkpointing=settings.gradient_checkpointing,
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
-        report_to=[r.strip() for r in settings.report_to.split(",") if r.strip()] or "none",
-        seed=settings.seed,
-    )
+        "activation_checkpointing": settings.gradient_checkpointing,
+        "logging_steps": settings.logging_steps,
+        "save_steps": settings.save_steps,
+        "save_total_limit": settings.save_total_limit,
+        "report_to": [r.strip() for r in settings.report_to.split(",") if r.strip()] or "none",
+        "seed": settings.seed,
+    }
     return config_class(**{**fields, **extra})
 
 
