@@ -18,3 +18,18 @@ def small_run(tmp_path_factory):
     out = root / "local"
     finish(start(out, config))
     return config, out
+
+
+@pytest.fixture
+def offline_nltk(tmp_path, monkeypatch):
+    """A fresh autoif cache (punkt_tab written anew), no NLTK data but ours, and nltk.download fails
+    the test if anything calls it outside autoif's import guard."""
+    import nltk
+
+    monkeypatch.setenv("AUTOIF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nltk.data, "path", [])
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"nltk.download{args} was called")
+
+    monkeypatch.setattr(nltk, "download", no_download)

@@ -30,21 +30,6 @@ def config(tmp_path: Path, *overrides: str):
     return load_config(None, [f"paths.out={tmp_path / 'out'}", *overrides])
 
 
-@pytest.fixture
-def offline_nltk(tmp_path, monkeypatch):
-    """A fresh autoif cache (punkt_tab written anew), no NLTK data but ours, and nltk.download fails
-    the test if anything calls it outside autoif's import guard."""
-    import nltk
-
-    monkeypatch.setenv("AUTOIF_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(nltk.data, "path", [])
-
-    def no_download(*args, **kwargs):
-        raise AssertionError(f"nltk.download{args} was called")
-
-    monkeypatch.setattr(nltk, "download", no_download)
-
-
 # ----------------------------------------------------------------------------- IFEval / IFBench
 def test_ifeval_frozen_case_equals_google_reference(tmp_path, offline_nltk):
     """Our four numbers and every per-prompt verdict equal those printed by Google's evaluation_lib

@@ -280,15 +280,34 @@ def contamination_cmd(run_dir: str) -> None:
 
 
 @eval_group.command("compare")
-@click.argument("a", type=click.Path(dir_okay=False, exists=True))
-@click.argument("b", type=click.Path(dir_okay=False, exists=True))
-def compare_cmd(a: str, b: str) -> None:
-    """Two results files of one benchmark side by side, with the difference."""
+@click.argument("a", type=click.Path(exists=True))
+@click.argument("b", type=click.Path(exists=True))
+@click.option(
+    "--json",
+    "json_out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write every number (each metric, instruction and family) to this JSON file.",
+)
+@click.option("--resamples", default=10_000, show_default=True, type=click.IntRange(min=1), help="Bootstrap resamples.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+def compare_cmd(a: str, b: str, json_out: str | None, resamples: int, seed: int) -> None:
+    """Two runs of one benchmark, paired prompt by prompt: B - A per metric with a bootstrap 95%
+    interval and McNemar's p, and the instruction families that moved. A and B: a results JSON, or
+    a directory holding one (its *_responses.jsonl must sit beside it)."""
+    import json
+
     from rich.console import Console
 
-    from .evals import compare
+    from .evals.results import compare_table
+    from .evals.stats import compare_runs
+    from .jsonl import atomic_write_text
 
-    Console().print(compare(a, b))
+    report = compare_runs(a, b, resamples=resamples, seed=seed)
+    Console().print(compare_table(report))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        click.echo(f"autoif: comparison written to {json_out}")
 
 
 @cli.command("report")

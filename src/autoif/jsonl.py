@@ -1,5 +1,5 @@
-"""Atomic jsonl reading and writing: a reader names the file and line of a bad record; a writer
-never leaves a half-written file (temp file + fsync + rename)."""
+"""Atomic jsonl reading and writing: a reader names the file and line of a bad record (or of a byte
+that is not UTF-8); a writer never leaves a half-written file (temp file + fsync + rename)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,14 @@ def read_jsonl(path: str | os.PathLike, model: type[M] | None = None) -> list[M]
     if not path.is_file():
         raise AutoifError(f"no such file: {path}")
     out: list[Any] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    # Bytes, decoded line by line: a stray byte that is not UTF-8 is reported with its line number
+    # (a text-mode reader raises a bare UnicodeDecodeError from deep inside the iteration).
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise AutoifError(f"{path} line {lineno}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
             if not line.strip():
                 continue
             if model is None:
@@ -51,6 +57,23 @@ def read_jsonl(path: str | os.PathLike, model: type[M] | None = None) -> list[M]
                 where = ".".join(str(p) for p in e["loc"]) or "record"
                 raise AutoifError(f"{path} line {lineno}: {where}: {e['msg']}") from None
     return out
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The value of a JSON file; a file that is not UTF-8 JSON is an AutoifError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AutoifError(f"no such file: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = raw.count(b"\n", 0, exc.start) + 1
+        raise AutoifError(f"{path} line {lineno}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AutoifError(f"{path} line {exc.lineno}: not JSON: {exc.msg}") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -6,7 +6,9 @@ Each benchmark sits in a registry from name to module (imported when chosen, so 
 - `run_benchmark(name, config, data, responses, limit, out_dir)`: generate (or read) one response
   per prompt, score, write `<out>/<name>_results.json` and `<out>/<name>_responses.jsonl`, print a
   table, return the results.
-- `compare(a_path, b_path)`: a table of two results files of one benchmark, with the difference.
+- `compare(a_path, b_path)`: tables of two runs of one benchmark, paired prompt by prompt: B - A per
+  metric with a bootstrap interval and McNemar's p, and the instruction families that moved
+  (`stats.compare_runs` gives the numbers as a dict).
 - `contamination(run_dir)`: 13-gram overlap between a run's training prompts and the benchmarks'
   prompts; `warn_on_contamination(run_dir)` is what `autoif run` calls at its end.
 """
@@ -21,7 +23,7 @@ from ..registry import Registry
 from .base import Benchmark, EvalConfig, EvalContext
 from .contamination import contamination, warn_on_contamination
 from .data import load_records, read_responses, subset
-from .results import compare_table, load_results, results_dict, results_table, write_results
+from .results import compare_table, results_dict, results_table, write_results
 
 log = logging.getLogger("autoif.evals")
 
@@ -101,13 +103,12 @@ def run_benchmark(
     return results
 
 
-def compare(a_path: str | Path, b_path: str | Path):
-    """A rich table of two results files (same benchmark): A, B and B - A in points."""
-    a, b = load_results(a_path), load_results(b_path)
-    a_name, b_name = Path(a_path).parent.name, Path(b_path).parent.name
-    if not a_name or not b_name or a_name == b_name:
-        a_name, b_name = str(a_path), str(b_path)
-    return compare_table(a, b, a_name, b_name)
+def compare(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_000, seed: int = 0):
+    """Rich tables of two runs of one benchmark (results files, or directories holding one), paired
+    prompt by prompt (`stats.compare_runs`)."""
+    from .stats import compare_runs
+
+    return compare_table(compare_runs(a_path, b_path, resamples=resamples, seed=seed))
 
 
 __all__ = [

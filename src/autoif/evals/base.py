@@ -57,6 +57,22 @@ class Scores:
     per_item: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class PromptScores:
+    """One prompt's scores read back from its row of `<name>_responses.jsonl`, for paired comparisons
+    (evals/stats.py).
+
+    task: what the prompt asks (its instruction ids, its constraint); two runs' rows pair only when
+    they ask the same. columns: the per-prompt numbers whose sums the metrics are ratios of
+    (`Benchmark.paired_metrics`). outcomes: (instruction id, {mode: value}) for each instruction the
+    prompt carries, for the per-instruction and per-family breakdowns.
+    """
+
+    task: Any
+    columns: dict[str, float]
+    outcomes: list[tuple[str, dict[str, float]]]
+
+
 class Benchmark(ABC):
     """A benchmark: where its data lives, how a record becomes an Item, how responses are scored."""
 
@@ -66,6 +82,13 @@ class Benchmark(ABC):
     hub_split: ClassVar[str] = "train"
     # Labels of the metrics, in table order.
     metric_labels: ClassVar[dict[str, str]]
+    # Paired comparison (`autoif eval compare`): each metric as the mean, over its terms, of
+    # sum(numerator) / sum(denominator) over prompts, both columns of `prompt_scores`; a single-term
+    # ratio of 0/1 prompt values over an indicator is a prompt-level metric (McNemar applies).
+    paired_metrics: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
+    prompt_level_metrics: ClassVar[frozenset[str]] = frozenset()
+    # The modes of `PromptScores.outcomes`, the first one sorting the per-instruction breakdown.
+    outcome_modes: ClassVar[tuple[str, ...]] = ()
 
     def builtin_records(self) -> tuple[list[dict], str] | None:
         """Records the benchmark makes itself, with a description of them (None: its data is a file,
@@ -84,6 +107,12 @@ class Benchmark(ABC):
     @abstractmethod
     def score(self, items: list[Item], responses: list[str], context: EvalContext) -> Scores:
         """Score one response per item."""
+
+    @abstractmethod
+    def prompt_scores(self, row: dict) -> PromptScores | str:
+        """A responses row's scores (the fields `score` wrote in its per_item), or the reason it has
+        none (a prompt left unchecked or unjudged). A row lacking those fields raises
+        KeyError/TypeError/ValueError."""
 
     def all_items(self, records: list[dict], source: str) -> list[Item]:
         """Every prompt the benchmark asks, for contamination checks (default: the scored items)."""

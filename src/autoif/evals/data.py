@@ -3,11 +3,10 @@ and responses made elsewhere, read from a file."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import AutoifError, require
-from ..jsonl import read_jsonl
+from ..jsonl import read_json, read_jsonl
 from ..seeding import seeded_rng
 from .base import Benchmark, Item
 
@@ -50,10 +49,7 @@ def read_records(path: Path) -> list[dict]:
         return [r for f in files for r in read_records(f)]
     if path.suffix == ".jsonl":
         return read_jsonl(path)
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AutoifError(f"{path} is not a JSON file: {exc}") from None
+    loaded = read_json(path)
     if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
         loaded = loaded["data"]
     if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):

@@ -31,7 +31,7 @@ from typing import Any
 from ..devsplit import is_dev, query_key
 from ..errors import AutoifError
 from ..seeding import seeded_rng
-from .base import Benchmark, EvalContext, Item, Scores
+from .base import Benchmark, EvalContext, Item, PromptScores, Scores
 
 DEV_SEED = 2025
 DEV_INSTANCES = 2
@@ -83,6 +83,9 @@ class DevSet(Benchmark):
         "prompt_pass": "prompts passing every function",
         "mean_pass_rate": "mean share of functions passed",
     }
+    paired_metrics = {"prompt_pass": (("passed", "prompt"),), "mean_pass_rate": (("pass_rate", "prompt"),)}
+    prompt_level_metrics = frozenset({"prompt_pass"})
+    outcome_modes = ("pass",)
 
     def builtin_records(self) -> tuple[list[dict], str]:
         records = dev_records()
@@ -106,6 +109,13 @@ class DevSet(Benchmark):
                 raise AutoifError(f"{source} record {n}: expected 'id', 'prompt', 'constraint' and 'functions'")
             items.append(Item(id=r["id"], prompt=r["prompt"], record=r))
         return items
+
+    def prompt_scores(self, row: dict) -> PromptScores:
+        passed = float(bool(row["passed"]))
+        columns = {"prompt": 1.0, "passed": passed, "pass_rate": float(row["pass_rate"])}
+        return PromptScores(
+            task=str(row["constraint"]), columns=columns, outcomes=[(row["constraint"], {"pass": passed})]
+        )
 
     def score(self, items: list[Item], responses: list[str], context: EvalContext) -> Scores:
         from ..sandbox import Sandbox

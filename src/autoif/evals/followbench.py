@@ -27,7 +27,7 @@ from collections import defaultdict
 
 from ..config import LLMConfig
 from ..errors import AutoifError
-from .base import Benchmark, EvalConfig, EvalContext, Item, Scores
+from .base import Benchmark, EvalConfig, EvalContext, Item, PromptScores, Scores
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -136,6 +136,15 @@ class FollowBench(Benchmark):
         **{f"ssr_level{lv}": f"SSR level {lv}" for lv in LEVELS},
         "ssr_avg": "SSR average",
     }
+    # A level's rate is over the judged answers at that level; the averages are over the levels.
+    paired_metrics = {
+        **{f"hsr_level{lv}": ((f"hard{lv}", f"at{lv}"),) for lv in LEVELS},
+        "hsr_avg": tuple((f"hard{lv}", f"at{lv}") for lv in LEVELS),
+        **{f"ssr_level{lv}": ((f"soft{lv}", f"at{lv}"),) for lv in LEVELS},
+        "ssr_avg": tuple((f"soft{lv}", f"at{lv}") for lv in LEVELS),
+    }
+    prompt_level_metrics = frozenset(f"hsr_level{lv}" for lv in LEVELS)
+    outcome_modes = ("hard", "soft")
 
     def offline_hint(self) -> str:
         return "pass --data with the release's data/ directory or one of its *_constraints.json files"
@@ -199,6 +208,24 @@ class FollowBench(Benchmark):
             record.get("source") in RULE_BASED_SOURCES
             or category == "example"
             or (category == "format" and str(record.get("example_id")) in {str(i) for i in RULE_BASED_FORMAT_EXAMPLES})
+        )
+
+    def prompt_scores(self, row: dict) -> PromptScores | str:
+        if row.get("rule_based"):
+            return "rule_based"
+        if row.get("unparsed"):
+            return "unparsed"
+        level, category = int(row["level"]), str(row["category"])
+        hard, soft = float(row["hard"]), float(row["soft"])
+        columns: dict[str, float] = {}
+        for lv in LEVELS:
+            at = float(lv == level)
+            columns.update({f"at{lv}": at, f"hard{lv}": at * hard, f"soft{lv}": at * soft})
+        # The "instruction" of an answer is its category at its level; its family, the category.
+        return PromptScores(
+            task=(category, level),
+            columns=columns,
+            outcomes=[(f"{category}:level{level}", {"hard": hard, "soft": soft})],
         )
 
     def score(self, items: list[Item], responses: list[str], context: EvalContext) -> Scores:

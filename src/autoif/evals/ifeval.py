@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import AutoifError, require
-from .base import Benchmark, EvalContext, Item, Scores
+from .base import Benchmark, EvalContext, Item, PromptScores, Scores
 
 log = logging.getLogger("autoif.evals")
 
@@ -144,6 +144,14 @@ class VerifiableBenchmark(Benchmark):
         "prompt_loose": "prompt-level loose accuracy",
         "instruction_loose": "instruction-level loose accuracy",
     }
+    paired_metrics: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "prompt_strict": (("prompt_strict", "prompt"),),
+        "instruction_strict": (("instruction_strict", "instructions"),),
+        "prompt_loose": (("prompt_loose", "prompt"),),
+        "instruction_loose": (("instruction_loose", "instructions"),),
+    }
+    prompt_level_metrics = frozenset({"prompt_strict", "prompt_loose"})
+    outcome_modes = ("loose", "strict")
 
     def registry(self) -> dict[str, type]:
         import langdetect
@@ -221,6 +229,20 @@ class VerifiableBenchmark(Benchmark):
             outcome.followed.clear()
             outcome.unchecked = str(exc)
         return outcome
+
+    def prompt_scores(self, row: dict) -> PromptScores | str:
+        if row.get("unchecked"):
+            return str(row["unchecked"])
+        ids = [str(i) for i in row["instruction_id_list"]]
+        followed = {mode: [bool(ok) for ok in row[f"follow_{mode}"]] for mode in MODES}
+        if any(len(f) != len(ids) for f in followed.values()):
+            raise ValueError("one follow_strict/follow_loose verdict per instruction expected")
+        columns = {"prompt": 1.0, "instructions": float(len(ids))}
+        for mode, f in followed.items():
+            columns[f"prompt_{mode}"] = float(all(f))
+            columns[f"instruction_{mode}"] = float(sum(f))
+        outcomes = [(i, {mode: float(followed[mode][n]) for mode in self.outcome_modes}) for n, i in enumerate(ids)]
+        return PromptScores(task=tuple(ids), columns=columns, outcomes=outcomes)
 
     def score(self, items: list[Item], responses: list[str], context: EvalContext) -> Scores:
         registry = self.registry()

@@ -1,5 +1,5 @@
 """A benchmark run's results: `<name>_results.json` with `<name>_responses.jsonl`, reading them back,
-and the tables of one run or two runs side by side."""
+the table of one run, and the tables of a paired comparison of two (`stats.compare_runs`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import AutoifError
-from ..jsonl import atomic_write_text, write_jsonl
+from ..jsonl import atomic_write_text, read_json, write_jsonl
 from .base import Benchmark, EvalConfig, Item, Scores
 
 
@@ -71,10 +71,7 @@ def load_results(path: str | Path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise AutoifError(f"no such results file: {path}")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AutoifError(f"{path} is not a JSON file: {exc}") from None
+    results = read_json(path)
     if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict) or "benchmark" not in results:
         raise AutoifError(f"{path} is not an autoif eval results file (no 'benchmark'/'metrics')")
     return results
@@ -99,29 +96,65 @@ def results_table(results: dict):
     return table
 
 
-def compare_table(a: dict, b: dict, a_name: str, b_name: str):
-    """Metrics of two runs of the same benchmark side by side, with B - A in points."""
+def points(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+# Families shown at each end of the "moved most" table (all of them when there are at most twice this).
+MOVED_MOST = 5
+
+
+def compare_table(report: dict):
+    """Rich tables of a paired comparison (`stats.compare_runs`): per metric A, B, B - A with its 95%
+    interval and McNemar's p; then the instruction families that moved most. A difference is coloured
+    only when its interval excludes zero."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
 
-    if a["benchmark"] != b["benchmark"]:
-        raise AutoifError(f"cannot compare a {a['benchmark']} run with a {b['benchmark']} run")
-    table = Table(title=f"{a['title']}: {a_name} vs {b_name}", title_justify="left")
-    table.add_column("metric", no_wrap=True)
-    table.add_column(f"A % ({a_name})", justify="right")
-    table.add_column(f"B % ({b_name})", justify="right")
-    table.add_column("B - A (points)", justify="right")
-    labels = {**(b.get("metric_labels") or {}), **(a.get("metric_labels") or {})}
-    keys = list(a["metrics"]) + [k for k in b["metrics"] if k not in a["metrics"]]
-    for key in keys:
-        va, vb = a["metrics"].get(key), b["metrics"].get(key)
-        if va is None or vb is None:
-            delta = "-"
-        else:
-            d = 100 * (vb - va)
-            delta = f"[green]{d:+.2f}[/green]" if d > 0 else f"[red]{d:+.2f}[/red]" if d < 0 else "0.00"
-        table.add_row(labels.get(key, key), percent(va), percent(vb), delta)
-    notes = [f"{name}: {r['counts']}" for name, r in ((a_name, a), (b_name, b))]
-    if a.get("data") != b.get("data") or a.get("limit") != b.get("limit"):
-        notes.append("warning: the runs used different data or subsets")
+    a, b, pairing = report["a"], report["b"], report["pairing"]
+    # No vertical rules and no wrapped numbers: in 80 columns only a long metric label wraps.
+    table = Table(
+        title=f"{report['title']}: A = {a['name']}, B = {b['name']} ({pairing['paired']} paired prompts)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("metric")
+    for header in ("A %", "B %", "B-A", f"{100 * report['bootstrap']['confidence']:.0f}% CI", "McNemar p"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for m in report["metrics"].values():
+        low, high = m["ci"]
+        colour = "green" if low > 0 else "red" if high < 0 else None
+        delta = f"[{colour}]{points(m['delta'])}[/{colour}]" if colour else points(m["delta"])
+        test = m.get("mcnemar")
+        p = f"{test['p']:.3g} ({test['b_only']}/{test['a_only']})" if test else ""
+        table.add_row(m["label"], percent(m["a"]), percent(m["b"]), delta, f"[{points(low)}, {points(high)}]", p)
+    boot = report["bootstrap"]
+    notes = [
+        f"B-A and its interval in points (paired bootstrap over prompts, {boot['resamples']:,} resamples, "
+        f"seed {boot['seed']}); McNemar: exact p (prompts only B passes/only A passes); paired by {pairing['by']}"
+    ]
+    if pairing["only_a"] or pairing["only_b"]:
+        notes.append(f"unpaired: {pairing['only_a']} only in A, {pairing['only_b']} only in B")
+    if pairing["excluded"]:
+        notes.append("not scored in both: " + ", ".join(f"{k} {v}" for k, v in pairing["excluded"].items()))
+    notes += [f"warning: {w}" for w in report["warnings"]]
     table.caption = "; ".join(notes)
-    return table
+
+    mode = report["outcome_modes"][0]
+    families = report["families"]
+    moved = Table(
+        title=f"Instruction families that moved most ({mode} rate)", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    moved.add_column("family", no_wrap=True)
+    for header in ("n", "A %", "B %", "B-A"):
+        moved.add_column(header, justify="right", no_wrap=True)
+    shown = [families] if len(families) <= 2 * MOVED_MOST else [families[:MOVED_MOST], families[-MOVED_MOST:]]
+    for part in shown:
+        for f in part:
+            r = f[mode]
+            moved.add_row(f["name"], str(f["n"]), percent(r["a"]), percent(r["b"]), points(r["delta"]))
+        moved.add_section()
+    if len(shown) > 1:
+        moved.caption = f"{len(families) - 2 * MOVED_MOST} families in between; every instruction in --json"
+    return Group(table, moved)

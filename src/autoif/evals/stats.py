@@ -1,0 +1,282 @@
+"""Paired statistics of two runs of one benchmark (`autoif eval compare A B`).
+
+Both runs' prompts are paired (by id, else by prompt text) from their `<name>_responses.jsonl`, the
+per-prompt scores each benchmark writes beside its responses (`Benchmark.prompt_scores`). Over the
+pairs, for every metric: A, B, B - A and a paired bootstrap 95% interval of B - A (prompts are
+resampled, both runs' metric recomputed on the same resample; percentile interval); for the
+prompt-level metrics also an exact McNemar test (a two-sided binomial test of the discordant pairs);
+and the per-instruction and per-family (the part of an instruction id before ':') follow rates of
+A and B. The answer is a JSON-serialisable dict; `results.compare_table` renders it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AutoifError, require
+from ..jsonl import read_jsonl
+from .base import Benchmark, PromptScores
+from .results import load_results
+
+CONFIDENCE = 0.95
+# Resamples drawn at once: bounds memory (CHUNK x prompts counts) whatever `resamples` is.
+CHUNK = 2000
+
+
+@dataclass
+class Run:
+    """One side of a comparison: its results file, the dict in it, and its responses rows."""
+
+    results_path: Path
+    responses_path: Path
+    results: dict
+    rows: list[dict]
+
+
+def results_file(path: str | Path) -> Path:
+    """`path` itself, or the one `*_results.json` in the directory `path`."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    found = sorted(path.glob("*_results.json"))
+    if len(found) != 1:
+        held = ", ".join(p.name for p in found) if found else "none"
+        raise AutoifError(f"{path} must hold exactly one *_results.json to compare (it holds {held}): name the file")
+    return found[0]
+
+
+def load_run(path: str | Path) -> Run:
+    results_path = results_file(path)
+    results = load_results(results_path)
+    name = results_path.name
+    stem = name[: -len("_results.json")] if name.endswith("_results.json") else str(results["benchmark"])
+    responses_path = results_path.with_name(f"{stem}_responses.jsonl")
+    if not responses_path.is_file():
+        raise AutoifError(
+            f"compare needs the per-prompt scores in {responses_path} (written beside {name} by autoif eval)"
+        )
+    return Run(results_path, responses_path, results, read_jsonl(responses_path))
+
+
+def keys(run: Run, by: str) -> list[str] | None:
+    """Each row's pairing key (its "id" or its "prompt"), or None when some row lacks one or two
+    rows share one."""
+    found = [row.get(by) for row in run.rows]
+    if not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in found):
+        return None
+    texts = [str(k) for k in found]
+    return texts if len(set(texts)) == len(texts) else None
+
+
+def pair_keys(a: Run, b: Run) -> tuple[str, list[str], list[str]]:
+    """How the runs' prompts pair ("id", else "prompt" when the ids are missing or share nothing)
+    and each run's keys."""
+    for by in ("id", "prompt"):
+        ka, kb = keys(a, by), keys(b, by)
+        if ka is not None and kb is not None and not set(ka).isdisjoint(kb):
+            return by, ka, kb
+    raise AutoifError(f"{a.responses_path} and {b.responses_path} share no prompt (by id or by prompt text)")
+
+
+def scored_prompts(bench: Benchmark, run: Run, row_keys: list[str]) -> dict[str, PromptScores | str]:
+    """{key: the prompt's scores, or the reason it has none} of a run."""
+    scored: dict[str, PromptScores | str] = {}
+    for n, (key, row) in enumerate(zip(row_keys, run.rows), 1):
+        try:
+            scored[key] = bench.prompt_scores(row)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AutoifError(
+                f"{run.responses_path} record {n}: no per-prompt {bench.title} scores ({type(exc).__name__}: {exc}); "
+                "rescore the responses with autoif eval --responses"
+            ) from None
+    return scored
+
+
+def run_label(a_path: str | Path, b_path: str | Path) -> tuple[str, str]:
+    """Short names of the two runs: their directories' names when those differ, else the paths."""
+    a, b = Path(a_path), Path(b_path)
+    a_name, b_name = (a if a.is_dir() else a.parent).name, (b if b.is_dir() else b.parent).name
+    if not a_name or not b_name or a_name == b_name:
+        return str(a_path), str(b_path)
+    return a_name, b_name
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN where den is 0 (a resample without any prompt the ratio counts)."""
+    return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _metric(sums: np.ndarray, columns: dict[str, int], terms: tuple[tuple[str, str], ...]) -> np.ndarray:
+    """The metric per row of `sums` (column sums, one row per resample): the mean of its terms' ratios
+    over the terms with a non-zero denominator (FollowBench averages the levels it has)."""
+    ratios = np.stack([_ratio(sums[..., columns[n]], sums[..., columns[d]]) for n, d in terms], axis=-1)
+    valid = ~np.isnan(ratios)
+    counted = valid.sum(axis=-1)
+    total = np.where(valid, ratios, 0.0).sum(axis=-1)
+    return np.where(counted > 0, total / np.maximum(counted, 1), np.nan)
+
+
+def bootstrap_sums(a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums of both runs (prompts x columns) over `resamples` resamples of the prompts.
+
+    numpy rather than scipy.stats.bootstrap: every metric is a ratio of column sums (or a mean of such
+    ratios), so one draw of resample weights (how often each prompt is drawn) and one matrix product
+    give every metric of both runs on the same resamples; scipy's bootstrap takes one statistic per
+    call and redraws for each, and its default BCa interval is undefined when the runs agree on every
+    prompt (the interval is then [0, 0]).
+    """
+    rng = np.random.default_rng(seed)
+    n, k = a.shape
+    both = np.hstack([a, b])
+    out = []
+    for start in range(0, resamples, CHUNK):
+        size = min(CHUNK, resamples - start)
+        drawn = rng.integers(0, n, size=(size, n))
+        # One bincount over all rows of the chunk: row r's draws are offset by r * n.
+        offsets = (drawn + n * np.arange(size)[:, None]).ravel()
+        weights = np.bincount(offsets, minlength=size * n).reshape(size, n).astype(np.float64)
+        out.append(weights @ both)
+    sums = np.concatenate(out)
+    return sums[:, :k], sums[:, k:]
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Exact McNemar test of paired 0/1 outcomes: a two-sided binomial test (p = 1/2) of the pairs
+    only B passes against those only A passes."""
+    stats = require("scipy.stats", "eval", "autoif eval compare (McNemar test)")
+    b_only, a_only = int(np.sum((a == 0) & (b == 1))), int(np.sum((a == 1) & (b == 0)))
+    discordant = b_only + a_only
+    p = float(stats.binomtest(b_only, discordant, 0.5).pvalue) if discordant else 1.0
+    return {"b_only": b_only, "a_only": a_only, "p": p}
+
+
+def group_rates(
+    pairs: list[tuple[PromptScores, PromptScores]], modes: tuple[str, ...], family: bool
+) -> list[dict[str, Any]]:
+    """A's and B's rate of each instruction (or family) per mode over the pairs, sorted by B - A of the
+    first mode (largest gain first)."""
+    totals: dict[str, dict[str, list[float]]] = defaultdict(lambda: {m: [0.0, 0.0] for m in modes})
+    counts: dict[str, int] = defaultdict(int)
+    for sa, sb in pairs:
+        for (name, oa), (_, ob) in zip(sa.outcomes, sb.outcomes):
+            key = name.split(":")[0] if family else name
+            counts[key] += 1
+            for m in modes:
+                totals[key][m][0] += oa[m]
+                totals[key][m][1] += ob[m]
+    rows = []
+    for key, n in counts.items():
+        row: dict[str, Any] = {"name": key, "n": n}
+        for m in modes:
+            ra, rb = totals[key][m][0] / n, totals[key][m][1] / n
+            row[m] = {"a": ra, "b": rb, "delta": rb - ra}
+        rows.append(row)
+    rows.sort(key=lambda r: (-r[modes[0]]["delta"], r["name"]))
+    return rows
+
+
+def compare_runs(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_000, seed: int = 0) -> dict:
+    """Paired comparison of two runs of one benchmark (each a results file or a directory holding one):
+    per metric A, B, B - A, a bootstrap 95% interval of B - A and, for prompt-level metrics, McNemar's
+    exact p; per instruction and per family, A's and B's rates. See the module docstring."""
+    from . import benchmark
+
+    if resamples < 1:
+        raise AutoifError(f"--resamples must be at least 1, got {resamples}")
+    a, b = load_run(a_path), load_run(b_path)
+    name_a, name_b = a.results["benchmark"], b.results["benchmark"]
+    if name_a != name_b:
+        raise AutoifError(f"cannot compare a {name_a} run with a {name_b} run")
+    bench = benchmark(name_a)
+    by, keys_a, keys_b = pair_keys(a, b)
+    scored_a, scored_b = scored_prompts(bench, a, keys_a), scored_prompts(bench, b, keys_b)
+    text_a = {k: row.get("prompt") for k, row in zip(keys_a, a.rows)}
+    text_b = {k: row.get("prompt") for k, row in zip(keys_b, b.rows)}
+    shared = [k for k in keys_a if k in scored_b]
+    excluded: dict[str, int] = defaultdict(int)
+    pairs: list[tuple[PromptScores, PromptScores]] = []
+    for key in shared:
+        sa, sb = scored_a[key], scored_b[key]
+        if isinstance(sa, str) or isinstance(sb, str):
+            excluded[sa if isinstance(sa, str) else str(sb)] += 1
+        elif sa.task != sb.task:
+            excluded["different instructions"] += 1
+        else:
+            pairs.append((sa, sb))
+    if not pairs:
+        reasons = ", ".join(f"{v} {k}" for k, v in excluded.items())
+        raise AutoifError(
+            f"{a.responses_path} and {b.responses_path} have no prompt scored in both runs (paired by {by}: {reasons})"
+        )
+    reworded = sum(text_a[k] != text_b[k] for k in shared)
+
+    names = sorted({c for sa, _ in pairs for c in sa.columns})
+    columns = {c: i for i, c in enumerate(names)}
+    xa = np.array([[sa.columns[c] for c in names] for sa, _ in pairs], dtype=np.float64)
+    xb = np.array([[sb.columns[c] for c in names] for _, sb in pairs], dtype=np.float64)
+    boot_a, boot_b = bootstrap_sums(xa, xb, resamples, seed)
+    labels = {**(b.results.get("metric_labels") or {}), **(a.results.get("metric_labels") or {})}
+    alpha = (1 - CONFIDENCE) / 2
+    metrics: dict[str, dict[str, Any]] = {}
+    for metric, terms in bench.paired_metrics.items():
+        va, vb = _metric(xa.sum(axis=0), columns, terms), _metric(xb.sum(axis=0), columns, terms)
+        if np.isnan(va) or np.isnan(vb):
+            continue  # no paired prompt the metric counts (a FollowBench level nobody reached)
+        # The prompts the metric counts (a FollowBench level's answers; every prompt elsewhere).
+        counted = np.any(xa[:, [columns[d] for _, d in terms]] > 0, axis=1)
+        deltas = _metric(boot_b, columns, terms) - _metric(boot_a, columns, terms)
+        low, high = np.nanquantile(deltas, [alpha, 1 - alpha])
+        entry: dict[str, Any] = {
+            "label": labels.get(metric, metric),
+            "a": float(va),
+            "b": float(vb),
+            "delta": float(vb - va),
+            "ci": [float(low), float(high)],
+            "n": int(counted.sum()),
+        }
+        if metric in bench.prompt_level_metrics:
+            num = columns[terms[0][0]]
+            entry["mcnemar"] = mcnemar(xa[counted, num], xb[counted, num])
+        metrics[metric] = entry
+
+    warnings = []
+    if a.results.get("data") != b.results.get("data") or a.results.get("limit") != b.results.get("limit"):
+        warnings.append("the runs used different data or subsets")
+    if reworded:
+        warnings.append(f"{reworded} prompts paired by id have different text")
+    a_name, b_name = run_label(a_path, b_path)
+    modes = bench.outcome_modes
+    return {
+        "benchmark": bench.name,
+        "title": bench.title,
+        "a": {
+            "name": a_name,
+            "results": str(a.results_path),
+            "responses": str(a.responses_path),
+            "counts": a.results["counts"],
+        },
+        "b": {
+            "name": b_name,
+            "results": str(b.results_path),
+            "responses": str(b.responses_path),
+            "counts": b.results["counts"],
+        },
+        "pairing": {
+            "by": by,
+            "paired": len(pairs),
+            "only_a": len(keys_a) - len(shared),
+            "only_b": len(keys_b) - len(shared),
+            "excluded": dict(excluded),
+        },
+        "bootstrap": {"resamples": resamples, "seed": seed, "confidence": CONFIDENCE, "method": "paired percentile"},
+        "metrics": metrics,
+        "outcome_modes": list(modes),
+        "instructions": group_rates(pairs, modes, family=False),
+        "families": group_rates(pairs, modes, family=True),
+        "warnings": warnings,
+    }
