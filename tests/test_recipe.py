@@ -198,6 +198,47 @@ def test_recipe_runs_skips_and_redoes_what_a_changed_setting_reaches(tiny, run_d
     assert json.loads((out / "train" / "dpo" / "trainer_state.json").read_text())["log_history"][0]["learning_rate"] > 0
 
 
+def test_training_step_cut_off_resumes_from_its_checkpoint(tiny, run_dir, tmp_path, caplog):
+    """A train step that was cut off after its first checkpoint (its `.started` marker holds the
+    step's hash) goes on from that checkpoint instead of starting over."""
+    from autoif.train import trainer
+
+    caplog.set_level(logging.INFO, logger="autoif.recipe")
+    recipe = {
+        "name": "cut",
+        "base_model": str(tiny),
+        "data": {"run_dir": str(run_dir)},
+        "train": [{"name": "sft", "trainer": "sft", "set": TRAIN}],
+        "eval": {"models": []},
+        "contamination": {"enabled": False},
+    }
+    path, out = tmp_path / "cut.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(recipe))
+    plan = Plan(load_recipe(path), path, out)
+    step = plan.step("train.sft")
+    # What a run killed after its first optimizer step leaves: checkpoint-1 and the started marker.
+    settings_class, train = trainer("sft")
+    first = {
+        **TRAIN,
+        "max_steps": 1,
+        "model": str(tiny),
+        "data": str(run_dir),
+        "output_dir": str(out / "train" / "sft"),
+    }
+    train(settings_class(**first))
+    step.started_file.parent.mkdir(parents=True)
+    step.started_file.write_text(json.dumps({"hash": step.digest}))
+    checkpoint = out / "train" / "sft" / "checkpoint-1" / "trainer_state.json"
+    stamp = checkpoint.stat().st_mtime_ns
+
+    assert step.state() == "resume"
+    run_plan(plan)
+    assert "recipe [2/3] train.sft: resuming" in caplog.text
+    assert step.marker()["info"]["resumed"] is True
+    assert checkpoint.stat().st_mtime_ns == stamp  # step 1 was not trained again
+    assert json.loads((out / "train" / "sft" / "trainer_state.json").read_text())["global_step"] == 2
+
+
 @pytest.mark.skipif(not HAVE_COMPARE, reason="autoif.evals.compare_runs is not in this branch yet")
 def test_compare_step_renders_the_comparison(tiny, run_dir, tmp_path):
     path, out = _recipe_file(tmp_path, tiny, run_dir), tmp_path / "out"
@@ -304,3 +345,39 @@ def test_data_report_links_the_results_page(tmp_path):
     assert "results.md" not in render_report(tmp_path / "data")
     (tmp_path / "results.md").write_text("# results\n")
     assert '<a href="../results.md">experiment results</a>' in render_report(tmp_path / "data")
+
+
+def test_results_page_renders_comparisons_generically():
+    """compare_runs' dict (per metric a, b, delta, interval, McNemar p; per-instruction-type deltas)
+    becomes a table per model and benchmark, whatever else it holds."""
+    from autoif.recipe_results import render_markdown
+
+    compare = {
+        "metrics": {
+            "prompt_loose": {"a": 0.20, "b": 0.25, "delta": 0.05, "ci_low": 0.01, "ci_high": 0.09, "mcnemar_p": 0.012},
+            "instruction_loose": {"a": 0.30, "b": 0.33, "delta": 0.03, "ci_low": -0.01, "ci_high": 0.07},
+        },
+        "instruction_types": {
+            "length_constraints:number_words": {"delta": 0.1},
+            "change_case:english_lowercase": -0.02,
+        },
+        "prompts": 541,
+    }
+    results = {
+        "name": "x",
+        "description": "",
+        "base_model": "embedded",
+        "eval_settings": {"max_tokens": 512, "temperature": 0.0},
+        "evals": {},
+        "compare": {"dpo": {"ifeval": compare}},
+        "contamination": None,
+        "funnel": None,
+        "training": {},
+        "steps": {},
+        "commands": ["autoif recipe r.yaml -o out"],
+    }
+    page = render_markdown(results)
+    assert "### dpo vs base: ifeval" in page
+    assert "| prompt_loose | 20.00 | 25.00 | 5.00 | [1.00, 9.00] | 0.012 |" in page
+    assert "| instruction_loose | 30.00 | 33.00 | 3.00 | [-1.00, 7.00] | - |" in page
+    assert "| length_constraints:number_words | 10.00 |" in page and "| change_case:english_lowercase | -2.00 |" in page

@@ -175,11 +175,11 @@ def render_markdown(results: dict) -> str:
             for name, t in results["training"].items()
         ]
         lines += _table(["step", "trainer", "steps (iterations)", "final loss", "runtime s", "model"], rows) + [""]
-    lines += ["## Steps and commands", ""]
-    rows = [[name, _num(s["wall_s"]), f"`{s['command']}`"] for name, s in results["steps"].items()]
-    lines += _table(["step", "wall s", "command"], rows) + [
+    lines += ["## Steps", ""]
+    lines += _table(["step", "wall s"], [[name, _num(s["wall_s"])] for name, s in results["steps"].items()])
+    lines += [
         "",
-        "Reproduce:",
+        "Commands (the recipe, then what each step ran, as commands):",
         "",
         "```",
         *results["commands"],
