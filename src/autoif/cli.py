@@ -11,17 +11,12 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import click
 
 from . import __version__
 from .errors import AutoifError
-
-if TYPE_CHECKING:
-    from .config import Config
-
-log = logging.getLogger("autoif.run")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -127,48 +122,15 @@ def run_cmd(
     executor: str | None,
 ) -> None:
     """Run the AutoIF pipeline: seeds to SFT data and DPO pairs."""
-    from rich.console import Console
-
     from .config import load_config
-    from .pipeline import Pipeline
-    from .runlock import RunLock
+    from .runner import run_pipeline
 
     config = load_config(config_path, overrides)
     if out:
         config.paths.out = out
     if executor:
         config.executor.kind = executor
-    pipeline = Pipeline(config)
-    names = pipeline.selected(only, until)
-    with RunLock(pipeline.out):
-        if "queries" in names:  # a bad query pool fails now, not after stage 1's work
-            from .stages.querypool import load_queries
-
-            load_queries(config.queries)
-        funnel = pipeline.run(only=only, until=until, force=force)
-        if "verify" in names:
-            from .stages.verify import warn_on_truncation
-
-            warn_on_truncation(funnel)
-        if "export" in names:
-            from .evals import warn_on_contamination
-            from .export_formats import write_copies
-
-            write_copies(pipeline.out, config.export.llamafactory, config.export.hf_dataset, push_to_hub)
-            warn_on_contamination(pipeline.out)
-        Console(stderr=True).print(pipeline.funnel_table(funnel, names))
-        _write_report(pipeline.out, config)
-
-
-def _write_report(out: Path, config: Config) -> None:
-    """OUT/report.html after every run; a missing plotting library costs the report, not the run."""
-    from .errors import MissingDependency
-    from .report import write_report
-
-    try:
-        log.info("report: %s", write_report(out, config))
-    except MissingDependency as exc:
-        log.warning("report not written: %s", exc)
+    run_pipeline(config, only=only, until=until, force=force, push_to_hub=push_to_hub)
 
 
 @cli.command("train")
@@ -308,6 +270,32 @@ def compare_cmd(a: str, b: str, json_out: str | None, resamples: int, seed: int)
     if json_out:
         atomic_write_text(json_out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         click.echo(f"autoif: comparison written to {json_out}")
+
+
+@cli.command("recipe")
+@click.argument("recipe_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", default=None, help="Output directory (default: runs/<recipe name>).")
+@set_option
+@click.option("--dry-run", is_flag=True, help="Print the steps, which are done and what would run; run nothing.")
+def recipe_cmd(recipe_file: str, out: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
+    """Run a whole experiment: data, training chain, evaluations, comparisons, results page.
+
+    Every step is skipped when done with the same settings and resumes when cut off; --set
+    train.STEP.KEY=VALUE changes a trainer setting, other keys are the recipe's (eval.limit=5).
+    """
+    import shlex
+
+    from .recipe import Plan, describe, load_recipe, run_plan
+
+    recipe = load_recipe(recipe_file, overrides)
+    out = out or str(Path("runs") / recipe.name)
+    command = shlex.join(["autoif", "recipe", recipe_file, "-o", out, *(a for o in overrides for a in ("--set", o))])
+    plan = Plan(recipe, recipe_file, out, command)
+    if dry_run:
+        click.echo("\n".join(describe(plan)))
+        return
+    run_plan(plan)
+    click.echo(f"autoif: results in {plan.out / 'results.md'}")
 
 
 @cli.command("report")

@@ -9,6 +9,7 @@ commented YAML that loads back unchanged.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -534,6 +535,20 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def format_overrides(tree: dict, prefix: str = "") -> list[str]:
+    """The inverse of `parse_override` over a tree: {"llm": {"model": "x"}} -> ["llm.model=x"]; each
+    value is written as a YAML flow scalar or list, so it parses back to the same value."""
+    items: list[str] = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            items += format_overrides(value, dotted + ".")
+            continue
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+        items.append(f"{dotted}={text.removesuffix('...').strip()}")
+    return items
+
+
 def config_from_dict(tree: dict, model: type[BaseModel] | None = None) -> Any:
     """Validate a tree as `model` (default: the run's Config) or raise a one-line ConfigError."""
     try:
@@ -551,25 +566,35 @@ def load_config(
 
     `model` lets other commands (the trainers) load their own settings with the same rules.
     """
-    tree: dict = {}
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"config error: no such config file: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise ConfigError(f"config error: {p} is not valid YAML{where}: {problem}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config error: {p} is not UTF-8 text") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config error: {p} must hold a mapping of sections, got {type(loaded).__name__}")
-        tree = loaded
+    return config_from_tree({} if path is None else read_yaml_tree(path), overrides, model)
+
+
+def read_yaml_tree(path: str | os.PathLike) -> dict:
+    """The mapping a YAML config file holds (empty file: {}), or a one-line ConfigError."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config error: no such config file: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config error: {p} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config error: {p} is not UTF-8 text") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config error: {p} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def config_from_tree(
+    tree: dict, overrides: list[str] | tuple[str, ...] = (), model: type[BaseModel] | None = None
+) -> Any:
+    """A config tree (as YAML gives it; not modified) + `key.sub=value` overrides -> validated `model`."""
+    tree = copy.deepcopy(tree)
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(tree, key, value)

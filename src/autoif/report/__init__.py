@@ -33,6 +33,12 @@ def render_report(out_dir: Path, config: Config | None = None) -> str:
     body = "".join(build(run) for build in ORDER)
     nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS.items())
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # A recipe's data run is OUT/data; the experiment's results page is OUT/results.md.
+    results = (
+        ' · <a href="../results.md">experiment results</a>'
+        if (out_dir.resolve().parent / "results.md").is_file()
+        else ""
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -40,7 +46,7 @@ def render_report(out_dir: Path, config: Config | None = None) -> str:
         f"<title>autoif run report: {esc(out_dir.resolve().name)}</title>"
         f"<style>{CSS}\n{code_css()}</style></head><body>"
         f'<header class="top"><h1>autoif run report</h1><div class="muted">run directory '
-        f"<code>{esc(out_dir.resolve())}</code> · generated {esc(generated)}</div></header>"
+        f"<code>{esc(out_dir.resolve())}</code> · generated {esc(generated)}{results}</div></header>"
         f'<nav class="toc">{nav}</nav><main>{body}</main></body></html>\n'
     )
 

@@ -193,10 +193,12 @@ def resume_checkpoint(settings: TrainSettings) -> str | bool | None:
 
 def save_final(trainer, tokenizer, output_dir: str | Path) -> Path:
     """The trained model (adapters merged into nothing: peft saves adapters) and tokenizer,
-    loadable by from_pretrained."""
+    loadable by from_pretrained; and `output_dir/trainer_state.json`, the run's whole log history
+    (steps, losses, runtime), which the checkpoints hold only up to their own step."""
     out = Path(output_dir).expanduser() / "final"
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
+    trainer.save_state()
     log.info("saved the trained model to %s", out)
     return out
 

@@ -1,0 +1,383 @@
+"""`autoif recipe`: a real recipe end to end on tiny components (a hand-written run directory, a tiny
+model built from a config, two real TRL steps per trainer, real generation and scoring of a few
+IFEval and IFBench prompts), then a rerun that skips every step, then a changed train setting that
+redoes that step and only what reads it; an evaluation killed mid-generation that resumes from its
+response cache; the shipped recipes loaded, resolved and planned; bad input as one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+pytest.importorskip("transformers")
+
+import autoif.evals  # noqa: E402
+from autoif.cli import cli  # noqa: E402
+from autoif.config import load_config  # noqa: E402
+from autoif.evals import benchmark  # noqa: E402
+from autoif.evals.base import EvalConfig, EvalContext  # noqa: E402
+from autoif.evals.data import load_records, subset  # noqa: E402
+from autoif.recipe import Plan, describe, load_recipe, run_plan  # noqa: E402
+from tiny_models import tiny_causal_lm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+# compare_runs (autoif.evals.stats) is written on another branch; until it is merged the recipes
+# here run without the compare step, and the test of that step is skipped.
+HAVE_COMPARE = hasattr(autoif.evals, "compare_runs")
+FUNCTIONS = ["def evaluate(response):\n    return len(response) % 2 == 0\n"]
+TRAIN = {
+    "max_steps": 2,
+    "global_batch_size": 2,
+    "per_device_batch_size": 2,
+    "max_length": 64,
+    "logging_steps": 1,
+    "save_steps": 1,
+    "learning_rate": 1e-3,
+    "warmup_steps": 0,
+}
+
+
+def _msg(role, content):
+    return {"role": role, "content": content}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run directory written by hand: what `data: {run_dir: ...}` trains on."""
+    out = tmp_path_factory.mktemp("run")
+    questions = ["Name a fruit.", "Say hello.", "Count to three.", "Give a colour."]
+    _write_jsonl(
+        out / "sft.jsonl",
+        [
+            {
+                "messages": [_msg("user", f"{q} Answer in lowercase."), _msg("assistant", f"answer {i}")],
+                "instruction_id": "lib-x",
+                "functions": FUNCTIONS,
+                "pass_rate": 1.0,
+            }
+            for i, q in enumerate(questions)
+        ],
+    )
+    _write_jsonl(
+        out / "dpo.jsonl",
+        [
+            {
+                "prompt": [_msg("user", f"{q} Answer in lowercase.")],
+                "chosen": [_msg("assistant", "fine")],
+                "rejected": [_msg("assistant", "NOT FINE AT ALL")],
+                "level": "query",
+                "functions": FUNCTIONS,
+            }
+            for q in questions
+        ],
+    )
+    funnel = {"stages": {"export": {"in": 4, "out": 8, "dropped": {}}}}
+    (out / "funnel.json").write_text(json.dumps(funnel))
+    return out
+
+
+def _recipe_file(tmp_path: Path, tiny: Path, run_dir: Path) -> Path:
+    recipe = {
+        "name": "tiny",
+        "base_model": str(tiny),
+        "data": {"run_dir": str(run_dir)},
+        "train": [
+            {"name": "sft", "trainer": "sft", "set": TRAIN},
+            {"name": "dpo", "trainer": "dpo", "set": TRAIN},
+        ],
+        "eval": {
+            "benchmarks": ["ifeval", "ifbench"],
+            "limit": 2,
+            "settings": {"max_tokens": 8},
+            "llm": {"backend": "local", "batch_size": 2},
+        },
+        "compare": {"enabled": HAVE_COMPARE, "resamples": 200},
+        "publish": "published",
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _states(plan: Plan) -> dict[str, str]:
+    return {step.name: step.state() for step in plan.steps}
+
+
+def _ran(caplog) -> list[str]:
+    """Steps the recipe ran (not skipped), from its progress lines."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "autoif.recipe"]
+    return [line.split("] ", 1)[1].split(":")[0] for line in lines if line.endswith("running")]
+
+
+def test_recipe_runs_skips_and_redoes_what_a_changed_setting_reaches(tiny, run_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="autoif.recipe")
+    path, out = _recipe_file(tmp_path, tiny, run_dir), tmp_path / "out"
+    plan = Plan(load_recipe(path), path, out)
+    every = [s.name for s in plan.steps]
+    assert all(state == "run" for state in _states(plan).values())
+
+    run_plan(plan)
+    assert _ran(caplog) == every
+    results = json.loads((out / "results.json").read_text())
+    sft, dpo = results["training"]["sft"], results["training"]["dpo"]
+    assert sft["steps"] == dpo["steps"] == 2 and sft["final_loss"] > 0 and sft["runtime_s"] > 0
+    assert dpo["model"] == str(out / "train" / "dpo" / "final")
+    for model in ("base", "sft", "dpo"):
+        for bench in ("ifeval", "ifbench"):
+            assert set(results["evals"][model][bench]["metrics"]) >= {"prompt_loose"}
+    contamination = json.loads((out / "contamination.json").read_text())
+    assert contamination["max_share"] == 0.01
+    assert contamination["benchmarks"]["ifeval"]["within_limit"] is True
+    page = (out / "results.md").read_text()
+    for heading in ("### ifeval", "### ifbench", "## Contamination", "## Data funnel", "## Training"):
+        assert heading in page
+    assert results["commands"][0].startswith("autoif recipe") and any(
+        c.startswith("autoif train dpo --model " + str(out / "train" / "sft" / "final")) for c in results["commands"]
+    )
+    assert all(results["steps"][name]["wall_s"] >= 0 for name in every if name not in ("results", "publish"))
+
+    # Published: each benchmark's responses of the base and the final model, the prompt exactly as
+    # the benchmark file has it, with the logs and the page.
+    published = tmp_path / "published"
+    for bench in ("ifeval", "ifbench"):
+        bench_prompts = {item.prompt for item in benchmark(bench).items(*load_records(benchmark(bench), None))}
+        for label in ("base", "trained"):
+            rows = [
+                json.loads(line) for line in (published / f"{bench}_{label}_responses.jsonl").read_text().splitlines()
+            ]
+            assert len(rows) == 2 and all(set(r) == {"prompt", "response"} for r in rows)
+            assert all(r["prompt"] in bench_prompts for r in rows)
+    assert json.loads((published / "training_dpo_log.json").read_text())[-1]["train_runtime"] > 0
+    for name in ("funnel.json", "contamination.json", "results.md", "commands.sh"):
+        assert (published / name).is_file()
+
+    # The same recipe again: every step is done and skipped, nothing is written.
+    caplog.clear()
+    stamp = (out / "train" / "sft" / "final" / "model.safetensors").stat().st_mtime_ns
+    again = Plan(load_recipe(path), path, out)
+    assert all(line.split(": ", 1)[1].startswith("done, skipped") for line in describe(again))
+    run_plan(again)
+    assert _ran(caplog) == []
+    assert (out / "train" / "sft" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+
+    # One DPO setting changed: DPO, the evaluations of its model and what reads them are redone; the
+    # SFT model and the base's and SFT's evaluations are kept.
+    caplog.clear()
+    changed = Plan(load_recipe(path, ["train.dpo.learning_rate=5e-4"]), path, out)
+    redo = {"train.dpo", "eval.dpo.ifeval", "eval.dpo.ifbench", "results", "publish"} | (
+        {"compare"} if HAVE_COMPARE else set()
+    )
+    assert {n for n, s in _states(changed).items() if s != "done"} == redo
+    assert all(s == "redo" for n, s in _states(changed).items() if n in redo)
+    run_plan(changed)
+    assert set(_ran(caplog)) == redo
+    assert (out / "train" / "sft" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert json.loads((out / "train" / "dpo" / "trainer_state.json").read_text())["log_history"][0]["learning_rate"] > 0
+
+
+def test_training_step_cut_off_resumes_from_its_checkpoint(tiny, run_dir, tmp_path, caplog):
+    """A train step that was cut off after its first checkpoint (its `.started` marker holds the
+    step's hash) goes on from that checkpoint instead of starting over."""
+    from autoif.train import trainer
+
+    caplog.set_level(logging.INFO, logger="autoif.recipe")
+    recipe = {
+        "name": "cut",
+        "base_model": str(tiny),
+        "data": {"run_dir": str(run_dir)},
+        "train": [{"name": "sft", "trainer": "sft", "set": TRAIN}],
+        "eval": {"models": []},
+        "contamination": {"enabled": False},
+    }
+    path, out = tmp_path / "cut.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(recipe))
+    plan = Plan(load_recipe(path), path, out)
+    step = plan.step("train.sft")
+    # What a run killed after its first optimizer step leaves: checkpoint-1 and the started marker.
+    settings_class, train = trainer("sft")
+    first = {
+        **TRAIN,
+        "max_steps": 1,
+        "model": str(tiny),
+        "data": str(run_dir),
+        "output_dir": str(out / "train" / "sft"),
+    }
+    train(settings_class(**first))
+    step.started_file.parent.mkdir(parents=True)
+    step.started_file.write_text(json.dumps({"hash": step.digest}))
+    checkpoint = out / "train" / "sft" / "checkpoint-1" / "trainer_state.json"
+    stamp = checkpoint.stat().st_mtime_ns
+
+    assert step.state() == "resume"
+    run_plan(plan)
+    assert "recipe [2/3] train.sft: resuming" in caplog.text
+    assert step.marker()["info"]["resumed"] is True
+    assert checkpoint.stat().st_mtime_ns == stamp  # step 1 was not trained again
+    assert json.loads((out / "train" / "sft" / "trainer_state.json").read_text())["global_step"] == 2
+
+
+@pytest.mark.skipif(not HAVE_COMPARE, reason="autoif.evals.compare_runs is not in this branch yet")
+def test_compare_step_renders_the_comparison(tiny, run_dir, tmp_path):
+    path, out = _recipe_file(tmp_path, tiny, run_dir), tmp_path / "out"
+    run_plan(Plan(load_recipe(path, ["train.sft.max_steps=1", "eval.limit=1"]), path, out))
+    compare = json.loads((out / "compare.json").read_text())
+    assert set(compare) == {"sft", "dpo"} and set(compare["dpo"]) == {"ifeval", "ifbench"}
+    assert "## Comparisons with the base" in (out / "results.md").read_text()
+
+
+def test_killed_evaluation_resumes_from_its_response_cache(tiny, tmp_path):
+    """An evaluation killed mid-generation (SIGKILL, as a session's end does) keeps every finished
+    response in its cache; the rerun generates only the others and writes the usual files."""
+    out, n = tmp_path / "eval", 6
+    sets = [f"paths.out={out}", "llm.cache_path=ifeval_cache.sqlite", "llm.batch_size=1", "seed=42"]
+    argv = [sys.executable, "-m", "autoif.cli", "eval", "ifeval", "--model", str(tiny), "--limit", str(n)]
+    argv += ["--max-tokens", "64", "--out", str(out)] + [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache, kept = out / "ifeval_cache.sqlite", 0
+    deadline = time.monotonic() + 120
+    while kept < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if cache.is_file():
+            with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as db:
+                try:
+                    kept = db.execute("select count(*) from responses").fetchone()[0]
+                except sqlite3.OperationalError:  # the table is not made yet
+                    continue
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the evaluation finished before it could be killed"
+    assert 2 <= kept < n and not (out / "ifeval_results.json").exists()
+
+    config = load_config(None, [*sets, f"llm.model={tiny}"])
+    bench = benchmark("ifeval")
+    items = subset(bench.items(*load_records(bench, None)), n, config.seed)
+    context = EvalContext(config, EvalConfig(max_tokens=64))
+    try:  # the same requests `autoif eval` makes: the finished ones come from the cache
+        context.generate([item.prompt for item in items], max_tokens=64, desc="rerun")
+        stats = context.backend().stats
+    finally:
+        context.close()
+    assert stats.hits >= kept and stats.hits + stats.misses == n
+
+    # The rerun of the command itself now finds every response and writes the usual files.
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (out / "ifeval_responses.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [item.prompt for item in items]
+    assert json.loads((out / "ifeval_results.json").read_text())["counts"]["prompts"] == n
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_shipped_recipes_load_resolve_and_plan(path, tmp_path):
+    recipe = load_recipe(path)
+    plan = Plan(recipe, path, tmp_path / recipe.name)
+    names = [s.name for s in plan.steps]
+    assert names[0] == "data" and [n for n in names if n.startswith("train.")] == [
+        f"train.{s.name}" for s in recipe.train
+    ]
+    assert {f"eval.base.{b}" for b in ("ifeval", "ifbench")} <= set(names)
+    assert "contamination" in names and "results" in names
+    lines = describe(plan)
+    assert len(lines) == len(names) and all("would run" in line for line in lines)
+    if recipe.publish:
+        assert plan.step("publish").command.endswith(str(ROOT / "results" / recipe.name))
+    for spec in recipe.train:
+        if spec.launch:
+            assert plan.step(f"train.{spec.name}").command.startswith("accelerate launch --config_file")
+
+
+@pytest.mark.parametrize(
+    ("text", "sets", "message"),
+    [
+        ("name: x\nevals: {}\n", [], "unknown key 'evals'"),
+        ("name: x\ntrain: [{name: a, trainer: spt}]\n", [], "unknown trainer 'spt' (did you mean 'sft'?)"),
+        ("name: x\neval: {benchmarks: [ifevel]}\n", [], "unknown benchmark 'ifevel' (did you mean 'ifeval'?)"),
+        ("name: x\ntrain: [{name: a, trainer: sft, set: {lr: 1}}]\n", [], "unknown key 'lr'"),
+        ("name: x\ntrain: [{name: a, trainer: sft}]\n", ["train.b.learning_rate=1"], "unknown train step 'b'"),
+        ("name: x\neval: {benchmarks: [followbench]}\n", [], "followbench needs a judge"),
+        ("name: x\ndata: {config: missing.yaml}\n", [], "no such config file"),
+    ],
+)
+def test_bad_recipe_is_one_line_exit_2(tmp_path, text, sets, message):
+    from click.testing import CliRunner
+
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    args = ["recipe", str(path), "-o", str(tmp_path / "out"), "--dry-run"] + [a for s in sets for a in ("--set", s)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_recipe_file_is_one_line_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["recipe", str(tmp_path / "nope.yaml"), "--dry-run"])
+    assert result.exit_code == 2 and "no such config file" in result.output
+
+
+def test_data_report_links_the_results_page(tmp_path):
+    from autoif.report import render_report
+
+    (tmp_path / "data").mkdir()
+    assert "results.md" not in render_report(tmp_path / "data")
+    (tmp_path / "results.md").write_text("# results\n")
+    assert '<a href="../results.md">experiment results</a>' in render_report(tmp_path / "data")
+
+
+def test_results_page_renders_comparisons_generically():
+    """compare_runs' dict (per metric a, b, delta, interval, McNemar p; per-instruction-type deltas)
+    becomes a table per model and benchmark, whatever else it holds."""
+    from autoif.recipe_results import render_markdown
+
+    compare = {
+        "metrics": {
+            "prompt_loose": {"a": 0.20, "b": 0.25, "delta": 0.05, "ci_low": 0.01, "ci_high": 0.09, "mcnemar_p": 0.012},
+            "instruction_loose": {"a": 0.30, "b": 0.33, "delta": 0.03, "ci_low": -0.01, "ci_high": 0.07},
+        },
+        "instruction_types": {
+            "length_constraints:number_words": {"delta": 0.1},
+            "change_case:english_lowercase": -0.02,
+        },
+        "prompts": 541,
+    }
+    results = {
+        "name": "x",
+        "description": "",
+        "base_model": "embedded",
+        "eval_settings": {"max_tokens": 512, "temperature": 0.0},
+        "evals": {},
+        "compare": {"dpo": {"ifeval": compare}},
+        "contamination": None,
+        "funnel": None,
+        "training": {},
+        "steps": {},
+        "commands": ["autoif recipe r.yaml -o out"],
+    }
+    page = render_markdown(results)
+    assert "### dpo vs base: ifeval" in page
+    assert "| prompt_loose | 20.00 | 25.00 | 5.00 | [1.00, 9.00] | 0.012 |" in page
+    assert "| instruction_loose | 30.00 | 33.00 | 3.00 | [-1.00, 7.00] | - |" in page
+    assert "| length_constraints:number_words | 10.00 |" in page and "| change_case:english_lowercase | -2.00 |" in page
