@@ -24,7 +24,6 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 pytest.importorskip("transformers")
 
-import autoif.evals  # noqa: E402
 from autoif.cli import cli  # noqa: E402
 from autoif.config import load_config  # noqa: E402
 from autoif.evals import benchmark  # noqa: E402
@@ -35,9 +34,6 @@ from tiny_models import tiny_causal_lm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-# compare_runs (autoif.evals.stats) is written on another branch; until it is merged the recipes
-# here run without the compare step, and the test of that step is skipped.
-HAVE_COMPARE = hasattr(autoif.evals, "compare_runs")
 FUNCTIONS = ["def evaluate(response):\n    return len(response) % 2 == 0\n"]
 TRAIN = {
     "max_steps": 2,
@@ -114,7 +110,7 @@ def _recipe_file(tmp_path: Path, tiny: Path, run_dir: Path) -> Path:
             "settings": {"max_tokens": 8},
             "llm": {"backend": "local", "batch_size": 2},
         },
-        "compare": {"enabled": HAVE_COMPARE, "resamples": 200},
+        "compare": {"resamples": 200},
         "publish": "published",
     }
     path = tmp_path / "tiny.yaml"
@@ -187,9 +183,7 @@ def test_recipe_runs_skips_and_redoes_what_a_changed_setting_reaches(tiny, run_d
     # SFT model and the base's and SFT's evaluations are kept.
     caplog.clear()
     changed = Plan(load_recipe(path, ["train.dpo.learning_rate=5e-4"]), path, out)
-    redo = {"train.dpo", "eval.dpo.ifeval", "eval.dpo.ifbench", "results", "publish"} | (
-        {"compare"} if HAVE_COMPARE else set()
-    )
+    redo = {"train.dpo", "eval.dpo.ifeval", "eval.dpo.ifbench", "compare", "results", "publish"}
     assert {n for n, s in _states(changed).items() if s != "done"} == redo
     assert all(s == "redo" for n, s in _states(changed).items() if n in redo)
     run_plan(changed)
@@ -239,7 +233,6 @@ def test_training_step_cut_off_resumes_from_its_checkpoint(tiny, run_dir, tmp_pa
     assert json.loads((out / "train" / "sft" / "trainer_state.json").read_text())["global_step"] == 2
 
 
-@pytest.mark.skipif(not HAVE_COMPARE, reason="autoif.evals.compare_runs is not in this branch yet")
 def test_compare_step_renders_the_comparison(tiny, run_dir, tmp_path):
     path, out = _recipe_file(tmp_path, tiny, run_dir), tmp_path / "out"
     run_plan(Plan(load_recipe(path, ["train.sft.max_steps=1", "eval.limit=1"]), path, out))
@@ -347,29 +340,32 @@ def test_data_report_links_the_results_page(tmp_path):
     assert '<a href="../results.md">experiment results</a>' in render_report(tmp_path / "data")
 
 
-def test_results_page_renders_comparisons_generically():
-    """compare_runs' dict (per metric a, b, delta, interval, McNemar p; per-instruction-type deltas)
-    becomes a table per model and benchmark, whatever else it holds."""
+def test_results_page_shows_the_paired_comparison(tmp_path):
+    """compare_runs' dict, computed on two real dev-set runs, becomes a table per model and benchmark:
+    each metric with B - A, its interval and McNemar p, and the families that moved."""
+    from autoif.evals.stats import compare_runs
     from autoif.recipe_results import render_markdown
 
-    compare = {
-        "metrics": {
-            "prompt_loose": {"a": 0.20, "b": 0.25, "delta": 0.05, "ci_low": 0.01, "ci_high": 0.09, "mcnemar_p": 0.012},
-            "instruction_loose": {"a": 0.30, "b": 0.33, "delta": 0.03, "ci_low": -0.01, "ci_high": 0.07},
-        },
-        "instruction_types": {
-            "length_constraints:number_words": {"delta": 0.1},
-            "change_case:english_lowercase": -0.02,
-        },
-        "prompts": 541,
-    }
+    rows = [
+        {"id": f"p{i}", "prompt": f"q{i}", "response": "x", "constraint": "case:lowercase", "followed": [ok]}
+        for i, ok in enumerate([True, False, False, True])
+    ]
+    for name, passed in (("base", [1, 0, 0, 1]), ("dpo", [1, 1, 1, 0])):
+        (tmp_path / name).mkdir()
+        lines = [{**r, "followed": [bool(p)], "pass_rate": float(p), "passed": bool(p)} for r, p in zip(rows, passed)]
+        (tmp_path / name / "dev_responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        metrics = {"prompt_pass": sum(passed) / 4, "mean_pass_rate": sum(passed) / 4}
+        results = {"benchmark": "dev", "title": "autoif dev", "metrics": metrics, "counts": {"prompts": 4}}
+        results["metric_labels"] = benchmark("dev").metric_labels
+        (tmp_path / name / "dev_results.json").write_text(json.dumps(results))
+    compare = compare_runs(tmp_path / "base", tmp_path / "dpo", resamples=200, seed=1)
     results = {
         "name": "x",
         "description": "",
         "base_model": "embedded",
         "eval_settings": {"max_tokens": 512, "temperature": 0.0},
         "evals": {},
-        "compare": {"dpo": {"ifeval": compare}},
+        "compare": {"dpo": {"dev": compare}},
         "contamination": None,
         "funnel": None,
         "training": {},
@@ -377,7 +373,8 @@ def test_results_page_renders_comparisons_generically():
         "commands": ["autoif recipe r.yaml -o out"],
     }
     page = render_markdown(results)
-    assert "### dpo vs base: ifeval" in page
-    assert "| prompt_loose | 20.00 | 25.00 | 5.00 | [1.00, 9.00] | 0.012 |" in page
-    assert "| instruction_loose | 30.00 | 33.00 | 3.00 | [-1.00, 7.00] | - |" in page
-    assert "| length_constraints:number_words | 10.00 |" in page and "| change_case:english_lowercase | -2.00 |" in page
+    ci = compare["metrics"]["prompt_pass"]["ci"]
+    assert "### dpo vs base: autoif dev (4 paired prompts)" in page
+    interval = f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
+    assert f"| prompts passing every function | 50.00 | 75.00 | +25.00 | {interval} | 1 (2/1) |" in page
+    assert "| case | 4 | 50.00 | 75.00 | +25.00 |" in page

@@ -542,12 +542,8 @@ class Plan:
         spec = self.recipe.compare
 
         def run() -> dict:
-            try:
-                from .evals import compare_runs  # type: ignore[attr-defined]
-            except ImportError:
-                raise AutoifError(
-                    "compare: this autoif has no autoif.evals.compare_runs; set compare.enabled=false"
-                ) from None
+            from .evals.stats import compare_runs
+
             report: dict = {}
             for model, bench in self.compared():
                 report.setdefault(model, {})[bench] = compare_runs(

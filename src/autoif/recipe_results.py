@@ -190,39 +190,38 @@ def render_markdown(results: dict) -> str:
 
 
 def _render_compare(compare: dict) -> list[str]:
-    """Whatever `compare_runs` returned, per model and benchmark: rows of the metrics that carry a
-    `delta` (with the interval and McNemar p when present), then every other mapping of deltas
-    (per instruction type) as `name: delta` rows."""
+    """`compare_runs`' dict per model and benchmark: each metric with B - A, its paired bootstrap
+    interval and the McNemar test (prompt-level metrics), then the instruction families that moved
+    (first outcome mode: loose where the benchmark has strict and loose)."""
     lines: list[str] = []
     for model, per in compare.items():
-        for bench, doc in per.items():
-            lines += [f"### {model} vs base: {bench}", ""]
-            metrics = doc.get("metrics", doc)
+        for doc in per.values():
+            paired = doc["pairing"]["paired"]
+            lines += [f"### {model} vs base: {doc['title']} ({paired} paired prompts)", ""]
             rows = []
-            for key, m in metrics.items():
-                if isinstance(m, dict) and "delta" in m:
-                    interval = f"[{_pct(m.get('ci_low'))}, {_pct(m.get('ci_high'))}]" if "ci_low" in m else "-"
-                    rows.append(
-                        [
-                            key,
-                            _pct(m.get("a")),
-                            _pct(m.get("b")),
-                            _pct(m.get("delta")),
-                            interval,
-                            _num(m.get("mcnemar_p")),
-                        ]
-                    )
-            lines += _table(["metric", "base", model, "delta (points)", "95% interval", "McNemar p"], rows) + [""]
-            for key, value in doc.items():
-                if key == "metrics" or not isinstance(value, dict) or value is metrics:
-                    continue
-                deltas = {k: v.get("delta") if isinstance(v, dict) else v for k, v in value.items()}
-                if deltas and all(isinstance(v, (int, float)) or v is None for v in deltas.values()):
-                    lines += (
-                        [f"{key}:", ""]
-                        + _table(["", "delta (points)"], [[k, _pct(v)] for k, v in deltas.items()])
-                        + [""]
-                    )
+            for key, m in doc["metrics"].items():
+                test = m.get("mcnemar")
+                rows.append(
+                    [
+                        m.get("label", key),
+                        _pct(m["a"]),
+                        _pct(m["b"]),
+                        f"{100 * m['delta']:+.2f}",
+                        f"[{100 * m['ci'][0]:+.2f}, {100 * m['ci'][1]:+.2f}]",
+                        f"{test['p']:.3g} ({test['b_only']}/{test['a_only']})" if test else "-",
+                    ]
+                )
+            header = ["metric", "base %", f"{model} %", "B - A (points)", "95% interval", "McNemar p (B only/A only)"]
+            lines += _table(header, rows) + [""]
+            mode = doc["outcome_modes"][0]
+            families = [
+                [f["name"], str(f["n"]), _pct(f[mode]["a"]), _pct(f[mode]["b"]), f"{100 * f[mode]['delta']:+.2f}"]
+                for f in doc["families"]
+            ]
+            if families:
+                lines += [f"Instruction families ({mode}), largest gain first:", ""]
+                lines += _table(["family", "n", "base %", f"{model} %", "B - A"], families) + [""]
+            lines += [f"- warning: {w}" for w in doc.get("warnings", [])]
     return lines
 
 
