@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
+from llm_server import LlamaServer
 from small_run import SMALL_RUN, finish, start
 
 
@@ -18,3 +20,12 @@ def small_run(tmp_path_factory):
     out = root / "local"
     finish(start(out, config))
     return config, out
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """A real OpenAI-compatible server (llama_cpp.server with SmolLM2, tests/llm_server.py)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama_cpp is not installed (pip install 'autoif[llamacpp]'; `make test` installs it)")
+    with LlamaServer() as server:
+        yield server
