@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
+from llm_server import LlamaServer
 from small_run import SMALL_RUN, finish, start
 
 
@@ -33,3 +35,12 @@ def offline_nltk(tmp_path, monkeypatch):
         raise AssertionError(f"nltk.download{args} was called")
 
     monkeypatch.setattr(nltk, "download", no_download)
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """A real OpenAI-compatible server (llama_cpp.server with SmolLM2, tests/llm_server.py)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama_cpp is not installed (pip install 'autoif[llamacpp]'; `make test` installs it)")
+    with LlamaServer() as server:
+        yield server

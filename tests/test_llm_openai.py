@@ -4,7 +4,6 @@ faults injected by a real proxy in front of it (tests/llm_server.py)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -23,17 +22,9 @@ from autoif.llm import Request, ResponseCache, make_backend
 from autoif.llm.openai_backend import OpenAIBackend
 
 sys.path.insert(0, str(Path(__file__).parent))
-from llm_server import FaultProxy, LlamaServer, free_port  # noqa: E402
+from llm_server import FaultProxy, free_port  # noqa: E402
 
 MAX_TOKENS = 8
-
-
-@pytest.fixture(scope="session")
-def llama_server():
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama_cpp is not installed (pip install 'autoif[llamacpp]'; `make test` installs it)")
-    with LlamaServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -292,6 +292,20 @@ class ComposeConfig(Section):
         default_factory=lambda: {2: 0.7, 3: 0.3},
         description="instructions per combination and how often each size is drawn (relative weights)",
     )
+    llm_conflict_check: bool = Field(
+        True,
+        description="ask the LLM whether the constraints of a combination with an LLM-written (non-library) "
+        "instruction can hold together; recorded as evidence, overridden by execution (a test case or a response "
+        "that holds every constraint)",
+    )
+    rewrite: Literal["template", "llm"] = Field(
+        "template",
+        description="the combination's text: template (the constituents' texts joined) or llm (one natural "
+        "instruction written by the LLM, used only when back-translation with NLI finds every constraint kept; "
+        "else the template join, with the reason recorded)",
+    )
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature of the conflict check and rewrite")
+    max_tokens: int = Field(256, ge=16, description="longest answer of the conflict check and rewrite")
 
     @field_validator("sizes")
     @classmethod

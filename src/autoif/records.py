@@ -91,6 +91,30 @@ class Constituent(Record):
 Evidence = Literal["case", "joined_cases", "unproven"]
 
 
+class ConflictCheck(Record):
+    """The supervision LLM's verdict on whether a combination's constraints can hold together (stage
+    compose asks it for combinations with an LLM-written instruction). Recorded, never decisive on
+    its own: execution (`evidence`, or a response that holds every constraint) overrides it."""
+
+    verdict: Literal["compatible", "conflict"] | None = None
+    error: Literal["llm_error", "unparsable"] | None = optional("why there is no verdict")
+    detail: str | None = optional("the LLM's error, or the start of its unusable answer")
+
+
+# Why an LLM rewrite of a combination's text was not used (the template join was): the LLM failed,
+# its answer held no instruction, or back-translation with NLI found a constraint contradicted, one
+# no longer stated (no back-translation of it entailed by the rewrite), or nothing labelled.
+RewriteRejection = Literal["llm_error", "unparsable", "contradiction", "constraint_lost", "unchecked"]
+
+
+class Rewrite(Record):
+    """An LLM rewrite of a combination's text (`compose.rewrite: llm`), kept or rejected."""
+
+    text: str  # the rewrite the LLM wrote ("" when there was none)
+    rejected: RewriteRejection | None = optional("why the template join was used instead (None: the rewrite was)")
+    detail: str | None = optional("the LLM's error, or the start of its unusable answer")
+
+
 class CrossvalRecord(Record):
     """crossval.jsonl (and backtranslate.jsonl, compose.jsonl): an instruction with the functions and
     cases kept; a combination of instructions (stage compose) names its constituents."""
@@ -103,6 +127,8 @@ class CrossvalRecord(Record):
     back_translations: list[BackTranslation] | None = optional("backtranslate.jsonl: each chosen function's")
     constituents: list[Constituent] | None = optional("compose.jsonl: the instructions combined, in order")
     evidence: Evidence | None = optional("compose.jsonl: how the combination is known to be satisfiable")
+    llm_check: ConflictCheck | None = optional("compose.jsonl: the LLM's conflict verdict (LLM-written constituents)")
+    rewrite: Rewrite | None = optional("compose.jsonl: the LLM rewrite of the combination's text, when asked for")
 
 
 class QueryRecord(Record):
@@ -199,3 +225,4 @@ class DPORecord(Record):
     rejected: list[Message]
     level: Literal["query", "instruction"]
     functions: list[str]
+    instruction_ids: list[str] | None = optional("combination: its constituents' instruction ids")

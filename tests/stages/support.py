@@ -80,3 +80,22 @@ def back_trans_records():
         )
         for n, r in enumerate(fixture("back_trans.jsonl"))
     ]
+
+
+def library_records(constraints=None):
+    """The built-in library as backtranslate.jsonl holds it for a run with the default seed (stage
+    seeds' ids), or only the instances of the given constraint ids."""
+    from autoif.records import CaseResult, CrossvalRecord, FunctionResult
+    from autoif.stages.library import build_library
+
+    return [
+        CrossvalRecord(
+            instruction_id=f"lib-{e.id}",
+            instruction=e.instruction,
+            functions=[FunctionResult(source=f, accuracy=1.0) for f in e.functions],
+            cases=[CaseResult(input=c["input"], output=c["output"], accuracy=1.0) for c in e.cases],
+            source="builtin",
+        )
+        for e in build_library(seed=42)
+        if constraints is None or e.constraint in constraints
+    ]

@@ -7,15 +7,13 @@ import shutil
 from itertools import combinations
 
 import pytest
-from support import back_trans_records, config, execute_independently
+from support import back_trans_records, config, execute_independently, library_records
 
 from autoif.jsonl import read_jsonl, write_jsonl
 from autoif.pipeline import Pipeline
 from autoif.records import (
-    CaseResult,
     CrossvalRecord,
     DPORecord,
-    FunctionResult,
     QueryRecord,
     ResponsesRecord,
     SFTRecord,
@@ -24,20 +22,6 @@ from autoif.records import (
 from autoif.stages.compose import library_constraint
 from autoif.stages.library import build_library
 from autoif.stages.library.conflicts import declared_conflict
-
-
-def library_records():
-    """The library as backtranslate.jsonl holds it for a run with the default seed (stage seeds' ids)."""
-    return [
-        CrossvalRecord(
-            instruction_id=f"lib-{e.id}",
-            instruction=e.instruction,
-            functions=[FunctionResult(source=f, accuracy=1.0) for f in e.functions],
-            cases=[CaseResult(input=c["input"], output=c["output"], accuracy=1.0) for c in e.cases],
-            source="builtin",
-        )
-        for e in build_library(seed=42)
-    ]
 
 
 def values_of(out, records, texts_of):
@@ -199,7 +183,7 @@ def test_llm_written_instructions_compose_with_library_constraints(tmp_path):
     with a few library constraints: no declared rule applies to them, execution decides."""
     official = back_trans_records()
     wanted = {"case:lowercase", "length:max_words", "punctuation:no_commas", "end:phrase", "format:json"}
-    library = [r for r in library_records() if r.instruction_id.rsplit("-", 1)[0][4:] in wanted]
+    library = library_records(wanted)
     records = official + library
     write_jsonl(tmp_path / "backtranslate.jsonl", records)
     Pipeline(config(tmp_path, "compose.enabled=true", "compose.count=30", "compose.sizes={2: 1}")).run(only="compose")

@@ -3,7 +3,7 @@
 `autoif run --executor ray` connects to a running cluster (`executor.ray_address`, else
 `RAY_ADDRESS`, else it starts one on this machine) and places each stage by what it uses:
 
-- LLM stages (`uses_llm`: augment, verifiers, backtranslate, responses, score) go to *engine*
+- LLM stages (`uses_llm`: augment, verifiers, backtranslate, compose, responses, score) go to *engine*
   actors, each holding its own backend (a `vllm.LLM` on `gpus_per_engine` GPUs of one node, the
   local transformers model, or an HTTP client). They are started once and kept for the whole run,
   so a 70B model loads once, not once per stage. The NLI model of backtranslate loads beside it

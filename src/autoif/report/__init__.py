@@ -2,8 +2,8 @@
 
 It shows the funnel of every stage with its drop reasons, the accuracy and pass-rate
 distributions (the paper's Figure 4 view), relevance scores, samples of kept instructions with
-their functions and test cases, SFT records and DPO pairs, evaluation results and the
-contamination check when present, the config and the LLM cache hit rate.
+their functions and test cases, combined constraints (stage compose), SFT records and DPO pairs,
+evaluation results and the contamination check when present, the config and the LLM cache hit rate.
 
 The page loads nothing: styles are inline, plots are SVG data URIs, and a Content-Security-Policy
 forbids scripts and every fetch, so it opens the same offline, from a mail attachment, or in

@@ -24,6 +24,7 @@ from ..records import (
     CrossvalRecord,
     DPORecord,
     Instruction,
+    QueryRecord,
     ResponsesRecord,
     SFTRecord,
     VerifiedRecord,
@@ -128,6 +129,25 @@ def read_json(path: Path) -> JsonFile:
 
 
 @dataclass
+class Combinations:
+    """The combinations of a run (stage compose) and how their prompts fared: the report's
+    `combinations` section. Per combination only its size and outcome are kept, per prompt its
+    combination: small beside the records."""
+
+    size: dict[str, int] = field(default_factory=dict)  # combination id -> constituents
+    evidence: dict[str, str] = field(default_factory=dict)  # combination id -> compose's evidence
+    llm_check: dict[str, str] = field(default_factory=dict)  # combination id -> verdict or error, when asked
+    rewrites: Counter = field(default_factory=Counter)  # "kept" or the rejection reason -> combinations
+    prompt_of: dict[str, str] = field(default_factory=dict)  # prompt id -> its combination
+    responses: Counter = field(default_factory=Counter)  # size -> verified responses
+    all_hold: Counter = field(default_factory=Counter)  # size -> responses that hold every constraint
+    verified: set[str] = field(default_factory=set)  # combinations with a verified response
+    satisfied: set[str] = field(default_factory=set)  # combinations a response of which holds every constraint
+    sft: int = 0  # exported records of combinations
+    dpo: int = 0
+
+
+@dataclass
 class RunData:
     stage_files: dict[str, list[str]]  # stage -> the files it writes, in registry order
     files: dict[str, FileScan]
@@ -155,6 +175,7 @@ class RunData:
     sft: list[SFTRecord] = field(default_factory=list)
     dpo: dict[str, list[DPORecord]] = field(default_factory=dict)
     dpo_levels: Counter = field(default_factory=Counter)
+    combinations: Combinations = field(default_factory=Combinations)
     evals: list[JsonFile] = field(default_factory=list)
     contamination: JsonFile = field(default_factory=lambda: JsonFile("contamination.json"))
 
@@ -211,6 +232,22 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
             run.nli_labels[bt.label or "unlabelled"] += 1
         instructions.offer(r)
 
+    combos = run.combinations
+
+    def on_compose(r: CrossvalRecord) -> None:
+        if not r.constituents:
+            return
+        combos.size[r.instruction_id] = len(r.constituents)
+        combos.evidence[r.instruction_id] = r.evidence or "unproven"
+        if r.llm_check is not None:
+            combos.llm_check[r.instruction_id] = r.llm_check.verdict or r.llm_check.error or "none"
+        if r.rewrite is not None:
+            combos.rewrites[r.rewrite.rejected or "kept"] += 1
+
+    def on_queries(r: QueryRecord) -> None:
+        if r.instruction_id in combos.size:
+            combos.prompt_of[r.id] = r.instruction_id
+
     def on_responses(r: ResponsesRecord) -> None:
         run.responses += len(r.responses)
 
@@ -223,6 +260,14 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
                 if x.drop not in drops:
                     drops[x.drop] = Reservoir(SAMPLE_DROPS_PER_REASON, f"report:drop:{x.drop}")
                 drops[x.drop].offer((r.prompt_id, x))
+        combination = combos.prompt_of.get(r.prompt_id)
+        if combination is not None and r.responses:
+            size = combos.size[combination]
+            combos.verified.add(combination)
+            combos.responses[size] += len(r.responses)
+            combos.all_hold[size] += sum(x.passed for x in r.responses)  # a combination passes when all hold
+            if any(x.passed for x in r.responses):
+                combos.satisfied.add(combination)
         if r.responses:
             run.prompt_pass_rates.append(r.prompt_pass_rate)
             run.prompt_outcomes[r.prompt_outcome] += 1
@@ -235,18 +280,25 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
             else:
                 run.scores.append(x.score)
 
+    def on_sft(r: SFTRecord) -> None:
+        combos.sft += r.instruction_ids is not None
+        sft.offer(r)
+
     def on_dpo(r: DPORecord) -> None:
         run.dpo_levels[r.level] += 1
+        combos.dpo += r.instruction_ids is not None
         dpo[r.level].offer(r)
 
     visitors: dict[str, Callable[[Any], None]] = {
         "instructions.jsonl": on_instruction,
         "crossval.jsonl": on_crossval,
         "backtranslate.jsonl": on_backtranslate,
+        "compose.jsonl": on_compose,
+        "queries.jsonl": on_queries,
         "responses.jsonl": on_responses,
         "verified.jsonl": on_verified,
         "scored.jsonl": on_scored,
-        "sft.jsonl": sft.offer,
+        "sft.jsonl": on_sft,
         "dpo.jsonl": on_dpo,
     }
     for name in STAGES:

@@ -7,6 +7,7 @@ Every section has a stable id (tests and links rely on them) and `data-state`: `
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from ..records import CrossvalRecord, DPORecord, Message, SFTRecord
 from ..stages import STAGES
 from . import plots
 from .html import code_block, esc, fmt, json_html, missing, percent, table, text_block
-from .run_data import FileScan, RunData
+from .run_data import Combinations, FileScan, RunData
 
 SECTIONS = {  # id -> title, in page order
     "summary": "Summary",
@@ -22,6 +23,7 @@ SECTIONS = {  # id -> title, in page order
     "distributions": "Accuracy and pass-rate distributions",
     "scores": "Relevance scores",
     "instructions": "Kept instructions",
+    "combinations": "Combined constraints",
     "sft": "SFT records",
     "dpo": "DPO pairs",
     "evals": "Evaluation results",
@@ -437,6 +439,111 @@ def _instruction_item(record: CrossvalRecord, open_: bool) -> str:
     return f'<details class="item"{" open" if open_ else ""}><summary>{head}</summary>{body}</details>'
 
 
+# ------------------------------------------------------------------------------------- combinations
+def combinations(run: RunData) -> str:
+    """Stage compose's combinations: sizes drawn, conflicts found and by which evidence, how often
+    responses held every constraint, and the share of the export they make."""
+    scan_ = run.files["compose.jsonl"]
+    combos = run.combinations
+    counts = _dict(_stage_rows(run).get("compose", {}).get("counts"))
+    if not scan_.present:
+        return section("combinations", "missing", missing("compose.jsonl"))
+    if not combos.size:
+        off = run.config is not None and not run.config.compose.enabled
+        why = " (<code>compose.enabled</code> is false in this run)" if off else ""
+        body = f'<p class="missing">No combination in <code>compose.jsonl</code>{why}.</p>'
+        return section("combinations", "empty", body + _unreadable(scan_))
+
+    drawn = {int(k.split(":", 1)[1]): _int(v) for k, v in counts.items() if k.startswith("combinations_drawn:")}
+    sizes = sorted(set(drawn) | set(combos.size.values()))
+    kept = Counter(combos.size.values())
+    satisfied = Counter(combos.size[c] for c in combos.satisfied)
+    verified = Counter(combos.size[c] for c in combos.verified)
+    rows = [
+        [
+            esc(fmt(size)),
+            esc(fmt(drawn[size]) if size in drawn else "—"),
+            esc(fmt(kept[size])),
+            esc(fmt(combos.responses[size])),
+            esc(f"{fmt(combos.all_hold[size])} ({percent(combos.all_hold[size], combos.responses[size])})"),
+            esc(fmt(satisfied[size])),
+            esc(fmt(verified[size] - satisfied[size])),
+        ]
+        for size in sizes
+    ]
+    body = (
+        '<p class="note">Prompts that combine kept instructions (stage compose). A response holds a constraint '
+        "when its functions' pass rate is above verify's threshold; it passes only when every constraint holds. "
+        "Satisfied: some response to the combination's prompts holds every constraint; unsatisfied: none does "
+        "(it may be satisfiable but unseen; it gives no SFT record).</p>"
+    )
+    body += '<h3 id="combinations-by-size">By size</h3>' + table(
+        ["constraints", "drawn", "kept", "responses", "all constraints hold", "satisfied", "unsatisfied"],
+        rows,
+        "combinations",
+    )
+    body += '<h3 id="combinations-evidence">Conflicts and compatibility, by evidence</h3>' + table(
+        ["evidence", "finding", "combinations"],
+        [[esc(e), esc(f), f'<span class="num">{esc(fmt(n))}</span>'] for e, f, n in _evidence_rows(combos, counts)],
+        "evidence",
+    )
+    if combos.rewrites:
+        rewrite_rows = [[esc(k), esc(fmt(n))] for k, n in combos.rewrites.most_common()]
+        body += (
+            '<h3 id="combinations-rewrites">LLM rewrites</h3><p class="note">kept: the LLM\'s text is the '
+            "instruction; otherwise why the template join was used (back-translation with NLI).</p>"
+            + table(["rewrite", "combinations"], rewrite_rows)
+        )
+    sft_total, dpo_total = run.count("sft.jsonl"), run.count("dpo.jsonl")
+    shares = [
+        f"{fmt(n)} of {fmt(total)} {what} ({percent(n, total)})"
+        for n, total, what in ((combos.sft, sft_total, "SFT records"), (combos.dpo, dpo_total, "DPO pairs"))
+        if total is not None
+    ]
+    if shares:
+        body += f'<p class="note" id="combinations-export">Combinations in the export: {esc("; ".join(shares))}.</p>'
+    return section("combinations", "present", body + _unreadable(scan_))
+
+
+def _evidence_rows(combos: Combinations, counts: dict) -> list[tuple[str, str, int]]:
+    """(evidence, what it found, combinations): declared rules, execution, the LLM and its overrides."""
+    rows = [
+        ("declared", f"incompatible by library rule {k.split(':', 1)[1]} (dropped)", _int(v))
+        for k, v in sorted(counts.items())
+        if k.startswith("declared_conflict:")
+    ]
+    evidence = Counter(combos.evidence.values())
+    unproven = {c for c, e in combos.evidence.items() if e == "unproven"}
+    rows += [
+        ("execution", "compatible: a constituent's test case holds every constraint", evidence["case"]),
+        ("execution", "compatible: constituents' cases joined hold every constraint", evidence["joined_cases"]),
+        ("execution", "compatible: no case, but a response holds every constraint", len(unproven & combos.satisfied)),
+        (
+            "execution",
+            "unproven and no response holds every constraint",
+            len(unproven & (combos.verified - combos.satisfied)),
+        ),
+    ]
+    verdicts = Counter(combos.llm_check.values())
+    rows += [("LLM", f"verdict: {v}", n) for v, n in sorted(verdicts.items())]
+    conflicts = {c for c, v in combos.llm_check.items() if v == "conflict"}
+    if conflicts:
+        rows += [
+            ("LLM overridden", "conflict, but a test case proves compatibility", len(conflicts - unproven)),
+            (
+                "LLM overridden",
+                "conflict, but a response proves compatibility",
+                len(conflicts & unproven & combos.satisfied),
+            ),
+            (
+                "LLM",
+                "conflict not overridden (no response holds every constraint)",
+                len(conflicts & unproven & (combos.verified - combos.satisfied)),
+            ),
+        ]
+    return rows
+
+
 # -------------------------------------------------------------------------------------- sft and dpo
 def _messages(messages: Sequence[Message]) -> str:
     return "".join(
@@ -576,4 +683,17 @@ def llm_cache(run: RunData) -> str:
     return section("llm-cache", "present", table([], rows))
 
 
-ORDER = [summary, funnel, distributions, scores, instructions, sft, dpo, evals, contamination, config, llm_cache]
+ORDER = [
+    summary,
+    funnel,
+    distributions,
+    scores,
+    instructions,
+    combinations,
+    sft,
+    dpo,
+    evals,
+    contamination,
+    config,
+    llm_cache,
+]

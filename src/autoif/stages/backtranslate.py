@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
+from ..config import Config
 from ..llm import Request
 from ..prompts import render, template
 from ..records import BackTranslation, CrossvalRecord
@@ -40,9 +41,10 @@ _CODE = re.compile(
 )  # code, or a line of JSON
 
 
-def extract_instruction(answer: str) -> str | None:
+def extract_instruction(answer: str, max_chars: int = MAX_CHARS) -> str | None:
     """The instruction in an LLM's answer: its first line that is neither code, a fence, nor a
-    preamble, without bullet, markdown, quotes or an "Instruction:" label; None when there is none."""
+    preamble, without bullet, markdown, quotes or an "Instruction:" label, and at most `max_chars`
+    long; None when there is none."""
     for line in answer.splitlines():
         line = _BULLET.sub("", _MARKUP.sub("", line.strip())).strip()
         lead = _LEAD.match(line)
@@ -54,11 +56,23 @@ def extract_instruction(answer: str) -> str | None:
             or _CODE.search(line)
             or line.endswith(":")
             or len(line.split()) < 2
-            or len(line) > MAX_CHARS
+            or len(line) > max_chars
         ):
             continue
         return line
     return None
+
+
+def request(source: str, config: Config) -> Request:
+    """The request that asks for one function's back-translation (stage compose asks the same ones
+    to check a rewrite: the LLM cache answers those stage backtranslate asked)."""
+    cfg = config.backtranslate
+    return Request.user(
+        render("backtranslate", function=source),
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        seed=config.seed,
+    )
 
 
 def chosen_functions(record: CrossvalRecord, limit: int) -> list[int]:
@@ -84,16 +98,7 @@ class BacktranslateStage(Stage[CrossvalRecord]):
             yield from records
             return
         chosen = [chosen_functions(r, cfg.max_functions) for r in records]
-        requests = [
-            Request.user(
-                render("backtranslate", function=r.functions[i].source),
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
-                seed=ctx.config.seed,
-            )
-            for r, indices in zip(records, chosen)
-            for i in indices
-        ]
+        requests = [request(r.functions[i].source, ctx.config) for r, indices in zip(records, chosen) for i in indices]
         answers = iter(ctx.llm.generate(requests, desc="backtranslate") if requests else [])
 
         translations: list[list[BackTranslation]] = []

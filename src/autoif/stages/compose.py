@@ -22,7 +22,18 @@ are found, not guessed:
   some response satisfies it (export counts `combinations:unsatisfied`). The combination's cases
   are these texts, labelled True when they pass every function.
 
-An LLM check of conflicts between LLM-written instructions is not made (execution decides).
+- LLM (`compose.llm_conflict_check`): a combination with an LLM-written (non-library) instruction,
+  which no declared rule covers, goes to the supervision LLM, and its verdict is recorded
+  (`llm_check`, counted `llm_check:<verdict or error>`). Execution overrides it: a combination the
+  LLM calls conflicting is kept, counted `llm_conflict_overridden:<evidence>` when a case proves it
+  compatible, and otherwise left to its responses (export counts `combinations:llm_conflict` when
+  none holds every constraint, `combinations:llm_conflict_overridden` when one does). An unproven
+  combination that no response satisfies is never trained on, whatever the verdict, so keeping it
+  only costs its responses.
+
+The text is the template join, or with `compose.rewrite: llm` one instruction the LLM writes, used
+when back-translation with NLI finds it keeps every constraint (`compose_llm.rewrites`); the
+rewrite is recorded either way (`rewrite`, counted `rewrite:kept` or `rewrite:rejected:<reason>`).
 """
 
 from __future__ import annotations
@@ -34,8 +45,11 @@ from itertools import combinations
 from typing import Any
 
 from ..config import Config
-from ..records import CaseResult, Constituent, CrossvalRecord, Evidence
+from ..prompts import template as prompt_template
+from ..records import CaseResult, ConflictCheck, Constituent, CrossvalRecord, Evidence, Rewrite
 from .base import Context, Drop, Stage
+from .compose_llm import conflict_checks, rewrites
+from .nli import nli_backend
 from .queries import closed
 
 LIBRARY_PREFIX = "lib-"  # stage seeds' id of a library instruction: "lib-<constraint>-<index>"
@@ -105,6 +119,7 @@ class ComposeStage(Stage[CrossvalRecord]):
     input = "backtranslate|crossval"
     output_type = CrossvalRecord
     uses_sandbox = True
+    uses_llm = True  # the conflict check and the rewrite (the LLM is opened only when one is asked)
     sharded = False  # a combination draws from all instructions
 
     def settings(self, config):
@@ -113,6 +128,12 @@ class ComposeStage(Stage[CrossvalRecord]):
             "library_per_constraint": config.seeds.library_per_constraint,
             "joins": list(JOINS),
             "sandbox": config.sandbox.model_dump(),
+            # the rewrite's check: stage 1's back-translation requests and NLI judge
+            "backtranslate": config.backtranslate.model_dump(include={"max_functions", "temperature", "max_tokens"}),
+            "nli_backend": nli_backend(config),
+            "prompts": {
+                name: prompt_template(name) for name in ("compose_conflict", "compose_rewrite", "backtranslate", "nli")
+            },
         }
 
     def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[CrossvalRecord | Drop]:
@@ -139,14 +160,14 @@ class ComposeStage(Stage[CrossvalRecord]):
                 continue
             drawn.add(frozenset(members))
             ctx.count(f"combinations_drawn:{len(members)}")
-            template = JOINS[rng.randrange(len(JOINS))]
+            join = JOINS[rng.randrange(len(JOINS))]
             rule = self._declared_conflict([constraints[i] for i in members])
             if rule is not None:
                 ctx.count(f"declared_conflict:{rule}")
                 # The combination never becomes a record: the drop names its instructions.
                 yield Drop([atomic[i].instruction_id for i in members], "declared_conflict")
             else:
-                kept.append((members, template))
+                kept.append((members, join))
         if len(drawn) < wanted:
             ctx.count("fewer_distinct_combinations", wanted - len(drawn))
 
@@ -165,19 +186,36 @@ class ComposeStage(Stage[CrossvalRecord]):
             if kept
             else []
         )
-        for (members, template), (own, joined), grid in zip(kept, candidates, grids):
+        parts_of = [[atomic[i] for i in members] for members, _ in kept]
+        checks: list[ConflictCheck | None] = [None] * len(kept)
+        if cfg.llm_conflict_check:
+            asked = [k for k, (members, _) in enumerate(kept) if any(constraints[i] is None for i in members)]
+            for k, check in zip(asked, conflict_checks([parts_of[k] for k in asked], ctx)):
+                checks[k] = check
+                ctx.count(f"llm_check:{check.verdict or check.error}")
+        rewritten: list[Rewrite | None] = [*rewrites(parts_of, ctx)] if cfg.rewrite == "llm" else [None] * len(kept)
+        for (members, join), (own, joined), grid, parts, check, rewrite in zip(
+            kept, candidates, grids, parts_of, checks, rewritten
+        ):
             texts = own + joined
             satisfied = [all(row[j].passed for row in grid) for j in range(len(texts))]
             evidence: Evidence = (
                 "case" if any(satisfied[: len(own)]) else "joined_cases" if any(satisfied[len(own) :]) else "unproven"
             )
             ctx.count(f"evidence:{evidence}")
+            if check is not None and check.verdict == "conflict" and evidence != "unproven":
+                ctx.count(f"llm_conflict_overridden:{evidence}")
+            if rewrite is not None:
+                ctx.count("rewrite:kept" if rewrite.rejected is None else f"rewrite:rejected:{rewrite.rejected}")
             cases = [
                 CaseResult(input=text, output=ok, accuracy=sum(row[j].passed == ok for row in grid) / len(grid))
                 for j, (text, ok) in enumerate(zip(texts, satisfied))
             ]
-            parts = [atomic[i] for i in members]
-            yield self._combine(parts, template, cases, [constraints[i] for i in members], evidence)
+            record = self._combine(parts, join, cases, [constraints[i] for i in members], evidence)
+            if rewrite is not None and rewrite.rejected is None:
+                record.instruction = rewrite.text
+            record.llm_check, record.rewrite = check, rewrite
+            yield record
 
     @staticmethod
     def _declared_conflict(constraints: list[tuple[str, dict[str, Any]] | None]) -> str | None:

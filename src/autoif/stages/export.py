@@ -33,7 +33,10 @@ The functions of each instruction travel with every record, so a trainer can sco
   a chosen that holds every constraint and a rejected that holds at least `export.compose_margin`
   fewer (`compose_bounds`). Per combination the funnel counts `combinations:satisfied` (some
   response holds all constraints) or `combinations:unsatisfied`, and
-  `combinations:proven_by_response` where compose found no test case that proved it.
+  `combinations:proven_by_response` where compose found no test case that proved it; a combination
+  the LLM called conflicting (compose's `llm_check`) and no case proved is counted
+  `combinations:llm_conflict_overridden` when a response holds every constraint, else
+  `combinations:llm_conflict`. Its SFT records and DPO pairs name the constituents (`instruction_ids`).
 
 Pair order and the SFT sample of a capped prompt are drawn from generators seeded by the global seed
 and the prompt (instruction) id, so the output is the same on every run. The funnel counts the
@@ -59,6 +62,11 @@ def _user(text: str) -> list[Message]:
 
 def _assistant(text: str) -> list[Message]:
     return [Message(role="assistant", content=text)]
+
+
+def constituent_ids(instruction: CrossvalRecord) -> list[str] | None:
+    """The instruction ids a combination's training records name (None: not a combination)."""
+    return [c.instruction_id for c in instruction.constituents] if instruction.constituents else None
 
 
 def compose_bounds(bounds: PairBounds, constituents: int, margin: int) -> PairBounds:
@@ -112,6 +120,10 @@ class ExportStage(Stage[VerifiedRecord]):
             ctx.count("combinations:satisfied" if ok else "combinations:unsatisfied")
             if ok and instructions[key].evidence == "unproven":
                 ctx.count("combinations:proven_by_response")
+            check = instructions[key].llm_check
+            if check is not None and check.verdict == "conflict" and instructions[key].evidence == "unproven":
+                # The LLM's verdict stands unless a response proves it wrong (compose counted the cases that did).
+                ctx.count("combinations:llm_conflict_overridden" if ok else "combinations:llm_conflict")
         # crossval and backtranslate both write CrossvalRecords
         yield from self._instruction_pairs(cast("list[CrossvalRecord]", ctx.needs[INSTRUCTIONS]), ctx)
 
@@ -123,7 +135,7 @@ class ExportStage(Stage[VerifiedRecord]):
     def _sft(
         self, record: VerifiedRecord, prompt: str, instruction: CrossvalRecord, functions: list[str], ctx: Context
     ) -> list[SFTRecord]:
-        parts = [c.instruction_id for c in instruction.constituents] if instruction.constituents else None
+        parts = constituent_ids(instruction)
         out, seen = [], set()
         for response in record.responses:
             if not response.passed:
@@ -185,7 +197,12 @@ class ExportStage(Stage[VerifiedRecord]):
         ctx.count("dpo_query_pairs", len(pairs))
         return [
             DPORecord(
-                prompt=_user(prompt), chosen=_assistant(c), rejected=_assistant(r), level="query", functions=functions
+                prompt=_user(prompt),
+                chosen=_assistant(c),
+                rejected=_assistant(r),
+                level="query",
+                functions=functions,
+                instruction_ids=constituent_ids(instruction),
             )
             for c, r in pairs
         ]
@@ -226,4 +243,5 @@ class ExportStage(Stage[VerifiedRecord]):
                     rejected=_assistant(r),
                     level="instruction",
                     functions=functions,
+                    instruction_ids=constituent_ids(record),
                 )

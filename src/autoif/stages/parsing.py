@@ -15,7 +15,7 @@ import textwrap
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ..records import NLILabel
@@ -444,3 +444,45 @@ def _label_of(word: str) -> NLILabel | None:
     if word.startswith("contradict"):
         return "contradiction"
     return "neutral" if word in ("neutral", "neutrality") else None
+
+
+# --- conflict verdicts ------------------------------------------------------------------------
+
+_VERDICT_WORD = r"(incompatible|compatible|conflict\w*|contradict\w*)"
+_EXPLICIT_VERDICT = re.compile(
+    r"\b(?:verdict|answer|label|conclusion)\s*(?:is)?\s*[:=]?\s*(?:is\s+)?(?:an?\s+)?" + _VERDICT_WORD + r"\b",
+    re.I,
+)
+_VERDICT_MENTION = re.compile(r"\b" + _VERDICT_WORD + r"\b", re.I)
+# The prompt asks whether one answer can follow every instruction: a bare yes or no answers it.
+_FIRST_LINE_VERDICT = re.compile(_VERDICT_WORD[:-1] + r"|yes|no)\W*", re.I)
+
+
+def parse_conflict_verdict(text: str) -> Literal["compatible", "conflict"] | None:
+    """A conflict check's verdict (prompt `compose_conflict`): `compatible` or `conflict`, None when
+    the answer names neither or both. Read as `parse_nli_label` reads labels: an explicit "Verdict:
+    X" (the last one); a first line that is only the verdict (or yes / no); else the one verdict
+    mentioned without negation, in the last line, then in the whole text."""
+    plain = text.translate(_MARKUP)
+    explicit = list(_EXPLICIT_VERDICT.finditer(plain))
+    if explicit:
+        return _verdict_of(explicit[-1].group(1))
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    if not lines:
+        return None
+    first = _FIRST_LINE_VERDICT.fullmatch(lines[0])
+    if first:
+        return _verdict_of(first.group(1))
+    for scope in (lines[-1], plain):
+        verdicts = {
+            _verdict_of(m.group(1)) for m in _VERDICT_MENTION.finditer(scope) if not _NEGATED.search(scope[: m.start()])
+        }
+        if len(verdicts) == 1:
+            return verdicts.pop()
+        if len(verdicts) > 1:
+            return None
+    return None
+
+
+def _verdict_of(word: str) -> Literal["compatible", "conflict"]:
+    return "compatible" if word.lower() in ("compatible", "yes") else "conflict"
