@@ -19,20 +19,9 @@ from collections.abc import Sequence
 from ..config import Config
 from ..errors import AutoifError, require
 from ..records import NLILabel
-from .parsing import NLI_LABELS, parse_nli_label
+from .parsing import NLI_LABELS, label_of, parse_nli_label
 
 Pair = tuple[str, str]
-_PREFIXES: tuple[tuple[str, NLILabel], ...] = (
-    ("entail", "entailment"),
-    ("neutral", "neutral"),
-    ("contradict", "contradiction"),
-)
-
-
-def label_of(name: str) -> NLILabel | None:
-    """The NLI label a model's class name stands for ("ENTAILMENT", "contradiction", "Neutral"...)."""
-    word = name.strip().lower()
-    return next((label for prefix, label in _PREFIXES if word.startswith(prefix)), None)
 
 
 def labels_from_id2label(id2label: dict, model: str) -> dict[int, NLILabel]:

@@ -13,9 +13,9 @@ import json
 import re
 import textwrap
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from ..records import NLILabel
@@ -407,6 +407,8 @@ _EXPLICIT_LABEL = re.compile(
     re.I,
 )
 _MENTION = re.compile(r"\b" + _LABEL_WORD, re.I)
+_FIRST_LINE_LABEL = re.compile(_LABEL_WORD + r"\W*", re.I)
+V = TypeVar("V")
 _NEGATED = re.compile(r"\b(?:not|no|never|neither|nor)\b[\w\s]{0,12}$|n't\s+(?:\w+\s+){0,2}$", re.I)
 
 
@@ -417,33 +419,47 @@ def parse_nli_label(text: str) -> NLILabel | None:
     just the label; else the single label mentioned without negation ("does not contradict" is
     not a vote for contradiction), looking at the last line first, then the whole text.
     """
+    return _read_vote(text, _EXPLICIT_LABEL, _FIRST_LINE_LABEL, _MENTION, label_of)
+
+
+_LABEL_PREFIXES: tuple[tuple[str, NLILabel], ...] = (
+    ("entail", "entailment"),
+    ("neutral", "neutral"),
+    ("contradict", "contradiction"),
+)
+
+
+def label_of(name: str) -> NLILabel | None:
+    """The NLI label a word stands for ("ENTAILMENT", "contradicts", "Neutral"...): an LLM judge's
+    answer here, an NLI model's class name in nli.py."""
+    word = name.strip().lower()
+    return next((label for prefix, label in _LABEL_PREFIXES if word.startswith(prefix)), None)
+
+
+def _read_vote(
+    text: str, explicit: re.Pattern, first_line: re.Pattern, mention: re.Pattern, word_of: Callable[[str], V]
+) -> V | None:
+    """What an LLM judge voted (an NLI label, a conflict verdict): the last explicit statement; else
+    a first line that is only the vote; else the one vote mentioned without negation, in the last
+    line, then in the whole text. None when there is none or the mentions disagree."""
     plain = text.translate(_MARKUP)
-    explicit = list(_EXPLICIT_LABEL.finditer(plain))
-    if explicit:
-        return _label_of(explicit[-1].group(1))
+    stated = list(explicit.finditer(plain))
+    if stated:
+        return word_of(stated[-1].group(1))
     lines = [line.strip() for line in plain.splitlines() if line.strip()]
     if not lines:
         return None
-    first = re.fullmatch(_LABEL_WORD + r"\W*", lines[0], re.I)
+    first = first_line.fullmatch(lines[0])
     if first:
-        return _label_of(first.group(1))
+        return word_of(first.group(1))
     for scope in (lines[-1], plain):
-        labels = {_label_of(m.group(1)) for m in _MENTION.finditer(scope) if not _NEGATED.search(scope[: m.start()])}
-        labels.discard(None)
-        if len(labels) == 1:
-            return labels.pop()
-        if len(labels) > 1:
+        votes = {word_of(m.group(1)) for m in mention.finditer(scope) if not _NEGATED.search(scope[: m.start()])}
+        votes.discard(None)
+        if len(votes) > 1:
             return None
+        if votes:
+            return votes.pop()
     return None
-
-
-def _label_of(word: str) -> NLILabel | None:
-    word = word.lower()
-    if word.startswith("entail"):
-        return "entailment"
-    if word.startswith("contradict"):
-        return "contradiction"
-    return "neutral" if word in ("neutral", "neutrality") else None
 
 
 # --- conflict verdicts ------------------------------------------------------------------------
@@ -463,25 +479,7 @@ def parse_conflict_verdict(text: str) -> Literal["compatible", "conflict"] | Non
     the answer names neither or both. Read as `parse_nli_label` reads labels: an explicit "Verdict:
     X" (the last one); a first line that is only the verdict (or yes / no); else the one verdict
     mentioned without negation, in the last line, then in the whole text."""
-    plain = text.translate(_MARKUP)
-    explicit = list(_EXPLICIT_VERDICT.finditer(plain))
-    if explicit:
-        return _verdict_of(explicit[-1].group(1))
-    lines = [line.strip() for line in plain.splitlines() if line.strip()]
-    if not lines:
-        return None
-    first = _FIRST_LINE_VERDICT.fullmatch(lines[0])
-    if first:
-        return _verdict_of(first.group(1))
-    for scope in (lines[-1], plain):
-        verdicts = {
-            _verdict_of(m.group(1)) for m in _VERDICT_MENTION.finditer(scope) if not _NEGATED.search(scope[: m.start()])
-        }
-        if len(verdicts) == 1:
-            return verdicts.pop()
-        if len(verdicts) > 1:
-            return None
-    return None
+    return _read_vote(text, _EXPLICIT_VERDICT, _FIRST_LINE_VERDICT, _VERDICT_MENTION, _verdict_of)
 
 
 def _verdict_of(word: str) -> Literal["compatible", "conflict"]:
