@@ -30,7 +30,7 @@ from autoif.evals import benchmark  # noqa: E402
 from autoif.evals.base import EvalConfig, EvalContext  # noqa: E402
 from autoif.evals.data import load_records, subset  # noqa: E402
 from autoif.recipe import Plan, describe, load_recipe, run_plan  # noqa: E402
-from tiny_models import tiny_causal_lm  # noqa: E402
+from tiny_models import tiny_causal_lm, write_training_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -47,14 +47,6 @@ TRAIN = {
 }
 
 
-def _msg(role, content):
-    return {"role": role, "content": content}
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model")
@@ -63,33 +55,7 @@ def tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run directory written by hand: what `data: {run_dir: ...}` trains on."""
-    out = tmp_path_factory.mktemp("run")
-    questions = ["Name a fruit.", "Say hello.", "Count to three.", "Give a colour."]
-    _write_jsonl(
-        out / "sft.jsonl",
-        [
-            {
-                "messages": [_msg("user", f"{q} Answer in lowercase."), _msg("assistant", f"answer {i}")],
-                "instruction_id": "lib-x",
-                "functions": FUNCTIONS,
-                "pass_rate": 1.0,
-            }
-            for i, q in enumerate(questions)
-        ],
-    )
-    _write_jsonl(
-        out / "dpo.jsonl",
-        [
-            {
-                "prompt": [_msg("user", f"{q} Answer in lowercase.")],
-                "chosen": [_msg("assistant", "fine")],
-                "rejected": [_msg("assistant", "NOT FINE AT ALL")],
-                "level": "query",
-                "functions": FUNCTIONS,
-            }
-            for q in questions
-        ],
-    )
+    out = write_training_data(tmp_path_factory.mktemp("run"), FUNCTIONS)
     funnel = {"stages": {"export": {"in": 4, "out": 8, "dropped": {}}}}
     (out / "funnel.json").write_text(json.dumps(funnel))
     return out

@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 
 from autoif.errors import AutoifError  # noqa: E402
 from autoif.train import trainer  # noqa: E402
-from tiny_models import tiny_causal_lm  # noqa: E402
+from tiny_models import tiny_causal_lm, write_training_data  # noqa: E402
 
 # Functions as a run carries them. On a tiny random model's text each passes by chance, so the
 # sampled responses spread over pass rates 0, 0.5 and 1 and pairs can be built.
@@ -60,30 +60,7 @@ def tiny_that_ends(tiny, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    questions = ["Name a fruit.", "Say hello.", "Count to three.", "Give a colour."]
-    sft = [
-        {
-            "messages": [_msg("user", f"{q} Answer in lowercase."), _msg("assistant", f"answer {i}")],
-            "instruction_id": "lib-x",
-            "functions": FUNCTIONS,
-            "pass_rate": 1.0,
-        }
-        for i, q in enumerate(questions)
-    ]
-    dpo = [
-        {
-            "prompt": [_msg("user", f"{q} Answer in lowercase.")],
-            "chosen": [_msg("assistant", "fine")],
-            "rejected": [_msg("assistant", "NOT FINE AT ALL")],
-            "level": "query",
-            "functions": FUNCTIONS,
-        }
-        for q in questions
-    ]
-    (out / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft))
-    (out / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dpo))
-    return out
+    return write_training_data(tmp_path_factory.mktemp("run"), FUNCTIONS)
 
 
 def _settings(method: str, tiny: Path, run_dir: Path, out: Path, **extra):

@@ -46,3 +46,37 @@ def tiny_causal_lm(path: str | Path, *, layers: int = 2, hidden: int = 64, conte
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def write_training_data(out: Path, functions: list[str]) -> Path:
+    """A run directory written by hand for the trainers: four lowercase-instruction prompts as
+    `sft.jsonl` records and query-level `dpo.jsonl` pairs, each carrying `functions`."""
+    import json
+
+    def msg(role: str, content: str) -> dict:
+        return {"role": role, "content": content}
+
+    questions = ["Name a fruit.", "Say hello.", "Count to three.", "Give a colour."]
+    sft = [
+        {
+            "messages": [msg("user", f"{q} Answer in lowercase."), msg("assistant", f"answer {i}")],
+            "instruction_id": "lib-x",
+            "functions": functions,
+            "pass_rate": 1.0,
+        }
+        for i, q in enumerate(questions)
+    ]
+    dpo = [
+        {
+            "prompt": [msg("user", f"{q} Answer in lowercase.")],
+            "chosen": [msg("assistant", "fine")],
+            "rejected": [msg("assistant", "NOT FINE AT ALL")],
+            "level": "query",
+            "functions": functions,
+        }
+        for q in questions
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("sft.jsonl", sft), ("dpo.jsonl", dpo)):
+        (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
