@@ -4,7 +4,8 @@ Every sample (request x sample index) is a row. One worker thread owns the model
 a batch of up to `batch_size`, continuously: a row leaves the batch the moment it finishes (EOS, a
 stop string, max_tokens) and is emitted at once, and pending rows (from any `generate()` call, in
 any thread) are prefilled and merged into the free slots while the others keep decoding. Rows are
-left-padded; the KV cache is the model's `DynamicCache`, re-aligned on the left when rows join.
+left-padded; the KV cache is the model's `DynamicCache` with layers that append in place
+(`kv.GrowingLayer`), re-aligned on the left when rows join.
 
 A sample depends only on its request, its sample index and the seed, not on its batch mates: each
 sampled row draws its uniforms from its own generator seeded with `Sampling.seed_for(index)` and
@@ -188,8 +189,15 @@ class _Engine:
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        self._new_cache = lambda: DynamicCache(config=model.config)
-        self._plain_layer = DynamicLayer
+        from .kv import GrowingLayer
+
+        def new_cache() -> Any:
+            cache = DynamicCache(config=model.config)
+            cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+            return cache
+
+        self._new_cache = new_cache
+        self._plain_layer = GrowingLayer
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos = frozenset(eos + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []))
@@ -342,15 +350,9 @@ class _Engine:
         """One batch of both, each left-padded to the longer of the two caches."""
         torch, F = self.torch, self.torch.nn.functional
         width = max(batch.mask.shape[1], new.mask.shape[1])
-
-        def left_pad(x: Any, dim_from_end: int) -> Any:
-            missing = width - x.shape[-dim_from_end]
-            return x if missing == 0 else F.pad(x, (0, 0) * (dim_from_end - 1) + (missing, 0))
-
         for layer, other in zip(batch.cache.layers, new.cache.layers):
-            layer.keys = torch.cat([left_pad(layer.keys, 2), left_pad(other.keys, 2)])
-            layer.values = torch.cat([left_pad(layer.values, 2), left_pad(other.values, 2)])
-        batch.mask = torch.cat([left_pad(batch.mask, 1), left_pad(new.mask, 1)])
+            layer.merge(other, width)
+        batch.mask = torch.cat([F.pad(m, (width - m.shape[1], 0)) for m in (batch.mask, new.mask)])
         batch.positions = torch.cat([batch.positions, new.positions])
         batch.rows = batch.rows + new.rows
         self._trim(batch)
@@ -363,7 +365,7 @@ class _Engine:
         first = int(used.int().argmax())
         if first > 0:
             for layer in batch.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                layer.trim(first)
             batch.mask = batch.mask[:, first:]
 
 
@@ -371,7 +373,7 @@ class _Engine:
 class _Batch:
     """Rows decoded together: their KV cache, attention mask (left padding) and next positions.
 
-    `plain`: every cache layer is a plain `DynamicLayer`, so rows can join a running batch;
+    `plain`: every cache layer is a `GrowingLayer` (a plain `DynamicLayer`'s), so rows can join a running batch;
     other caches (sliding windows...) only run batches that start together.
     """
 
