@@ -16,8 +16,9 @@ class GrowingLayer(DynamicLayer):
     (batch 64 x 600 cached tokens of SmolLM2-135M: 1.8 GB a step in fp32, as much time as the
     matmuls). Here a step writes its new column into free room on the right of the buffer; the
     buffer is reallocated only when that room runs out and when the batch changes rows (`select`,
-    `merge`), which copy the cache anyway. The engine cuts columns no row needs any more off the
-    left with `trim`, which only moves `start`.
+    `merge`), which copy the cache anyway. A new row that takes a finished row's slot (`place`)
+    copies only its own cache. The engine cuts columns no row needs any more off the left with
+    `trim`, which only moves `start`.
     """
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -48,6 +49,13 @@ class GrowingLayer(DynamicLayer):
             self._values = self._values[indices, :, self._start :]
             self._start, self._end = 0, self._end - self._start
             self._views()
+
+    def place(self, slots: torch.Tensor, other: GrowingLayer, rows: torch.Tensor, width: int) -> None:
+        """Write the last `width` columns of `other`'s rows at `rows` into our rows at `slots`, right-
+        aligned; the slots' older columns keep their previous row's (finite) values, which the
+        attention mask hides. Copies only those rows, not the whole cache."""
+        self._keys[slots, :, self._end - width : self._end] = other.keys[rows, :, -width:]
+        self._values[slots, :, self._end - width : self._end] = other.values[rows, :, -width:]
 
     def merge(self, other: GrowingLayer, width: int) -> None:
         """Append the rows of `other` below ours, both right-aligned to `width` columns (zeros on the
