@@ -54,17 +54,18 @@ class GrowingLayer(DynamicLayer):
         """Write the last `width` columns of `other`'s rows at `rows` into our rows at `slots`, right-
         aligned; the slots' older columns keep their previous row's (finite) values, which the
         attention mask hides. Copies only those rows, not the whole cache."""
-        self._keys[slots, :, self._end - width : self._end] = other.keys[rows, :, -width:]
-        self._values[slots, :, self._end - width : self._end] = other.values[rows, :, -width:]
+        keys, values = other._used()
+        self._keys[slots, :, self._end - width : self._end] = keys[rows, :, -width:]
+        self._values[slots, :, self._end - width : self._end] = values[rows, :, -width:]
 
     def merge(self, other: GrowingLayer, width: int) -> None:
         """Append the rows of `other` below ours, both right-aligned to `width` columns (zeros on the
         left: the attention mask hides them, and zeros keep masked products finite)."""
-        mine, theirs = self.keys, other.keys
+        (mine, my_values), (theirs, their_values) = self._used(), other._used()
         rows = mine.shape[0] + theirs.shape[0]
         self._keys = mine.new_empty((rows, mine.shape[1], _capacity(width, 1), mine.shape[3]))
         self._values = torch.empty_like(self._keys)
-        for buffer, a, b in ((self._keys, mine, theirs), (self._values, self.values, other.values)):
+        for buffer, a, b in ((self._keys, mine, theirs), (self._values, my_values, their_values)):
             for part, at in ((a, 0), (b, a.shape[0])):
                 pad = width - part.shape[2]
                 buffer[at : at + part.shape[0], :, :pad] = 0
@@ -79,15 +80,16 @@ class GrowingLayer(DynamicLayer):
         keys = like.new_empty((rows, heads, _capacity(length, new), dim))
         values = torch.empty_like(keys)
         if length:
-            keys[:, :, :length] = self.keys
-            values[:, :, :length] = self.values
+            keys[:, :, :length], values[:, :, :length] = self._used()
         self._keys, self._values = keys, values
         self._start, self._end = 0, length
 
+    def _used(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._keys[:, :, self._start : self._end], self._values[:, :, self._start : self._end]
+
     def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self.keys = self._keys[:, :, self._start : self._end]
-        self.values = self._values[:, :, self._start : self._end]
-        return self.keys, self.values
+        self.keys, self.values = keys, values = self._used()
+        return keys, values
 
 
 def _capacity(length: int, new: int) -> int:

@@ -45,7 +45,7 @@ class LocalBackend(Backend):
         model: str = "embedded",
         cache: Cache | None = None,
         *,
-        batch_size: int = 16,
+        batch_size: int = 64,
         batch_wait_ms: float = 5.0,
         device: str = "auto",
         dtype: str = "auto",
