@@ -1,12 +1,15 @@
 """Local backend throughput: `LocalBackend.generate()` against a raw `model.generate` loop.
 
 Both run the same model object (SmolLM2-135M-Instruct, the embedded model), the same chat prompts,
-the same batch size and the same sampling (temperature 0.8, top_p 1, no top-k), in one process, one
-after the other. Tokens are the generated tokens of each sample up to its EOS (EOS not counted).
-The figure is the ratio backend / raw (target >= 0.9). It also reports whether the backend gave the
-same samples at every batch size (a sample depends only on its request, index and seed).
+the same batch size and the same sampling (default temperature 0.8, top_p 1, no top-k; 0: greedy),
+in one process, one after the other. Tokens are the generated tokens of each sample up to its EOS
+(EOS not counted). The figure is the ratio backend / raw (target >= 0.9; the raw loop's
+`DynamicCache` copies the whole cache every step, which the backend's `kv.GrowingLayer` does not,
+so the ratio grows with the answers' length). It also reports whether the backend gave the same
+samples at every batch size (a sample depends only on its request, index and seed).
 
     .venv/bin/python bench/llm_local.py [--batch-sizes 8 16] [--max-tokens 64] [--rounds 1]
+    .venv/bin/python bench/llm_local.py --temperature 0 --batch-sizes 32 64 --prompts 64 --max-tokens 512
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ PROMPTS = [
 ]
 
 
-def raw_generate_loop(model, tokenizer, prompts: list[str], batch_size: int, max_tokens: int) -> tuple[int, float]:
+def raw_generate_loop(
+    model, tokenizer, prompts: list[str], batch_size: int, max_tokens: int, temperature: float
+) -> tuple[int, float]:
     """The baseline: batches of `batch_size` prompts, left-padded, through `model.generate`."""
     eos = tokenizer.eos_token_id
     tokens, start = 0, time.perf_counter()
@@ -67,14 +72,9 @@ def raw_generate_loop(model, tokenizer, prompts: list[str], batch_size: int, max
         ]
         batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         with torch.inference_mode():
+            sampling = {"temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature else {}
             out = model.generate(
-                **batch,
-                do_sample=True,
-                temperature=0.8,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=max_tokens,
-                pad_token_id=eos,
+                **batch, **sampling, do_sample=temperature > 0, max_new_tokens=max_tokens, pad_token_id=eos
             )
         for row in out[:, batch["input_ids"].shape[1] :].tolist():
             tokens += row.index(eos) if eos in row else len(row)
@@ -82,10 +82,11 @@ def raw_generate_loop(model, tokenizer, prompts: list[str], batch_size: int, max
 
 
 def backend_generate(
-    backend: LocalBackend, prompts: list[str], max_tokens: int, seed: int
+    backend: LocalBackend, prompts: list[str], max_tokens: int, temperature: float, seed: int
 ) -> tuple[int, float, list[str]]:
     requests = [
-        Request.user(p, temperature=0.8, top_p=1.0, max_tokens=max_tokens, seed=seed + i) for i, p in enumerate(prompts)
+        Request.user(p, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed + i)
+        for i, p in enumerate(prompts)
     ]
     start = time.perf_counter()
     out = backend.generate(requests, progress=False)
@@ -98,20 +99,30 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=PathsConfig().cache_dir)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many (the list repeated)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat each measurement (ratios per round)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]
+    temperature = args.temperature
 
-    print(f"torch threads: {torch.get_num_threads()}, prompts: {len(PROMPTS)}, max_tokens: {args.max_tokens}")
+    print(
+        f"torch threads: {torch.get_num_threads()}, prompts: {len(prompts)}, max_tokens: {args.max_tokens}, "
+        f"temperature: {temperature}"
+    )
     samples: dict[int, list[str]] = {}  # round 0's texts per batch size
     for batch_size in args.batch_sizes:
         backend = LocalBackend(args.model, None, batch_size=batch_size, cache_dir=args.cache_dir)
         model, tokenizer = backend.engine.model, backend.engine.tokenizer
         # Warm both paths up (first-call allocations, thread pools).
-        raw_generate_loop(model, tokenizer, PROMPTS[:batch_size], batch_size, 4)
-        backend_generate(backend, PROMPTS[:batch_size], 4, seed=10_000)
+        raw_generate_loop(model, tokenizer, prompts[:batch_size], batch_size, 4, temperature)
+        backend_generate(backend, prompts[:batch_size], 4, temperature, seed=10_000)
         for r in range(args.rounds):
-            raw_tokens, raw_s = raw_generate_loop(model, tokenizer, PROMPTS, batch_size, args.max_tokens)
-            ours_tokens, ours_s, texts = backend_generate(backend, PROMPTS, args.max_tokens, seed=1000 * r)
+            raw_tokens, raw_s = raw_generate_loop(model, tokenizer, prompts, batch_size, args.max_tokens, temperature)
+            ours_tokens, ours_s, texts = backend_generate(backend, prompts, args.max_tokens, temperature, seed=1000 * r)
             samples.setdefault(batch_size, texts)
             raw_tps, ours_tps = raw_tokens / raw_s, ours_tokens / ours_s
             print(

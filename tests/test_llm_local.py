@@ -100,6 +100,42 @@ def test_a_rows_token_depends_only_on_its_own_logits_and_seed(backend):
     assert together[0] != together[3]  # same logits, different sample index: its own random stream
 
 
+def test_growing_cache_layer_holds_what_concatenation_would():
+    # The backend's KV layer writes in place into buffers with room; through appends past its room,
+    # a left trim, a row selection, a merge and a row replaced in place, it must hold exactly the
+    # tensors that concatenating, slicing and padding would.
+    import torch
+
+    from autoif.llm.kv import GrowingLayer
+
+    def kv(rows, cols, seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(rows, 2, cols, 4, generator=g), torch.randn(rows, 2, cols, 4, generator=g)
+
+    layer, (keys, values) = GrowingLayer(), kv(3, 5, 0)
+    layer.update(keys, values)
+    for step in range(70):  # beyond the first buffer's room (64 columns)
+        k, v = kv(3, 1, step + 1)
+        out = layer.update(k, v)
+        keys, values = torch.cat([keys, k], -2), torch.cat([values, v], -2)
+    assert torch.equal(out[0], keys) and torch.equal(out[1], values)
+    layer.trim(4)
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    keys, values = keys[[2, 0], :, 4:], values[[2, 0], :, 4:]
+    other, (k2, v2) = GrowingLayer(), kv(1, 9, 99)
+    other.update(k2, v2)
+    layer.merge(other, 71)
+    pad = torch.zeros(1, 2, 71 - 9, 4)
+    keys, values = torch.cat([keys, torch.cat([pad, k2], -2)]), torch.cat([values, torch.cat([pad, v2], -2)])
+    newcomer, (k3, v3) = GrowingLayer(), kv(2, 6, 7)
+    newcomer.update(k3, v3)
+    layer.place(torch.tensor([1]), newcomer, torch.tensor([0]), 6)  # row 1 finished: newcomer's row 0 takes it
+    keys[1, :, -6:], values[1, :, -6:] = k3[0], v3[0]
+    k, v = kv(3, 1, 1000)
+    out = layer.update(k, v)
+    assert torch.equal(out[0], torch.cat([keys, k], -2)) and torch.equal(out[1], torch.cat([values, v], -2))
+
+
 def test_top_p_and_temperature_zero(backend):
     greedy = alone(backend, Request.user("Name a fruit.", n=2, temperature=0, max_tokens=8))
     assert greedy[0] == greedy[1]  # temperature 0 is greedy: samples are identical

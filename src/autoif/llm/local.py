@@ -1,10 +1,13 @@
 """The `local` backend: a transformers causal LM in this process, on CPU or GPU.
 
 Every sample (request x sample index) is a row. One worker thread owns the model and decodes rows in
-a batch of up to `batch_size`, continuously: a row leaves the batch the moment it finishes (EOS, a
-stop string, max_tokens) and is emitted at once, and pending rows (from any `generate()` call, in
-any thread) are prefilled and merged into the free slots while the others keep decoding. Rows are
-left-padded; the KV cache is the model's `DynamicCache`, re-aligned on the left when rows join.
+a batch of up to `batch_size`, continuously: a row is emitted the moment it finishes (EOS, a stop
+string, max_tokens), and pending rows (from any `generate()` call, in any thread) are prefilled and
+take the finished rows' slots while the others keep decoding. Rows are left-padded; the KV cache
+is the model's `DynamicCache` with layers that append in place (`kv.GrowingLayer`): a decode step
+writes one column, a new row whose prompt fits the batch's columns is written into a finished
+row's slot, and the whole cache is copied only when rows leave without replacement or join
+without a free slot.
 
 A sample depends only on its request, its sample index and the seed, not on its batch mates: each
 sampled row draws its uniforms from its own generator seeded with `Sampling.seed_for(index)` and
@@ -42,7 +45,7 @@ class LocalBackend(Backend):
         model: str = "embedded",
         cache: Cache | None = None,
         *,
-        batch_size: int = 16,
+        batch_size: int = 64,
         batch_wait_ms: float = 5.0,
         device: str = "auto",
         dtype: str = "auto",
@@ -188,8 +191,15 @@ class _Engine:
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        self._new_cache = lambda: DynamicCache(config=model.config)
-        self._plain_layer = DynamicLayer
+        from .kv import GrowingLayer
+
+        def new_cache() -> Any:
+            cache = DynamicCache(config=model.config)
+            cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+            return cache
+
+        self._new_cache = new_cache
+        self._plain_layer = GrowingLayer
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos = frozenset(eos + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []))
@@ -338,19 +348,49 @@ class _Engine:
             self._trim(batch)
         return batch
 
+    def refill(self, batch: _Batch, tokens: Any, new: _Batch | None, new_tokens: Any) -> tuple[_Batch | None, Any]:
+        """`batch` without its finished rows, with the rows of `new` (if any) and their next tokens.
+
+        A new row takes a finished row's slot in place when its prompt fits the batch's columns
+        (a copy of that row's cache only); the other finished rows are cut out (`select`) and the
+        other new rows appended (`merge`), which copy the whole cache.
+        """
+        dead = [i for i, row in enumerate(batch.rows) if row.finished or row.ticket.cancelled]
+        if new is not None and dead and batch.plain:
+            width, new_width = batch.mask.shape[1], new.mask.shape[1]
+            fits = [j for j, n in enumerate(new.mask.sum(-1).tolist()) if n <= width][: len(dead)]
+            if fits:
+                copied = min(width, new_width)
+                slots = self.torch.tensor(dead[: len(fits)], device=self.device)
+                rows = self.torch.tensor(fits, device=self.device)
+                for layer, other in zip(batch.cache.layers, new.cache.layers):
+                    layer.place(slots, other, rows, copied)
+                batch.mask[slots] = 0
+                batch.mask[slots, width - copied :] = new.mask[rows, new_width - copied :]
+                batch.positions[slots] = new.positions[rows]
+                tokens[slots] = new_tokens[rows]
+                for slot, j in zip(dead, fits):
+                    batch.rows[slot] = new.rows[j]
+                rest = [j for j in range(len(new.rows)) if j not in set(fits)]
+                new, new_tokens = self.select(new, rest), new_tokens[rest]
+        keep = [i for i, row in enumerate(batch.rows) if not (row.finished or row.ticket.cancelled)]
+        kept = self.select(batch, keep)
+        if kept is not None:
+            tokens = tokens[keep] if len(keep) < len(tokens) else tokens
+            self._trim(kept)  # the replaced rows' columns may be needed by no row now
+        if new is None:
+            return kept, tokens if kept is not None else None
+        if kept is None:
+            return new, new_tokens
+        return self.merge(kept, new), self.torch.cat([tokens, new_tokens])
+
     def merge(self, batch: _Batch, new: _Batch) -> _Batch:
         """One batch of both, each left-padded to the longer of the two caches."""
         torch, F = self.torch, self.torch.nn.functional
         width = max(batch.mask.shape[1], new.mask.shape[1])
-
-        def left_pad(x: Any, dim_from_end: int) -> Any:
-            missing = width - x.shape[-dim_from_end]
-            return x if missing == 0 else F.pad(x, (0, 0) * (dim_from_end - 1) + (missing, 0))
-
         for layer, other in zip(batch.cache.layers, new.cache.layers):
-            layer.keys = torch.cat([left_pad(layer.keys, 2), left_pad(other.keys, 2)])
-            layer.values = torch.cat([left_pad(layer.values, 2), left_pad(other.values, 2)])
-        batch.mask = torch.cat([left_pad(batch.mask, 1), left_pad(new.mask, 1)])
+            layer.merge(other, width)
+        batch.mask = torch.cat([F.pad(m, (width - m.shape[1], 0)) for m in (batch.mask, new.mask)])
         batch.positions = torch.cat([batch.positions, new.positions])
         batch.rows = batch.rows + new.rows
         self._trim(batch)
@@ -363,7 +403,7 @@ class _Engine:
         first = int(used.int().argmax())
         if first > 0:
             for layer in batch.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                layer.trim(first)
             batch.mask = batch.mask[:, first:]
 
 
@@ -371,7 +411,7 @@ class _Engine:
 class _Batch:
     """Rows decoded together: their KV cache, attention mask (left padding) and next positions.
 
-    `plain`: every cache layer is a plain `DynamicLayer`, so rows can join a running batch;
+    `plain`: every cache layer is a `GrowingLayer` (a plain `DynamicLayer`'s), so rows can join a running batch;
     other caches (sliding windows...) only run batches that start together.
     """
 
@@ -432,28 +472,27 @@ class _Scheduler:
 
     def _loop(self) -> None:
         torch = self._engine.torch
-        batch: _Batch | None = None
+        batch: _Batch | None = None  # after a step, its finished rows stay until refill() replaces or cuts them
         tokens = None
         with torch.inference_mode():
             while True:
-                admit = batch is None or (batch.plain and len(batch.rows) < self._batch_size)
-                new_rows = (
-                    self._take(self._batch_size - (len(batch.rows) if batch else 0), batch is None) if admit else []
-                )
+                live = sum(not (r.finished or r.ticket.cancelled) for r in batch.rows) if batch else 0
+                admit = batch is None or (batch.plain and live < self._batch_size)
+                new_rows = self._take(self._batch_size - live, batch is None) if admit else []
                 if self._closed:
                     break
                 try:
+                    new = new_tokens = None
                     if new_rows:
                         prefilled, logits = self._engine.prefill(new_rows)
-                        new, new_tokens = self._advance(prefilled, logits)
-                        if new is not None:
-                            if batch is None:
-                                batch, tokens = new, new_tokens
-                            else:
-                                batch, tokens = self._engine.merge(batch, new), torch.cat([tokens, new_tokens])
+                        new_tokens = self._advance(prefilled, logits)
+                        new, new_tokens = self._engine.refill(prefilled, new_tokens, None, None)
+                    if batch is None:
+                        batch, tokens = new, new_tokens
+                    else:
+                        batch, tokens = self._engine.refill(batch, tokens, new, new_tokens)
                     if batch is not None:
-                        logits = self._engine.step(batch, tokens)
-                        batch, tokens = self._advance(batch, logits)
+                        tokens = self._advance(batch, self._engine.step(batch, tokens))
                 except Exception as exc:  # e.g. out of memory: fail these rows, keep serving others
                     for row in (batch.rows if batch else []) + new_rows:
                         if not row.finished:
@@ -461,22 +500,16 @@ class _Scheduler:
                     batch, tokens = None, None
         self._fail_all(batch)
 
-    def _advance(self, batch: _Batch, logits: Any) -> tuple[_Batch | None, Any]:
-        """Choose each row's next token, emit the rows that finished, keep the others."""
+    def _advance(self, batch: _Batch, logits: Any) -> Any:
+        """Choose each row's next token and emit the rows that finished (they stay in the batch)."""
         chosen = self._engine.choose(logits, batch.rows)
-        keep = []
-        for i, (row, token) in enumerate(zip(batch.rows, chosen.tolist())):
+        for row, token in zip(batch.rows, chosen.tolist()):
             if row.ticket.cancelled:
                 continue
             done = self._finish(row, token)
-            if done is None:
-                keep.append(i)
-            else:
+            if done is not None:
                 row.ticket.deliver(row, done)
-        kept = self._engine.select(batch, keep)
-        if kept is None:
-            return None, None
-        return kept, chosen[keep] if len(keep) < len(chosen) else chosen
+        return chosen
 
     def _finish(self, row: _Row, token: int) -> Completion | None:
         """Record `token`; the row's completion if it is finished now, else None."""
