@@ -173,7 +173,7 @@ def test_no_cpu_left_for_a_sandbox_is_a_one_line_error(cluster, tmp_path):
 def test_an_actor_that_cannot_start_raises_its_own_error(cluster, tmp_path):
     write_verify_inputs(tmp_path, 100)
     pipeline = _pipeline(tmp_path, cluster.address, "executor.cpus_per_sandbox=1", "sandbox.memory_mb=64")
-    with pytest.raises(AutoifError, match=r"^sandbox.memory_mb=64 is too small: .*use at least 256$"):
+    with pytest.raises(AutoifError, match=r"^sandbox.memory_mb=64 is too small: .*use at least \d+$"):
         pipeline.run(only="verify")
 
 
