@@ -528,8 +528,9 @@ def test_real_run_report_in_chromium(real_run, browser):
     assert page.fetched() == []
     states = json.loads(page.evaluate(SECTION_STATES))
     assert list(states) == list(SECTIONS)  # every section, in order
-    # compose is off in this run: its section says so (tests/stages/test_compose_llm.py renders a full one)
-    assert states.pop("combinations") == "empty"
+    # This run is built without stage compose (no compose.jsonl): its section says the file is missing
+    # (tests/stages/test_compose_llm.py renders a full one)
+    assert states.pop("combinations") == "missing"
     assert all(state == "present" for state in states.values()), states
     # The plots are images that decoded (an SVG that failed to load has naturalWidth 0).
     plots = json.loads(
