@@ -145,7 +145,7 @@ class SandboxConfig(Section):
     workers: int | None = Field(None, ge=1, description="worker processes (None: one per CPU core)")
     timeout_s: float = Field(2.0, gt=0, le=600, description="wall-clock limit of one function call")
     memory_mb: int = Field(
-        1024, ge=64, description="address-space limit of one worker (about 310 is the least with nltk and langdetect)"
+        1024, ge=64, description="address-space limit of one worker (about 400 is the least with nltk and langdetect)"
     )
     allowed_imports: list[str] | None = Field(
         None,
