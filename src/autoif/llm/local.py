@@ -173,6 +173,11 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     finished: bool = False
 
+    @property
+    def over(self) -> bool:
+        """The row holds a batch slot for nothing: finished, or its caller cancelled it."""
+        return self.finished or self.ticket.cancelled
+
     def next_uniform(self) -> float:
         """The uniform that draws this row's next token (a sampled row's; a greedy row has none)."""
         assert self.uniforms is not None, "a greedy row draws no uniforms"
@@ -355,7 +360,7 @@ class _Engine:
         (a copy of that row's cache only); the other finished rows are cut out (`select`) and the
         other new rows appended (`merge`), which copy the whole cache.
         """
-        dead = [i for i, row in enumerate(batch.rows) if row.finished or row.ticket.cancelled]
+        dead = [i for i, row in enumerate(batch.rows) if row.over]
         if new is not None and dead and batch.plain:
             width, new_width = batch.mask.shape[1], new.mask.shape[1]
             fits = [j for j, n in enumerate(new.mask.sum(-1).tolist()) if n <= width][: len(dead)]
@@ -371,9 +376,10 @@ class _Engine:
                 tokens[slots] = new_tokens[rows]
                 for slot, j in zip(dead, fits):
                     batch.rows[slot] = new.rows[j]
-                rest = [j for j in range(len(new.rows)) if j not in set(fits)]
+                placed = set(fits)
+                rest = [j for j in range(len(new.rows)) if j not in placed]
                 new, new_tokens = self.select(new, rest), new_tokens[rest]
-        keep = [i for i, row in enumerate(batch.rows) if not (row.finished or row.ticket.cancelled)]
+        keep = [i for i, row in enumerate(batch.rows) if not row.over]
         kept = self.select(batch, keep)
         if kept is not None:
             tokens = tokens[keep] if len(keep) < len(tokens) else tokens
@@ -476,7 +482,7 @@ class _Scheduler:
         tokens = None
         with torch.inference_mode():
             while True:
-                live = sum(not (r.finished or r.ticket.cancelled) for r in batch.rows) if batch else 0
+                live = sum(not r.over for r in batch.rows) if batch else 0
                 admit = batch is None or (batch.plain and live < self._batch_size)
                 new_rows = self._take(self._batch_size - live, batch is None) if admit else []
                 if self._closed:
