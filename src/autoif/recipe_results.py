@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .evals.results import mcnemar_text, percent, points
 from .jsonl import atomic_write_text, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
@@ -198,24 +199,22 @@ def _render_compare(compare: dict) -> list[str]:
         for doc in per.values():
             paired = doc["pairing"]["paired"]
             lines += [f"### {model} vs base: {doc['title']} ({paired} paired prompts)", ""]
-            rows = []
-            for key, m in doc["metrics"].items():
-                test = m.get("mcnemar")
-                rows.append(
-                    [
-                        m.get("label", key),
-                        _pct(m["a"]),
-                        _pct(m["b"]),
-                        f"{100 * m['delta']:+.2f}",
-                        f"[{100 * m['ci'][0]:+.2f}, {100 * m['ci'][1]:+.2f}]",
-                        f"{test['p']:.3g} ({test['b_only']}/{test['a_only']})" if test else "-",
-                    ]
-                )
+            rows = [
+                [
+                    m["label"],
+                    percent(m["a"]),
+                    percent(m["b"]),
+                    points(m["delta"]),
+                    f"[{points(m['ci'][0])}, {points(m['ci'][1])}]",
+                    mcnemar_text(m.get("mcnemar")) or "-",
+                ]
+                for m in doc["metrics"].values()
+            ]
             header = ["metric", "base %", f"{model} %", "B - A (points)", "95% interval", "McNemar p (B only/A only)"]
             lines += _table(header, rows) + [""]
             mode = doc["outcome_modes"][0]
             families = [
-                [f["name"], str(f["n"]), _pct(f[mode]["a"]), _pct(f[mode]["b"]), f"{100 * f[mode]['delta']:+.2f}"]
+                [f["name"], str(f["n"]), percent(f[mode]["a"]), percent(f[mode]["b"]), points(f[mode]["delta"])]
                 for f in doc["families"]
             ]
             if families:

@@ -100,6 +100,11 @@ def points(value: float) -> str:
     return f"{100 * value:+.2f}"
 
 
+def mcnemar_text(test: dict | None) -> str:
+    """A McNemar result of `stats.compare_runs` as "p (B only/A only)"; empty for a metric without one."""
+    return f"{test['p']:.3g} ({test['b_only']}/{test['a_only']})" if test else ""
+
+
 # Families shown at each end of the "moved most" table (all of them when there are at most twice this).
 MOVED_MOST = 5
 
@@ -126,9 +131,8 @@ def compare_table(report: dict):
         low, high = m["ci"]
         colour = "green" if low > 0 else "red" if high < 0 else None
         delta = f"[{colour}]{points(m['delta'])}[/{colour}]" if colour else points(m["delta"])
-        test = m.get("mcnemar")
-        p = f"{test['p']:.3g} ({test['b_only']}/{test['a_only']})" if test else ""
-        table.add_row(m["label"], percent(m["a"]), percent(m["b"]), delta, f"[{points(low)}, {points(high)}]", p)
+        interval = f"[{points(low)}, {points(high)}]"
+        table.add_row(m["label"], percent(m["a"]), percent(m["b"]), delta, interval, mcnemar_text(m.get("mcnemar")))
     boot = report["bootstrap"]
     notes = [
         f"B-A and its interval in points (paired bootstrap over prompts, {boot['resamples']:,} resamples, "
