@@ -353,8 +353,10 @@ class ResponsesConfig(Section):
         description="longest response, in tokens; a response cut off here is kept but never trained on "
         "(verify marks it `truncated`), so leave room for a whole answer (paper scale: 2048)",
     )
+    # paper by measurement: on the default run's 86 prompts it cut 4 answers off at 512 tokens against
+    # natural's 14 (exact McNemar p=0.021), passing answers 22 vs 20 (README, "responses.template").
     template: Literal["natural", "paper"] = Field(
-        "natural",
+        "paper",
         description="what the model is asked: natural (the query record's prompt, instruction and query "
         "joined as users write them) or paper (the AutoIF release's 'Please answer the query strictly "
         "following the instruction.' with [instruction] and [Query] tags); training prompts are the "

@@ -30,7 +30,10 @@ def test_responses_k_samples_and_llm_errors_dropped(tmp_path):
         )
     )
     backend = ReplayBackend({r["prompt"]: r["gpt-answer"] for r in rows})
-    result = run_shard(ResponsesStage(), queries, Context(config(tmp_path, "responses.k=5"), llm=backend))
+    # The natural template sends each record's `prompt` as it is: here the release's recorded prompts.
+    result = run_shard(
+        ResponsesStage(), queries, Context(config(tmp_path, "responses.k=5", "responses.template=natural"), llm=backend)
+    )
     assert [r.prompt_id for r in result.records] == ["p0", "p1", "p2"]
     assert [[x.text for x in r.responses] for r in result.records] == [r["gpt-answer"][:5] for r in rows]
     assert result.dropped == {"no_response": 1}
@@ -99,7 +102,9 @@ def test_paper_template_asks_the_release_prompt_and_trains_on_the_natural_one(tm
 
     natural = ReplayBackend(recordings)
     natural.cache = cache
-    result = run_shard(ResponsesStage(), queries, Context(config(tmp_path, "responses.k=2"), llm=natural))
+    result = run_shard(
+        ResponsesStage(), queries, Context(config(tmp_path, "responses.k=2", "responses.template=natural"), llm=natural)
+    )
     assert natural.prompts == [q.prompt for q in queries] and natural.stats.hits == 0
     assert all(x.text == "natural answer" for r in result.records for x in r.responses)
     cache.close()
