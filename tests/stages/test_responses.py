@@ -50,7 +50,14 @@ def test_responses_keep_why_generation_stopped_from_the_real_model_and_the_cache
             id="long", instruction_id="i", instruction="x", query="y", prompt="Write a long story about a dragon."
         ),
     ]
-    cfg = config(tmp_path, "responses.k=1", "responses.max_tokens=16", "responses.temperature=0", "llm.device=cpu")
+    cfg = config(
+        tmp_path,
+        "responses.k=1",
+        "responses.max_tokens=16",
+        "responses.temperature=0",
+        "responses.template=natural",  # the prompts above are sent as they are
+        "llm.device=cpu",
+    )
     ctx = Context(cfg)
     try:
         first = run_shard(ResponsesStage(), queries, ctx).records
