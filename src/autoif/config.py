@@ -353,6 +353,12 @@ class ResponsesConfig(Section):
         description="longest response, in tokens; a response cut off here is kept but never trained on "
         "(verify marks it `truncated`), so leave room for a whole answer (paper scale: 2048)",
     )
+    greedy: bool = Field(
+        False,
+        description="also ask each training (natural) prompt once greedily, after the k samples: the answer "
+        "greedy evaluation sees, loops included; verified and exported like the samples, so with "
+        "export.truncated_rejected its cut-off loops become DPO rejected answers",
+    )
     # paper by measurement: on the default run's 86 prompts it cut 4 answers off at 512 tokens against
     # natural's 14 (exact McNemar p=0.021), passing answers 22 vs 20 (README, "responses.template").
     template: Literal["natural", "paper"] = Field(

@@ -119,6 +119,38 @@ def test_paper_template_asks_the_release_prompt_and_trains_on_the_natural_one(tm
     assert settings[0] != settings[1]  # a change of template redoes the stage
 
 
+def test_greedy_adds_the_training_prompts_greedy_answer_after_the_samples(tmp_path):
+    """`responses.greedy`: after the k samples (asked with the paper template), one more answer to the
+    training prompt at temperature 0; the k-sample requests are the ones the run without it sends."""
+    rows = fixture("query_rft.jsonl")[:2]
+    queries = [
+        QueryRecord(
+            id=f"p{i}",
+            instruction_id="i",
+            instruction=r["instruction"],
+            query=r["prompt"].split("\n[Query] ", 1)[1],
+            prompt=f"natural prompt {i}",
+        )
+        for i, r in enumerate(rows)
+    ]
+    recordings = {r["prompt"]: r["gpt-answer"] for r in rows}
+    recordings.update({q.prompt: [f"greedy answer {i}"] for i, q in enumerate(queries)})
+    backend = ReplayBackend(recordings)
+    result = run_shard(
+        ResponsesStage(), queries, Context(config(tmp_path, "responses.k=2", "responses.greedy=true"), llm=backend)
+    )
+    assert [[x.text for x in r.responses] for r in result.records] == [
+        r["gpt-answer"][:2] + [f"greedy answer {i}"] for i, r in enumerate(rows)
+    ]
+    assert backend.prompts == [r["prompt"] for r in rows] + [q.prompt for q in queries]
+    assert [(r.n, r.sampling.temperature) for r in backend.requests] == [(2, 0.8)] * 2 + [(1, 0.0)] * 2
+    plain = ReplayBackend(recordings)
+    run_shard(ResponsesStage(), queries, Context(config(tmp_path, "responses.k=2"), llm=plain))
+    assert plain.requests == backend.requests[:2]
+    settings = [ResponsesStage().settings(config(tmp_path, f"responses.greedy={g}")) for g in ("false", "true")]
+    assert settings[0] != settings[1]  # turning it on redoes the stage (its samples come from the cache)
+
+
 def test_plain_string_responses_are_still_read():
     """responses.jsonl made elsewhere: a list of strings, each a response whose finish reason is unknown."""
     record = ResponsesRecord.model_validate({"prompt_id": "p", "responses": ["one", "two"]})

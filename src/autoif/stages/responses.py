@@ -12,6 +12,14 @@ generation prompt of the AutoIF release ("Please answer the query strictly follo
 instruction." with the instruction and the query under `[instruction]` and `[Query]` tags,
 `prompts/respond_paper.txt`). The training prompt is the natural one either way: the tags are a
 sampling aid, not something a user writes.
+
+`responses.greedy` adds one more answer per prompt, after the k samples: the training prompt
+decoded greedily (temperature 0), which is what a greedy evaluation of the model measures. A small
+model loops there far more often than when sampled (SmolLM2-135M: 26 of 90 dev prompts ran to 512
+tokens greedily, 7% of its sampled training answers did), so the samples alone rarely show the
+model the failure that evaluation punishes; verified like any answer, a failing or (with
+`export.truncated_rejected`) cut-off greedy answer is a DPO rejected against a passing sample.
+The k-sample request is unchanged, so its cached samples are reused.
 """
 
 from __future__ import annotations
@@ -58,7 +66,14 @@ class ResponsesStage(Stage[QueryRecord]):
             )
             for r in records
         ]
+        if cfg.greedy:
+            requests += [
+                Request.user(r.prompt, n=1, temperature=0.0, max_tokens=cfg.max_tokens, seed=ctx.config.seed)
+                for r in records
+            ]
         answers = ctx.llm.generate(requests, desc="responses") if requests else []
+        if cfg.greedy:
+            answers = [sampled + greedy for sampled, greedy in zip(answers, answers[len(records) :])]
         for record, completions in zip(records, answers):
             responses = []
             for completion in completions:
