@@ -10,6 +10,13 @@ samples at every batch size (a sample depends only on its request, index and see
 
     .venv/bin/python bench/llm_local.py [--batch-sizes 8 16] [--max-tokens 64] [--rounds 1]
     .venv/bin/python bench/llm_local.py --temperature 0 --batch-sizes 32 64 --prompts 64 --max-tokens 512
+
+With `--dtypes float32 bfloat16` it measures the backend itself in each weights dtype instead (same
+prompts, batch size and sampling) and prints each one's tokens/s against the first's, and how many
+answers came out the same: bfloat16 runs on CPUs with AVX512-BF16/AMX kernels, and it changes
+rounding, hence some greedy answers (what that does to scores is measured by `autoif eval dev`).
+
+    .venv/bin/python bench/llm_local.py --dtypes float32 bfloat16 --temperature 0 --batch-sizes 64 --max-tokens 128
 """
 
 from __future__ import annotations
@@ -93,6 +100,25 @@ def backend_generate(
     return sum(c[0].tokens for c in out), time.perf_counter() - start, [str(c[0]) for c in out]
 
 
+def compare_dtypes(args, prompts: list[str]) -> None:
+    """The backend in each of `args.dtypes`, one after the other: tokens/s against the first dtype's."""
+    for batch_size in args.batch_sizes:
+        first: tuple[float, list[str]] | None = None
+        for dtype in args.dtypes:
+            backend = LocalBackend(args.model, None, batch_size=batch_size, dtype=dtype, cache_dir=args.cache_dir)
+            backend_generate(backend, prompts[:batch_size], 4, args.temperature, seed=10_000)  # warm-up
+            tokens, seconds, texts = backend_generate(backend, prompts, args.max_tokens, args.temperature, seed=0)
+            backend.close()
+            tps = tokens / seconds
+            first = first or (tps, texts)
+            same = sum(a == b for a, b in zip(first[1], texts))
+            print(
+                f"batch {batch_size:3d} {dtype:>8}: {tps:7.1f} tok/s ({tokens} tok, {seconds:.1f} s) | "
+                f"ratio to {args.dtypes[0]} {tps / first[0]:.2f} | same answers {same} of {len(texts)}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
@@ -103,6 +129,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many (the list repeated)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat each measurement (ratios per round)")
+    parser.add_argument("--dtypes", nargs="+", help="compare the backend across weights dtypes, not against raw")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,6 +140,9 @@ def main() -> None:
         f"torch threads: {torch.get_num_threads()}, prompts: {len(prompts)}, max_tokens: {args.max_tokens}, "
         f"temperature: {temperature}"
     )
+    if args.dtypes:
+        compare_dtypes(args, prompts)
+        return
     samples: dict[int, list[str]] = {}  # round 0's texts per batch size
     for batch_size in args.batch_sizes:
         backend = LocalBackend(args.model, None, batch_size=batch_size, cache_dir=args.cache_dir)

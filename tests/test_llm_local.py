@@ -194,6 +194,24 @@ def test_cache_rerun_generates_nothing(tiny, tmp_path):
     cache.close()
 
 
+def test_cached_answers_are_not_served_to_another_dtype_or_to_a_model_retrained_in_place(tmp_path):
+    model = tiny_causal_lm(tmp_path / "model")
+    assert LocalBackend("embedded").cache_identity == "embedded"  # the shipped caches' keys stay valid
+    assert LocalBackend("embedded", dtype="bfloat16").cache_identity != "embedded"
+    before = LocalBackend(str(model)).cache_identity
+    assert LocalBackend(str(model), dtype="float32").cache_identity == before
+    requests = [Request.user("Hi", temperature=0, max_tokens=3)]
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    with LocalBackend(str(model), cache, device="cpu") as first:
+        first.generate(requests, progress=False)
+    os.utime(model / "model.safetensors", ns=(1, 1))  # as if retrained in place: new answers, not cached ones
+    with LocalBackend(str(model), cache, device="cpu") as retrained:
+        assert retrained.cache_identity != before
+        retrained.generate(requests, progress=False)
+        assert (retrained.stats.misses, retrained.stats.hits) == (1, 0)
+    cache.close()
+
+
 def test_prompt_longer_than_the_context_is_a_sample_error(tiny, tmp_path):
     cache = ResponseCache(tmp_path / "cache.sqlite")
     with LocalBackend(str(tiny), cache, device="cpu") as b:

@@ -22,6 +22,7 @@ sampled 64-token answers differed between batch sizes 8 and 16. Once cached, a s
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import threading
@@ -29,6 +30,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import require
@@ -75,6 +77,22 @@ class LocalBackend(Backend):
             dtype=llm.dtype,
             cache_dir=(paths or PathsConfig()).cache_dir,
         )
+
+    @property
+    def cache_identity(self) -> str:
+        """The model, plus what else changes its answers: a weights dtype other than fp32 (bfloat16
+        rounds differently: 38 of 64 greedy answers differed in `bench/llm_local.py --dtypes`), and a
+        local directory's weights files (names, sizes, times), so that a model retrained in place
+        is not served its predecessor's cached answers."""
+        identity = self.model
+        if self.dtype not in ("auto", "float32"):
+            identity += f" [{self.dtype}]"
+        path = Path(self.model).expanduser()
+        if path.is_dir():
+            weights = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
+            stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in weights]
+            identity += " " + hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
+        return identity
 
     @property
     def engine(self) -> _Engine:
