@@ -8,6 +8,7 @@ id or a local path and is handed to `from_pretrained` unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -81,6 +82,23 @@ def resolve_model(model: str, cache_dir: str | os.PathLike) -> str:
     if model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model:
         raise BackendError(f"model path does not exist: {model}")
     return model  # a hub id such as "HuggingFaceTB/SmolLM2-360M-Instruct"
+
+
+def model_identity(model: str, dtype: str) -> str:
+    """The model's identity in response-cache keys: the configured model, plus what else changes its
+    answers: a weights dtype other than the default (bfloat16 rounds differently: 38 of 64 greedy
+    answers differed in `bench/llm_local.py --dtypes`), and a local directory's weights files
+    (names, sizes, times), so that a model retrained in place is not served its predecessor's
+    cached answers. "embedded" stays "embedded": shipped caches keep their keys."""
+    identity = model
+    if dtype not in ("auto", "float32"):
+        identity += f" [{dtype}]"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        weights = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
+        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in weights]
+        identity += " " + hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
+    return identity
 
 
 def chat_prompt_ids(tokenizer, messages) -> list[int]:

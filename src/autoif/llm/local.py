@@ -22,7 +22,6 @@ sampled 64-token answers differed between batch sizes 8 and 16. Once cached, a s
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 import threading
@@ -30,13 +29,12 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import require
 from .base import Backend, BackendError, Completion, Emit, Job, Request
 from .cache import Cache
-from .embedded import chat_prompt_ids, resolve_model
+from .embedded import chat_prompt_ids, model_identity, resolve_model
 
 
 class LocalBackend(Backend):
@@ -80,19 +78,7 @@ class LocalBackend(Backend):
 
     @property
     def cache_identity(self) -> str:
-        """The model, plus what else changes its answers: a weights dtype other than fp32 (bfloat16
-        rounds differently: 38 of 64 greedy answers differed in `bench/llm_local.py --dtypes`), and a
-        local directory's weights files (names, sizes, times), so that a model retrained in place
-        is not served its predecessor's cached answers."""
-        identity = self.model
-        if self.dtype not in ("auto", "float32"):
-            identity += f" [{self.dtype}]"
-        path = Path(self.model).expanduser()
-        if path.is_dir():
-            weights = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
-            stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in weights]
-            identity += " " + hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
-        return identity
+        return model_identity(self.model, self.dtype)
 
     @property
     def engine(self) -> _Engine:

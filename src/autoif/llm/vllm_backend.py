@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import require
 from .base import Backend, Completion, Emit, Job, Sampling
 from .cache import Cache
-from .embedded import chat_prompt_ids, resolve_model
+from .embedded import chat_prompt_ids, model_identity, resolve_model
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ class VLLMBackend(Backend):
             # An actor of the ray executor already holds its GPUs: vLLM's own processes use them,
             # instead of vLLM's Ray executor asking the cluster for more (which would wait for ever).
             self.engine_kwargs["distributed_executor_backend"] = "mp"
+        self.dtype = dtype
         self.cache_dir = cache_dir
         self.chunk_samples = chunk_samples
         self._llm: Any = None
@@ -166,6 +167,10 @@ class VLLMBackend(Backend):
             dtype=llm.dtype,
             cache_dir=(paths or PathsConfig()).cache_dir,
         )
+
+    @property
+    def cache_identity(self) -> str:
+        return model_identity(self.model, self.dtype)
 
     def _engine(self) -> Any:
         with self._build_lock:
