@@ -69,6 +69,30 @@ def test_batched_greedy_equals_unbatched(backend):
         assert samples[0].tokens == request.sampling.max_tokens and samples[0].finish_reason == "length"
 
 
+def test_a_long_prompt_waits_until_the_batch_fits_the_kv_budget(tiny):
+    # One long prompt among short ones: with room for it and one other row only, the batch never
+    # holds more KV columns than the budget (rows x width), and no answer changes.
+    requests = [Request.user(q, temperature=0, max_tokens=8) for q in QUESTIONS]
+    requests.insert(3, Request.user("Summarise: " + "the boat drifts on the sea; " * 60, temperature=0, max_tokens=8))
+    with LocalBackend(str(tiny), batch_size=4, device="cpu") as free:
+        expected = texts(free.generate(requests, progress=False))
+        long_prompt = max(len(free.engine.encode(r)) for r in requests)
+        assert free.engine.kv_budget_tokens() > 4 * (long_prompt + 8)  # this machine: no limit at batch 4
+    budget = 2 * (long_prompt + 8)
+    with LocalBackend(str(tiny), batch_size=4, device="cpu", kv_budget_tokens=budget) as tight:
+        engine, seen = tight.engine, []
+        step = engine.step
+
+        def recording_step(batch, tokens):
+            seen.append((sum(not r.over for r in batch.rows), batch.mask.shape[1]))
+            return step(batch, tokens)
+
+        engine.step = recording_step
+        assert texts(tight.generate(requests, progress=False)) == expected
+    assert max(rows for rows, _ in seen) == 4  # short rows still batch fully
+    assert all(rows * width <= budget for rows, width in seen if width > long_prompt)
+
+
 def test_sample_depends_only_on_request_index_and_seed(backend):
     target = Request.user("Tell me a story.", n=3, temperature=1.0, seed=5, max_tokens=12)
     others = [Request.user(q, n=2, temperature=0.7, seed=9, max_tokens=6 + i) for i, q in enumerate(QUESTIONS)]

@@ -50,9 +50,12 @@ class LocalBackend(Backend):
         device: str = "auto",
         dtype: str = "auto",
         cache_dir: str | os.PathLike = "~/.cache/autoif",
+        kv_budget_tokens: int | None = None,
     ) -> None:
         super().__init__(model, cache)
         self.batch_size = batch_size
+        # Rows x columns the batch's KV cache may reach; None: a quarter of the memory free at load.
+        self.kv_budget_tokens = kv_budget_tokens
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.device = device
         self.dtype = dtype
@@ -90,7 +93,8 @@ class LocalBackend(Backend):
             if self._scheduler is None:
                 engine = self._engine or _Engine.load(self.model, self.cache_dir, self.device, self.dtype)
                 self._engine = engine
-                self._scheduler = _Scheduler(engine, self.batch_size, self.batch_wait_s)
+                budget = self.kv_budget_tokens or engine.kv_budget_tokens()
+                self._scheduler = _Scheduler(engine, self.batch_size, self.batch_wait_s, budget)
                 # A backend dropped without close() must not leave its thread (and model) behind.
                 self._finalizer = weakref.finalize(self, self._scheduler.close)
             assert self._engine is not None  # loaded with the scheduler
@@ -234,6 +238,23 @@ class _Engine:
             raise BackendError(f"model '{model}' has no chat template: the local backend needs a chat/instruct model")
         lm.to(dev).eval()
         return cls(lm, tokenizer, torch, path)
+
+    def kv_budget_tokens(self) -> int | None:
+        """How many rows x columns of KV cache fit in a quarter of the memory free now (None: unknown).
+
+        A quarter, because a cache buffer holds up to 1.5x its columns and merging two batches
+        copies it once more; the rest is the model, activations and the caller's own memory.
+        """
+        config = self.model.config
+        layers = getattr(config, "num_hidden_layers", None)
+        heads = getattr(config, "num_attention_heads", None)
+        if not layers or not heads:
+            return None
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        per_token = 2 * layers * kv_heads * head_dim * next(self.model.parameters()).element_size()
+        free = _free_memory(self.torch, self.device)
+        return None if free is None else max(1, free // 4 // per_token)
 
     # ------------------------------------------------------------------------------- text <-> rows
     def encode(self, request: Request) -> list[int]:
@@ -436,9 +457,10 @@ class _Batch:
 class _Scheduler:
     """The worker thread: admits pending rows into free slots and decodes until the rows finish."""
 
-    def __init__(self, engine: _Engine, batch_size: int, wait_s: float) -> None:
+    def __init__(self, engine: _Engine, batch_size: int, wait_s: float, kv_budget: int | None = None) -> None:
         self._engine = engine
         self._batch_size = batch_size
+        self._kv_budget = kv_budget
         self._wait_s = wait_s
         self._pending: deque[_Row] = deque()
         self._cond = threading.Condition()
@@ -460,8 +482,15 @@ class _Scheduler:
         if self._thread is not threading.current_thread():
             self._thread.join()
 
-    def _take(self, free: int, idle: bool) -> list[_Row]:
-        """Up to `free` pending rows; when idle, block for one and give others `wait_s` to arrive."""
+    def _take(self, free: int, idle: bool, live: list[_Row]) -> list[_Row]:
+        """Up to `free` pending rows; when idle, block for one and give others `wait_s` to arrive.
+
+        Rows are taken in order while the batch's KV cache at its widest (every row, `live` and
+        taken, as wide as the longest prompt plus its new tokens could make it) stays within the
+        budget: one long prompt would otherwise widen the cache of every row of a large batch (an
+        IFBench prompt of ~2,000 tokens in a batch of 128 ran a 24 GB machine out of memory). A
+        row that does not fit waits at the head of the queue until rows finish; alone it always runs.
+        """
         with self._cond:
             if idle:
                 while not self._pending and not self._closed:
@@ -474,10 +503,17 @@ class _Scheduler:
             if self._closed:
                 return []
             rows: list[_Row] = []
+            widest = max((_span(r) for r in live), default=0)
             while self._pending and len(rows) < free:
-                row = self._pending.popleft()
-                if not row.ticket.cancelled:
-                    rows.append(row)
+                row = self._pending[0]
+                if row.ticket.cancelled:
+                    self._pending.popleft()
+                    continue
+                wider = max(widest, _span(row))
+                if self._kv_budget and (live or rows) and (len(live) + len(rows) + 1) * wider > self._kv_budget:
+                    break
+                rows.append(self._pending.popleft())
+                widest = wider
             return rows
 
     def _loop(self) -> None:
@@ -486,9 +522,9 @@ class _Scheduler:
         tokens = None
         with torch.inference_mode():
             while True:
-                live = sum(not r.over for r in batch.rows) if batch else 0
-                admit = batch is None or (batch.plain and live < self._batch_size)
-                new_rows = self._take(self._batch_size - live, batch is None) if admit else []
+                live = [r for r in batch.rows if not r.over] if batch else []
+                admit = batch is None or (batch.plain and len(live) < self._batch_size)
+                new_rows = self._take(self._batch_size - len(live), batch is None, live) if admit else []
                 if self._closed:
                     break
                 try:
@@ -546,7 +582,23 @@ class _Scheduler:
                 row.ticket.fail(row, closed)
 
 
+def _span(row: _Row) -> int:
+    """The most KV columns `row` can need: its prompt and all its new tokens."""
+    return len(row.prompt) + row.max_new
+
+
 # -------------------------------------------------------------------------------- device and dtype
+def _free_memory(torch: Any, device: Any) -> int | None:
+    """Bytes free on `device` now (CPU: physical memory available to allocate), None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    return None
+
+
 def _pick_device(torch: Any, device: str) -> Any:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
