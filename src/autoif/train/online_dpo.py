@@ -69,6 +69,11 @@ class OnlineDPOSettings(PairBounds, DPOSettings):
         "auto", description="who samples: vllm (GPU), local (transformers), auto (vllm when usable)"
     )
     sampling_batch_size: int = Field(16, ge=1, description="local sampler: sequences generated together")
+    sampling_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="the sampler's weights dtype (auto: bfloat16 on GPU, float32 on CPU; bfloat16 samples "
+        "~1.8x faster on a CPU with bf16 instructions); training keeps its own dtype",
+    )
     final_eval: bool = Field(True, description="sample once more after the last iteration to measure the result")
     quality_gate: bool = Field(
         True,
@@ -108,7 +113,11 @@ def sample(
     from ..llm import Request, Sampling, backend_class
 
     llm = LLMConfig(
-        backend=sampler_kind(settings), model=policy_path, batch_size=settings.sampling_batch_size, cache=False
+        backend=sampler_kind(settings),
+        model=policy_path,
+        batch_size=settings.sampling_batch_size,
+        dtype=settings.sampling_dtype,
+        cache=False,
     )
     backend = backend_class(llm.backend).from_config(llm)
     try:
