@@ -249,9 +249,10 @@ def test_killed_evaluation_resumes_from_its_response_cache(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_shipped_recipes_load_resolve_and_plan(path, tmp_path):
+def test_shipped_recipes_load_resolve_and_plan(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     recipe = load_recipe(path)
-    plan = Plan(recipe, path, tmp_path / recipe.name)
+    plan = Plan(recipe, path, recipe.name)
     names = [s.name for s in plan.steps]
     assert names[0] == "data" and [n for n in names if n.startswith("train.")] == [
         f"train.{s.name}" for s in recipe.train
@@ -260,6 +261,10 @@ def test_shipped_recipes_load_resolve_and_plan(path, tmp_path):
     assert "contamination" in names and "results" in names
     lines = describe(plan)
     assert len(lines) == len(names) and all("would run" in line for line in lines)
+    # Paths under the working directory are written relative to it: the commands run from any checkout.
+    commands = [s.command for s in plan.steps if not s.command.startswith("#")]
+    assert f"-o {recipe.name}/data" in plan.step("data").command
+    assert not any(str(tmp_path) in c for c in commands), commands
     if recipe.publish:
         assert plan.step("publish").command.endswith(str(ROOT / "results" / recipe.name))
     for spec in recipe.train:

@@ -275,7 +275,10 @@ def _file_digest(path: Path) -> str:
 
 
 def _cmd(*parts: str | Path) -> str:
-    return shlex.join(str(p) for p in parts)
+    """The command line, with paths under the working directory written relative to it: the
+    published `commands.sh` then runs from any checkout, not only from the machine that made it."""
+    here = str(Path.cwd()).rstrip("/") + "/"
+    return shlex.join(str(p).replace(here, "") for p in parts)
 
 
 def _sets(items: list[str]) -> list[str]:
