@@ -298,13 +298,14 @@ def test_memory_bomb(permissive, host):
         "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
     ],
 )
-def test_crash_gives_crash_and_a_fresh_worker(permissive, host, body):
+def test_crash_gives_crash_and_the_worker_lives_on(permissive, host, body):
+    # Such a function runs in a checker process of its own (checker.py): only that one dies.
     pids = permissive.worker_pids
     attack(permissive, host, f(body), err("crash"))
-    assert permissive.worker_pids != pids
+    assert permissive.worker_pids == pids
 
 
-def test_top_level_crash_kills_one_worker_only(permissive, host):
+def test_top_level_crash_is_the_outcome_of_every_check(permissive, host):
     pids = set(permissive.worker_pids)
     attack(
         permissive,
@@ -313,7 +314,7 @@ def test_top_level_crash_kills_one_worker_only(permissive, host):
         err("crash"),
         responses=[str(i) for i in range(6)],
     )
-    assert len(set(permissive.worker_pids) - pids) == 1
+    assert set(permissive.worker_pids) == pids
 
 
 def test_parent_and_other_processes_cannot_be_signalled(permissive, host):
@@ -369,8 +370,8 @@ def test_raising_limits_is_refused(permissive, host):
 
 
 def test_writing_garbage_to_the_protocol_pipes(permissive, host):
-    # The parent kills a worker that writes anything but its reply; the check running at that
-    # moment is the crash (the function stays busy so that it is still running then).
+    # A function that imports os runs in a checker process, which holds no pipe of the worker's
+    # protocol, only its own outcome pipe: anything but one outcome byte there is a crash.
     pids = permissive.worker_pids
     body = (
         "import os, time\nfor fd in range(3, 4096):\n    try:\n"
@@ -378,12 +379,12 @@ def test_writing_garbage_to_the_protocol_pipes(permissive, host):
         "    except OSError:\n        pass\ntime.sleep(30)\nreturn True"
     )
     attack(permissive, host, f(body), err("crash"))
-    assert permissive.worker_pids != pids
+    assert permissive.worker_pids == pids
 
 
 def test_closing_the_protocol_pipes(permissive, host):
-    # The result is already in shared memory when the worker finds it cannot reply: it is kept.
-    attack(permissive, host, f("import os\nos.closerange(3, 65536)\nreturn True"), T)
+    # The checker process closes its own outcome pipe: its outcome cannot arrive, a crash.
+    attack(permissive, host, f("import os\nos.closerange(3, 65536)\nreturn True"), err("crash"))
 
 
 # ------------------------------------------------------------------ kernel mechanisms, probed
@@ -506,3 +507,196 @@ def test_enum_helpers_that_write_into_modules_get_the_full_check(default, host):
     victim = "import string\ndef evaluate(response):\n    return 'h' in string.ascii_letters  # after _convert_"
     assert default.check([polluter, victim], ["hi"]) == [[T], [T]]
     attack(default, host, victim, T)
+
+
+# --------------------------------------------------------------------- forged outcomes
+# A function must not change the outcome of any other check, nor its own later ones: every
+# attacker below tries to make the innocent VICTIM (always False) pass, or to change its own
+# later verdicts, through one route into the process that runs it. Each runs with the victim
+# first, last, and in another grid of the same `check_many`, on 1 and 2 workers; afterwards the
+# victim is checked again (an implant that outlives the attacker's batch).
+VICTIM = "def evaluate(response):\n    return False"
+FORGE_RESPONSES = ["r0", "r1", "r2"]
+# Walk up from a frame; write ones into every shared-memory area a frame holds (the issue's attack).
+_FORGE_FRAMES = """
+def _forge(frame):
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            try:
+                if type(value).__name__ == 'mmap':
+                    value[:] = b'\\x01' * len(value)
+            except Exception:
+                pass
+        frame = frame.f_back
+"""
+FORGERS = {
+    "frames-traceback": _FORGE_FRAMES
+    + f(
+        """
+try:
+    raise ValueError
+except ValueError as e:
+    _forge(e.__traceback__.tb_frame)
+return False
+"""
+    ),
+    "frames-generator": _FORGE_FRAMES
+    + f(
+        """
+def probe():
+    _forge(me.gi_frame.f_back)
+    yield
+me = probe()
+next(me)
+return False
+"""
+    ),
+    # Reaches the worker's module through a class found among object's subclasses, and makes
+    # every False after this one read as True.
+    "subclasses": f(
+        """
+for cls in object.__subclasses__():
+    if cls.__name__ == 'Worker':
+        g = cls.run_call.__globals__
+        real = g['_define_and_call']
+        g['_define_and_call'] = lambda job: real(job) or True
+return False
+"""
+    ),
+    # The function objects the worker keeps for every function, found through gc: their code
+    # replaced by one that passes.
+    "gc-cached-functions": "import gc\n"
+    + f(
+        """
+passing = compile('def evaluate(response):\\n    return True', '<evaluate>', 'exec')
+for o in gc.get_objects():
+    if type(o).__name__ == '_Function':
+        try:
+            o.code = passing
+        except Exception:
+            pass
+return False
+"""
+    ),
+    # A SIGALRM handler (the worker's timer keeps ticking) receives the running frame.
+    "signal-handler": "import os, signal\n"
+    + _FORGE_FRAMES
+    + f(
+        """
+signal.signal(signal.SIGALRM, lambda signum, frame: _forge(frame))
+os.kill(os.getpid(), signal.SIGALRM)
+return False
+"""
+    ),
+    "sys-modules": "import sys\n"
+    + f(
+        """
+w = sys.modules['autoif.sandbox.worker']
+real = w._define_and_call
+w._define_and_call = lambda job: real(job) or True
+return False
+"""
+    ),
+    # The real builtins module (`import builtins` would give the function its own copy).
+    "builtins": f(
+        """
+len.__self__.exec = lambda code, namespace=None: namespace.update(evaluate=lambda response: True)
+return False
+"""
+    ),
+    "ctypes": "import ctypes, sys\n"
+    + f(
+        """
+frame = sys._getframe()
+while frame is not None:
+    for value in list(frame.f_locals.values()):
+        try:
+            if type(value).__name__ == 'mmap':
+                ctypes.memset(ctypes.addressof(ctypes.c_char.from_buffer(value)), 1, len(value))
+        except Exception:
+            pass
+    frame = frame.f_back
+return False
+"""
+    ),
+    "proc-self-mem": f(
+        """
+try:
+    with open('/proc/self/mem', 'r+b') as mem:
+        mem.write(b'\\x01')
+except OSError:
+    pass
+return False
+"""
+    ),
+    "raw-file-descriptors": "import os\n"
+    + f(
+        """
+for fd in range(3, 64):
+    try:
+        os.pwrite(fd, b'\\x01' * 16384, 0)
+    except OSError:
+        pass
+return False
+"""
+    ),
+    # No introspection name in the code: `getattr` comes from evaluating a string annotation.
+    "typing-eval-getattr": "import typing\n"
+    + f(
+        """
+def probe(x: 'getattr'):
+    pass
+get = typing.get_type_hints(probe)['x']
+u = '_' * 2
+try:
+    raise ValueError
+except ValueError as e:
+    frame = get(get(e, u + 'traceback' + u), 'tb' + '_frame')
+while frame is not None:
+    for value in list(get(frame, 'f' + '_locals').values()):
+        if type(value).__name__ == 'mmap':
+            value[:] = b'\\x01' * len(value)
+    frame = get(frame, 'f' + '_back')
+return False
+"""
+    ),
+}
+# The routes that need more than the default allowlist run in the permissive sandboxes.
+_DEFAULT_ROUTES = {
+    "frames-traceback",
+    "frames-generator",
+    "subclasses",
+    "builtins",
+    "proc-self-mem",
+    "typing-eval-getattr",
+}
+
+
+@pytest.fixture(scope="module")
+def default_1(host):
+    with Sandbox(workers=1, timeout_s=TIMEOUT_S) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def permissive_1(host):
+    with Sandbox(workers=1, timeout_s=TIMEOUT_S, memory_mb=512, allowed_imports=POWERFUL) as sb:
+        yield sb
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("route", sorted(FORGERS))
+def test_no_function_forges_an_outcome(request, host, route, workers):
+    kind = "default" if route in _DEFAULT_ROUTES else "permissive"
+    sandbox = request.getfixturevalue(kind if workers == 2 else f"{kind}_1")
+    attacker, rs = FORGERS[route], FORGE_RESPONSES
+    victim_first = sandbox.check([VICTIM, attacker], rs)
+    victim_last = sandbox.check([attacker, VICTIM], rs)
+    other_grid = sandbox.check_many([([VICTIM], rs[:2]), ([attacker], rs[:1])])
+    assert victim_first[0] == [F] * 3
+    assert victim_last[1] == [F] * 3
+    assert other_grid[0] == [[F, F]]
+    assert sandbox.check([VICTIM], rs) == [[F] * 3]
+    # Its own verdicts: each check alone decides its outcome, the same wherever it runs.
+    own = victim_first[1] + victim_last[0] + other_grid[1][0]
+    assert len(set(own)) == 1 and own[0] != T, own

@@ -54,14 +54,11 @@ from __future__ import annotations
 import ast
 import builtins
 import dis
-import gc
-import operator
-import os
-import signal
+import re
 import sys
 import types
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for annotations: the worker imports `random` through its import policy
     import random
@@ -124,17 +121,26 @@ class ForbiddenImport(ImportError):
     """An import outside the sandbox allowlist."""
 
 
-class CallState:
-    """The call in progress: its number, whether one is running, and flags the importer and the
-    timer set."""
+class NeedsIsolation(BaseException):
+    """A call in the worker process reached for something only a checker process of its own may
+    have (a module outside the plain ones, a frame, `gc`, compiled code...): the worker abandons
+    the call and runs the check again in a forked checker process (a BaseException, so that
+    `except Exception` in the function does not swallow it; `CallState.isolate` stays set even
+    if it is swallowed)."""
 
-    __slots__ = ("seq", "armed", "forbidden", "timed_out")
+
+class CallState:
+    """The call in progress: its number, whether one is running, and flags the importer, the
+    audit hook and the timer set."""
+
+    __slots__ = ("seq", "armed", "forbidden", "timed_out", "isolate")
 
     def __init__(self) -> None:
         self.seq = 0
         self.armed = False
         self.forbidden = False
         self.timed_out = False
+        self.isolate = False
 
 
 # ------------------------------------------------------------------------------- static scan
@@ -214,6 +220,13 @@ _INTROSPECTION_NAMES = frozenset(
         "co_consts",
         "mro",
         "get_field",
+        # string.Formatter subclasses receive the objects a format string's fields name
+        "Formatter",
+        "format_field",
+        "get_value",
+        "cell_contents",
+        # ABC registration changes isinstance() for every function of the process
+        "register",
         "exit",
         "quit",
         # enum helpers that write into a module's namespace, named by a string or a class's
@@ -238,6 +251,14 @@ _FUNCTION_WRITERS = frozenset(
     ]
 )
 _ATTRIBUTE_WRITES = frozenset(dis.opmap[name] for name in ("STORE_ATTR", "DELETE_ATTR"))
+# Opcodes whose argument is an attribute or module member name (private ones, `re._cache`,
+# are shared state of the library) and the class-pattern match, whose keyword attribute names
+# are constants (`case object(__self__=x)`), not names.
+_ATTRIBUTE_NAMES = frozenset(
+    {"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "IMPORT_FROM", "IMPORT_NAME"}
+)
+_DUNDER_IN_TEXT = re.compile(r"__\w+__")
+_MATCH_CLASS = dis.opmap["MATCH_CLASS"]
 _GLOBAL_WRITES = frozenset(dis.opmap[name] for name in ("STORE_GLOBAL", "DELETE_GLOBAL"))
 
 
@@ -251,8 +272,10 @@ def _code_objects(code: types.CodeType):
 
 
 def needs_full_check(code: types.CodeType) -> bool:
-    """True when the code uses introspection or assigns attributes, i.e. could reach and change
-    shared interpreter state; then the worker checks and restores that state after it."""
+    """True when the code uses introspection, assigns attributes, names a private attribute,
+    matches class patterns or holds a dunder name in a string, i.e. could reach shared
+    interpreter or library state: then every check of it runs in a checker process of its own
+    (see `worker.py`), never in the worker."""
     for co in _code_objects(code):
         for name in co.co_names:
             if name in _INTROSPECTION_NAMES:
@@ -260,6 +283,17 @@ def needs_full_check(code: types.CodeType) -> bool:
             if name.startswith("__") and name.endswith("__") and name not in _BENIGN_DUNDERS:
                 return True
         if not _ATTRIBUTE_WRITES.isdisjoint(co.co_code[0::2]):
+            return True
+        for const in co.co_consts:
+            if isinstance(const, str) and any(m not in _BENIGN_DUNDERS for m in _DUNDER_IN_TEXT.findall(const)):
+                return True
+        if _MATCH_CLASS in co.co_code[0::2]:
+            return True
+        private = {n for n in co.co_names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))}
+        if private and any(
+            ins.opname in _ATTRIBUTE_NAMES and any(part in private for part in str(ins.argval).split("."))
+            for ins in dis.get_instructions(co)
+        ):
             return True
     return False
 
@@ -364,16 +398,19 @@ class FunctionEnv:
     typing resolving string annotations) finds the namespace being defined; `release()`
     unregisters it."""
 
-    __slots__ = ("policy", "state", "name", "builtins", "copies", "imports", "touched", "full_check", "random")
+    __slots__ = ("policy", "state", "name", "builtins", "copies", "imports", "touched", "isolated", "random")
 
-    def __init__(self, policy: ImportPolicy, state: CallState, key: int) -> None:
+    def __init__(self, policy: ImportPolicy, state: CallState, key: int, isolated: bool) -> None:
         self.policy = policy
         self.state = state
         self.name = f"{FUNCTION_MODULE_PREFIX}{key}__"
         self.copies: dict[str, types.ModuleType] = {}
         self.imports: dict[tuple, object] = {}
         self.touched: set[str] = set()
-        self.full_check = False
+        # In a checker process of its own: every allowed module may be imported. In the worker:
+        # only the plain ones (a module that can reach file descriptors or the interpreter,
+        # `io` or one a permissive allowlist adds, sends the check to a checker process).
+        self.isolated = isolated
         self.random: random.Random | None = None  # the `random` copy's own generator, once imported
         self.builtins = dict(policy.builtins_template)
         self.builtins["__import__"] = self.import_
@@ -422,6 +459,10 @@ class FunctionEnv:
             registered_as and self.policy.allowed(registered_as) and sys.modules.get(registered_as) is real
         ):
             raise self.forbid(name)
+        root = name.partition(".")[0]
+        if root not in PLAIN_MODULES and not self.isolated:
+            self.state.isolate = True
+            raise NeedsIsolation(f"import {name}")
         copy = types.ModuleType(name)
         namespace = copy.__dict__
         for key, value in real.__dict__.items():
@@ -434,10 +475,7 @@ class FunctionEnv:
                 if getattr(value, "__self__", None) is real._inst:
                     namespace[key] = getattr(own, key)
         self.copies[name] = copy
-        root = name.partition(".")[0]
         self.touched.add(root)
-        if root not in PLAIN_MODULES:
-            self.full_check = True
         return copy
 
     def _lazy_attribute(self, real, copy) -> Callable:
@@ -527,145 +565,44 @@ class ModuleStateResets:
                 MODULE_STATE[root][1](self.saved[root])
 
 
-# ------------------------------------------------------------------------- full state check
-class _DictSnapshot:
-    """The keys and value identities of a dict (or a class's mappingproxy)."""
-
-    __slots__ = ("keys", "values", "getter")
-
-    def __init__(self, mapping) -> None:
-        self.keys = tuple(mapping.keys())
-        self.values = tuple(mapping[k] for k in self.keys)
-        self.getter: Callable[[Any], tuple]
-        if len(self.keys) > 1:
-            self.getter = operator.itemgetter(*self.keys)
-        elif self.keys:
-            key = self.keys[0]
-            self.getter = lambda m: (m[key],)
-        else:
-            self.getter = lambda m: ()
-
-    def unchanged(self, mapping) -> bool:
-        if len(mapping) != len(self.keys):
-            return False
-        try:
-            current = self.getter(mapping)
-        except KeyError:
-            return False
-        return all(map(operator.is_, current, self.values))
+# ------------------------------------------------------------------------------- audit hook
+# Events a call in the worker process may raise: opening a file by name (Landlock decides
+# which), executing a function's own top level (the worker compiles every source with this
+# file name; new code objects need `compile` or `code.__new__`, which are refused), loading a
+# module (the function's importer admits only allowed ones), `id()`, reading an attribute that
+# the interpreter audits unless it hands out a frame.
+_FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"})
+SOURCE_FILENAME = "<evaluate>"
 
 
-def _python_classes(module: types.ModuleType) -> list[type]:
-    heap = 1 << 9  # Py_TPFLAGS_HEAPTYPE: classes written in Python (C types are immutable)
-    out = []
-    for value in list(module.__dict__.values()):
-        if isinstance(value, type) and value.__flags__ & heap and getattr(value, "__module__", None) == module.__name__:
-            out.append(value)
-    return out
+def install_audit_hook(state: CallState) -> None:
+    """Refuse, during a call in the worker process, every audited operation but the few above:
+    frames (`sys._getframe`, a traceback's, generator's or coroutine's frame), `gc` object
+    listings, `compile`/`exec`/`eval` of new code, `ctypes`, `mmap`, tracing, `open(fd)`,
+    `marshal`, `pickle`, function and code object surgery, and everything of `os`, `socket`,
+    `subprocess`... The call is abandoned (`NeedsIsolation`) and its check runs in a checker
+    process of its own, where the function may do all that and reach nothing but its own call.
+    An audit hook cannot be removed from Python; this one keeps everything it uses in its
+    closure, so that no later rebinding of a global or builtin changes it."""
+    isolate_exc, is_str, get_attribute, path_types = NeedsIsolation, isinstance, getattr, (str, bytes)
+    frames, filename = _FRAME_ATTRIBUTES, SOURCE_FILENAME
+    benign = frozenset({"import", "builtins.id"})
 
+    def hook(event, args):
+        if not state.armed:
+            return
+        if event in benign:
+            return
+        if event == "open":
+            if is_str(args[0], path_types):
+                return
+        elif event == "exec":
+            if get_attribute(args[0], "co_filename", None) == filename:
+                return
+        elif event == "object.__getattr__":
+            if args[1] not in frames:
+                return
+        state.isolate = True
+        raise isolate_exc(event)
 
-class InterpreterSnapshot:
-    """Everything a function could change through introspection, and how to put it back."""
-
-    def __init__(self, workdir: str, std_streams: tuple, devnull_stat: os.stat_result) -> None:
-        self.workdir = workdir
-        self.std_streams = std_streams
-        self.devnull_id = (devnull_stat.st_dev, devnull_stat.st_ino)
-        self.builtins = _DictSnapshot(builtins.__dict__)
-        self.sys_modules = dict(sys.modules)
-        self.modules: dict[str, tuple[types.ModuleType, _DictSnapshot]] = {}
-        self.classes: list[tuple[type, _DictSnapshot]] = []
-        self.sys_lists = {name: list(getattr(sys, name)) for name in ("path", "meta_path", "path_hooks")}
-        self.recursion_limit = sys.getrecursionlimit()
-        self.gc_threshold = gc.get_threshold()
-        self.handlers = {}
-        for sig in signal.valid_signals():
-            try:
-                self.handlers[sig] = signal.getsignal(sig)
-            except (ValueError, OSError):
-                continue
-        self.adopt_new_modules()
-
-    def adopt_new_modules(self) -> None:
-        for name, module in list(sys.modules.items()):
-            if (
-                name not in self.modules
-                and isinstance(module, types.ModuleType)
-                and not name.startswith(FUNCTION_MODULE_PREFIX)
-            ):
-                self.modules[name] = (module, _DictSnapshot(module.__dict__))
-                self.classes.extend((cls, _DictSnapshot(cls.__dict__)) for cls in _python_classes(module))
-                self.sys_modules.setdefault(name, module)
-
-    def restore(self) -> None:
-        """Put back whatever differs from the snapshot."""
-        if not self.builtins.unchanged(builtins.__dict__):
-            _restore_dict(builtins.__dict__, self.builtins)
-        for name, module in self.sys_modules.items():
-            if sys.modules.get(name) is not module:
-                sys.modules[name] = module
-        for module, snap in self.modules.values():
-            if not snap.unchanged(module.__dict__):
-                _restore_dict(module.__dict__, snap)
-        for cls, snap in self.classes:
-            if not snap.unchanged(cls.__dict__):
-                _restore_class(cls, snap)
-        for name, saved in self.sys_lists.items():
-            live = getattr(sys, name)
-            if live != saved:
-                live[:] = saved
-        sys.settrace(None)
-        sys.setprofile(None)
-        if sys.getrecursionlimit() != self.recursion_limit:
-            sys.setrecursionlimit(self.recursion_limit)
-        if not gc.isenabled():
-            gc.enable()
-        if gc.get_threshold() != self.gc_threshold:
-            gc.set_threshold(*self.gc_threshold)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        for sig, handler in self.handlers.items():
-            if signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
-        self._restore_streams()
-        self.adopt_new_modules()
-
-    def _restore_streams(self) -> None:
-        for fd in (0, 1, 2):
-            try:
-                st = os.fstat(fd)
-                ok = (st.st_dev, st.st_ino) == self.devnull_id
-            except OSError:
-                ok = False
-            if not ok:
-                devnull = os.open(os.devnull, os.O_RDWR)
-                os.dup2(devnull, fd)
-                os.close(devnull)
-        streams = []
-        for fd, name, stream in zip((0, 1, 2), ("stdin", "stdout", "stderr"), self.std_streams):
-            if stream.closed:
-                stream = open(fd, "r" if fd == 0 else "w", closefd=False)  # noqa: SIM115 (the stream stays)
-            if getattr(sys, name) is not stream:
-                setattr(sys, name, stream)
-            streams.append(stream)
-        self.std_streams = tuple(streams)
-        if os.getcwd() != self.workdir:
-            os.chdir(self.workdir)
-
-
-def _restore_dict(live: dict, snap: _DictSnapshot) -> None:
-    keep = set(snap.keys)
-    for key in [k for k, v in live.items() if k not in keep and not isinstance(v, types.ModuleType)]:
-        del live[key]
-    live.update(zip(snap.keys, snap.values))
-
-
-def _restore_class(cls: type, snap: _DictSnapshot) -> None:
-    keep = set(snap.keys)
-    for key in [k for k in cls.__dict__ if k not in keep]:
-        delattr(cls, key)
-    for key, value in zip(snap.keys, snap.values):
-        if cls.__dict__.get(key, _MISSING) is not value:
-            setattr(cls, key, value)
-
-
-_MISSING = object()
+    sys.addaudithook(hook)

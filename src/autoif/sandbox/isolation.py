@@ -38,6 +38,7 @@ _libc.prctl.restype = ctypes.c_int
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 SECCOMP_SET_MODE_FILTER = 1
@@ -63,13 +64,24 @@ class IsolationReport:
 
 # ------------------------------------------------------------------------------------- rlimits
 def set_limits(memory_mb: int, report: IsolationReport, max_file_mb: int = 16, max_files: int = 64) -> None:
-    limits = {
-        "RLIMIT_AS": memory_mb * 1024 * 1024,
-        "RLIMIT_FSIZE": max_file_mb * 1024 * 1024,
-        "RLIMIT_NOFILE": max_files,
-        "RLIMIT_CORE": 0,
-        "RLIMIT_NPROC": 0,
-    }
+    """Every limit but RLIMIT_NPROC, which `set_process_limit` sets once the worker has forked its
+    checker zygote (see `checker.py`)."""
+    _set_rlimits(
+        {
+            "RLIMIT_AS": memory_mb * 1024 * 1024,
+            "RLIMIT_FSIZE": max_file_mb * 1024 * 1024,
+            "RLIMIT_NOFILE": max_files,
+            "RLIMIT_CORE": 0,
+        },
+        report,
+    )
+
+
+def set_process_limit(report: IsolationReport) -> None:
+    _set_rlimits({"RLIMIT_NPROC": 0}, report)
+
+
+def _set_rlimits(limits: dict[str, int], report: IsolationReport) -> None:
     for name, value in limits.items():
         which = getattr(resource, name)
         try:
@@ -96,6 +108,10 @@ def drop_capabilities(report: IsolationReport) -> None:
         report.warnings.append(f"capabilities could not be dropped: {_errno_text()}")
     else:
         report.capabilities_dropped = True
+
+
+def set_parent_death_signal(signum: int) -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 def set_no_new_privs(report: IsolationReport) -> None:
@@ -355,7 +371,8 @@ _ARCHES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Refused outright with EPERM.
+# Refused outright with EPERM (`PROCESS_CREATION` not for the checker zygote, see `checker.py`).
+PROCESS_CREATION = ("clone", "fork", "vfork")
 DENIED = (
     "socket",
     "socketpair",  # no network, no unix sockets to host daemons
@@ -458,8 +475,9 @@ def _assemble(program: list) -> bytes:
     return bytes(out)
 
 
-def build_filter(arch: str, self_pid: int) -> bytes:
-    """The BPF program (struct sock_filter[]) for `arch`, allowing self-signals to `self_pid`."""
+def build_filter(arch: str, self_pid: int, allow_fork: bool = False) -> bytes:
+    """The BPF program (struct sock_filter[]) for `arch`, allowing self-signals to `self_pid`
+    and, with `allow_fork`, fork/vfork/clone (for the checker zygote only)."""
     table = _ARCHES[arch]
     nr = table["nr"]
     prog: list = [
@@ -472,11 +490,15 @@ def build_filter(arch: str, self_pid: int) -> bytes:
     if table["x32_bit"]:
         prog.append((_BPF_JGE_K, "deny", 0, table["x32_bit"]))
     for name in DENIED:
+        if allow_fork and name in PROCESS_CREATION:
+            continue
         if name in nr:
             prog.append((_BPF_JEQ_K, "deny", 0, nr[name]))
     for name in ENOSYS_DENIED:
         prog.append((_BPF_JEQ_K, "enosys", 0, nr[name]))
-    for name in SELF_ONLY:
+    # The zygote's filter leaves signals to each checker's own filter, which allows only the
+    # checker itself (filters stack: a zygote-only target would leave a checker none).
+    for name in () if allow_fork else SELF_ONLY:
         prog.append((_BPF_JEQ_K, "self_only", 0, nr[name]))
     prog += [
         (_BPF_JEQ_K, "prlimit", 0, nr["prlimit64"]),
@@ -503,7 +525,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def apply_seccomp(report: IsolationReport) -> None:
+def apply_seccomp(report: IsolationReport, allow_fork: bool = False) -> None:
     arch = platform.machine()
     if arch not in _ARCHES:
         report.warnings.append(
@@ -514,7 +536,7 @@ def apply_seccomp(report: IsolationReport) -> None:
     if not report.no_new_privs:
         report.warnings.append("seccomp needs no_new_privs, which failed: not applied")
         return
-    program = build_filter(arch, os.getpid())
+    program = build_filter(arch, os.getpid(), allow_fork)
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     # seccomp(2) with TSYNC covers every thread of the worker; prctl only the calling one.

@@ -11,6 +11,7 @@ import mmap
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -577,8 +578,10 @@ def _require_strings(items, what: str) -> None:
 
 
 def _kill(w: _Worker) -> None:
-    if w.proc.poll() is None:
-        w.proc.kill()  # a worker cannot fork, so there is no process tree to kill
+    # The worker leads its own process group: with it go its checker zygote and a checker
+    # that may be running (which also die with their parents, by PR_SET_PDEATHSIG).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(w.proc.pid, signal.SIGKILL)
     w.proc.wait()
 
 

@@ -46,22 +46,25 @@ import sysconfig
 from types import CodeType
 
 from . import isolation
+from .checker import Zygote
 from .guard import (
     FILE_WRITING_MODULES,
     MODULE_STATE,
     RANDOM_SEED,
+    SOURCE_FILENAME,
     CallState,
     FunctionEnv,
     ImportPolicy,
-    InterpreterSnapshot,
     ModuleStateResets,
     defines_only,
+    install_audit_hook,
     names_used,
     needs_full_check,
 )
 from .protocol import (
     CODE,
     DEFINING,
+    ERRORS,
     DONE,
     DONE_FRAME,
     FALSE,
@@ -75,6 +78,7 @@ from .protocol import (
 
 _C_COMPILE, _C_NO_EVALUATE, _C_FORBIDDEN = CODE["compile"], CODE["no_evaluate"], CODE["forbidden_import"]
 _C_TIMEOUT, _C_MEMORY, _C_EXCEPTION, _C_NOT_BOOL = CODE["timeout"], CODE["memory"], CODE["exception"], CODE["not_bool"]
+_C_CRASH = CODE["crash"]
 
 
 _TICKS_PER_TIMEOUT = 10
@@ -88,6 +92,10 @@ class _Timeout(BaseException):
 
 # What `_define_and_call` returns when the top level, run again, does not make a function.
 _TOP_LEVEL_RAISED, _NO_EVALUATE = object(), object()
+# `run_call`'s answer for a call abandoned because it needs a checker process (`NeedsIsolation`).
+_ISOLATE = -1
+# What a definition can end in: TRUE (it made a function) or one of these.
+_DEFINITION_ERRORS = frozenset(CODE[name] for name in ERRORS) - {_C_EXCEPTION, _C_NOT_BOOL}
 
 
 class _Function:
@@ -121,7 +129,7 @@ class _Function:
         self.ready = None
         self.error = 0  # nonzero: the outcome code of every call (definition failed)
         self.reusable = False  # the namespace of one execution serves every check (`defines_only`)
-        self.full_check = False  # introspection or attribute writes: new env per check, state restored after
+        self.full_check = False  # runs every check in a checker process of its own (`checker.py`)
         self.opens_files = False  # names `open`: the scratch directory is emptied after each check
         # `ready` serves every check and a check leaves nothing to undo: the batch loop calls it
         # directly, as long as the function imports nothing new (`imports_seen`).
@@ -131,6 +139,9 @@ class _Function:
 
 class Worker:
     def __init__(self, config: dict, results: mmap.mmap) -> None:
+        # True in a checker process (see `checker.py`), which runs one check of any function.
+        self.isolated = False
+        self.zygote: Zygote | None = None  # set at start-up, before the first batch
         self.timeout_s = float(config["timeout_s"])
         self.scratch = config["scratch"]
         self.results = results
@@ -144,7 +155,6 @@ class Worker:
         self.alarm_handler = self._on_alarm  # one bound method, so handler checks compare by identity
         # Taken at start-up, once the allowed modules are imported (see `main`), before any check.
         self.resets: ModuleStateResets
-        self.snapshot: InterpreterSnapshot
 
     # ------------------------------------------------------------------------------ set-up
     def prepare_modules(self, allowed: list[str]) -> None:
@@ -197,13 +207,19 @@ class Worker:
         )
         return sorted(os.path.realpath(p) for p in paths if p)
 
-    def confine(self, memory_mb: int) -> isolation.IsolationReport:
+    def confine(self, memory_mb: int, close_in_zygote) -> isolation.IsolationReport:
+        """Confine the worker, forking its checker zygote on the way: the zygote gets the same
+        limits and Landlock domain and a seccomp filter that lets it fork (see `checker.py`); the
+        worker then gives up making processes and installs the audit hook."""
         report = isolation.IsolationReport()
         isolation.set_limits(memory_mb, report)
         isolation.drop_capabilities(report)
         isolation.set_no_new_privs(report)
         isolation.apply_landlock(self.read_paths(), [self.scratch, os.devnull], report)
+        self.zygote = Zygote.start(self.run_isolated, close_in_zygote)
+        isolation.set_process_limit(report)
         isolation.apply_seccomp(report)
+        install_audit_hook(self.state)
         return report
 
     def silence_std_streams(self) -> tuple:
@@ -235,13 +251,13 @@ class Worker:
         signal.setitimer(signal.ITIMER_REAL, self.tick_s, self.tick_s)
 
     # ------------------------------------------------------------------------------ checks
-    def define(self, fn: _Function) -> None:
-        """Compile the source and run its top level in a fresh namespace, once: a top level that
-        fails is the outcome of every check, and is not run again."""
+    def compile(self, fn: _Function) -> None:
+        """Compile the source and classify it (statically); a source that does not compile is
+        the outcome of every check."""
         try:
-            tree = ast.parse(fn.source, "<evaluate>")
+            tree = ast.parse(fn.source, SOURCE_FILENAME)
             # dont_inherit: not this module's `from __future__ import annotations`.
-            code = compile(tree, "<evaluate>", "exec", dont_inherit=True)
+            code = compile(tree, SOURCE_FILENAME, "exec", dont_inherit=True)
         except MemoryError:
             fn.error = _C_MEMORY
             return
@@ -252,11 +268,24 @@ class Worker:
         fn.full_check = needs_full_check(code)
         fn.reusable = not fn.full_check and defines_only(tree, code)
         fn.opens_files = "open" in names_used(code)
-        env = fn.env = FunctionEnv(self.policy, self.state, fn.fid)
-        env.full_check = fn.full_check
-        namespace = env.namespace()
-        outcome = self.run_call(_exec_top_level, (code, namespace))
-        self.note_full_check(fn)
+        fn.env = FunctionEnv(self.policy, self.state, fn.fid, self.isolated)
+
+    def define(self, fn: _Function) -> None:
+        """Compile the source and run its top level in a fresh namespace, once: a top level that
+        fails is the outcome of every check, and is not run again. A function that may not run
+        in the worker is defined in a checker process."""
+        self.compile(fn)
+        if fn.error:
+            return
+        if fn.full_check and not self.isolated:
+            self.define_isolated(fn)
+            return
+        namespace = fn.live_env.namespace()
+        outcome = self.run_call(_exec_top_level, (fn.code, namespace))
+        if outcome == _ISOLATE:
+            self.tidy(fn)
+            self.define_isolated(fn)
+            return
         if outcome != TRUE:  # the top level raised: the source does not make a function
             fn.error = _C_COMPILE if outcome == _C_EXCEPTION else outcome
             self.tidy(fn)
@@ -272,33 +301,61 @@ class Worker:
     def check(self, fn: _Function, response: str) -> int:
         """One check, from the state the function's source defines; its outcome code (the batch
         loop calls a quiet function's `ready` itself)."""
+        if fn.full_check and not self.isolated:
+            return self.check_isolated(fn, response)
         evaluate = fn.ready
         if evaluate is not None:
             if not fn.reusable:
                 fn.ready = None  # used once: the next check defines the function again
             code = self.run_call(evaluate, response)
         else:
-            if fn.full_check:
-                fn.env = FunctionEnv(self.policy, self.state, fn.fid)
-                fn.env.full_check = True
             namespace = fn.live_env.namespace()
             code = self.run_call(_define_and_call, (fn.code, namespace, response))
             if fn.reusable and code in (TRUE, FALSE):  # the top level ran to its end
                 fn.ready = namespace["evaluate"]
         self.classify(fn)
         self.tidy(fn)
+        if code == _ISOLATE:
+            self.isolate(fn)
+            return self.check_isolated(fn, response)
         return code
 
+    # ------------------------------------------------------------------ checker processes
     @staticmethod
-    def note_full_check(fn: _Function) -> None:
-        """An import outside the plain modules switches a function to the full check: from now
-        on it gets a new env and a fresh namespace for every check."""
-        if fn.live_env.full_check and not fn.full_check:
-            fn.full_check, fn.reusable, fn.ready = True, False, None
+    def isolate(fn: _Function) -> None:
+        """From now on every check of the function runs in a checker process."""
+        fn.full_check, fn.reusable, fn.quiet, fn.ready = True, False, False, None
+
+    def define_isolated(self, fn: _Function) -> None:
+        self.isolate(fn)
+        assert self.zygote is not None  # started by `confine`, before the first batch
+        outcome = self.zygote.run(fn.source, None)
+        self.empty_scratch()
+        if outcome != TRUE:
+            fn.error = outcome if outcome in _DEFINITION_ERRORS else _C_CRASH
+
+    def check_isolated(self, fn: _Function, response: str) -> int:
+        assert self.zygote is not None  # started by `confine`, before the first batch
+        code = self.zygote.run(fn.source, response)
+        self.empty_scratch()
+        return code
+
+    def run_isolated(self, source: str, response: str | None) -> int:
+        """In a checker process: the definition (`response` None: TRUE or the definition's
+        error) or one check of any function, as one timed call from a fresh definition."""
+        self.isolated = True
+        self.start_timer()
+        fn = _Function(0, source)
+        if response is None:
+            self.define(fn)
+            return fn.error or TRUE
+        self.compile(fn)
+        if fn.error:
+            return fn.error
+        return self.run_call(_define_and_call, (fn.code, fn.live_env.namespace(), response))
 
     def classify(self, fn: _Function) -> None:
         """Decide, after the function's imports so far, whether it is quiet."""
-        self.note_full_check(fn)
         env = fn.live_env
         fn.imports_seen = len(env.touched)
         fn.quiet = (
@@ -317,14 +374,14 @@ class Worker:
             self.resets.after(env)
             if env.random is not None:
                 env.random.seed(RANDOM_SEED)
-        if fn.opens_files or fn.full_check or not FILE_WRITING_MODULES.isdisjoint(env.touched):
+        if fn.opens_files or not FILE_WRITING_MODULES.isdisjoint(env.touched):
             self.empty_scratch()
 
     def run_call(self, func, arg) -> int:
         """One timed call `func(arg)`; its outcome code."""
         state = self.state
         state.seq += 1
-        state.forbidden = state.timed_out = False
+        state.forbidden = state.timed_out = state.isolate = False
         try:
             state.armed = True
             try:
@@ -350,7 +407,9 @@ class Worker:
         except _Timeout:  # fired while the exception above was being released
             state.armed = False
             code = _C_TIMEOUT
-        if state.timed_out:
+        if state.isolate:
+            code = _ISOLATE
+        elif state.timed_out:
             code = _C_TIMEOUT
         elif state.forbidden:
             code = _C_FORBIDDEN
@@ -379,25 +438,19 @@ class Worker:
                 for response in responses[first : first + count]:
                     results[slot] = RUNNING
                     if fn.quiet:
-                        results[slot] = run_call(fn.ready, response)
-                        if len(fn.live_env.touched) != fn.imports_seen:  # it imported a module
+                        code = run_call(fn.ready, response)
+                        if code == _ISOLATE:
+                            self.isolate(fn)
+                            code = self.check_isolated(fn, response)
+                        elif len(fn.live_env.touched) != fn.imports_seen:  # it imported a module
                             self.classify(fn)
                             self.tidy(fn)
+                        results[slot] = code
                     else:
                         results[slot] = self.check(fn, response)
                     slot += 1
-            self.after_function(fn)
         signal.setitimer(signal.ITIMER_REAL, 0)
         return slot
-
-    def after_function(self, fn: _Function) -> None:
-        """After a function with the full check: put back the interpreter state it may have
-        changed, and forget every kept namespace (it could have reached their functions)."""
-        if fn.full_check:
-            self.snapshot.restore()
-            self.start_timer()
-            for other in self.functions.values():
-                other.ready, other.quiet = None, False
 
     def empty_scratch(self) -> None:
         """Remove whatever the last check left in the scratch directory."""
@@ -478,13 +531,18 @@ def main(argv: list[str]) -> None:
         )
         return
     signal.signal(signal.SIGALRM, worker.alarm_handler)
-    streams = worker.silence_std_streams()
+    worker.silence_std_streams()
     worker.resets = ModuleStateResets()
-    worker.snapshot = InterpreterSnapshot(os.getcwd(), streams, os.fstat(1))
     threads = len(os.listdir("/proc/self/task"))
     gc.collect()
     gc.freeze()  # the start-up heap is never collected again: later collections stay cheap
-    report = worker.confine(config["memory_mb"])
+
+    def close_in_zygote() -> None:  # what the checker zygote must not hold
+        results.close()
+        os.close(request_fd)
+        os.close(reply_fd)
+
+    report = worker.confine(config["memory_mb"], close_in_zygote)
     if threads > 1:
         report.warnings.append(f"the worker has {threads} threads; Landlock confines only the main one")
     ready = {
