@@ -660,6 +660,20 @@ while frame is not None:
 return False
 """
     ),
+    # No introspection name, no audited operation: a library helper that imports by name hands
+    # out the real `os`, whose descriptors include the result area's.
+    "library-import-os": "import nltk\n"
+    + f(
+        """
+os = nltk.internals.import_from_stdlib('os')
+for fd in range(3, 64):
+    try:
+        os.pwrite(fd, b'\\x01' * 16384, 0)
+    except OSError:
+        pass
+return False
+"""
+    ),
 }
 # The routes that need more than the default allowlist run in the permissive sandboxes.
 _DEFAULT_ROUTES = {
@@ -669,6 +683,7 @@ _DEFAULT_ROUTES = {
     "builtins",
     "proc-self-mem",
     "typing-eval-getattr",
+    "library-import-os",
 }
 
 

@@ -14,9 +14,12 @@ from the state the function's source defines, as if the function were defined af
 (module-level names, default arguments, closures, the function objects and their code, its module
 copies, its random generator, the settings of the modules it uses, the scratch directory), so it
 does not depend on the order of the responses, the batch, the number of workers, the executor or
-the checks that ran before. The exceptions (docs/sandbox.md): what a function reads from the
-clock or memory addresses, in-place changes to objects it shares with a library, and state it
-reaches outside its own definition through introspection.
+the checks that ran before. No function can change another check's outcome or its own later
+ones: a function that could reach the worker's objects (introspection, attribute writes, an
+audited operation, a module beyond the plain ones) runs each check in a checker process of its
+own, forked for that check, which holds nothing but that call (`checker.py`). The exceptions
+(docs/sandbox.md): what a function reads from the clock or memory addresses, and in-place
+changes to public data it shares with a library.
 
 How it is fast: long-lived worker processes (one per CPU core by default), each function compiled
 once per worker and cached; a function whose top level only imports, defines functions and binds
@@ -43,9 +46,12 @@ What is enforced, and by what (details and degraded modes in docs/sandbox.md):
   ptrace/process_vm_*); capabilities dropped
 - no raising of limits: seccomp refuses setrlimit and prlimit64 with a new limit
 - importable modules: per-function importer with an allowlist (`forbidden_import`)
-- no state carried between functions or checks: per-function globals, builtins and module copies;
-  a fresh namespace per check; state checks, resets and restores (guard.py)
-- crashes, exits, huge prints, recursion: separate process (`crash` + a fresh worker);
+- no outcome forged, no state carried between functions or checks: checker processes for the
+  functions that could reach shared state (checker.py); for the others, an audit hook and an
+  import guard during their calls, per-function globals, builtins and module copies, a fresh
+  namespace per check, resets of module settings (guard.py)
+- crashes, exits, huge prints, recursion: separate process (`crash`; a fresh worker, or only a
+  fresh checker for a function that runs in one);
   stdout/stderr on /dev/null; RecursionError, SystemExit caught
 
 Without seccomp or Landlock (old kernels, other architectures) the worker still runs, and the

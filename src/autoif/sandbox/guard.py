@@ -1,5 +1,6 @@
-"""Python-level isolation between the functions one worker runs, and between the checks of one
-function (defence in depth, not the security boundary: the kernel mechanisms in `isolation.py` are).
+"""Python-level isolation between the functions the worker process runs, and between the checks
+of one function. The kernel mechanisms in `isolation.py` confine the host; checker processes
+(`checker.py`) carry every function that this module cannot vouch for.
 
 What makes every check start from the state the function's source defines (the worker runs the
 cached code object's top level into a fresh namespace for each check, see `worker.py`):
@@ -8,15 +9,25 @@ cached code object's top level into a fresh namespace for each check, see `worke
   (`evaluate`, its `__code__`) are as after a fresh definition.
 - `defines_only` finds, statically, the functions whose top level only imports, defines plain
   functions and binds literals, and whose functions rebind no global: nothing such a namespace
-  holds can change (without the full check below, nothing reaches the function objects, the
-  namespace or the module copies), so running the top level again would give the same
+  holds can change (a function that runs in the worker reaches neither the function objects
+  nor the namespace nor the module copies), so running the top level again would give the same
   namespace, and the worker keeps the first one.
 - A function's `random` copy is reseeded with `RANDOM_SEED` after every check, and the
   per-module settings below are reset after every check of a function that imported the module.
-- A function with the full check (below) gets a new `FunctionEnv` (builtins, module copies)
-  for every check: it can rebind attributes of its module copies (`string.x = 1`).
 
-What keeps one function from changing another's result:
+Which functions run in the worker process, and what keeps them from the others' outcomes:
+- `needs_full_check` (static): introspection (dunder attributes beyond the usual protocol
+  methods, frames, getattr/setattr/vars/eval/exec/compile, attrgetter, string.Formatter's
+  field hooks...), attribute writes, private attributes (`re._cache`), class patterns (whose
+  keyword attribute names are constants) and dunder names inside strings send every check of a
+  function to a checker process.
+- `install_audit_hook` (at run time): during a call in the worker every audited operation but
+  opening a file by name, executing the function's own top level, loading a module, `id()` and
+  non-frame attribute audits is refused with `NeedsIsolation`; so is an import that library code
+  makes of a module outside the plain ones (`guard_library_imports`) and the function's own
+  import of an allowed but not plain module (`FunctionEnv.module_copy`). The worker then runs
+  the check in a checker process: a string evaluated by `typing`, a `namedtuple`, `io` work
+  there as they would alone.
 - Own globals and own builtins: each function is executed in its own globals dict whose
   `__builtins__` is a private copy of the builtins dict, with `__import__` replaced by the
   function's importer. `__builtins__["len"] = ...` or `len = ...` touch only that function.
@@ -31,22 +42,14 @@ What keeps one function from changing another's result:
 - Per-module global state that the allowed modules keep (the decimal context, csv limits and
   dialects, the calendar's first weekday, `nltk.data.path`) is reset after every check of a
   function that imported the module.
-- Reaching the real objects needs introspection (dunder attributes, frames, getattr/setattr,
-  exec, attrgetter...), attribute assignment, or a module outside the default allowlist
-  (including `io`). `needs_full_check` finds those statically and at import time; after such
-  a function the worker compares the real builtins, `sys.modules`, every loaded module's dict
-  and every Python class of those modules with a snapshot by identity and restores whatever
-  changed, together with signal handlers, the signal mask, tracing, the recursion limit, the
-  working directory and the standard streams, once the function's run of checks is over (it
-  costs milliseconds); every kept namespace of other functions is then dropped, since such a
-  function could have reached their function objects.
 
-Known gaps (documented in docs/sandbox.md): in-place mutation of an object the function shares
-with the library (e.g. `keyword.kwlist.append`, an attribute set on a library function) is not
-undone; a change to shared interpreter state through introspection is undone only after the
-function's run of checks; deliberate escapes that hide from the static scan can falsify results
-of later checks in the same worker (never the host: files, processes, network and the parent
-stay confined by the kernel).
+Known gaps of this layer (documented in docs/sandbox.md), which concern only functions that
+pass the static scan: in-place mutation of public mutable data a library shares
+(`keyword.kwlist.append`) is not undone; a library API that hands out an interpreter object
+(a real module, a frame) with no audited operation and no import on the way would reach past
+it (none is known in the default allowlist; `importlib.import_module` called by library code
+is not guarded); a generator finalized by the garbage collector during a later check runs its
+`finally` there (it can compute, so cost that check time, but reaches nothing more).
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = (
     "nltk",
     "langdetect",
 )
-# Default modules whose use needs no full state check afterwards (`io` can reach file descriptors).
+# Default modules a function may use in the worker process (`io` can reach file descriptors).
 PLAIN_MODULES = frozenset(DEFAULT_ALLOWED_IMPORTS) - {"io"}
 # Admitted whatever the allowlist: `__future__` (compiler directives) and `_strptime`, which
 # CPython's C code imports through the caller's `__import__` (`datetime.strptime`, `time.strptime`).
@@ -254,9 +257,7 @@ _ATTRIBUTE_WRITES = frozenset(dis.opmap[name] for name in ("STORE_ATTR", "DELETE
 # Opcodes whose argument is an attribute or module member name (private ones, `re._cache`,
 # are shared state of the library) and the class-pattern match, whose keyword attribute names
 # are constants (`case object(__self__=x)`), not names.
-_ATTRIBUTE_NAMES = frozenset(
-    {"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "IMPORT_FROM", "IMPORT_NAME"}
-)
+_ATTRIBUTE_NAMES = frozenset({"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "IMPORT_FROM", "IMPORT_NAME"})
 _DUNDER_IN_TEXT = re.compile(r"__\w+__")
 _MATCH_CLASS = dis.opmap["MATCH_CLASS"]
 _GLOBAL_WRITES = frozenset(dis.opmap[name] for name in ("STORE_GLOBAL", "DELETE_GLOBAL"))
@@ -309,10 +310,10 @@ def defines_only(tree: ast.Module, code: types.CodeType) -> bool:
     names, binds names to literals (numbers, strings, tuples of them) and holds docstrings, no
     function rebinds or deletes a global, and the code names no library call that changes a
     function object in place (`functools.wraps`...). Then the namespace holds only module
-    copies, library objects, immutable literals and function objects; for a function without
-    the full check, which can reach neither a function's attributes nor its namespace nor its
-    module copies, a call cannot change any of them, so the worker keeps the namespace for
-    every check."""
+    copies, library objects, immutable literals and function objects; for a function that runs
+    in the worker process (not `needs_full_check`), which can reach neither a function's
+    attributes nor its namespace nor its module copies, a call cannot change any of them, so the
+    worker keeps the namespace for every check."""
     for stmt in tree.body:
         if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.Pass)):
             continue
@@ -591,18 +592,35 @@ def install_audit_hook(state: CallState) -> None:
     def hook(event, args):
         if not state.armed:
             return
-        if event in benign:
+        if (
+            event in benign
+            or (event == "open" and is_str(args[0], path_types))
+            or (event == "exec" and get_attribute(args[0], "co_filename", None) == filename)
+            or (event == "object.__getattr__" and args[1] not in frames)
+        ):
             return
-        if event == "open":
-            if is_str(args[0], path_types):
-                return
-        elif event == "exec":
-            if get_attribute(args[0], "co_filename", None) == filename:
-                return
-        elif event == "object.__getattr__":
-            if args[1] not in frames:
-                return
         state.isolate = True
         raise isolate_exc(event)
 
     sys.addaudithook(hook)
+
+
+def guard_library_imports(state: CallState) -> None:
+    """During a call in the worker process, an import that library code makes (through the real
+    `builtins.__import__`; a function's own imports go through its importer) of a module outside
+    the plain ones and those always admitted is refused like an audited operation: the check
+    runs in a checker process. Without it, a library helper that imports by name
+    (`nltk.internals.import_from_stdlib('os')`) would hand a function the real `os`, `sys` or
+    `ctypes` module of the worker, with no audit event on the way."""
+    real_import, admitted = builtins.__import__, PLAIN_MODULES | ALWAYS_ADMITTED
+    isolate_exc = NeedsIsolation
+
+    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if state.armed:
+            package = ((globals or {}).get("__package__") or "") if level else name
+            if package.partition(".")[0] not in admitted:
+                state.isolate = True
+                raise isolate_exc(f"import {name}")
+        return real_import(name, globals, locals, fromlist, level)
+
+    builtins.__import__ = guarded_import

@@ -4,9 +4,11 @@ Everything here runs inside the worker process, never in the parent (limits are 
 the parent must keep its own). Each step returns what it achieved; a step the kernel does not
 offer is reported as a warning, which the parent logs: nothing degrades silently.
 
-- `set_limits`: RLIMIT_AS (memory), RLIMIT_FSIZE (largest file), RLIMIT_NOFILE, RLIMIT_CORE,
+- `set_limits`: RLIMIT_AS (memory), RLIMIT_FSIZE (largest file), RLIMIT_NOFILE, RLIMIT_CORE;
+  `set_process_limit`, once the worker has forked its checker zygote (`checker.py`):
   RLIMIT_NPROC (0: no new processes or threads; the kernel exempts root from it, which is why
   seccomp below is the guard that always holds). Hard limits are lowered with the soft ones.
+  The zygote and its checkers share every limit but RLIMIT_NPROC and the Landlock domain.
 - `drop_capabilities`: a worker started as root gives up every capability (CAP_SYS_RESOURCE would
   let it raise hard limits, CAP_KILL signal any process, CAP_SYS_PTRACE read other processes).
 - `apply_landlock`: file access is deny-by-default. Reading is allowed only under the Python
@@ -18,7 +20,9 @@ offer is reported as a warning, which the parent logs: nothing degrades silently
   creation, every way of making a process or thread (fork, vfork, clone; clone3 gets ENOSYS),
   execve, signals to any process but the worker itself, ptrace and cross-process memory access,
   raising rlimits, io_uring, bpf, mounts, namespaces, keyrings, modules and other host-wide
-  administration calls. A foreign syscall ABI (x32, i386 on x86_64) kills the process.
+  administration calls. A foreign syscall ABI (x32, i386 on x86_64) kills the process. The
+  zygote's filter allows fork and leaves signals to each checker's own filter, which a checker
+  stacks on it before running a function: no process creation, signals to itself only.
 """
 
 from __future__ import annotations

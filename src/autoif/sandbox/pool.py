@@ -97,8 +97,8 @@ class Sandbox:
     check starts from the state the source defines, as after a fresh definition, whatever the
     order of the responses, how they are cut into batches, the number of workers, the executor
     and the checks that ran before (exceptions, which a function has to seek out: the clock,
-    memory addresses, in-place changes to library objects, state reached by introspection;
-    docs/sandbox.md).
+    memory addresses, in-place changes to public library data; docs/sandbox.md). No function
+    can change another check's outcome or its own later ones (checker processes, `checker.py`).
     """
 
     def __init__(

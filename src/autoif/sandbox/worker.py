@@ -13,10 +13,22 @@ code object's top level into a fresh namespace, then `evaluate(response)`, as on
 things make that cheap. A function whose top level only imports, defines plain functions and
 binds literals (`guard.defines_only`; most generated functions) keeps the namespace of its first
 execution, which no call of it can change. Every function keeps its builtins copy, importer and
-module copies across checks, which only a function that gets the full state check (introspection,
-attribute writes) could change: such a function gets new ones for every check. After each check
-the function's `random` copy is reseeded, the per-module settings it may have changed are reset
-and, when it could have written files, the scratch directory is emptied.
+module copies across checks. After each check the function's `random` copy is reseeded, the
+per-module settings it may have changed are reset and, when it could have written files, the
+scratch directory is emptied.
+
+Where a check runs. The worker process holds the result area, the protocol pipes and every
+function's cached objects, so it runs only functions that cannot reach them:
+- a function whose code could reach shared state (`guard.needs_full_check`: introspection,
+  attribute writes, private attributes, class patterns, a dunder name in a string) has every
+  check, and its definition, run in a *checker process* of its own (`checker.py`): forked from
+  the worker's zygote for that one check, holding nothing but that call;
+- any other function runs in the worker, where its calls are guarded: an audited operation
+  (frames, `gc`, `compile`/`eval`, `ctypes`, `open(fd)`... `guard.install_audit_hook`), an
+  import of a module outside the plain ones by the function or by library code on its behalf
+  (`guard.guard_library_imports`) abandons the call (`NeedsIsolation`), and the check, and
+  every later one of that function, runs in a checker process instead. A call is abandoned
+  before it gets what it reached for, so the worker's state is as before it.
 
 The first execution of a top level is a timed call of its own, with the DEFINING marker: a top
 level that raises, hangs or kills the worker is the outcome of every check of the function and
@@ -25,8 +37,9 @@ runs, ITIMER_REAL ticks ten times per timeout period, and the tick handler raise
 BaseException, so `except Exception` does not swallow it; it is raised again at every later tick)
 in a call that has been running for a whole period. Counting ticks per call number costs a call
 nothing but an increment, where arming a timer per call would cost two system calls. A call that
-does not return to Python in time is killed by the parent. The outcome byte of each
-check goes to the shared result area as soon as it is known (see `protocol.py`).
+does not return to Python in time is killed by the parent (with the worker's process group:
+its zygote and checker too). The outcome byte of each check goes to the shared result area as
+soon as it is known (see `protocol.py`).
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ from .guard import (
     ImportPolicy,
     ModuleStateResets,
     defines_only,
+    guard_library_imports,
     install_audit_hook,
     names_used,
     needs_full_check,
@@ -64,9 +78,9 @@ from .guard import (
 from .protocol import (
     CODE,
     DEFINING,
-    ERRORS,
     DONE,
     DONE_FRAME,
+    ERRORS,
     FALSE,
     MAX_BATCH_CHECKS,
     RUNNING,
@@ -210,7 +224,8 @@ class Worker:
     def confine(self, memory_mb: int, close_in_zygote) -> isolation.IsolationReport:
         """Confine the worker, forking its checker zygote on the way: the zygote gets the same
         limits and Landlock domain and a seccomp filter that lets it fork (see `checker.py`); the
-        worker then gives up making processes and installs the audit hook."""
+        worker then gives up making processes and guards its calls (`guard.install_audit_hook`,
+        `guard.guard_library_imports`)."""
         report = isolation.IsolationReport()
         isolation.set_limits(memory_mb, report)
         isolation.drop_capabilities(report)
@@ -220,6 +235,7 @@ class Worker:
         isolation.set_process_limit(report)
         isolation.apply_seccomp(report)
         install_audit_hook(self.state)
+        guard_library_imports(self.state)
         return report
 
     def silence_std_streams(self) -> tuple:
