@@ -136,11 +136,15 @@ class CallState:
     """The call in progress: its number, whether one is running, and flags the importer, the
     audit hook and the timer set."""
 
-    __slots__ = ("seq", "armed", "forbidden", "timed_out", "isolate")
+    __slots__ = ("seq", "armed", "forbidden", "timed_out", "isolate", "trusted")
 
     def __init__(self) -> None:
         self.seq = 0
         self.armed = False
+        # Set only while the worker's own code makes an audited operation, with the garbage
+        # collector off (so that no finalizer of a function's object runs then): see
+        # `install_audit_hook`.
+        self.trusted = False
         self.forbidden = False
         self.timed_out = False
         self.isolate = False
@@ -577,23 +581,25 @@ SOURCE_FILENAME = "<evaluate>"
 
 
 def install_audit_hook(state: CallState) -> None:
-    """Refuse, during a call in the worker process, every audited operation but the few above:
+    """Refuse, in the worker process, every audited operation but the few above:
     frames (`sys._getframe`, a traceback's, generator's or coroutine's frame), `gc` object
     listings, `compile`/`exec`/`eval` of new code, `ctypes`, `mmap`, tracing, `open(fd)`,
     `marshal`, `pickle`, function and code object surgery, and everything of `os`, `socket`,
     `subprocess`... The call is abandoned (`NeedsIsolation`) and its check runs in a checker
     process of its own, where the function may do all that and reach nothing but its own call.
-    An audit hook cannot be removed from Python; this one keeps everything it uses in its
+    The hook refuses outside calls too (a function's object finalized when the worker drops it,
+    or by the garbage collector, runs its code there), except while `state.trusted` is set
+    around the worker's own audited operations (parsing, compiling, `marshal`, emptying the
+    scratch directory), when the garbage collector is off. An audit hook cannot be removed from Python; this one keeps everything it uses in its
     closure, so that no later rebinding of a global or builtin changes it."""
     isolate_exc, is_str, get_attribute, path_types = NeedsIsolation, isinstance, getattr, (str, bytes)
     frames, filename = _FRAME_ATTRIBUTES, SOURCE_FILENAME
     benign = frozenset({"import", "builtins.id"})
 
     def hook(event, args):
-        if not state.armed:
-            return
         if (
-            event in benign
+            state.trusted
+            or event in benign
             or (event == "open" and is_str(args[0], path_types))
             or (event == "exec" and get_attribute(args[0], "co_filename", None) == filename)
             or (event == "object.__getattr__" and args[1] not in frames)
@@ -606,7 +612,7 @@ def install_audit_hook(state: CallState) -> None:
 
 
 def guard_library_imports(state: CallState) -> None:
-    """During a call in the worker process, an import that library code makes (through the real
+    """In the worker process (outside `state.trusted`), an import that library code makes (through the real
     `builtins.__import__`; a function's own imports go through its importer) of a module outside
     the plain ones and those always admitted is refused like an audited operation: the check
     runs in a checker process. Without it, a library helper that imports by name
@@ -616,7 +622,7 @@ def guard_library_imports(state: CallState) -> None:
     isolate_exc = NeedsIsolation
 
     def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if state.armed:
+        if not state.trusted:
             package = ((globals or {}).get("__package__") or "") if level else name
             if package.partition(".")[0] not in admitted:
                 state.isolate = True
