@@ -660,6 +660,31 @@ while frame is not None:
 return False
 """
     ),
+    # The same, run by a generator's `finally` when the garbage collector finalizes the previous
+    # check's namespace (outside that check's call), which the allocations below bring about.
+    "finalizer": "import typing\n"
+    + "def forge():\n"
+    + "".join(
+        f"    {line}\n"
+        for line in [
+            "def probe(x: 'getattr'):",
+            "    pass",
+            "get = typing.get_type_hints(probe)['x']",
+            "u = '_' * 2",
+            "try:",
+            "    raise ValueError",
+            "except ValueError as e:",
+            "    frame = get(get(e, u + 'traceback' + u), 'tb' + '_frame')",
+            "while frame is not None:",
+            "    for value in list(get(frame, 'f' + '_locals').values()):",
+            "        if type(value).__name__ == 'mmap':",
+            "            value[:] = b'\\x01' * len(value)",
+            "    frame = get(frame, 'f' + '_back')",
+        ]
+    )
+    + "def armed():\n    try:\n        yield\n    finally:\n        forge()\n"
+    + "PENDING = armed()\nnext(PENDING)\n"
+    + f("junk = [[] for _ in range(200000)]\nreturn False"),
     # No introspection name, no audited operation: a library helper that imports by name hands
     # out the real `os`, whose descriptors include the result area's.
     "library-import-os": "import nltk\n"
@@ -684,6 +709,7 @@ _DEFAULT_ROUTES = {
     "proc-self-mem",
     "typing-eval-getattr",
     "library-import-os",
+    "finalizer",
 }
 
 
