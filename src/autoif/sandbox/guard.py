@@ -590,8 +590,9 @@ def install_audit_hook(state: CallState) -> None:
     The hook refuses outside calls too (a function's object finalized when the worker drops it,
     or by the garbage collector, runs its code there), except while `state.trusted` is set
     around the worker's own audited operations (parsing, compiling, `marshal`, emptying the
-    scratch directory), when the garbage collector is off. An audit hook cannot be removed from Python; this one keeps everything it uses in its
-    closure, so that no later rebinding of a global or builtin changes it."""
+    scratch directory), when the garbage collector is off. An audit hook cannot be removed from
+    Python; this one keeps everything it uses in its closure, so that no later rebinding of a
+    global or builtin changes it."""
     isolate_exc, is_str, get_attribute, path_types = NeedsIsolation, isinstance, getattr, (str, bytes)
     frames, filename = _FRAME_ATTRIBUTES, SOURCE_FILENAME
     benign = frozenset({"import", "builtins.id"})
