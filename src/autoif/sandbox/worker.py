@@ -238,7 +238,7 @@ class Worker:
         guard_library_imports(self.state)
         return report
 
-    def silence_std_streams(self) -> tuple:
+    def silence_std_streams(self) -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
@@ -248,7 +248,6 @@ class Worker:
         sys.stdin, sys.stdout, sys.stderr = streams
         # typeshed marks these Final; the worker replaces them on purpose, for its whole life.
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams  # type: ignore[misc]
-        return streams
 
     def _on_alarm(self, signum, frame) -> None:
         state = self.state
