@@ -73,9 +73,9 @@ class Request:
 class Completion(str):
     """One sample's text (a `str`), with metadata: `finish_reason`, `tokens`, and `error`.
 
-    `error` is set (and the text empty) when the backend gave up on this one sample for a reason
-    that is the request's fault (for example a prompt longer than the context). Errors are never
-    cached, so a rerun tries again.
+    `error` is set (and the text empty) when the backend gave up on this one sample (a prompt longer
+    than the context, an endpoint that kept failing). Errors are never cached, and the pipeline does
+    not mark finished a shard that met one, so a rerun tries again.
     """
 
     finish_reason: str | None
@@ -154,12 +154,19 @@ class Backend(ABC):
         self.model = model
         self.cache = cache
         self.stats = BackendStats()
+        # The message of the latest sample the backend gave up on (stats.errors counts them all).
+        self.last_error: str | None = None
         self._lock = threading.Lock()
 
     @classmethod
     @abstractmethod
     def from_config(cls, llm, cache: Cache | None = None, paths=None) -> Backend:
         """Build from the `llm` config section (`paths`: the `paths` section, or None)."""
+
+    @property
+    def where(self) -> str:
+        """Where requests go, as failure messages name it ("requests to WHERE failed")."""
+        return f"the {self.kind} backend ({self.model})"
 
     @property
     def cache_identity(self) -> str:
@@ -213,6 +220,7 @@ class Backend(ABC):
             with self._lock:
                 if completion.error:
                     self.stats.errors += 1
+                    self.last_error = completion.error
                 else:
                     self.stats.completion_tokens += completion.tokens or 0
             if self.cache is not None and not completion.error:

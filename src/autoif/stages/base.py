@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 from pydantic import BaseModel
 
 from ..config import Config
+from ..failures import Failed
 from ..records import Record
 from ..seeding import seeded_rng
 
@@ -96,6 +97,14 @@ class Context:
         """What the LLM backend has cost so far (samples generated, cache hits...); None when no
         stage has used it."""
         return self._llm.stats.as_dict() if self._llm is not None else None
+
+    def llm_failed(self, cost: dict[str, int]) -> Failed:
+        """The requests of `cost` (what some work cost the LLM: a difference of `llm_stats`) and
+        how many of them failed, with the backend's latest reason."""
+        assert self._llm is not None  # a cost comes from llm_stats, which is None without a backend
+        failed = cost.get("errors", 0)
+        reason = (self._llm.last_error or "") if failed else ""
+        return Failed(f"requests to {self._llm.where}", cost.get("misses", 0), failed, reason)
 
     def index(self, need: str, key: str, of: type[R]) -> dict[Any, R]:
         """`needs[need]` as a dict by the attribute `key`, built once per stage run, not per shard.
