@@ -155,7 +155,9 @@ class FaultProxy:
     - "ok": forwarded, answered after `delay_s`.
     """
 
-    def __init__(self, upstream: str | None = None, *, delay_s: float = 0.0, retry_after_s: float = 1.0, hang_s: float = 5.0) -> None:
+    def __init__(
+        self, upstream: str | None = None, *, delay_s: float = 0.0, retry_after_s: float = 1.0, hang_s: float = 5.0
+    ) -> None:
         self.upstream = upstream.rstrip("/") if upstream else None
         self.delay_s, self.retry_after_s, self.hang_s = delay_s, retry_after_s, hang_s
         self._faults: collections.deque[str] = collections.deque()
