@@ -17,6 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from autoif.config import load_config
+from autoif.failures import WorkFailed
+from autoif.jsonl import write_jsonl
+from autoif.pipeline import Pipeline
+from autoif.records import VerifierSamples
+from autoif.stages.verifiers import library_generation
 from small_run import cache_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -126,3 +132,32 @@ def test_rerun_after_recovery_makes_only_the_failed_requests_and_matches_a_clean
         expected = (tmp_path / "clean" / name).read_text()
         assert (down / name).read_text() == expected, name
         assert (partial / name).read_text() == expected, name
+
+
+GOOD = "def evaluate(response):\n    return len(response) > 3\n"
+CRASHING = "import os\n\n\ndef evaluate(response):\n    os._exit(0)\n"  # the worker dies mid-check
+CASES = [{"input": "long enough", "output": True}, {"input": "no", "output": False}]
+
+
+def test_a_sandbox_crash_is_no_verdict(tmp_path):
+    out = tmp_path / "out"
+    config = load_config(None, [f"paths.out={out}", "sandbox.workers=1"])
+    config.sandbox.allowed_imports = ["os"]
+    samples = [
+        VerifierSamples(instruction_id="good", instruction="Be long.", raw=library_generation([GOOD] * 3, CASES)),
+        VerifierSamples(instruction_id="bad", instruction="Be long.", raw=library_generation([GOOD, CRASHING], CASES)),
+    ]
+    out.mkdir()
+    write_jsonl(out / "verifiers.jsonl", samples)
+    with pytest.raises(WorkFailed) as err:
+        Pipeline(config).run(only="crossval")
+    # GOOD's copies are one distinct function: 2 checks for "good", 4 for "bad", of which CRASHING's 2 crashed.
+    assert str(err.value) == (
+        "2 of 6 checks in the sandbox failed: a worker died or broke the protocol during the check; rerun to retry them"
+    )
+    row = json.loads((out / "funnel.json").read_text())["stages"]["crossval"]
+    assert row["dropped"]["sandbox_crash"] == 1 and not (out / ".work" / "crossval" / "DONE").exists()
+
+    config.sandbox.max_crashed_share = 0.5  # tolerated: the run goes on, the crashed record stays out
+    assert Pipeline(config).run(only="crossval")["stages"]["crossval"]["dropped"]["sandbox_crash"] == 1
+    assert "bad" not in (out / "crossval.jsonl").read_text()

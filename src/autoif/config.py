@@ -164,6 +164,13 @@ class SandboxConfig(Section):
         description="modules generated functions may import (None: text-processing standard library "
         "plus nltk and langdetect)",
     )
+    max_crashed_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of a stage's checks whose worker may crash without stopping the run (a crash is "
+        "no verdict: its record is dropped and a rerun checks it again)",
+    )
 
 
 # ------------------------------------------------------------------------------------------ stages

@@ -1,14 +1,23 @@
-"""Work that failed and is to be redone: LLM requests that gave up after their retries.
+"""Work that failed and is to be redone: LLM requests that gave up after their retries, and
+sandbox checks during which the worker died (`crash`).
 
-A failed request is not an answer: it is never cached, the shard it belongs to is not marked
-finished (so a plain rerun redoes that shard, its other requests served from the cache), and when
-more than `llm.max_failed_share` of a stage's requests failed the run stops there with one line
-(`WorkFailed`, exit 1: nothing in the input is wrong, and a rerun may succeed).
+A failed request is not an answer and a crash is not a verdict: neither is cached, the record is
+dropped (`llm_error`, `sandbox_crash`), the shard it belongs to is not marked finished (so a plain
+rerun redoes that shard, its other requests served from the cache), and when more than
+`llm.max_failed_share` of a stage's requests (`sandbox.max_crashed_share` of its checks) failed
+the run stops there with one line (`WorkFailed`, exit 1: nothing in the input is wrong, and a
+rerun may succeed).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+LLM_ERROR = "llm_error"
+SANDBOX_CRASH = "sandbox_crash"
+# What a check whose worker died is, in the sandbox's outcomes and in the one line.
+CRASH = "crash"
+CRASHED = "a worker died or broke the protocol during the check"
 
 
 class WorkFailed(Exception):
@@ -26,7 +35,7 @@ class Failed:
     tried: int = 0
     failed: int = 0
     reason: str = ""
-    code: str = "llm_error"  # how the funnel names them
+    code: str = LLM_ERROR  # how the funnel names them
 
     def add(self, other: Failed) -> None:
         self.tried += other.tried

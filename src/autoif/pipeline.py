@@ -9,10 +9,11 @@ Resume is by content: a shard's file is named by a hash of the stage's settings 
 records, and a stage whose inputs and settings have not changed is skipped whole. Together with
 the LLM response cache, a run killed at any moment redoes only what was in flight.
 
-A shard in which some LLM request failed (after its retries) is written but marked `partial`, not
-`done`, and the stage is not marked up to date: the next run does that shard again, its finished
-requests from the cache. When more than `llm.max_failed_share` of a stage's requests failed, the
-run stops after that stage with `WorkFailed` (one line; `autoif.failures`).
+A shard in which some LLM request failed (after its retries) or a sandbox check crashed is written
+but marked `partial`, not `done`, and the stage is not marked up to date: the next run does that
+shard again, its finished requests from the cache. When more than `llm.max_failed_share` of a
+stage's requests (`sandbox.max_crashed_share` of its checks) failed, the run stops after that
+stage with `WorkFailed` (one line; `autoif.failures`).
 
 It runs the stages it is given (by default the registry's, `autoif.stages.STAGES`) and nothing
 else: `autoif run` (cli.py) holds the run directory's lock around it and afterwards writes the
@@ -35,7 +36,7 @@ from rich.table import Table
 from .config import Config, dump_default_yaml
 from .errors import AutoifError
 from .executors import make_executor
-from .failures import Failed, WorkFailed, total
+from .failures import LLM_ERROR, SANDBOX_CRASH, Failed, WorkFailed, total
 from .jsonl import atomic_write_text, read_jsonl
 from .records import Record
 from .registry import unknown_name
@@ -207,13 +208,17 @@ class Pipeline:
         return report
 
     def _stop_on_failures(self, report: StageReport) -> None:
-        """Stop the run when more of the stage's requests failed than `llm.max_failed_share` allows."""
-        limit = self.config.llm.max_failed_share
+        """Stop the run when more of the stage's requests (checks) failed than the config allows."""
+        limits = {
+            LLM_ERROR: ("llm.max_failed_share", self.config.llm.max_failed_share),
+            SANDBOX_CRASH: ("sandbox.max_crashed_share", self.config.sandbox.max_crashed_share),
+        }
         for failed in report.failed.values():
+            name, limit = limits[failed.code]
             if failed.failed and failed.share() > limit:
                 raise WorkFailed(failed.line())
             if failed.failed:
-                log.warning("%s (tolerated: llm.max_failed_share is %g)", failed.line(), limit)
+                log.warning("%s (tolerated: %s is %g)", failed.line(), name, limit)
 
     # ------------------------------------------------------------------------------------ helpers
     def _stage(self, name: str) -> Stage:

@@ -55,6 +55,7 @@ class ShardResult:
 def run_shard(stage: Stage, records: list[Record], ctx: Context) -> ShardResult:
     """Run one stage over one shard, separating kept records from counted drops."""
     ctx.counts = Counter()
+    ctx.failures = []
     before = ctx.llm_stats or {}
     kept: list[Record] = []
     dropped: Counter[str] = Counter()
@@ -65,7 +66,7 @@ def run_shard(stage: Stage, records: list[Record], ctx: Context) -> ShardResult:
             kept.append(item)
     after = ctx.llm_stats
     llm = None if after is None else {k: v - before.get(k, 0) for k, v in after.items()}
-    failures = [ctx.llm_failed(llm)] if llm and llm.get("misses") else []
+    failures = ctx.failures + ([ctx.llm_failed(llm)] if llm and llm.get("misses") else [])
     return ShardResult(kept, dict(dropped), dict(ctx.counts), llm, failures=failures)
 
 
