@@ -140,14 +140,14 @@ class LlamaServer:
         Path(self._log.name).unlink(missing_ok=True)
 
 
-FAULTS = ("ok", "429", "500", "503", "401", "401-echo", "500-echo", "html", "hang", "drop")
+FAULTS = ("ok", "400", "429", "500", "503", "401", "401-echo", "500-echo", "html", "hang", "drop")
 
 
 class FaultProxy:
     """Forwards to `upstream` (e.g. http://127.0.0.1:8000); chat requests take the next fault of the
     script (`proxy.script("429", "drop")`; "ok" once it is empty):
 
-    - "429": answered 429 with `Retry-After: retry_after_s`; "500", "503", "401": that status.
+    - "429": answered 429 with `Retry-After: retry_after_s`; "400", "500", "503", "401": that status.
     - "401-echo": 401 quoting the key as OpenAI does ("Incorrect API key provided: sk-..."); "500-echo":
       500 whose message quotes the request's headers, Authorization included; "html": 200 with a web page.
     - "hang": no answer; the connection is held for `hang_s`, then closed.
@@ -283,7 +283,7 @@ class FaultProxy:
             def _serve(self, fault: str, raw: bytes, headers) -> None:
                 if fault == "429":
                     return self._error(429, "injected rate limit", {"Retry-After": f"{proxy.retry_after_s:g}"})
-                if fault in ("500", "503", "401"):
+                if fault in ("400", "500", "503", "401"):
                     return self._error(int(fault), f"injected {fault}")
                 if fault == "401-echo":
                     key = headers.get("Authorization", "").removeprefix("Bearer ")

@@ -10,13 +10,15 @@ what it was asked when it does not fail: the failure and resume logic is under t
 from __future__ import annotations
 
 import json
+import logging
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from autoif.cli import cli
 from autoif.config import load_config
 from autoif.failures import WorkFailed
 from autoif.jsonl import write_jsonl
@@ -53,27 +55,29 @@ LINE = re.compile(
 )
 
 
-def run(out: Path, base_url: str, *sets: str) -> subprocess.CompletedProcess:
+def run(out: Path, base_url: str, *sets: str) -> Result:
+    """`autoif run` in this process (the CLI's own code, exit code and stderr; imports paid once)."""
     config = out.parent / f"{out.name}.yaml"
     config.write_text(json.dumps({**CONFIG, "llm": {**CONFIG["llm"], "base_url": base_url}}))  # JSON is YAML
     args = ["run", "-c", str(config), "-o", str(out), "--until", UNTIL, *(f"--set={s}" for s in sets)]
-    return subprocess.run([sys.executable, "-m", "autoif.cli", *args], capture_output=True, text=True, timeout=300)
+    return CliRunner().invoke(cli, args)
 
 
-def last_line(proc: subprocess.CompletedProcess) -> str:
-    return proc.stderr.strip().splitlines()[-1]
+def last_line(result: Result) -> str:
+    return result.stderr.strip().splitlines()[-1]
 
 
 def augment_row(out: Path) -> dict:
     return json.loads((out / "funnel.json").read_text())["stages"]["augment"]
 
 
-def test_every_request_failing_exits_1_with_one_line_and_marks_nothing_done(tmp_path):
+def test_every_request_failing_exits_1_with_one_line_and_marks_nothing_done(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="autoif")
     out = tmp_path / "out"
     with FaultProxy() as endpoint:
         endpoint.always = "500"
         proc = run(out, endpoint.base_url)
-        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.exit_code == 1, proc.stderr[-2000:]
         assert LINE.fullmatch(last_line(proc)) and LINE.fullmatch(last_line(proc)).groups() == ("1", "1")
         assert endpoint.chat_requests == 2  # one request, retried once
         # The funnel names the failure (also in the table printed before the line), and nothing of it is kept.
@@ -87,20 +91,32 @@ def test_every_request_failing_exits_1_with_one_line_and_marks_nothing_done(tmp_
 
         # Tolerated: the run goes on (exit 0, a warning), but the shard is still not done...
         tolerant = run(out, endpoint.base_url, "llm.max_failed_share=1")
-        assert tolerant.returncode == 0, tolerant.stderr[-2000:]
-        assert "tolerated: llm.max_failed_share is 1" in tolerant.stderr
+        assert tolerant.exit_code == 0, tolerant.stderr[-2000:]
+        assert "tolerated: llm.max_failed_share is 1" in caplog.text
         assert not (work / "DONE").exists() and (out / "verifiers.jsonl").exists()
         # ...so the next run asks again.
         before = endpoint.chat_requests
-        assert run(out, endpoint.base_url).returncode == 1 and endpoint.chat_requests == before + 2
+        assert run(out, endpoint.base_url).exit_code == 1 and endpoint.chat_requests == before + 2
 
 
-@pytest.mark.slow
+def test_a_rejected_request_is_no_failure(tmp_path):
+    """HTTP 400 is the request's own fault: a rerun would meet it again, so it does not stop the run
+    or keep its shard open; its record is dropped as `llm_rejected`."""
+    out = tmp_path / "out"
+    with FaultProxy() as endpoint:
+        endpoint.script("ok", "400")  # augment answered, the first verifiers request rejected
+        proc = run(out, endpoint.base_url)
+    assert proc.exit_code == 0, proc.stderr[-2000:]
+    row = json.loads((out / "funnel.json").read_text())["stages"]["verifiers"]
+    assert row["dropped"] == {"llm_rejected": 1} and row["failed"][0]["failed"] == 0
+    assert (out / ".work" / "verifiers" / "DONE").is_file()
+
+
 def test_rerun_after_recovery_makes_only_the_failed_requests_and_matches_a_clean_run(tmp_path):
     with FaultProxy() as endpoint:
         # A: a clean run.
         clean = run(tmp_path / "clean", endpoint.base_url)
-        assert clean.returncode == 0, clean.stderr[-2000:]
+        assert clean.exit_code == 0, clean.stderr[-2000:]
         clean_requests = endpoint.chat_requests
         clean_samples = cache_rows(tmp_path / "clean")
         assert clean_samples == clean_requests >= 3  # augment's one, verifiers' two per instruction
@@ -109,23 +125,23 @@ def test_rerun_after_recovery_makes_only_the_failed_requests_and_matches_a_clean
         down = tmp_path / "down"
         endpoint.always = "500"
         failed = run(down, endpoint.base_url)
-        assert failed.returncode == 1 and LINE.fullmatch(last_line(failed)), failed.stderr[-2000:]
+        assert failed.exit_code == 1 and LINE.fullmatch(last_line(failed)), failed.stderr[-2000:]
         endpoint.always = None
         before = endpoint.chat_requests
-        assert run(down, endpoint.base_url).returncode == 0
+        assert run(down, endpoint.base_url).exit_code == 0
         assert endpoint.chat_requests - before == clean_requests  # nothing cached by the failure: all asked once
 
         # C: one verifiers sample fails (the first verifiers request, not retried), the others answer.
         partial = tmp_path / "partial"
         endpoint.script("ok", "500")
         failed = run(partial, endpoint.base_url, "llm.max_retries=0")
-        assert failed.returncode == 1, failed.stderr[-2000:]
+        assert failed.exit_code == 1, failed.stderr[-2000:]
         assert LINE.fullmatch(last_line(failed)).groups() == ("1", str(clean_samples - 1))
         verifiers = json.loads((partial / "funnel.json").read_text())["stages"]["verifiers"]
         assert verifiers["dropped"].get("llm_error") == 1  # its instruction, not passed on as done
         assert cache_rows(partial) == clean_samples - 1
         before = endpoint.chat_requests
-        assert run(partial, endpoint.base_url).returncode == 0
+        assert run(partial, endpoint.base_url).exit_code == 0
         assert endpoint.chat_requests - before == 1  # exactly the failed sample
 
     for name in FILES:

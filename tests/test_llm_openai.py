@@ -219,6 +219,7 @@ def test_rejected_request_becomes_error_completion(proxy, tmp_path):
     with backend(proxy.base_url, ResponseCache(db)) as b:
         bad, good = b.generate(requests, progress=False)
         assert bad[0].error.startswith("bad_request: HTTP 400") and str(bad[0]) == ""
+        assert bad[0].rejected and b.stats.rejected == 1  # the request's own fault: a rerun meets it again
         assert not good[0].error and b.stats.errors == 1 and b.stats.retries == 0
     assert proxy.chat_requests == 2 and cache_rows(db) == 1  # a 400 is not retried, errors are not cached
     with backend(proxy.base_url, ResponseCache(db)) as b:

@@ -61,6 +61,9 @@ OPENAI_API = "https://api.openai.com/v1"
 # Local servers (vLLM, llama.cpp, Ollama...) accept any key, but the client insists on one.
 NO_KEY = "EMPTY"
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
+# Failures that are the request's own fault (HTTP 400; fewer choices than asked with fan_out=never):
+# a rerun would meet them again, so they do not keep a shard unfinished.
+_REJECTIONS = frozenset({"bad_request", "short_answer"})
 _DETAIL_CHARS = 300
 # Tasks created ahead of the concurrency limit: enough to keep every slot busy, few enough that a
 # million requests do not become a million coroutines at once.
@@ -443,7 +446,7 @@ class OpenAIBackend(Backend):
                 "retried on the next run",
                 failure,
             )
-        return Completion("", error=str(failure))
+        return Completion("", error=str(failure), rejected=failure.code in _REJECTIONS)
 
     # -------------------------------------------------------------------------------- closing
     def close(self) -> None:

@@ -116,7 +116,7 @@ class Context:
         """The requests of `cost` (what some work cost the LLM: a difference of `llm_stats`) and
         how many of them failed, with the backend's latest reason."""
         assert self._llm is not None  # a cost comes from llm_stats, which is None without a backend
-        failed = cost.get("errors", 0)
+        failed = cost.get("errors", 0) - cost.get("rejected", 0)
         reason = (self._llm.last_error or "") if failed else ""
         return Failed(f"requests to {self._llm.where}", cost.get("misses", 0), failed, reason)
 

@@ -8,7 +8,8 @@ counted `score_unparsable` (export then leaves it out wherever a score is requir
 Only responses that can become training targets are judged, to save LLM calls: those that passed
 verification (SFT) and those that reach `export.chosen_min_pass_rate` (DPO chosen). The others
 are carried unjudged, as DPO rejected material. A record with a judgement the backend gave up on
-is dropped as `llm_error` (the next run redoes its shard). With scoring off (`score.enabled: off`, or `auto`
+is dropped as `llm_error` (the next run redoes its shard) or `llm_rejected` (refused for the
+request's own fault). With scoring off (`score.enabled: off`, or `auto`
 with the embedded model), records pass through unchanged and export asks for no score.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from statistics import fmean
 
-from ..llm import Request
+from ..llm import Request, failure
 from ..prompts import render, template
 from ..records import QueryRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
@@ -80,11 +81,11 @@ class ScoreStage(Stage[VerifiedRecord]):
             if record.prompt_id not in queries:
                 yield Drop(record, "unknown_prompt")
                 continue
-            judged = [answers[prompts[ri, j]] for j in range(len(record.responses)) if (ri, j) in prompts]
-            failed = sum(1 for completions in judged for c in completions if c.error)
-            if failed:  # not judged is not a score: the pipeline redoes the shard on the next run
-                ctx.count("llm_error", failed)
-                yield Drop(record, "llm_error")
+            judged = [c for j in range(len(record.responses)) if (ri, j) in prompts for c in answers[prompts[ri, j]]]
+            reason = failure(judged)
+            if reason:  # not judged is not a score (a failed one: the pipeline redoes the shard next run)
+                ctx.count(reason, sum(1 for c in judged if c.error))
+                yield Drop(record, reason)
                 continue
             responses = []
             for j, response in enumerate(record.responses):

@@ -4,7 +4,8 @@ Parsing is crossval's job, so generations made elsewhere (a batch API, another t
 dropped into verifiers.jsonl and `autoif run --only crossval` takes it from there. Instructions
 from the built-in library are not sent to the LLM: their own functions and cases are written out
 in the same JSON form, so crossval treats every instruction alike. An instruction with a sample
-the backend gave up on is dropped as `llm_error` (the next run redoes its shard).
+the backend gave up on is dropped as `llm_error` (the next run redoes its shard) or
+`llm_rejected` (refused for the request's own fault).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from collections.abc import Iterable
 from functools import lru_cache
 
-from ..llm import Request
+from ..llm import Request, failure
 from ..prompts import render
 from ..records import Instruction, VerifierSamples
 from .base import Context, Drop, Stage
@@ -53,10 +54,10 @@ class VerifiersStage(Stage[Instruction]):
                 raw = library_generation(r.functions or [], r.cases or [])
             else:
                 completions = answers[r.id]
-                failed = [c for c in completions if c.error]
-                if failed:  # not all its samples: the pipeline redoes the shard on the next run
-                    ctx.count("llm_error", len(failed))
-                    yield Drop(r, "llm_error")
+                reason = failure(completions)
+                if reason:  # not all its samples (a failed one: the pipeline redoes the shard next run)
+                    ctx.count(reason, sum(1 for c in completions if c.error))
+                    yield Drop(r, reason)
                     continue
                 raw = [str(c) for c in completions]
             yield VerifierSamples(instruction_id=r.id, instruction=r.text, raw=raw, source=r.source)
