@@ -10,9 +10,10 @@ Why it is built this way:
   counted in `stats`. A request that receives no byte for `stall_s` (the client's read, write,
   connect and pool timeouts) is logged and retried; while requests are in flight a line every
   `heartbeat_s` says how many and for how long, so a hung endpoint is never silent.
-- A request that the server rejects (400: bad request, prompt longer than the context) or that
-  keeps failing after every retry becomes a `Completion` with `error` set; the stage goes on, the
-  pipeline does not mark the shard finished, and a rerun tries it again (errors are not cached).
+- A request that keeps failing after every retry becomes a `Completion` with `error` set; the stage
+  goes on, the pipeline does not mark the shard finished, and a rerun tries it again (errors are
+  not cached). One that the server rejects (400: bad request, prompt longer than the context) is
+  also `rejected`: a rerun would meet the same answer, so it does not hold its shard open.
   A fault of the whole endpoint raises a one-line `BackendError` instead (the CLI exits 2): no
   connection after every retry (wrong URL, server down: every further request would fail the same
   way), a refused API key (401/403), an unknown model or path (404), or an answer that is not an
