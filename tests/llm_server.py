@@ -1,16 +1,21 @@
 """A real OpenAI-compatible server for tests and benchmarks, and a fault-injecting proxy in front of it.
 
 - `LlamaServer`: `python -m llama_cpp.server` with the SmolLM2 GGUF on a free loopback port.
-- `FaultProxy`: a threaded HTTP proxy that forwards to an upstream server and, per a script,
-  answers chat requests with 429/500/503/401, hangs past the client's timeout, or forwards the
-  request and then drops the connection without answering. It counts what it saw: requests, the
-  most in flight at once, each chat request's body, the Authorization headers.
+- `FaultProxy`: a threaded HTTP proxy that forwards to an upstream server and, per a script (or
+  for every request while `always` is set: an endpoint that fails, then recovers), answers chat
+  requests with 429/500/503/401, a 401 quoting the key, a 500 quoting the headers, an HTML page,
+  hangs past the client's stall limit, or forwards the request and then drops the connection
+  without answering. It counts what it saw: requests, the most in flight at once, each chat
+  request's body, the Authorization headers. Without an upstream it is the endpoint itself and
+  answers each chat request with an echo: a text made from the request alone (its messages, seed
+  and choice index), so that runs against it are instant and reproducible.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import http.client
 import importlib.util
 import json
@@ -135,23 +140,29 @@ class LlamaServer:
         Path(self._log.name).unlink(missing_ok=True)
 
 
-FAULTS = ("ok", "429", "500", "503", "401", "hang", "drop")
+FAULTS = ("ok", "400", "429", "500", "503", "401", "401-echo", "500-echo", "html", "hang", "drop")
 
 
 class FaultProxy:
     """Forwards to `upstream` (e.g. http://127.0.0.1:8000); chat requests take the next fault of the
     script (`proxy.script("429", "drop")`; "ok" once it is empty):
 
-    - "429": answered 429 with `Retry-After: retry_after_s`; "500", "503", "401": that status.
+    - "429": answered 429 with `Retry-After: retry_after_s`; "400", "500", "503", "401": that status.
+    - "401-echo": 401 quoting the key as OpenAI does ("Incorrect API key provided: sk-..."); "500-echo":
+      500 whose message quotes the request's headers, Authorization included; "html": 200 with a web page.
     - "hang": no answer; the connection is held for `hang_s`, then closed.
     - "drop": forwarded (the server does the work), then the connection is closed unanswered.
     - "ok": forwarded, answered after `delay_s`.
     """
 
-    def __init__(self, upstream: str, *, delay_s: float = 0.0, retry_after_s: float = 1.0, hang_s: float = 5.0) -> None:
-        self.upstream = upstream.rstrip("/")
+    def __init__(
+        self, upstream: str | None = None, *, delay_s: float = 0.0, retry_after_s: float = 1.0, hang_s: float = 5.0
+    ) -> None:
+        self.upstream = upstream.rstrip("/") if upstream else None
         self.delay_s, self.retry_after_s, self.hang_s = delay_s, retry_after_s, hang_s
         self._faults: collections.deque[str] = collections.deque()
+        # The fault of every chat request while set (after the script's): the endpoint is down.
+        self.always: str | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.chat_requests = 0
@@ -194,7 +205,7 @@ class FaultProxy:
     # ------------------------------------------------------------------------------ handling
     def _take(self, body: dict) -> str:
         with self._lock:
-            fault = self._faults.popleft() if self._faults else "ok"
+            fault = self._faults.popleft() if self._faults else self.always or "ok"
             self.chat_requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -206,6 +217,8 @@ class FaultProxy:
             self.in_flight -= 1
 
     def _forward(self, method: str, path: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+        if self.upstream is None:
+            return 200, {"Content-Type": "application/json"}, _echo(path, json.loads(body) if body else None)
         host = self.upstream.split("://", 1)[1]
         conn = http.client.HTTPConnection(host, timeout=600)
         try:
@@ -261,17 +274,25 @@ class FaultProxy:
                     return self._relay("POST", raw)
                 fault = proxy._take(json.loads(raw))
                 try:
-                    self._serve(fault, raw)
+                    self._serve(fault, raw, self.headers)
                 except OSError:
                     self.close_connection = True  # the client went away (timeout, kill -9)
                 finally:
                     proxy._done()
 
-            def _serve(self, fault: str, raw: bytes) -> None:
+            def _serve(self, fault: str, raw: bytes, headers) -> None:
                 if fault == "429":
                     return self._error(429, "injected rate limit", {"Retry-After": f"{proxy.retry_after_s:g}"})
-                if fault in ("500", "503", "401"):
+                if fault in ("400", "500", "503", "401"):
                     return self._error(int(fault), f"injected {fault}")
+                if fault == "401-echo":
+                    key = headers.get("Authorization", "").removeprefix("Bearer ")
+                    return self._error(401, f"Incorrect API key provided: {key}. You can find your API key at ...")
+                if fault == "500-echo":
+                    return self._error(500, f"upstream failed for request with headers {dict(headers.items())}")
+                if fault == "html":
+                    page = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body>It works!</body></html>"
+                    return self._reply(200, {"Content-Type": "text/html"}, page)
                 if fault == "hang":
                     proxy._closing.wait(proxy.hang_s)
                     return self._hang_up()
@@ -284,3 +305,18 @@ class FaultProxy:
                 self._reply(status, out_headers, body)
 
         return Handler
+
+
+def _echo(path: str, body: dict | None) -> bytes:
+    """The echo endpoint's answer: the one model it serves, or a chat completion with a text made
+    from the request (its last message's end, and a hash of everything that should change it)."""
+    if body is None or not path.endswith("/chat/completions"):
+        return json.dumps({"object": "list", "data": [{"id": "echo", "object": "model"}]}).encode()
+    choices = []
+    for i in range(body.get("n", 1)):
+        seen = json.dumps([body["messages"], body.get("seed"), body.get("temperature"), i], sort_keys=True)
+        text = f"echo {hashlib.sha256(seen.encode()).hexdigest()[:12]}: {body['messages'][-1]['content'][-60:]}"
+        choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"})
+    usage = {"prompt_tokens": 1, "completion_tokens": 8 * len(choices), "total_tokens": 1 + 8 * len(choices)}
+    answer = {"id": "echo", "object": "chat.completion", "created": 0, "model": body.get("model", "echo")}
+    return json.dumps({**answer, "choices": choices, "usage": usage}).encode()

@@ -132,7 +132,7 @@ def test_unreachable_endpoint_is_one_line_error(tmp_path):
         "llm.model=m",
         f"llm.base_url=http://127.0.0.1:{port}/v1",
         "llm.max_retries=0",
-        "llm.timeout_s=5",
+        "llm.stall_s=5",
     )
     with pytest.raises(AutoifError) as err:
         run_benchmark("ifeval", cfg, str(IFEVAL_FROZEN), None, 2, tmp_path / "res", show=False)

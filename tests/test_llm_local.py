@@ -24,7 +24,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from autoif.config import Config, PathsConfig  # noqa: E402
-from autoif.llm import BackendError, Job, Request, ResponseCache, make_backend  # noqa: E402
+from autoif.llm import BackendError, Job, Request, ResponseCache, failure, make_backend  # noqa: E402
 from autoif.llm.embedded import EMBEDDED_DIRNAME, embedded_checkpoint, resolve_model  # noqa: E402
 from autoif.llm.local import LocalBackend  # noqa: E402
 from tiny_models import tiny_causal_lm  # noqa: E402
@@ -243,6 +243,9 @@ def test_prompt_longer_than_the_context_is_a_sample_error(tiny, tmp_path):
             [Request.user("word " * 2100, max_tokens=4), Request.user("Hi", max_tokens=4)], progress=False
         )
     assert too_long[0] == "" and "context" in too_long[0].error
+    # The request's own fault, which a rerun would meet again: rejected, not a failure that keeps a shard open.
+    assert too_long[0].rejected and (b.stats.errors, b.stats.rejected) == (1, 1) and b.last_error is None
+    assert failure(too_long) == "llm_rejected" and failure(fits) is None
     assert fits[0].error is None and fits[0].tokens == 4
     assert len(cache) == 1  # errors are not cached: a rerun tries again
     cache.close()

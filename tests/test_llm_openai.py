@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from autoif.config import LLMConfig
 from autoif.errors import AutoifError
 from autoif.llm import Request, ResponseCache, make_backend
 from autoif.llm.openai_backend import OpenAIBackend
+from autoif.llm.redact import redact
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import FaultProxy, free_port  # noqa: E402
@@ -41,7 +43,7 @@ def backend(base_url: str, cache: ResponseCache | None = None, **llm) -> OpenAIB
         "model": "smollm2",
         "max_concurrency": 2,
         "max_retries": 6,
-        "timeout_s": 20.0,
+        "stall_s": 20.0,
         "backoff_base_s": 0.05,
         "backoff_max_s": 0.5,
         **llm,
@@ -91,6 +93,55 @@ def test_refused_key_raises_one_line():
     assert p.chat_requests == 1  # a refused key is not retried
 
 
+def test_stalled_request_is_logged_retried_and_reported_while_in_flight(caplog):
+    caplog.set_level(logging.INFO, logger="autoif")
+    with FaultProxy(hang_s=5.0) as p, backend(p.base_url, stall_s=0.3, max_retries=1) as b:
+        b.heartbeat_s = 0.1
+        p.script("hang")  # then the echo answers: the retry succeeds
+        started = time.monotonic()
+        (ok,) = b.generate(prompts(1, "stall"), progress=False)
+        assert not ok[0].error and b.stats.retries == 1
+        p.always = "hang"  # now it never answers: given up on after its retry, not waited on for ever
+        (failed,) = b.generate(prompts(1, "stalled"), progress=False)
+        assert time.monotonic() - started < 3.0
+    assert failed[0].error == "stalled: no byte from the endpoint for 0.3s (gave up after 2 tries)"
+    assert caplog.text.count("stalled (no byte for 0.3s, llm.stall_s)") == 3
+    assert re.search(r"1 request\(s\) in flight to http://127\.0\.0\.1:\d+/v1, the oldest for", caplog.text)
+
+
+def test_endpoint_messages_are_redacted(monkeypatch, caplog):
+    key = "sk-proj-" + os.urandom(12).hex()
+    monkeypatch.setenv("AUTOIF_TEST_KEY", key)
+    caplog.set_level(logging.DEBUG)
+    with FaultProxy() as p, backend(p.base_url, api_key_env="AUTOIF_TEST_KEY", max_retries=0) as b:
+        p.script("500-echo")  # a 500 quoting the request's headers, Authorization among them
+        (echoed,) = b.generate(prompts(1, "headers"), progress=False)
+        assert "'authorization': 'Bearer [redacted]'" in echoed[0].error
+        p.script("401-echo")  # "Incorrect API key provided: sk-..."
+        with pytest.raises(AutoifError) as err:
+            b.generate(prompts(1, "401"), progress=False)
+    assert "Incorrect API key provided: [redacted]" in str(err.value)
+    assert key not in str(err.value) + echoed[0].error + caplog.text
+    assert p.authorizations == {f"Bearer {key}"}  # it was sent all the same
+
+
+def test_redact_hides_keys_and_bearer_tokens():
+    text = 'key sk-abc123def456, masked sk-abc***f456, {"Authorization": "Bearer tok.en-1"}, secret42'
+    assert redact(text, "secret42") == (
+        'key [redacted], masked [redacted], {"Authorization": "Bearer [redacted]"}, [redacted]'
+    )
+    assert redact("a skill, sk- alone, ask-me") == "a skill, sk- alone, ask-me"
+
+
+def test_html_answer_is_one_line_naming_the_endpoint():
+    with FaultProxy() as p, backend(p.base_url, max_retries=0) as b:
+        p.always = "html"  # a web page where the API should be: base_url without /v1, a proxy's login page
+        with pytest.raises(AutoifError) as err:
+            b.generate(prompts(1, "html"), progress=False)
+    message = str(err.value)
+    assert p.base_url in message and "llm.base_url" in message and "\n" not in message, message
+
+
 # ------------------------------------------------------------------------- against the server
 @pytest.mark.slow
 def test_faults_are_retried_none_lost_none_duplicated(proxy, tmp_path):
@@ -98,13 +149,13 @@ def test_faults_are_retried_none_lost_none_duplicated(proxy, tmp_path):
     proxy.retry_after_s = 1.0  # above backoff_max_s: only an honoured Retry-After waits this long
     # Generous: llama_cpp.server keeps computing a request its client gave up on, so a timeout near
     # the real latency (seconds on a loaded CPU) would cascade into more timeouts.
-    timeout_s = 10.0
-    proxy.hang_s = timeout_s + 1
+    stall_s = 10.0
+    proxy.hang_s = stall_s + 1
     proxy.script(*faults)
     requests = prompts(6, "faults") + [Request.user("Name two colors.", n=2, max_tokens=MAX_TOKENS, seed=5)]
     samples = sum(r.n for r in requests)
     db = tmp_path / "cache.sqlite"
-    with backend(proxy.base_url, ResponseCache(db), timeout_s=timeout_s) as b:
+    with backend(proxy.base_url, ResponseCache(db), stall_s=stall_s) as b:
         first = b.generate(requests, progress=False)
         stats = b.stats
     assert all(not c.error for row in first for c in row) and [len(row) for row in first] == [r.n for r in requests]
@@ -168,6 +219,7 @@ def test_rejected_request_becomes_error_completion(proxy, tmp_path):
     with backend(proxy.base_url, ResponseCache(db)) as b:
         bad, good = b.generate(requests, progress=False)
         assert bad[0].error.startswith("bad_request: HTTP 400") and str(bad[0]) == ""
+        assert bad[0].rejected and b.stats.rejected == 1  # the request's own fault: a rerun meets it again
         assert not good[0].error and b.stats.errors == 1 and b.stats.retries == 0
     assert proxy.chat_requests == 2 and cache_rows(db) == 1  # a 400 is not retried, errors are not cached
     with backend(proxy.base_url, ResponseCache(db)) as b:

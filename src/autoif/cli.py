@@ -1,8 +1,9 @@
 """The `autoif` command line.
 
 Exit codes: 0 done; 2 bad usage, config or input (one line on stderr; `--debug` adds the
-traceback); 1 any other failure. Heavy modules (torch, transformers, trl) are imported inside the
-commands that need them, so `autoif --help` starts fast.
+traceback); 1 any other failure, among them requests to an endpoint that failed (one line: how
+many failed and why; the work is kept and a rerun retries them). Heavy modules (torch,
+transformers, trl) are imported inside the commands that need them, so `autoif --help` starts fast.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 
 from . import __version__
 from .errors import AutoifError
+from .failures import WorkFailed
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -33,6 +35,9 @@ class _Group(click.Group):
             raise
         except AutoifError as exc:
             _fail(exc, debug, EXIT_USAGE)
+        except WorkFailed as exc:  # not bad input: the work is kept, a rerun retries what failed
+            click.echo(f"autoif: error: {exc}", err=True)
+            sys.exit(EXIT_FAILURE)
         except KeyboardInterrupt:
             click.echo("autoif: interrupted (finished work is kept; rerun to resume)", err=True)
             sys.exit(130)
@@ -61,7 +66,18 @@ def cli(debug: bool) -> None:
         datefmt="%H:%M:%S",
     )
     # Third-party chatter (HTTP request lines, model loading) is noise unless debugging.
-    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "transformers", "huggingface_hub", "datasets"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "openai",
+        "urllib3",
+        "filelock",
+        "transformers",
+        "huggingface_hub",
+        "datasets",
+    ):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 

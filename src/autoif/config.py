@@ -58,7 +58,12 @@ class LLMConfig(Section):
     )
     max_concurrency: int = Field(32, ge=1, le=4096, description="openai: requests in flight at once")
     max_retries: int = Field(8, ge=0, le=100, description="openai: retries on 429/5xx/timeouts/connection errors")
-    timeout_s: float = Field(300.0, gt=0, description="openai: per-request timeout in seconds")
+    stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="openai: a request that receives no byte for this many seconds is logged and retried "
+        "(the endpoint answers whole completions at once: keep it above the longest generation's time)",
+    )
     backoff_base_s: float = Field(0.5, gt=0, description="openai: first retry delay; doubles each retry, with jitter")
     backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay")
     fan_out: Literal["auto", "always", "never"] = Field(
@@ -68,6 +73,13 @@ class LLMConfig(Section):
     )
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="openai: extra JSON fields sent with every request (server-specific)"
+    )
+    max_failed_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of a stage's requests that may fail (after their retries) without stopping the "
+        "run; failed ones are never cached and a rerun retries them",
     )
     # 64: on a 2-core AVX2 CPU, SmolLM2-135M decodes ~1.5x as many tokens/s at 64 as at 32 (bench/llm_local.py).
     batch_size: int = Field(64, ge=1, le=1024, description="local: sequences generated together in one batch")
@@ -151,6 +163,13 @@ class SandboxConfig(Section):
         None,
         description="modules generated functions may import (None: text-processing standard library "
         "plus nltk and langdetect)",
+    )
+    max_crashed_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of a stage's checks whose worker may crash without stopping the run (a crash is "
+        "no verdict: its record is dropped and a rerun checks it again)",
     )
 
 

@@ -9,6 +9,12 @@ Resume is by content: a shard's file is named by a hash of the stage's settings 
 records, and a stage whose inputs and settings have not changed is skipped whole. Together with
 the LLM response cache, a run killed at any moment redoes only what was in flight.
 
+A shard in which some LLM request failed (after its retries) or a sandbox check crashed is written
+but marked `partial`, not `done`, and the stage is not marked up to date: the next run does that
+shard again, its finished requests from the cache. When more than `llm.max_failed_share` of a
+stage's requests (`sandbox.max_crashed_share` of its checks) failed, the run stops after that
+stage with `WorkFailed` (one line; `autoif.failures`).
+
 It runs the stages it is given (by default the registry's, `autoif.stages.STAGES`) and nothing
 else: `autoif run` (cli.py) holds the run directory's lock around it and afterwards writes the
 export copies, checks contamination and writes the report, each from the files in OUT/.
@@ -30,6 +36,7 @@ from rich.table import Table
 from .config import Config, dump_default_yaml
 from .errors import AutoifError
 from .executors import make_executor
+from .failures import LLM_ERROR, SANDBOX_CRASH, Failed, WorkFailed, total
 from .jsonl import atomic_write_text, read_jsonl
 from .records import Record
 from .registry import unknown_name
@@ -40,6 +47,8 @@ from .stages.base import Context, Stage
 log = logging.getLogger("autoif.pipeline")
 
 _WORK = ".work"
+# A shard's marker: `done`, or `partial` when some of its work failed and is to be redone.
+_SHARD_STATES = ("done", "partial")
 
 
 @dataclass
@@ -52,6 +61,7 @@ class StageReport:
     counts: Counter = field(default_factory=Counter)
     shards_reused: int = 0
     shards_run: int = 0
+    failed: dict[str, Failed] = field(default_factory=dict)  # this run's requests, by where they went
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +71,7 @@ class StageReport:
             "counts": dict(sorted(self.counts.items())),
             "shards_reused": self.shards_reused,
             "shards_run": self.shards_run,
+            "failed": [f.as_dict() for f in self.failed.values()],
         }
 
 
@@ -82,6 +93,8 @@ class Pipeline:
         self.executor = make_executor(config)
         # What this run's LLM calls cost, summed over the shards it ran (wherever they ran).
         self.llm_stats: dict[str, int] = {}
+        # The funnel as the last stage run left it (also when a stage stopped the run).
+        self.funnel: dict = {"stages": {}}
 
     def selected(self, only: str | None = None, until: str | None = None) -> list[str]:
         """The names of the stages a run with `--only` / `--until` runs, in order."""
@@ -98,7 +111,7 @@ class Pipeline:
         names = self.selected(only, until)
         output_dir(self.out)
         atomic_write_text(self.out / "config.yaml", dump_default_yaml(self.config))
-        funnel = self._load_funnel()
+        funnel = self.funnel = self._load_funnel()
         self.llm_stats = {}
         ctx = Context(self.config)
         try:
@@ -112,6 +125,7 @@ class Pipeline:
                         **self.llm_stats,
                     }
                 atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
+                self._stop_on_failures(report)
         finally:
             ctx.close()
             self.executor.close()
@@ -147,20 +161,27 @@ class Pipeline:
         todo = [i for i, key in enumerate(keys) if force or not (workdir / f"{key}.done").is_file()]
         report.shards_reused = len(keys) - len(todo)
         log.info("%s: %d records in %d shard(s), %d to run", stage.name, len(records), len(shards), len(todo))
+        failures: list[Failed] = []
         for i, result in self.executor.run(stage, [shards[i] for i in todo], ctx):
             key = keys[todo[i]]
+            for state in _SHARD_STATES:
+                (workdir / f"{key}.{state}").unlink(missing_ok=True)
             for fname, text in result.file_texts(files).items():
                 atomic_write_text(workdir / f"{key}.{fname}", text)
             # The marker comes last: a shard is done only once all its files are.
             atomic_write_text(
-                workdir / f"{key}.done", json.dumps({"dropped": result.dropped, "counts": result.counts}) + "\n"
+                workdir / f"{key}.{'done' if result.finished else 'partial'}",
+                json.dumps({"dropped": result.dropped, "counts": result.counts}) + "\n",
             )
+            failures += result.failures
             report.shards_run += 1
             for k, v in (result.llm or {}).items():
                 self.llm_stats[k] = self.llm_stats.get(k, 0) + v
 
+        report.failed = total(failures)
         for key in keys:
-            meta = json.loads((workdir / f"{key}.done").read_text())
+            marker_path = next(p for p in (workdir / f"{key}.{s}" for s in _SHARD_STATES) if p.is_file())
+            meta = json.loads(marker_path.read_text())
             report.dropped.update(meta["dropped"])
             report.counts.update(meta["counts"])
         for fname in files.values():
@@ -170,7 +191,10 @@ class Pipeline:
                 report.records_out = sum(1 for line in text.splitlines() if line.strip())
             else:
                 report.counts[f"records_out:{fname}"] = sum(1 for line in text.splitlines() if line.strip())
-        atomic_write_text(marker, json.dumps({"key": inputs_key, "report": report.as_dict()}) + "\n")
+        if all((workdir / f"{key}.done").is_file() for key in keys):
+            atomic_write_text(marker, json.dumps({"key": inputs_key, "report": report.as_dict()}) + "\n")
+        else:  # some shard is to be done again: the stage is not up to date
+            marker.unlink(missing_ok=True)
         self._prune(workdir, set(keys))
         dropped = ", ".join(f"{k}: {v}" for k, v in report.dropped.most_common()) or "none"
         log.info(
@@ -182,6 +206,19 @@ class Pipeline:
             ", ".join(files.values()),
         )
         return report
+
+    def _stop_on_failures(self, report: StageReport) -> None:
+        """Stop the run when more of the stage's requests (checks) failed than the config allows."""
+        limits = {
+            LLM_ERROR: ("llm.max_failed_share", self.config.llm.max_failed_share),
+            SANDBOX_CRASH: ("sandbox.max_crashed_share", self.config.sandbox.max_crashed_share),
+        }
+        for failed in report.failed.values():
+            name, limit = limits[failed.code]
+            if failed.failed and failed.share() > limit:
+                raise WorkFailed(failed.line())
+            if failed.failed:
+                log.warning("%s (tolerated: %s is %g)", failed.line(), name, limit)
 
     # ------------------------------------------------------------------------------------ helpers
     def _stage(self, name: str) -> Stage:
@@ -236,14 +273,25 @@ class Pipeline:
             row = funnel["stages"].get(name)
             if row is None:
                 continue
-            dropped = ", ".join(f"{k}: {v}" for k, v in row["dropped"].items()) or "-"
-            table.add_row(name if name in names else f"{name} (earlier)", str(row["in"]), str(row["out"]), dropped)
+            dropped = ", ".join(
+                [f"{k}: {v}" for k, v in row["dropped"].items()]
+                + [
+                    f"{f['code']}: {f['failed']} of {f['tried']} {f['where']}"
+                    for f in row.get("failed", ())
+                    if f["failed"]
+                ]
+            )
+            table.add_row(
+                name if name in names else f"{name} (earlier)", str(row["in"]), str(row["out"]), dropped or "-"
+            )
         # This run's own counts: funnel.json's `llm` may be an earlier run's when this one used no LLM.
         llm = self.llm_stats
         if llm:
             total = llm["hits"] + llm["misses"]
             rate = f"{100 * llm['hits'] / total:.0f}%" if total else "-"
-            table.caption = f"LLM samples: {llm['misses']} generated, {llm['hits']} from cache ({rate} hits)"
+            failed = f", {llm['errors']} failed" if llm.get("errors") else ""
+            generated = llm["misses"] - llm.get("errors", 0)
+            table.caption = f"LLM samples: {generated} generated{failed}, {llm['hits']} from cache ({rate} hits)"
         else:
             table.caption = "LLM samples: none requested by this run"
         return table

@@ -25,6 +25,7 @@ def run_pipeline(
     """Run the pipeline of `config` into `config.paths.out`; returns the funnel."""
     from rich.console import Console
 
+    from .failures import WorkFailed
     from .pipeline import Pipeline
     from .runlock import RunLock
 
@@ -35,7 +36,11 @@ def run_pipeline(
             from .stages.querypool import load_queries
 
             load_queries(config.queries)
-        funnel = pipeline.run(only=only, until=until, force=force)
+        try:
+            funnel = pipeline.run(only=only, until=until, force=force)
+        except WorkFailed:  # the funnel so far, then the one line
+            Console(stderr=True).print(pipeline.funnel_table(pipeline.funnel, names))
+            raise
         if "verify" in names:
             from .stages.verify import warn_on_truncation
 

@@ -36,9 +36,11 @@ def test_responses_k_samples_and_llm_errors_dropped(tmp_path):
     )
     assert [r.prompt_id for r in result.records] == ["p0", "p1", "p2"]
     assert [[x.text for x in r.responses] for r in result.records] == [r["gpt-answer"][:5] for r in rows]
-    assert result.dropped == {"no_response": 1}
+    assert result.dropped == {"llm_error": 1}
     assert result.counts == {"llm_error": 5}
     assert backend.stats.misses == 20
+    # A failed request is not work done: the pipeline will not mark this shard finished.
+    assert not result.finished and [(f.tried, f.failed) for f in result.failures] == [(20, 5)]
 
 
 def test_responses_keep_why_generation_stopped_from_the_real_model_and_the_cache(tmp_path):

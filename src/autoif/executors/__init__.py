@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import Config
+from ..failures import Failed
 from ..jsonl import dumps_records
 from ..records import Record
 from ..registry import Registry
@@ -28,6 +29,12 @@ class ShardResult:
     counts: dict[str, int]
     llm: dict[str, int] | None = None  # what the shard cost the LLM backend (cache hits, tokens...), if used
     texts: dict[str, str] | None = None  # the records as the JSONL text of each output file, once packed
+    failures: list[Failed] = field(default_factory=list)  # work tried, by place, and how much of it failed
+
+    @property
+    def finished(self) -> bool:
+        """False when some of its work failed: the shard is to be run again."""
+        return not any(f.failed for f in self.failures)
 
     def file_texts(self, files: dict[type[Record], str]) -> dict[str, str]:
         """Output file name -> this shard's JSONL text for it (`files`: the stage's `files()`)."""
@@ -42,12 +49,13 @@ class ShardResult:
         """The same result with the records as text: what a remote worker sends back, since JSON
         written where the records are made is cheaper than pickling objects there and rebuilding
         them in the driver only to serialize them again."""
-        return ShardResult([], self.dropped, self.counts, self.llm, self.file_texts(files))
+        return ShardResult([], self.dropped, self.counts, self.llm, self.file_texts(files), self.failures)
 
 
 def run_shard(stage: Stage, records: list[Record], ctx: Context) -> ShardResult:
     """Run one stage over one shard, separating kept records from counted drops."""
     ctx.counts = Counter()
+    ctx.failures = []
     before = ctx.llm_stats or {}
     kept: list[Record] = []
     dropped: Counter[str] = Counter()
@@ -58,7 +66,8 @@ def run_shard(stage: Stage, records: list[Record], ctx: Context) -> ShardResult:
             kept.append(item)
     after = ctx.llm_stats
     llm = None if after is None else {k: v - before.get(k, 0) for k, v in after.items()}
-    return ShardResult(kept, dict(dropped), dict(ctx.counts), llm)
+    failures = ctx.failures + ([ctx.llm_failed(llm)] if llm and llm.get("misses") else [])
+    return ShardResult(kept, dict(dropped), dict(ctx.counts), llm, failures=failures)
 
 
 class Executor(Protocol):

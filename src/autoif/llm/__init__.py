@@ -7,7 +7,7 @@ chosen, so that the HTTP backend never pays for torch and `autoif --help` stays 
 from __future__ import annotations
 
 from ..registry import Registry
-from .base import Backend, BackendError, BackendStats, Completion, Job, Request, Sampling
+from .base import Backend, BackendError, BackendStats, Completion, Job, Request, Sampling, failure
 from .cache import Cache, ResponseCache
 
 BACKENDS = Registry(
@@ -45,6 +45,7 @@ __all__ = [
     "BackendError",
     "BackendStats",
     "Completion",
+    "failure",
     "Job",
     "Request",
     "ResponseCache",

@@ -71,22 +71,29 @@ class Request:
 
 
 class Completion(str):
-    """One sample's text (a `str`), with metadata: `finish_reason`, `tokens`, and `error`.
+    """One sample's text (a `str`), with metadata: `finish_reason`, `tokens`, `error` and `rejected`.
 
-    `error` is set (and the text empty) when the backend gave up on this one sample for a reason
-    that is the request's fault (for example a prompt longer than the context). Errors are never
-    cached, so a rerun tries again.
+    `error` is set (and the text empty) when the backend gave up on this one sample. Errors are
+    never cached. Most are failures (an endpoint that kept failing, a stall): the pipeline does not
+    mark finished a shard that met one, so a rerun asks again. `rejected` marks the others, the
+    request's own fault (a prompt longer than the context, HTTP 400), which a rerun would meet again.
     """
 
     finish_reason: str | None
     tokens: int | None
     error: str | None
+    rejected: bool
 
     def __new__(
-        cls, text: str, finish_reason: str | None = None, tokens: int | None = None, error: str | None = None
+        cls,
+        text: str,
+        finish_reason: str | None = None,
+        tokens: int | None = None,
+        error: str | None = None,
+        rejected: bool = False,
     ) -> Completion:
         obj = super().__new__(cls, text)
-        obj.finish_reason, obj.tokens, obj.error = finish_reason, tokens, error
+        obj.finish_reason, obj.tokens, obj.error, obj.rejected = finish_reason, tokens, error, rejected
         return obj
 
     def to_json(self) -> str:
@@ -115,7 +122,8 @@ class BackendStats:
     hits: int = 0
     misses: int = 0
     completion_tokens: int = 0
-    errors: int = 0
+    errors: int = 0  # samples given up on, the rejected ones included
+    rejected: int = 0  # of those, the ones the backend refused for the request's own fault
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +139,15 @@ def cache_key(backend: str, model: str, request: Request, sample_index: int) -> 
         "sample": sample_index,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def failure(completions: Sequence[Completion]) -> str | None:
+    """Why a record whose answers are `completions` cannot pass: `llm_error` when a sample failed
+    (the pipeline redoes its shard), `llm_rejected` when the backend refused one for the request's
+    own fault (a rerun would not help); None when every sample was answered."""
+    if any(c.error and not c.rejected for c in completions):
+        return "llm_error"
+    return "llm_rejected" if any(c.error for c in completions) else None
 
 
 def _filled(results: list[list[Completion | None]], kind: str) -> list[list[Completion]]:
@@ -154,12 +171,19 @@ class Backend(ABC):
         self.model = model
         self.cache = cache
         self.stats = BackendStats()
+        # The message of the latest sample that failed (not rejected; stats.errors counts them all).
+        self.last_error: str | None = None
         self._lock = threading.Lock()
 
     @classmethod
     @abstractmethod
     def from_config(cls, llm, cache: Cache | None = None, paths=None) -> Backend:
         """Build from the `llm` config section (`paths`: the `paths` section, or None)."""
+
+    @property
+    def where(self) -> str:
+        """Where requests go, as failure messages name it ("requests to WHERE failed")."""
+        return f"the {self.kind} backend ({self.model})"
 
     @property
     def cache_identity(self) -> str:
@@ -213,6 +237,10 @@ class Backend(ABC):
             with self._lock:
                 if completion.error:
                     self.stats.errors += 1
+                    if completion.rejected:
+                        self.stats.rejected += 1
+                    else:
+                        self.last_error = completion.error
                 else:
                     self.stats.completion_tokens += completion.tokens or 0
             if self.cache is not None and not completion.error:

@@ -108,7 +108,7 @@ class LocalBackend(Backend):
             prompt = engine.encode(job.request)
             rows += [engine.make_row(ticket, job_index, i, job.request, prompt) for i in job.samples]
         for row in [r for r in rows if r.error]:
-            ticket.deliver(row, Completion("", error=row.error))
+            ticket.deliver(row, Completion("", error=row.error, rejected=True))  # a prompt too long
         # Shorter prompts first, so that rows prefilled together need little padding.
         scheduler.submit(sorted((r for r in rows if not r.error), key=lambda r: len(r.prompt)))
         try:

@@ -5,15 +5,19 @@ Why it is built this way:
 - One asyncio loop in a background thread, started on first use: `generate()` stays synchronous for
   the stages, works where a loop is already running (Jupyter), and keeps the connection pool alive
   across calls.
-- The client's own retries are off; ours retry 429, 408/409, 5xx, timeouts and connection errors
+- The client's own retries are off; ours retry 429, 408/409, 5xx, stalls and connection errors
   with exponential backoff and full jitter, never sooner than the server's Retry-After, and are
-  counted in `stats`.
-- A request that the server rejects (400: bad request, prompt longer than the context) or that
-  keeps failing after every retry becomes a `Completion` with `error` set; the run goes on and a
-  rerun tries it again (errors are not cached). A fault of the whole endpoint raises a one-line
-  `BackendError` instead (the CLI exits 2): no connection after every retry (wrong URL, server
-  down: every further request would fail the same way), a refused API key (401/403) or an unknown
-  model or path (404). Finished samples are already cached, so a rerun resumes.
+  counted in `stats`. A request that receives no byte for `stall_s` (the client's read, write,
+  connect and pool timeouts) is logged and retried; while requests are in flight a line every
+  `heartbeat_s` says how many and for how long, so a hung endpoint is never silent.
+- A request that keeps failing after every retry becomes a `Completion` with `error` set; the stage
+  goes on, the pipeline does not mark the shard finished, and a rerun tries it again (errors are
+  not cached). One that the server rejects (400: bad request, prompt longer than the context) is
+  also `rejected`: a rerun would meet the same answer, so it does not hold its shard open.
+  A fault of the whole endpoint raises a one-line `BackendError` instead (the CLI exits 2): no
+  connection after every retry (wrong URL, server down: every further request would fail the same
+  way), a refused API key (401/403), an unknown model or path (404), or an answer that is not an
+  API's JSON (an HTML page: a wrong base_url). Finished samples are already cached, so a rerun resumes.
 - `n` is passed through; a server that returns fewer choices (llama.cpp answers n=2 with one) is
   remembered, and the missing samples are requested one by one, each with its own seed
   (`Sampling.seed_for(i)`), so samples differ yet are reproducible. Sample i of a request gets the
@@ -21,7 +25,8 @@ Why it is built this way:
 - Every sample is emitted (and so cached) the moment its answer arrives: a kill -9 loses only the
   requests in flight.
 - The API key is read from the environment variable `llm.api_key_env` and goes only into the
-  client's Authorization header: never into cache keys, logs, errors or files.
+  client's Authorization header: never into cache keys, logs, errors or files. Every message from
+  the endpoint is redacted (`redact.py`) before it goes anywhere, as servers quote keys and headers.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,6 +48,7 @@ import openai
 
 from .base import Backend, BackendError, BackendStats, Completion, Emit, Job, Request
 from .cache import Cache
+from .redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,9 @@ OPENAI_API = "https://api.openai.com/v1"
 # Local servers (vLLM, llama.cpp, Ollama...) accept any key, but the client insists on one.
 NO_KEY = "EMPTY"
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
+# Failures that are the request's own fault (HTTP 400; fewer choices than asked with fan_out=never):
+# a rerun would meet them again, so they do not keep a shard unfinished.
+_REJECTIONS = frozenset({"bad_request", "short_answer"})
 _DETAIL_CHARS = 300
 # Tasks created ahead of the concurrency limit: enough to keep every slot busy, few enough that a
 # million requests do not become a million coroutines at once.
@@ -104,7 +114,7 @@ class OpenAIBackend(Backend):
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 32,
         max_retries: int = 8,
-        timeout_s: float = 300.0,
+        stall_s: float = 60.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         fan_out: str = "auto",
@@ -124,9 +134,13 @@ class OpenAIBackend(Backend):
         self.endpoint = _display_url(self.base_url)
         self.api_key_env = api_key_env
         self._api_key = api_key or NO_KEY
+        self._secret = api_key or ""  # what to redact: the real key, not the placeholder
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
-        self.timeout_s = timeout_s
+        self.stall_s = stall_s
+        # Seconds between the lines saying what is in flight (public: tests make it short).
+        self.heartbeat_s = 30.0
+        self._in_flight: dict[int, float] = {}  # id of a running attempt -> when it was sent (loop thread only)
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.fan_out = fan_out
@@ -150,7 +164,7 @@ class OpenAIBackend(Backend):
             api_key_env=llm.api_key_env,
             max_concurrency=llm.max_concurrency,
             max_retries=llm.max_retries,
-            timeout_s=llm.timeout_s,
+            stall_s=llm.stall_s,
             backoff_base_s=llm.backoff_base_s,
             backoff_max_s=llm.backoff_max_s,
             fan_out=llm.fan_out,
@@ -190,6 +204,10 @@ class OpenAIBackend(Backend):
         log.info("openai backend: using %s, the one model %s serves", ids[0], self.endpoint)
         return ids[0]
 
+    @property
+    def where(self) -> str:
+        return self.endpoint
+
     # ------------------------------------------------------------------------------- running
     def _run(self, jobs: list[Job], emit: Emit) -> None:
         self._submit(self._run_all(jobs, emit))
@@ -220,9 +238,11 @@ class OpenAIBackend(Backend):
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=self._api_key,
-            timeout=self.timeout_s,
+            timeout=self.stall_s,
             max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout_s),
+            # One number for httpx's connect, read, write and pool timeouts: no byte for stall_s
+            # in any phase of a request is a stall.
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=http.Timeout(self.stall_s)),
         )
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
@@ -230,6 +250,7 @@ class OpenAIBackend(Backend):
         window = _WINDOW_PER_SLOT * self.max_concurrency
         todo = iter(enumerate(jobs))
         running: set[asyncio.Task] = set()
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while True:
                 while len(running) < window and (item := next(todo, None)) is not None:
@@ -241,9 +262,23 @@ class OpenAIBackend(Backend):
                 if errors:  # a BackendError ends the run; the finally cancels the rest
                     raise errors[0]
         finally:
-            for task in running:
+            for task in (*running, heartbeat):
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*running, heartbeat, return_exceptions=True)
+
+    async def _heartbeat(self) -> None:
+        """Every heartbeat_s, one line on the requests in flight: a slow or hung endpoint is seen."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if self._in_flight:
+                oldest = time.monotonic() - min(self._in_flight.values())
+                log.info(
+                    "openai backend: %d request(s) in flight to %s, the oldest for %.0fs (llm.stall_s=%g)",
+                    len(self._in_flight),
+                    self.endpoint,
+                    oldest,
+                    self.stall_s,
+                )
 
     async def _job(self, job_index: int, job: Job, emit: Emit) -> None:
         request, todo = job.request, list(job.samples)
@@ -305,6 +340,8 @@ class OpenAIBackend(Backend):
         if self.extra_body:
             params["extra_body"] = self.extra_body
         answer = await self._call(lambda: self._client.chat.completions.create(**params))
+        if isinstance(answer, str):  # the client hands back a body that is not JSON as text
+            raise self._not_an_api(answer)
         choices = sorted(getattr(answer, "choices", None) or [], key=lambda c: c.index)[:n]
         usage = getattr(answer, "usage", None)
         shares = (
@@ -324,6 +361,8 @@ class OpenAIBackend(Backend):
             async with slots:
                 with self._lock:
                     self.stats.requests += 1
+                token = object()
+                self._in_flight[id(token)] = time.monotonic()
                 try:
                     result = await make()
                     self._reached = True
@@ -332,9 +371,19 @@ class OpenAIBackend(Backend):
                     self._reached = True
                     attempt = self._status_attempt(exc)
                 except openai.APITimeoutError:
-                    attempt = _Attempt("timeout", f"no answer within {self.timeout_s:g}s", True)
+                    attempt = _Attempt("stalled", f"no byte from the endpoint for {self.stall_s:g}s", True)
+                    log.warning(
+                        "openai backend: a request to %s stalled (no byte for %gs, llm.stall_s); %s",
+                        self.endpoint,
+                        self.stall_s,
+                        "retrying" if retries < self.max_retries else "giving up on it",
+                    )
                 except openai.APIConnectionError as exc:
-                    attempt = _Attempt("connection", _root_cause(exc), True)
+                    attempt = _Attempt("connection", _root_cause(exc, self._secret), True)
+                except json.JSONDecodeError as exc:  # a 2xx whose body claims to be JSON but is not
+                    raise self._not_an_api(exc.doc) from None
+                finally:
+                    del self._in_flight[id(token)]
             if not attempt.retryable:
                 raise _Failure(attempt.code, attempt.message)
             if attempt.code == "connection" and not self._reached and "unreachable" not in self._warned:
@@ -361,8 +410,15 @@ class OpenAIBackend(Backend):
                 self.stats.retries += 1
             await asyncio.sleep(delay)
 
+    def _not_an_api(self, body: str) -> BackendError:
+        start = redact(" ".join(body.split())[:80], self._secret)
+        return BackendError(
+            f"openai backend: {self.endpoint} answered with something other than an API's JSON "
+            f"('{start}'); check llm.base_url (it usually ends in /v1)"
+        )
+
     def _status_attempt(self, exc) -> _Attempt:
-        status, detail = exc.status_code, _detail(exc)
+        status, detail = exc.status_code, _detail(exc, self._secret)
         if status in (401, 403):
             raise BackendError(
                 f"openai backend: {self.endpoint} refused the API key (HTTP {status}: {detail}); "
@@ -391,7 +447,7 @@ class OpenAIBackend(Backend):
                 "retried on the next run",
                 failure,
             )
-        return Completion("", error=str(failure))
+        return Completion("", error=str(failure), rejected=failure.code in _REJECTIONS)
 
     # -------------------------------------------------------------------------------- closing
     def close(self) -> None:
@@ -433,8 +489,8 @@ def _retry_after(headers) -> float | None:
         return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
 
 
-def _detail(exc) -> str:
-    """The server's own error message, on one short line."""
+def _detail(exc, api_key: str) -> str:
+    """The server's own error message, on one short line, without secrets."""
     body = exc.body
     if isinstance(body, dict):
         inner = body.get("error", body)
@@ -442,10 +498,10 @@ def _detail(exc) -> str:
     else:
         text = body
     text = str(text or exc.message or type(exc).__name__)
-    return " ".join(text.split())[:_DETAIL_CHARS]
+    return redact(" ".join(text.split()), api_key)[:_DETAIL_CHARS]
 
 
-def _root_cause(exc: BaseException) -> str:
+def _root_cause(exc: BaseException, api_key: str) -> str:
     """'connection refused' rather than the client's generic 'Connection error.'."""
     cause = exc
     for _ in range(16):  # the chain is short; the bound only guards against a pathological one
@@ -455,7 +511,7 @@ def _root_cause(exc: BaseException) -> str:
         cause = nxt
         if isinstance(cause, OSError) and cause.errno:
             return os.strerror(cause.errno).lower()
-    text = " ".join(str(cause).split())
+    text = redact(" ".join(str(cause).split()), api_key)
     return text[:_DETAIL_CHARS] if text and cause is not exc else "connection error"
 
 

@@ -186,7 +186,7 @@ class VLLMBackend(Backend):
         prompts = [chat_prompt_ids(tokenizer, job.request.messages) for job in jobs]
         calls, errors = plan_calls(jobs, prompts, llm.llm_engine.model_config.max_model_len)
         for job_index, sample, reason in errors:
-            emit(job_index, sample, Completion("", error=reason))
+            emit(job_index, sample, Completion("", error=reason, rejected=True))  # a prompt too long
         for chunk in chunked(calls, self.chunk_samples):
             outputs = llm.generate(
                 [{"prompt_token_ids": list(c.prompt_token_ids)} for c in chunk],

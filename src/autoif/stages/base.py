@@ -11,19 +11,20 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
 from ..config import Config
+from ..failures import CRASH, CRASHED, SANDBOX_CRASH, Failed
 from ..records import Record
 from ..seeding import seeded_rng
 
 if TYPE_CHECKING:  # opened on first use: a stage that needs none of them imports none of them
     from ..llm import Backend
-    from ..sandbox import Sandbox
+    from ..sandbox import Outcome, Sandbox
     from .nli import NLIModel
 
 R = TypeVar("R", bound=Record)  # the record type a stage reads, or an index holds
@@ -59,6 +60,9 @@ class Context:
         self.config = config
         self.needs: dict[str, list[Record]] = needs if needs is not None else {}
         self.counts: Counter[str] = Counter()
+        # Work of the current shard that failed and is to be redone (sandbox crashes; the LLM's
+        # failures are read off its stats), reset with `counts`.
+        self.failures: list[Failed] = []
         self._llm = llm
         self._sandbox = sandbox
         self._nli = nli
@@ -91,11 +95,30 @@ class Context:
             self._nli = make_nli(self.config, self.llm if nli_backend(self.config) == "llm" else None)
         return self._nli
 
+    def check_many(self, grids: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[list[Outcome]]]:
+        """`sandbox.check_many(grids)`, its `crash` outcomes counted as failed work: a worker that
+        died during a check gave no verdict, so the shard is redone by the next run."""
+        out = self.sandbox.check_many(grids)
+        outcomes = [o for grid in out for row in grid for o in row]
+        crashed = sum(1 for o in outcomes if o.error == CRASH)
+        if outcomes:
+            reason = CRASHED if crashed else ""
+            self.failures.append(Failed("checks in the sandbox", len(outcomes), crashed, reason, SANDBOX_CRASH))
+        return out
+
     @property
     def llm_stats(self) -> dict[str, int] | None:
         """What the LLM backend has cost so far (samples generated, cache hits...); None when no
         stage has used it."""
         return self._llm.stats.as_dict() if self._llm is not None else None
+
+    def llm_failed(self, cost: dict[str, int]) -> Failed:
+        """The requests of `cost` (what some work cost the LLM: a difference of `llm_stats`) and
+        how many of them failed, with the backend's latest reason."""
+        assert self._llm is not None  # a cost comes from llm_stats, which is None without a backend
+        failed = cost.get("errors", 0) - cost.get("rejected", 0)
+        reason = (self._llm.last_error or "") if failed else ""
+        return Failed(f"requests to {self._llm.where}", cost.get("misses", 0), failed, reason)
 
     def index(self, need: str, key: str, of: type[R]) -> dict[Any, R]:
         """`needs[need]` as a dict by the attribute `key`, built once per stage run, not per shard.

@@ -177,7 +177,7 @@ class ComposeStage(Stage[CrossvalRecord]):
             own = list(dict.fromkeys(c.input for r in parts for c in r.cases))
             candidates.append((own, joined_cases(parts)))
         grids = (
-            ctx.sandbox.check_many(
+            ctx.check_many(
                 [
                     ([f.source for i in members for f in atomic[i].functions], own + joined)
                     for (members, _), (own, joined) in zip(kept, candidates)

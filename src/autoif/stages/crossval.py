@@ -14,6 +14,9 @@ How the rules read (`CrossvalConfig.resolved()`):
 - a function is kept when its accuracy over the kept cases exceeds (paper) or reaches (official)
   `function_accuracy`;
 - the instruction survives with at least one function and one case.
+
+A check whose sandbox worker died (`crash`) is no verdict: the instruction is dropped as
+`sandbox_crash` and the pipeline redoes its shard on the next run (`autoif.failures`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..failures import CRASH, SANDBOX_CRASH
 from ..records import CaseResult, CrossvalRecord, FunctionResult, VerifierSamples
 from .base import Context, Drop, Stage
 from .parsing import ParseFailure, parse_verifier_generation
@@ -133,13 +137,14 @@ class CrossvalStage(Stage[VerifierSamples]):
             for reason, n in c.parse_failures.items():
                 ctx.count(f"generation_unparsable:{reason}", n)
         checkable = [i for i, c in enumerate(candidates) if c.functions and c.cases]
-        grids = ctx.sandbox.check_many(
-            [(candidates[i].functions, [inp for inp, _ in candidates[i].cases]) for i in checkable]
-        )
+        grids = ctx.check_many([(candidates[i].functions, [inp for inp, _ in candidates[i].cases]) for i in checkable])
         grid_of = dict(zip(checkable, grids))
         for i, (record, cand) in enumerate(zip(records, candidates)):
             if i not in grid_of:
                 yield Drop(record, "no_function_parsed" if not cand.functions else "no_case_parsed")
+                continue
+            if any(o.error == CRASH for row in grid_of[i] for o in row):
+                yield Drop(record, SANDBOX_CRASH)  # no verdict: the pipeline redoes the shard next run
                 continue
             sel = cross_validate(cand.functions, cand.cases, grid_of[i], rules)
             for what, n in sel.counts.items():

@@ -213,7 +213,7 @@ class ExportStage(Stage[VerifiedRecord]):
         threshold = ctx.config.verify.threshold()
         usable = [r for r in instructions if r.functions and r.cases]
         grids = (
-            ctx.sandbox.check_many([([f.source for f in r.functions], [c.input for c in r.cases]) for r in usable])
+            ctx.check_many([([f.source for f in r.functions], [c.input for c in r.cases]) for r in usable])
             if usable
             else []
         )

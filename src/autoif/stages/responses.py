@@ -3,8 +3,10 @@
 Every prompt goes to the LLM as one request for `responses.k` samples (seeded, so a rerun asks
 the cache for the same samples). Each response keeps why its generation stopped (`finish_reason`:
 'stop', or 'length' when `responses.max_tokens` cut it off) and its token count, so that verify
-can mark the cut-off ones. Samples the backend gave up on (`Completion.error`) and empty ones are
-counted and left out; a prompt left with no response is dropped.
+can mark the cut-off ones. Empty samples are counted and left out; a prompt left with no response
+is dropped. A prompt with a sample the backend gave up on (`Completion.error`) is dropped as
+`llm_error` (the pipeline does not mark its shard finished, so the next run asks again) or, when
+the backend refused it for the request's own fault (a prompt too long), `llm_rejected`.
 
 What the model is asked (`responses.template`): `natural`, the query record's `prompt` itself
 (instruction and query joined as users write them; the prompt autoif trains on), or `paper`, the
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..llm import Request
+from ..llm import Request, failure
 from ..prompts import render, template
 from ..records import QueryRecord, Response, ResponsesRecord
 from .base import Context, Drop, Stage
@@ -75,11 +77,14 @@ class ResponsesStage(Stage[QueryRecord]):
         if cfg.greedy:
             answers = [sampled + greedy for sampled, greedy in zip(answers, answers[len(records) :])]
         for record, completions in zip(records, answers):
+            reason = failure(completions)
+            if reason:  # not all its samples (a failed one: the pipeline redoes the shard next run)
+                ctx.count(reason, sum(1 for c in completions if c.error))
+                yield Drop(record, reason)
+                continue
             responses = []
             for completion in completions:
-                if completion.error:
-                    ctx.count("llm_error")
-                elif not completion.strip():
+                if not completion.strip():
                     ctx.count("response_empty")
                 else:
                     responses.append(

@@ -7,7 +7,9 @@ counted `score_unparsable` (export then leaves it out wherever a score is requir
 
 Only responses that can become training targets are judged, to save LLM calls: those that passed
 verification (SFT) and those that reach `export.chosen_min_pass_rate` (DPO chosen). The others
-are carried unjudged, as DPO rejected material. With scoring off (`score.enabled: off`, or `auto`
+are carried unjudged, as DPO rejected material. A record with a judgement the backend gave up on
+is dropped as `llm_error` (the next run redoes its shard) or `llm_rejected` (refused for the
+request's own fault). With scoring off (`score.enabled: off`, or `auto`
 with the embedded model), records pass through unchanged and export asks for no score.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from statistics import fmean
 
-from ..llm import Request
+from ..llm import Request, failure
 from ..prompts import render, template
 from ..records import QueryRecord, VerifiedRecord, VerifiedResponse
 from .base import Context, Drop, Stage
@@ -79,6 +81,12 @@ class ScoreStage(Stage[VerifiedRecord]):
             if record.prompt_id not in queries:
                 yield Drop(record, "unknown_prompt")
                 continue
+            judged = [c for j in range(len(record.responses)) if (ri, j) in prompts for c in answers[prompts[ri, j]]]
+            reason = failure(judged)
+            if reason:  # not judged is not a score (a failed one: the pipeline redoes the shard next run)
+                ctx.count(reason, sum(1 for c in judged if c.error))
+                yield Drop(record, reason)
+                continue
             responses = []
             for j, response in enumerate(record.responses):
                 if (ri, j) in prompts:
@@ -88,10 +96,7 @@ class ScoreStage(Stage[VerifiedRecord]):
 
     @staticmethod
     def _judge(completions, ctx: Context) -> float | None:
-        failed = [c for c in completions if c.error]
-        if failed:
-            ctx.count("llm_error", len(failed))
-        score, unparsable = mean_score([str(c) for c in completions if not c.error])
+        score, unparsable = mean_score([str(c) for c in completions])
         ctx.count("responses_judged")
         if unparsable:
             ctx.count("judgement_unparsable", unparsable)

@@ -3,7 +3,9 @@
 Parsing is crossval's job, so generations made elsewhere (a batch API, another tool) can be
 dropped into verifiers.jsonl and `autoif run --only crossval` takes it from there. Instructions
 from the built-in library are not sent to the LLM: their own functions and cases are written out
-in the same JSON form, so crossval treats every instruction alike.
+in the same JSON form, so crossval treats every instruction alike. An instruction with a sample
+the backend gave up on is dropped as `llm_error` (the next run redoes its shard) or
+`llm_rejected` (refused for the request's own fault).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import json
 from collections.abc import Iterable
 from functools import lru_cache
 
-from ..llm import Request
+from ..llm import Request, failure
 from ..prompts import render
 from ..records import Instruction, VerifierSamples
-from .base import Context, Stage
+from .base import Context, Drop, Stage
 
 N_CASES = 6
 
@@ -32,7 +34,7 @@ class VerifiersStage(Stage[Instruction]):
     output_type = VerifierSamples
     uses_llm = True
 
-    def run(self, records: list[Instruction], ctx: Context) -> Iterable[VerifierSamples]:
+    def run(self, records: list[Instruction], ctx: Context) -> Iterable[VerifierSamples | Drop]:
         cfg = ctx.config.verifiers
         asked = [r for r in records if r.source != "builtin"]
         requests = [
@@ -52,10 +54,12 @@ class VerifiersStage(Stage[Instruction]):
                 raw = library_generation(r.functions or [], r.cases or [])
             else:
                 completions = answers[r.id]
-                failed = [c for c in completions if c.error]
-                if failed:
-                    ctx.count("llm_error", len(failed))
-                raw = [str(c) for c in completions if not c.error]
+                reason = failure(completions)
+                if reason:  # not all its samples (a failed one: the pipeline redoes the shard next run)
+                    ctx.count(reason, sum(1 for c in completions if c.error))
+                    yield Drop(r, reason)
+                    continue
+                raw = [str(c) for c in completions]
             yield VerifierSamples(instruction_id=r.id, instruction=r.text, raw=raw, source=r.source)
 
     @staticmethod

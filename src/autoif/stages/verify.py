@@ -5,7 +5,8 @@ functions in `compose.jsonl` (else `backtranslate.jsonl`, else `crossval.jsonl`)
 in the sandbox, one grid per prompt, all prompts of a shard in one call. A response's outcomes
 are each function's bool, or None when the function failed (error, timeout, a non-bool such as
 the string 'true'); its pass rate is the share of functions that returned True, so a failing
-function counts against the response.
+function counts against the response. A check whose sandbox worker died (`crash`) is no verdict:
+the prompt is dropped as `sandbox_crash` and the pipeline redoes its shard on the next run.
 
 A combination of instructions (stage compose) is verified per constraint: each constituent holds
 when its own functions' pass rate is above the threshold (`holds`, one bool per constituent, in the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from ..failures import CRASH, SANDBOX_CRASH
 from ..pairs import TRUNCATED
 from ..quality import drop_reasons, waived_rules
 from ..records import CrossvalRecord, QueryRecord, ResponsesRecord, VerifiedRecord, VerifiedResponse
@@ -91,7 +93,7 @@ class VerifyStage(Stage[ResponsesRecord]):
             else:
                 checkable.append((record, query, instruction))
         grids = (
-            ctx.sandbox.check_many(
+            ctx.check_many(
                 [
                     ([f.source for f in instruction.functions], [r.text for r in record.responses])
                     for record, _, instruction in checkable
@@ -103,6 +105,9 @@ class VerifyStage(Stage[ResponsesRecord]):
         quality = ctx.config.quality
         waived: dict[str, frozenset[str]] = {}
         for (record, query, instruction), grid in zip(checkable, grids):
+            if any(o.error == CRASH for row in grid for o in row):
+                yield Drop(record, SANDBOX_CRASH)  # no verdict: the pipeline redoes the shard next run
+                continue
             if instruction.instruction_id not in waived:
                 accepted = [case.input for case in instruction.cases if case.output]
                 waived[instruction.instruction_id] = waived_rules(accepted, instruction.instruction, quality)
