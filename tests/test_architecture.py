@@ -3,13 +3,14 @@
 Data flows one way (docs/architecture.md): the CLI runs the pipeline, the pipeline chains the
 stages, and `report/` and `evals/` read a run's directory and the stage registry, never the
 pipeline. These tests keep it so: no import cycle between modules, counting imports made inside
-functions as well as at module level (only `if TYPE_CHECKING:` blocks are left out, as they never
-run), and no import that reaches back up to the pipeline.
+functions as well as at module level, and those under `if TYPE_CHECKING:` (a cycle of types is one
+of the design too), and no import that reaches back up to the pipeline.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -26,13 +27,6 @@ def module_name(path: Path) -> str:
 MODULES: dict[str, Path] = {module_name(p): p for p in sorted((SRC / PACKAGE).rglob("*.py"))}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
     """The autoif modules an import-from names (`from . import x` may name a submodule `x`)."""
     if node.level:
@@ -47,25 +41,34 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
 
 def imports(module: str) -> list[tuple[str, bool]]:
     """(imported autoif module, made inside a function) for every import statement of `module`."""
+    return [(name, fn) for name, fn, _ in _scan(module)]
+
+
+def _scan(module: str) -> list[tuple[str, bool, bool]]:
+    """(imported autoif module, inside a function, names taken from a package's __init__) for every
+    import statement of `module`; `from . import name`, where `name` is no submodule, takes `name`
+    from the package's __init__."""
     path = MODULES[module]
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found: list[tuple[str, bool]] = []
+    found: list[tuple[str, bool, bool]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child, in_function)
-            return
         if isinstance(node, ast.Import):
-            found.extend((alias.name, in_function) for alias in node.names)
+            found.extend((alias.name, in_function, False) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            found.extend((name, in_function) for name in _resolve(module, path.name == "__init__.py", node))
+            for name in _resolve(module, path.name == "__init__.py", node):
+                from_init = (
+                    name in MODULES
+                    and MODULES[name].name == "__init__.py"
+                    and not all(f"{name}.{alias.name}" in MODULES for alias in node.names)
+                )
+                found.append((name, in_function, from_init))
         inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
             visit(child, inner)
 
     visit(tree, False)
-    return [(name, fn) for name, fn in found if name == PACKAGE or name.startswith(PACKAGE + ".")]
+    return [(name, fn, init) for name, fn, init in found if name == PACKAGE or name.startswith(PACKAGE + ".")]
 
 
 def _owner(name: str) -> str | None:
@@ -78,13 +81,14 @@ def _owner(name: str) -> str | None:
 def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in MODULES}
     for module in MODULES:
-        for name, _ in imports(module):
+        for name, _, from_init in _scan(module):
             target = _owner(name)
             # A package's __init__ importing its own submodules is how packages are built, and a
-            # submodule importing its parent package's name runs that __init__ first: neither is a
-            # cycle between two pieces of the design, so only edges between distinct modules count,
-            # and never from a module to a package that contains it.
-            if target and target != module and not module.startswith(target + "."):
+            # submodule importing a sibling runs its parent package's __init__ first: neither is a
+            # cycle between two pieces of the design. But a submodule that takes a name from its
+            # package's __init__ (`from . import benchmark`, at module level or in a function)
+            # depends on that __init__, which imports the submodules: that edge counts.
+            if target and target != module and (from_init or not module.startswith(target + ".")):
                 edges[module].add(target)
     return edges
 
@@ -126,6 +130,20 @@ def test_no_import_cycle():
     assert cycle is None, " -> ".join(cycle or [])
 
 
+def test_a_name_taken_from_the_own_package_init_inside_a_function_counts(tmp_path, monkeypatch):
+    """`from . import name` in a function of a package's submodule depends on the package's __init__
+    (evals/stats.py once took `benchmark` from evals/__init__.py, which imports stats)."""
+    package = tmp_path / PACKAGE / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from .part import work\n\ndef helper():\n    return 1\n")
+    (package / "part.py").write_text("def work():\n    from . import helper\n\n    return helper()\n")
+    here = sys.modules[__name__]
+    monkeypatch.setattr(here, "SRC", tmp_path)
+    monkeypatch.setattr(here, "MODULES", {module_name(p): p for p in sorted((tmp_path / PACKAGE).rglob("*.py"))})
+    assert ("autoif.pkg", True, True) in _scan("autoif.pkg.part")
+    assert find_cycle(graph()) == ["autoif.pkg", "autoif.pkg.part", "autoif.pkg"]
+
+
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -145,3 +163,15 @@ def test_report_and_evals_never_import_the_pipeline():
 def test_pipeline_imports_no_sibling_module_inside_a_function():
     inside = [name for name, in_function in imports("autoif.pipeline") if in_function]
     assert inside == []
+
+
+def test_report_imports_no_stage_code():
+    """The report reads the run directory through rundir.py's table, not the stage registry."""
+    offenders = [
+        (module, name)
+        for module in MODULES
+        if module.split(".")[1:2] == ["report"]
+        for name, _ in imports(module)
+        if (_owner(name) or "").startswith("autoif.stages")
+    ]
+    assert offenders == []

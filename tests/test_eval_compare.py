@@ -343,3 +343,36 @@ def test_files_that_are_not_utf8_are_one_line_with_file_and_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
         assert f"{path} line {lineno}: not UTF-8 text" in proc.stderr
+
+
+def test_duplicated_lines_count_once_and_conflicting_ones_are_one_line(tmp_path, caplog):
+    """A responses file concatenated with itself pairs all its prompts (with a warning); two
+    different records of one prompt are refused naming both."""
+    a = score(tmp_path, "a")
+    doubled = tmp_path / "doubled"
+    doubled.mkdir()
+    (doubled / "ifeval_results.json").write_text((a / "ifeval_results.json").read_text())
+    rows = (a / "ifeval_responses.jsonl").read_text()
+    (doubled / "ifeval_responses.jsonl").write_text(rows + rows)
+    report = compare_runs(a, doubled, resamples=50)
+    assert report["pairing"]["paired"] == len(RECORDS) and report["pairing"]["only_b"] == 0
+    assert f"{len(RECORDS)} record(s) repeat an earlier one exactly" in caplog.text
+    first = json.loads(rows.splitlines()[0])
+    (doubled / "ifeval_responses.jsonl").write_text(rows + json.dumps({**first, "response": "another"}) + "\n")
+    proc = cli("eval", "compare", str(a), str(doubled))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"records 1 and {len(RECORDS) + 1} have the same id" in proc.stderr
+
+
+def test_an_unwritable_json_path_fails_before_the_table(tmp_path):
+    a = score(tmp_path, "a")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target, fragment in [
+        (blocker / "c.json", f"--json {blocker / 'c.json'} cannot be written: {blocker} is not a writable directory"),
+        (tmp_path, f"--json {tmp_path} is a directory"),
+        ("", "--json is empty"),
+    ]:
+        proc = cli("eval", "compare", str(a), str(a), "--json", str(target), "--resamples", "10")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert fragment in proc.stderr and proc.stdout == ""

@@ -32,6 +32,7 @@ class EvensStage(Stage):
     output = "evens.jsonl"
     input = "numbers"
     output_type = Instruction
+    reads = ("seed",)  # its resume key: changing the seed reruns it
     die_after: int | None = None
 
     def run(self, records, ctx):
@@ -91,7 +92,9 @@ def test_finished_stage_is_skipped_until_settings_change(tmp_path, stages):
     make(tmp_path).run(force=True)
     assert CALLS == [3, 3, 3, 1]
     CALLS.clear()
-    make(tmp_path, "seed=7").run()  # the seed is part of every stage's settings
+    make(tmp_path, "verify.min_pass_rate=0.9").run()  # a setting no stage here reads
+    assert CALLS == []
+    make(tmp_path, "seed=7").run()  # a setting evens reads
     assert CALLS == [3, 3, 3, 1]
 
 

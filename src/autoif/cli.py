@@ -81,12 +81,21 @@ def cli(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def _given(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option naming a path or model given as "" is a mistake, never a request for the default."""
+    if value is not None and not value.strip():
+        name = param.opts[-1] if isinstance(param, click.Option) else (param.name or "").upper()
+        raise AutoifError(f"{name} is empty: give a value (an empty one is never taken for the default)")
+    return value
+
+
 config_option = click.option(
     "-c",
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
+    callback=_given,
     help="YAML config file (see `autoif config`).",
 )
 set_option = click.option(
@@ -110,7 +119,7 @@ def config_cmd(config_path: str | None, overrides: tuple[str, ...]) -> None:
 
 @cli.command("run")
 @config_option
-@click.option("-o", "--out", default=None, help="Output directory (overrides paths.out).")
+@click.option("-o", "--out", default=None, callback=_given, help="Output directory (overrides paths.out).")
 @set_option
 @click.option("--only", default=None, metavar="STAGE", help="Run this one stage (its input must exist).")
 @click.option("--until", default=None, metavar="STAGE", help="Stop after this stage.")
@@ -118,6 +127,7 @@ def config_cmd(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option(
     "--push-to-hub",
     default=None,
+    callback=_given,
     metavar="REPO",
     help="Also push the SFT/DPO datasets to this Hugging Face hub repo (needs HF_TOKEN).",
 )
@@ -153,9 +163,15 @@ def run_cmd(
 @click.argument("method", type=click.Choice(["sft", "dpo", "online-dpo", "grpo"]))
 @config_option
 @set_option
-@click.option("--model", default=None, help="Model to train: 'embedded', a hub id or a path (overrides model).")
-@click.option("--data", default=None, help="A run's output directory or a jsonl file (overrides data).")
-@click.option("--output", default=None, help="Where checkpoints and the final model go (overrides output_dir).")
+@click.option(
+    "--model", default=None, callback=_given, help="Model to train: 'embedded', a hub id or a path (overrides model)."
+)
+@click.option(
+    "--data", default=None, callback=_given, help="A run's output directory or a jsonl file (overrides data)."
+)
+@click.option(
+    "--output", default=None, callback=_given, help="Where checkpoints and the final model go (overrides output_dir)."
+)
 @click.option("--print-config", is_flag=True, help="Print this trainer's settings as commented YAML and stop.")
 def train_cmd(
     method: str,
@@ -189,14 +205,22 @@ def _benchmark_command(name: str) -> None:
     @eval_group.command(name, help=f"Evaluate a model (or a file of responses) on {name}; writes results JSON.")
     @config_option
     @set_option
-    @click.option("--model", default=None, help="Model to evaluate (sets llm.model): 'embedded', a hub id, a path.")
+    @click.option(
+        "--model",
+        default=None,
+        callback=_given,
+        help="Model to evaluate (sets llm.model): 'embedded', a hub id, a path.",
+    )
     @click.option(
         "--responses",
         default=None,
         type=click.Path(dir_okay=False),
+        callback=_given,
         help="Score this jsonl of responses ({id|prompt, response}) instead of generating.",
     )
-    @click.option("--data", default=None, help="Benchmark data: a local file, a hub id (default: packaged copy).")
+    @click.option(
+        "--data", default=None, callback=_given, help="Benchmark data: a local file, a hub id (default: packaged copy)."
+    )
     @click.option("--limit", default=None, type=click.IntRange(min=1), help="A seeded subset of this many prompts.")
     @click.option("--max-tokens", default=None, type=click.IntRange(min=1), help="Longest generated response.")
     @click.option(
@@ -214,7 +238,9 @@ def _benchmark_command(name: str) -> None:
         metavar="self",
         help="followbench: '--judge self' lets the evaluated model judge its own answers.",
     )
-    @click.option("--out", default="autoif-eval", show_default=True, help="Where results and responses go.")
+    @click.option(
+        "--out", default="autoif-eval", show_default=True, callback=_given, help="Where results and responses go."
+    )
     def command(
         config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, judge_name, out
     ) -> None:
@@ -241,7 +267,7 @@ for _name in ("ifeval", "ifbench", "followbench", "dev"):
 
 
 @eval_group.command("contamination")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=click.Path(file_okay=False), callback=_given)
 def contamination_cmd(run_dir: str) -> None:
     """13-gram overlap between a run's training prompts and the benchmarks' prompts."""
     from .evals import contamination
@@ -264,7 +290,7 @@ def contamination_cmd(run_dir: str) -> None:
     "--json",
     "json_out",
     default=None,
-    type=click.Path(dir_okay=False),
+    callback=_given,  # checked before the work (`check_writable`), in one line
     help="Also write every number (each metric, instruction and family) to this JSON file.",
 )
 @click.option("--resamples", default=10_000, show_default=True, type=click.IntRange(min=1), help="Bootstrap resamples.")
@@ -279,8 +305,10 @@ def compare_cmd(a: str, b: str, json_out: str | None, resamples: int, seed: int)
 
     from .evals.results import compare_table
     from .evals.stats import compare_runs
-    from .jsonl import atomic_write_text
+    from .jsonl import atomic_write_text, check_writable
 
+    if json_out is not None:  # before the work: a path that cannot be written fails at once
+        check_writable(json_out, "--json")
     report = compare_runs(a, b, resamples=resamples, seed=seed)
     Console().print(compare_table(report))
     if json_out:
@@ -289,8 +317,8 @@ def compare_cmd(a: str, b: str, json_out: str | None, resamples: int, seed: int)
 
 
 @cli.command("recipe")
-@click.argument("recipe_file", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", default=None, help="Output directory (default: runs/<recipe name>).")
+@click.argument("recipe_file", type=click.Path(dir_okay=False), callback=_given)
+@click.option("-o", "--out", default=None, callback=_given, help="Output directory (default: runs/<recipe name>).")
 @set_option
 @click.option("--dry-run", is_flag=True, help="Print the steps, which are done and what would run; run nothing.")
 def recipe_cmd(recipe_file: str, out: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
@@ -315,7 +343,7 @@ def recipe_cmd(recipe_file: str, out: str | None, overrides: tuple[str, ...], dr
 
 
 @cli.command("report")
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False), callback=_given)
 def report_cmd(out: str) -> None:
     """Write OUT/report.html: funnel, distributions, samples and eval results of a run."""
     from .report import write_report

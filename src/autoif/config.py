@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_reads import OPERATIONAL
 from .errors import ConfigError
 from .pairs import PairBounds
 from .quality import QualityConfig
@@ -51,21 +52,40 @@ class LLMConfig(Section):
     base_url: str | None = Field(
         None, description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1 (None: the OpenAI API)"
     )
+    # The OPERATIONAL fields (config_reads.py) say how requests are sent, never what is asked of which
+    # model: the key's variable, concurrency, retries, timeouts, the cache. Every other field may change
+    # the answers (dtype, device and batching change the numerics of local decoding; base_url, model and
+    # extra_body the model or its sampling), so they are all in the resume key of a stage that uses the LLM.
     api_key_env: str = Field(
         "OPENAI_API_KEY",
         description="openai: name of the environment variable holding the API key "
         "(the key itself is never written to disk or logs)",
+        json_schema_extra=OPERATIONAL,
     )
-    max_concurrency: int = Field(32, ge=1, le=4096, description="openai: requests in flight at once")
-    max_retries: int = Field(8, ge=0, le=100, description="openai: retries on 429/5xx/timeouts/connection errors")
+    max_concurrency: int = Field(
+        32, ge=1, le=4096, description="openai: requests in flight at once", json_schema_extra=OPERATIONAL
+    )
+    max_retries: int = Field(
+        8,
+        ge=0,
+        le=100,
+        description="openai: retries on 429/5xx/timeouts/connection errors",
+        json_schema_extra=OPERATIONAL,
+    )
     stall_s: float = Field(
         60.0,
         gt=0,
         description="openai: a request that receives no byte for this many seconds is logged and retried "
         "(the endpoint answers whole completions at once: keep it above the longest generation's time)",
+        json_schema_extra=OPERATIONAL,
     )
-    backoff_base_s: float = Field(0.5, gt=0, description="openai: first retry delay; doubles each retry, with jitter")
-    backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay")
+    backoff_base_s: float = Field(
+        0.5,
+        gt=0,
+        description="openai: first retry delay; doubles each retry, with jitter",
+        json_schema_extra=OPERATIONAL,
+    )
+    backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay", json_schema_extra=OPERATIONAL)
     fan_out: Literal["auto", "always", "never"] = Field(
         "auto",
         description="openai: how to get n samples. auto: pass n and request the missing ones one by "
@@ -80,6 +100,7 @@ class LLMConfig(Section):
         le=1,
         description="share of a stage's requests that may fail (after their retries) without stopping the "
         "run; failed ones are never cached and a rerun retries them",
+        json_schema_extra=OPERATIONAL,
     )
     # 64: on a 2-core AVX2 CPU, SmolLM2-135M decodes ~1.5x as many tokens/s at 64 as at 32 (bench/llm_local.py).
     batch_size: int = Field(64, ge=1, le=1024, description="local: sequences generated together in one batch")
@@ -93,9 +114,13 @@ class LLMConfig(Section):
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory to use")
     max_model_len: int | None = Field(None, ge=1, description="vllm: context length (None: the model's)")
-    cache: bool = Field(True, description="keep every finished sample in a SQLite cache so reruns resume")
+    cache: bool = Field(
+        True, description="keep every finished sample in a SQLite cache so reruns resume", json_schema_extra=OPERATIONAL
+    )
     cache_path: str = Field(
-        "llm_cache.sqlite", description="the response cache file; relative paths are under paths.out"
+        "llm_cache.sqlite",
+        description="the response cache file; relative paths are under paths.out",
+        json_schema_extra=OPERATIONAL,
     )
 
     def is_embedded(self) -> bool:
@@ -154,7 +179,10 @@ class ExecutorConfig(Section):
 class SandboxConfig(Section):
     """Limits of the sandbox that runs generated verification functions."""
 
-    workers: int | None = Field(None, ge=1, description="worker processes (None: one per CPU core)")
+    # Operational: an outcome depends on function, response and limits only, never on the worker (docs/sandbox.md).
+    workers: int | None = Field(
+        None, ge=1, description="worker processes (None: one per CPU core)", json_schema_extra=OPERATIONAL
+    )
     timeout_s: float = Field(2.0, gt=0, le=600, description="wall-clock limit of one function call")
     memory_mb: int = Field(
         1024, ge=64, description="address-space limit of one worker (about 400 is the least with nltk and langdetect)"
@@ -170,6 +198,7 @@ class SandboxConfig(Section):
         le=1,
         description="share of a stage's checks whose worker may crash without stopping the run (a crash is "
         "no verdict: its record is dropped and a rerun checks it again)",
+        json_schema_extra=OPERATIONAL,
     )
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AutoifError, require
-from .jsonl import read_jsonl
 from .records import DPORecord, Message, SFTRecord
+from .rundir import DPO, SFT
 
 LLAMAFACTORY_DIR = "llamafactory"
 HF_DATASET_DIR = "hf_dataset"
@@ -39,8 +39,8 @@ def write_copies(out_dir: Path, llamafactory: bool, hf_dataset: bool, push_to_hu
     (a hub push implies the `datasets` copy, which it is made from)."""
     if not (llamafactory or hf_dataset or push_to_hub):
         return
-    sft = read_jsonl(Path(out_dir) / "sft.jsonl", SFTRecord)
-    dpo = read_jsonl(Path(out_dir) / "dpo.jsonl", DPORecord)
+    sft = SFT.read(out_dir)
+    dpo = DPO.read(out_dir)
     if llamafactory:
         write_llamafactory(out_dir, sft, dpo)
     if hf_dataset or push_to_hub:

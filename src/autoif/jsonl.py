@@ -77,18 +77,51 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a temporary file beside it, then renamed over it.
+    A write that fails (a full disk, a read-only directory) is an AutoifError naming the path; the
+    file is then as it was before."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _unwritten(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritten(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _unwritten(path: Path, exc: OSError) -> AutoifError:
+    before = "kept as it was" if path.is_file() else "not created"
+    return AutoifError(
+        f"cannot write {path}: {exc.strerror or exc}; nothing was lost ({path.name} {before}; "
+        "free space or fix the permissions, then rerun to resume)"
+    )
+
+
+def check_writable(path: str | os.PathLike, what: str) -> Path:
+    """`path` if `atomic_write_text` can write it: not a directory, and the nearest existing
+    directory above it writable; else an AutoifError saying so (checked before any work is done)."""
+    if not str(path).strip():
+        raise AutoifError(f"{what} is empty: give a file")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise AutoifError(f"{what} {path} is a directory: give a file")
+    above = path.parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        raise AutoifError(f"{what} {path} cannot be written: {above} is not a writable directory")
+    return path
 
 
 def dumps_records(records: Iterable[BaseModel | dict]) -> str:

@@ -40,13 +40,13 @@ from .failures import LLM_ERROR, SANDBOX_CRASH, Failed, WorkFailed, total
 from .jsonl import atomic_write_text, read_jsonl
 from .records import Record
 from .registry import unknown_name
+from .rundir import CONFIG, FUNNEL, WORK
 from .runlock import output_dir
 from .stages import default_stages
 from .stages.base import Context, Stage
 
 log = logging.getLogger("autoif.pipeline")
 
-_WORK = ".work"
 # A shard's marker: `done`, or `partial` when some of its work failed and is to be redone.
 _SHARD_STATES = ("done", "partial")
 
@@ -110,7 +110,7 @@ class Pipeline:
         """Run the selected stages; returns the funnel (also written to `OUT/funnel.json`)."""
         names = self.selected(only, until)
         output_dir(self.out)
-        atomic_write_text(self.out / "config.yaml", dump_default_yaml(self.config))
+        atomic_write_text(self.out / CONFIG, dump_default_yaml(self.config))
         funnel = self.funnel = self._load_funnel()
         self.llm_stats = {}
         ctx = Context(self.config)
@@ -124,7 +124,7 @@ class Pipeline:
                         "model": self.config.llm.model,
                         **self.llm_stats,
                     }
-                atomic_write_text(self.out / "funnel.json", json.dumps(funnel, indent=2) + "\n")
+                atomic_write_text(self.out / FUNNEL, json.dumps(funnel, indent=2) + "\n")
                 self._stop_on_failures(report)
         finally:
             ctx.close()
@@ -139,7 +139,7 @@ class Pipeline:
         inputs_key = _digest(
             stage.name, getattr(stage, "version", 1), settings, *(self._file_digest(n) for n in sources)
         )
-        workdir = self.out / _WORK / stage.name
+        workdir = self.out / WORK / stage.name
         marker = workdir / "DONE"
         files = stage.files()
         if not force and marker.is_file() and all((self.out / f).is_file() for f in files.values()):
@@ -253,7 +253,7 @@ class Pipeline:
                 path.unlink(missing_ok=True)
 
     def _load_funnel(self) -> dict:
-        path = self.out / "funnel.json"
+        path = self.out / FUNNEL
         if path.is_file():
             try:
                 funnel = json.loads(path.read_text())

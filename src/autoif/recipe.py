@@ -40,9 +40,22 @@ from .config import Config, LLMConfig, Section, config_from_tree, format_overrid
 from .errors import AutoifError, ConfigError
 from .evals import BENCHMARKS
 from .evals.base import EvalConfig
-from .jsonl import atomic_write_text, read_jsonl
-from .recipe_results import BASE, publish, read_json, write_results
+from .jsonl import atomic_write_text, read_jsonl, write_jsonl
+from .recipe_results import BASE, read_json, render_markdown, training_summary
 from .registry import unknown_name
+from .rundir import (
+    COMPARE,
+    CONTAMINATION,
+    FUNNEL,
+    RECIPE_DATA,
+    RECIPE_EVAL,
+    RECIPE_TRAIN,
+    RECIPE_YAML,
+    RESULTS_JSON,
+    RESULTS_MD,
+    STEPS,
+    TRAINING_FILES,
+)
 from .train import TRAINERS, trainer
 
 log = logging.getLogger("autoif.recipe")
@@ -232,7 +245,7 @@ class Step:
     render: Callable[[], str]  # the equivalent command line, with the paths known when it is asked
     outputs: tuple[Path, ...]  # must exist for the step to count as done
     owned: tuple[Path, ...] = ()  # removed before a (re)run with other settings
-    markers: Path = Path(".steps")
+    markers: Path = Path(STEPS)
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -299,7 +312,7 @@ class Plan:
         self.base = self.recipe_path.parent
         self.out = Path(out).expanduser().resolve()
         self.command = command or _cmd("autoif", "recipe", recipe_path, "-o", out)
-        self.markers = self.out / ".steps"
+        self.markers = self.out / STEPS
         self.steps: list[Step] = []
         self.models: dict[str, Step | None] = {BASE: None}  # model name -> the train step that made it
         self.last_train: Step | None = None
@@ -331,9 +344,7 @@ class Plan:
         spec = self.recipe.data
         if spec.run_dir is not None:
             run_dir = _under(self.base, spec.run_dir)
-            files = {
-                p.name: _file_digest(p) for p in sorted(run_dir.glob("*.jsonl")) if p.name in ("sft.jsonl", "dpo.jsonl")
-            }
+            files = {f.name: _file_digest(f.path(run_dir)) for f in TRAINING_FILES if f.exists(run_dir)}
             if not files:
                 raise AutoifError(f"data.run_dir: no sft.jsonl or dpo.jsonl in {run_dir}")
             self.data_dir = run_dir
@@ -345,7 +356,7 @@ class Plan:
                 [run_dir / name for name in files],
             )
             return
-        self.data_dir = self.out / "data"
+        self.data_dir = self.out / RECIPE_DATA
         config_file = _under(self.base, spec.config) if isinstance(spec.config, str) else None
         overrides = format_overrides(spec.config) if isinstance(spec.config, dict) else []
         overrides += format_overrides(spec.set)
@@ -367,13 +378,13 @@ class Plan:
             {"config": settings},
             run,
             lambda: _cmd(*parts, "-o", self.data_dir, *_sets(overrides)),
-            [self.data_dir / "sft.jsonl", self.data_dir / "dpo.jsonl", self.data_dir / "funnel.json"],
+            [*(f.path(self.data_dir) for f in TRAINING_FILES), self.data_dir / FUNNEL],
         )
 
     # --------------------------------------------------------------------------------------- train
     def _train(self, spec: TrainStep) -> None:
         settings_class, train = trainer(spec.trainer)
-        out_dir = self.out / "train" / spec.name
+        out_dir = self.out / RECIPE_TRAIN / spec.name
         previous = self.last_train
         where = [f"data={self.data_dir}", f"output_dir={out_dir}"]
         overrides = format_overrides(spec.set)
@@ -451,7 +462,7 @@ class Plan:
 
     # ---------------------------------------------------------------------------------------- eval
     def eval_dir(self, model: str) -> Path:
-        return self.out / "eval" / model
+        return self.out / RECIPE_EVAL / model
 
     def _eval(self, model: str, bench: str) -> None:
         spec = self.recipe.eval
@@ -518,7 +529,7 @@ class Plan:
     # ------------------------------------------------------------------------------ contamination
     def _contamination(self) -> None:
         spec = self.recipe.contamination
-        path = self.out / "contamination.json"
+        path = self.out / CONTAMINATION
 
         def run() -> dict:
             from .evals import contamination
@@ -541,7 +552,7 @@ class Plan:
         return [(m, b) for m in self.recipe.evaluated_models() if m != BASE for b in self.recipe.eval.names()]
 
     def _compare(self) -> None:
-        path = self.out / "compare.json"
+        path = self.out / COMPARE
         spec = self.recipe.compare
 
         def run() -> dict:
@@ -570,7 +581,7 @@ class Plan:
 
     # ---------------------------------------------------------------------------- results, publish
     def _results(self) -> None:
-        files = [self.out / "results.md", self.out / "results.json"]
+        files = [self.out / RESULTS_MD, self.out / RESULTS_JSON]
         key = {"after": [s.digest for s in self.steps], "recipe": self.recipe.model_dump(mode="json")}
         self._add(
             "results", key, lambda: write_results(self), lambda: "# OUT/results.md, OUT/results.json", files, files
@@ -580,7 +591,83 @@ class Plan:
         assert self.recipe.publish is not None
         target = _under(self.base, self.recipe.publish)
         key = {"results": self.step("results").digest, "to": str(target)}
-        self._add("publish", key, lambda: publish(self, target), lambda: f"# copy to {target}", [target / "results.md"])
+        self._add("publish", key, lambda: publish(self, target), lambda: f"# copy to {target}", [target / RESULTS_MD])
+
+
+# ------------------------------------------------------------------------------ results, publish
+def collect_results(plan: Plan) -> dict:
+    recipe = plan.recipe
+    steps = {s.name: s.marker() or {} for s in plan.steps if s.name not in ("results", "publish")}
+    evals: dict = {}
+    for model in recipe.evaluated_models():
+        for bench in recipe.eval.names():
+            doc = read_json(plan.results_file(model, bench)) or {}
+            evals.setdefault(model, {})[bench] = {
+                k: doc.get(k) for k in ("metrics", "metric_labels", "counts", "limit", "data")
+            }
+    training = {
+        s.name: {
+            "trainer": s.trainer,
+            "model": plan.model_path(s.name),
+            **training_summary(s.trainer, plan.out / RECIPE_TRAIN / s.name),
+        }
+        for s in recipe.train
+    }
+    return {
+        "name": recipe.name,
+        "description": recipe.description,
+        "recipe": str(plan.recipe_path),
+        "out": str(plan.out),
+        "base_model": recipe.base_model,
+        "eval_settings": recipe.eval.settings.model_dump(mode="json"),
+        "evals": evals,
+        "compare": read_json(plan.out / COMPARE),
+        "contamination": read_json(plan.out / CONTAMINATION),
+        "funnel": read_json(plan.data_dir / FUNNEL),
+        "training": training,
+        "commands": [plan.command] + [s.command for s in plan.steps if not s.command.startswith("#")],
+        "steps": {name: {"wall_s": m.get("wall_s"), "command": m.get("command")} for name, m in steps.items()},
+    }
+
+
+def write_results(plan: Plan) -> dict:
+    results = collect_results(plan)
+    atomic_write_text(plan.out / RESULTS_JSON, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(plan.out / RESULTS_MD, render_markdown(results))
+    if plan.data_dir == plan.out / RECIPE_DATA:  # its report links ../results.md now that it exists
+        from .runner import write_report_or_warn
+
+        write_report_or_warn(plan.data_dir)
+    return {}
+
+
+def publish(plan: Plan, target: Path) -> dict:
+    """Copy what lets anyone check the result into `target`: each benchmark's responses of the base and
+    of the final model ({"prompt", "response"} a line, the prompt as in the benchmark file), the
+    comparisons, the funnel, the training logs, results.md/json and the commands."""
+    target.mkdir(parents=True, exist_ok=True)
+    final = plan.recipe.train[-1].name
+    for bench in plan.recipe.eval.names():
+        for model, label in ((BASE, "base"), (final, "trained")):
+            rows = read_jsonl(plan.eval_dir(model) / f"{bench}_responses.jsonl")
+            write_jsonl(
+                target / f"{bench}_{label}_responses.jsonl",
+                [{"prompt": r["prompt"], "response": r["response"]} for r in rows],
+            )
+    for name, source in (
+        (COMPARE, plan.out / COMPARE),
+        (FUNNEL, plan.data_dir / FUNNEL),
+        (CONTAMINATION, plan.out / CONTAMINATION),
+        (RESULTS_MD, plan.out / RESULTS_MD),
+        (RESULTS_JSON, plan.out / RESULTS_JSON),
+    ):
+        if source.is_file():
+            shutil.copyfile(source, target / name)
+    results = read_json(plan.out / RESULTS_JSON)
+    for name, summary in results["training"].items():
+        atomic_write_text(target / f"training_{name}_log.json", json.dumps(summary["log_history"], indent=2) + "\n")
+    atomic_write_text(target / "commands.sh", "\n".join(results["commands"]) + "\n")
+    return {"to": str(target)}
 
 
 def launched_model(trainer: str, out_dir: Path) -> Path:
@@ -620,7 +707,7 @@ def run_plan(plan: Plan) -> None:
 
     plan.markers.mkdir(parents=True, exist_ok=True)
     with RunLock(plan.out):
-        atomic_write_text(plan.out / "recipe.yaml", _recipe_yaml(plan.recipe))
+        atomic_write_text(plan.out / RECIPE_YAML, _recipe_yaml(plan.recipe))
         for i, step in enumerate(plan.steps, 1):
             _run_step(step, i, len(plan.steps))
 

@@ -1,23 +1,19 @@
-"""A recipe's results page and what it publishes (see `recipe.py`).
+"""A recipe's results page (see `recipe.py`, whose `results` step gathers them).
 
 `OUT/results.json` gathers every evaluated model's metrics, the comparisons with the base, the
-contamination check, the data funnel, each trainer's summary (steps, final loss, runtime, from its
-own log history), the commands and each step's wall time; `OUT/results.md` renders it. `publish`
-copies what lets anyone check the result into a directory of the repository.
+contamination check, the data funnel, each trainer's summary (`training_summary`: steps, final
+loss, runtime, from its own log history), the commands and each step's wall time;
+`render_markdown` turns it into `OUT/results.md`. It knows nothing of a recipe's plan.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .evals.results import mcnemar_text, percent, points
-from .jsonl import atomic_write_text, read_jsonl, write_jsonl
-
-if TYPE_CHECKING:
-    from .recipe import Plan
+from .jsonl import read_jsonl
 
 BASE = "base"  # the name of the untrained model in `eval.models` and under OUT/eval/
 
@@ -54,52 +50,6 @@ def training_summary(trainer: str, out_dir: Path) -> dict:
         "runtime_s": end.get("train_runtime"),
         "log_history": history,
     }
-
-
-def collect_results(plan: Plan) -> dict:
-    recipe = plan.recipe
-    steps = {s.name: s.marker() or {} for s in plan.steps if s.name not in ("results", "publish")}
-    evals: dict = {}
-    for model in recipe.evaluated_models():
-        for bench in recipe.eval.names():
-            doc = read_json(plan.results_file(model, bench)) or {}
-            evals.setdefault(model, {})[bench] = {
-                k: doc.get(k) for k in ("metrics", "metric_labels", "counts", "limit", "data")
-            }
-    training = {
-        s.name: {
-            "trainer": s.trainer,
-            "model": plan.model_path(s.name),
-            **training_summary(s.trainer, plan.out / "train" / s.name),
-        }
-        for s in recipe.train
-    }
-    return {
-        "name": recipe.name,
-        "description": recipe.description,
-        "recipe": str(plan.recipe_path),
-        "out": str(plan.out),
-        "base_model": recipe.base_model,
-        "eval_settings": recipe.eval.settings.model_dump(mode="json"),
-        "evals": evals,
-        "compare": read_json(plan.out / "compare.json"),
-        "contamination": read_json(plan.out / "contamination.json"),
-        "funnel": read_json(plan.data_dir / "funnel.json"),
-        "training": training,
-        "commands": [plan.command] + [s.command for s in plan.steps if not s.command.startswith("#")],
-        "steps": {name: {"wall_s": m.get("wall_s"), "command": m.get("command")} for name, m in steps.items()},
-    }
-
-
-def write_results(plan: Plan) -> dict:
-    results = collect_results(plan)
-    atomic_write_text(plan.out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(plan.out / "results.md", render_markdown(results))
-    if plan.data_dir == plan.out / "data":  # its report links ../results.md now that it exists
-        from .runner import write_report_or_warn
-
-        write_report_or_warn(plan.data_dir)
-    return {}
 
 
 def _pct(value: Any) -> str:
@@ -233,32 +183,3 @@ def _render_funnel(funnel: dict) -> list[str]:
             reasons = ", ".join(f"{k} {v}" for k, v in dropped.items()) if isinstance(dropped, dict) else _num(dropped)
             rows.append([name, _num(s.get("in")), _num(s.get("out")), reasons])
     return _table(["stage", "in", "out", "dropped"], rows) + [""] if rows else []
-
-
-def publish(plan: Plan, target: Path) -> dict:
-    """Copy what lets anyone check the result into `target`: each benchmark's responses of the base and
-    of the final model ({"prompt", "response"} a line, the prompt as in the benchmark file), the
-    comparisons, the funnel, the training logs, results.md/json and the commands."""
-    target.mkdir(parents=True, exist_ok=True)
-    final = plan.recipe.train[-1].name
-    for bench in plan.recipe.eval.names():
-        for model, label in ((BASE, "base"), (final, "trained")):
-            rows = read_jsonl(plan.eval_dir(model) / f"{bench}_responses.jsonl")
-            write_jsonl(
-                target / f"{bench}_{label}_responses.jsonl",
-                [{"prompt": r["prompt"], "response": r["response"]} for r in rows],
-            )
-    for name, source in (
-        ("compare.json", plan.out / "compare.json"),
-        ("funnel.json", plan.data_dir / "funnel.json"),
-        ("contamination.json", plan.out / "contamination.json"),
-        ("results.md", plan.out / "results.md"),
-        ("results.json", plan.out / "results.json"),
-    ):
-        if source.is_file():
-            shutil.copyfile(source, target / name)
-    results = read_json(plan.out / "results.json")
-    for name, summary in results["training"].items():
-        atomic_write_text(target / f"training_{name}_log.json", json.dumps(summary["log_history"], indent=2) + "\n")
-    atomic_write_text(target / "commands.sh", "\n".join(results["commands"]) + "\n")
-    return {"to": str(target)}

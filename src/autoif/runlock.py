@@ -19,14 +19,17 @@ from .errors import AutoifError
 LOCK_FILE = ".lock"
 
 
-def output_dir(path: Path) -> Path:
-    """`path` as a run's output directory, created if missing; a usage error when it cannot be one."""
+def output_dir(path: Path, option: str = "-o") -> Path:
+    """`path` as an output directory, created if missing; a usage error when it cannot be one
+    (`option`: the command-line option that named it)."""
     if path.exists() and not path.is_dir():
-        raise AutoifError(f"output directory {path} is a file; choose a directory with -o")
+        raise AutoifError(f"output directory {path} is a file; choose a directory with {option}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AutoifError(f"cannot create output directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise AutoifError(f"output directory {path} is not writable; choose another with {option}")
     return path
 
 

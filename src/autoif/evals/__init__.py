@@ -19,28 +19,14 @@ import logging
 from pathlib import Path
 
 from ..errors import AutoifError
-from ..registry import Registry
-from .base import Benchmark, EvalConfig, EvalContext
+from ..runlock import output_dir
+from .base import EvalConfig, EvalContext
+from .benchmarks import BENCHMARKS, benchmark
 from .contamination import contamination, warn_on_contamination
 from .data import load_records, read_responses, subset
 from .results import compare_table, results_dict, results_table, write_results
 
 log = logging.getLogger("autoif.evals")
-
-BENCHMARKS = Registry(
-    "benchmark",
-    {
-        "ifeval": "autoif.evals.ifeval:BENCHMARK",
-        "ifbench": "autoif.evals.ifbench:BENCHMARK",
-        "followbench": "autoif.evals.followbench:BENCHMARK",
-        "dev": "autoif.evals.dev:BENCHMARK",
-    },
-)
-
-
-def benchmark(name: str) -> Benchmark:
-    """The benchmark registered as `name`; an unknown name is an AutoifError with a suggestion."""
-    return BENCHMARKS.load(name)
 
 
 def run_benchmark(
@@ -62,7 +48,7 @@ def run_benchmark(
     bench = benchmark(name)
     settings = settings or EvalConfig()
     bench.check_settings(settings)
-    out_dir = Path(out_dir).expanduser()
+    out_dir = output_dir(Path(out_dir).expanduser(), "--out")  # before the work: a bad --out fails at once
     records, source = load_records(bench, data)
     items = subset(bench.items(records, source), limit, config.seed)
     if not items:

@@ -20,6 +20,8 @@ from pathlib import Path
 from ..benchmark_prompts import NGRAM, BenchmarkPrompt, NgramIndex
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text, read_jsonl
+from ..rundir import CONTAMINATION, DPO, SFT, TRAINING_FILES
+from .benchmarks import BENCHMARKS, benchmark
 
 log = logging.getLogger("autoif.evals")
 
@@ -30,7 +32,7 @@ def training_prompts(run_dir: Path) -> tuple[list[str], dict[str, int]]:
     """Unique training prompts of a run (first-seen order) and how many records each file holds."""
     prompts: dict[str, None] = {}
     counts: dict[str, int] = {}
-    for name, turns in (("sft.jsonl", lambda r: r.get("messages")), ("dpo.jsonl", lambda r: r.get("prompt"))):
+    for name, turns in ((SFT.name, lambda r: r.get("messages")), (DPO.name, lambda r: r.get("prompt"))):
         path = run_dir / name
         if not path.is_file():
             continue
@@ -52,7 +54,6 @@ def training_prompts(run_dir: Path) -> tuple[list[str], dict[str, int]]:
 
 def load_benchmark(name: str, data: str | None) -> tuple[list[BenchmarkPrompt], str]:
     """Every prompt of a registered benchmark, from offline data only, and where they came from."""
-    from . import benchmark
     from .data import load_records
 
     bench = benchmark(name)
@@ -98,8 +99,6 @@ def contamination(
     benchmarks: names to check (None: every registered one; those without offline data are listed
     under "skipped"). data_files: benchmark name -> a local file to use instead of the packaged copy.
     """
-    from . import BENCHMARKS
-
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise AutoifError(f"no such run directory: {run_dir}")
@@ -122,14 +121,14 @@ def contamination(
             report["skipped"][name] = str(exc)
             continue
         report["benchmarks"][name] = {"data": source, **overlap(train, prompts, n)}
-    atomic_write_text(run_dir / "contamination.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(run_dir / CONTAMINATION, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 
 
 def warn_on_contamination(run_dir: str | Path) -> dict | None:
     """What `autoif run` calls at its end: check every benchmark available offline and log a warning
     per benchmark that the training prompts overlap. Never fails the run: a problem is logged."""
-    if not any((Path(run_dir) / name).is_file() for name in ("sft.jsonl", "dpo.jsonl")):
+    if not any(f.exists(run_dir) for f in TRAINING_FILES):
         log.debug("contamination: no training data in %s yet", run_dir)
         return None
     try:
@@ -148,7 +147,7 @@ def warn_on_contamination(run_dir: str | Path) -> dict | None:
                 result["overlapping_benchmark_prompts"],
                 name,
                 top["example"],
-                Path(run_dir) / "contamination.json",
+                Path(run_dir) / CONTAMINATION,
             )
     for name, reason in report["skipped"].items():
         log.debug("contamination: %s not checked: %s", name, reason)

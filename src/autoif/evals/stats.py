@@ -11,6 +11,8 @@ A and B. The answer is a JSON-serialisable dict; `results.compare_table` renders
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,10 @@ import numpy as np
 from ..errors import AutoifError, require
 from ..jsonl import read_jsonl
 from .base import Benchmark, PromptScores
+from .benchmarks import benchmark
 from .results import load_results
+
+log = logging.getLogger("autoif.evals")
 
 CONFIDENCE = 0.95
 # Resamples drawn at once: bounds memory (CHUNK x prompts counts) whatever `resamples` is.
@@ -60,17 +65,26 @@ def load_run(path: str | Path) -> Run:
         raise AutoifError(
             f"compare needs the per-prompt scores in {responses_path} (written beside {name} by autoif eval)"
         )
-    return Run(results_path, responses_path, results, read_jsonl(responses_path))
+    return Run(results_path, responses_path, results, unique_rows(read_jsonl(responses_path), responses_path))
 
 
 def keys(run: Run, by: str) -> list[str] | None:
-    """Each row's pairing key (its "id" or its "prompt"), or None when some row lacks one or two
-    rows share one."""
+    """Each row's pairing key (its "id" or its "prompt"), or None when some row lacks one. Two rows
+    with one key are an error naming them (`load_run` already counted exact repeats once)."""
     found = [row.get(by) for row in run.rows]
     if not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in found):
         return None
     texts = [str(k) for k in found]
-    return texts if len(set(texts)) == len(texts) else None
+    first: dict[str, int] = {}
+    for n, key in enumerate(texts, 1):
+        if key in first:
+            shown = key if len(key) <= 60 else key[:57] + "..."
+            raise AutoifError(
+                f"{run.responses_path}: records {first[key]} and {n} have the same {by} ({shown!r}) but "
+                "differ: keep one answer per prompt to compare"
+            )
+        first[key] = n
+    return texts
 
 
 def pair_keys(a: Run, b: Run) -> tuple[str, list[str], list[str]]:
@@ -81,6 +95,21 @@ def pair_keys(a: Run, b: Run) -> tuple[str, list[str], list[str]]:
         if ka is not None and kb is not None and not set(ka).isdisjoint(kb):
             return by, ka, kb
     raise AutoifError(f"{a.responses_path} and {b.responses_path} share no prompt (by id or by prompt text)")
+
+
+def unique_rows(rows: list[dict], path: Path) -> list[dict]:
+    """`rows` with lines that repeat an earlier line exactly counted once (a file concatenated
+    with itself), with a warning saying how many."""
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        text = json.dumps(row, sort_keys=True, ensure_ascii=False)
+        if text not in seen:
+            seen.add(text)
+            kept.append(row)
+    if len(kept) < len(rows):
+        log.warning("%s: %d record(s) repeat an earlier one exactly; each is counted once", path, len(rows) - len(kept))
+    return kept
 
 
 def scored_prompts(bench: Benchmark, run: Run, row_keys: list[str]) -> dict[str, PromptScores | str]:
@@ -184,8 +213,6 @@ def compare_runs(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_
     """Paired comparison of two runs of one benchmark (each a results file or a directory holding one):
     per metric A, B, B - A, a bootstrap 95% interval of B - A and, for prompt-level metrics, McNemar's
     exact p; per instruction and per family, A's and B's rates. See the module docstring."""
-    from . import benchmark
-
     if resamples < 1:
         raise AutoifError(f"--resamples must be at least 1, got {resamples}")
     a, b = load_run(a_path), load_run(b_path)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from ..config import Config
 from ..jsonl import atomic_write_text
+from ..rundir import REPORT, RESULTS_MD
 from .html import CSS, code_css, esc
 from .run_data import read_run
 from .sections import ORDER, SECTIONS
 
-REPORT_FILE = "report.html"
+REPORT_FILE = REPORT
 # No script may run and nothing may be fetched; inline styles and data: images are all the page uses.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -35,9 +36,7 @@ def render_report(out_dir: Path, config: Config | None = None) -> str:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     # A recipe's data run is OUT/data; the experiment's results page is OUT/results.md.
     results = (
-        ' · <a href="../results.md">experiment results</a>'
-        if (out_dir.resolve().parent / "results.md").is_file()
-        else ""
+        ' · <a href="../results.md">experiment results</a>' if (out_dir.resolve().parent / RESULTS_MD).is_file() else ""
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

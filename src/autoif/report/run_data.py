@@ -30,8 +30,24 @@ from ..records import (
     VerifiedRecord,
     VerifiedResponse,
 )
+from ..rundir import (
+    BACKTRANSLATE,
+    COMPOSE,
+    CONFIG,
+    CONTAMINATION,
+    CROSSVAL,
+    DPO,
+    FUNNEL,
+    INSTRUCTIONS,
+    QUERIES,
+    RECORD_FILES,
+    RESPONSES,
+    RESULTS_SUFFIX,
+    SCORED,
+    SFT,
+    VERIFIED,
+)
 from ..seeding import seeded_rng
-from ..stages import STAGES, load_stage
 
 T = TypeVar("T")
 
@@ -170,14 +186,14 @@ class RunData:
     most_responses: int = 0  # the largest K of a prompt: its pass rates are multiples of 1/K
     scores: list[float] = field(default_factory=list)
     unscored: int = 0
-    instructions_file: str = "crossval.jsonl"  # where the browsable sample comes from
+    instructions_file: str = CROSSVAL.name  # where the browsable sample comes from
     instructions: list[CrossvalRecord] = field(default_factory=list)
     sft: list[SFTRecord] = field(default_factory=list)
     dpo: dict[str, list[DPORecord]] = field(default_factory=dict)
     dpo_levels: Counter = field(default_factory=Counter)
     combinations: Combinations = field(default_factory=Combinations)
     evals: list[JsonFile] = field(default_factory=list)
-    contamination: JsonFile = field(default_factory=lambda: JsonFile("contamination.json"))
+    contamination: JsonFile = field(default_factory=lambda: JsonFile(CONTAMINATION))
 
     def count(self, name: str) -> int | None:
         """Records in a file, None when the run did not write it."""
@@ -186,13 +202,13 @@ class RunData:
 
     @property
     def training_records(self) -> int:
-        return (self.count("sft.jsonl") or 0) + (self.count("dpo.jsonl") or 0)
+        return (self.count(SFT.name) or 0) + (self.count(DPO.name) or 0)
 
 
 def read_run(out: Path, config: Config | None = None) -> RunData:
     if not out.is_dir():
         raise AutoifError(f"no run directory at {out} (run `autoif run -o {out}` first)")
-    config_path = out / "config.yaml"
+    config_path = out / CONFIG
     config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else None
     config_error = None
     if config is None and config_text is not None:
@@ -203,7 +219,7 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
     run = RunData(
         stage_files={},
         files=Files(),
-        funnel=read_json(out / "funnel.json"),
+        funnel=read_json(out / FUNNEL),
         config_text=config_text,
         config=config,
         config_error=config_error,
@@ -215,8 +231,8 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
         level: Reservoir[DPORecord](SAMPLE_DPO_PER_LEVEL, f"report:dpo:{level}") for level in ("query", "instruction")
     }
     drops: dict[str, Reservoir[tuple[str, VerifiedResponse]]] = {}
-    use_backtranslate = (out / "backtranslate.jsonl").is_file()
-    run.instructions_file = "backtranslate.jsonl" if use_backtranslate else "crossval.jsonl"
+    use_backtranslate = (out / BACKTRANSLATE.name).is_file()
+    run.instructions_file = BACKTRANSLATE.name if use_backtranslate else CROSSVAL.name
 
     def on_instruction(r: Instruction) -> None:
         run.instruction_sources[r.source] += 1
@@ -290,26 +306,24 @@ def read_run(out: Path, config: Config | None = None) -> RunData:
         dpo[r.level].offer(r)
 
     visitors: dict[str, Callable[[Any], None]] = {
-        "instructions.jsonl": on_instruction,
-        "crossval.jsonl": on_crossval,
-        "backtranslate.jsonl": on_backtranslate,
-        "compose.jsonl": on_compose,
-        "queries.jsonl": on_queries,
-        "responses.jsonl": on_responses,
-        "verified.jsonl": on_verified,
-        "scored.jsonl": on_scored,
-        "sft.jsonl": on_sft,
-        "dpo.jsonl": on_dpo,
+        INSTRUCTIONS.name: on_instruction,
+        CROSSVAL.name: on_crossval,
+        BACKTRANSLATE.name: on_backtranslate,
+        COMPOSE.name: on_compose,
+        QUERIES.name: on_queries,
+        RESPONSES.name: on_responses,
+        VERIFIED.name: on_verified,
+        SCORED.name: on_scored,
+        SFT.name: on_sft,
+        DPO.name: on_dpo,
     }
-    for name in STAGES:
-        files = load_stage(name).files()
-        run.stage_files[name] = list(files.values())
-        for model, fname in files.items():
-            run.files[fname] = scan(out / fname, model, visitors.get(fname))
+    for file in RECORD_FILES:
+        run.stage_files.setdefault(file.stage, []).append(file.name)
+        run.files[file.name] = scan(file.path(out), file.record, visitors.get(file.name))
     run.instructions = instructions.items()
     run.drop_examples = {reason: drops[reason].items() for reason, _ in run.response_drops.most_common()}
     run.sft = sft.items()
     run.dpo = {level: reservoir.items() for level, reservoir in dpo.items()}
-    run.evals = [read_json(p) for p in sorted(out.glob("*_results.json"))]
-    run.contamination = read_json(out / "contamination.json")
+    run.evals = [read_json(p) for p in sorted(out.glob(f"*{RESULTS_SUFFIX}"))]
+    run.contamination = read_json(out / CONTAMINATION)
     return run

@@ -12,7 +12,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..records import CrossvalRecord, DPORecord, Message, SFTRecord
-from ..stages import STAGES
+from ..rundir import (
+    BACKTRANSLATE,
+    COMPOSE,
+    CONFIG,
+    CROSSVAL,
+    DPO,
+    FUNNEL,
+    INSTRUCTIONS,
+    QUERIES,
+    RESPONSES,
+    RESULTS_SUFFIX,
+    SCORED,
+    SFT,
+    STAGE_NAMES,
+    VERIFIED,
+)
 from . import plots
 from .html import code_block, esc, fmt, json_html, missing, percent, table, text_block
 from .run_data import Combinations, FileScan, RunData
@@ -75,19 +90,19 @@ def summary(run: RunData) -> str:
     llm = _llm_stats(run)
     hit_rate = percent(llm["hits"], llm["hits"] + llm["misses"]) if llm else "—"
     cards = [
-        ("instructions", run.count("instructions.jsonl"), "instructions (seeds + augmented)"),
-        ("crossval", run.count("crossval.jsonl"), "kept by cross-validation"),
-        ("backtranslate", run.count("backtranslate.jsonl"), "kept by back-translation"),
-        ("prompts", run.count("queries.jsonl"), "prompts (instruction + query)"),
-        ("responses", run.responses if run.files["responses.jsonl"].present else None, "responses sampled"),
+        ("instructions", run.count(INSTRUCTIONS.name), "instructions (seeds + augmented)"),
+        ("crossval", run.count(CROSSVAL.name), "kept by cross-validation"),
+        ("backtranslate", run.count(BACKTRANSLATE.name), "kept by back-translation"),
+        ("prompts", run.count(QUERIES.name), "prompts (instruction + query)"),
+        ("responses", run.responses if run.files[RESPONSES.name].present else None, "responses sampled"),
         (
             "passed",
-            run.responses_passed if run.files["verified.jsonl"].present else None,
+            run.responses_passed if run.files[VERIFIED.name].present else None,
             "responses passing verification",
         ),
         (
             "dropped",
-            sum(run.response_drops.values()) if run.files["verified.jsonl"].present else None,
+            sum(run.response_drops.values()) if run.files[VERIFIED.name].present else None,
             "responses never trained on"
             + (
                 " (" + ", ".join(f"{k}: {v}" for k, v in run.response_drops.most_common()) + ")"
@@ -95,8 +110,8 @@ def summary(run: RunData) -> str:
                 else ""
             ),
         ),
-        ("sft", run.count("sft.jsonl"), "SFT records"),
-        ("dpo", run.count("dpo.jsonl"), "DPO pairs"),
+        ("sft", run.count(SFT.name), "SFT records"),
+        ("dpo", run.count(DPO.name), "DPO pairs"),
     ]
     html = '<div class="cards">' + "".join(
         f'<div class="card" id="card-{key}"><div class="value">{esc(fmt(value))}</div>'
@@ -115,7 +130,7 @@ def summary(run: RunData) -> str:
 def _no_records_banner(run: RunData) -> str:
     rows = _stage_rows(run)
     where = ""
-    for name in STAGES:
+    for name in STAGE_NAMES:
         row = rows.get(name)
         if row is not None and _int(row.get("out")) == 0:
             dropped = _dict(row.get("dropped"))
@@ -138,15 +153,15 @@ def funnel(run: RunData) -> str:
     rows = _stage_rows(run)
     parts = []
     if run.funnel.error:
-        parts.append(missing("funnel.json", f"unreadable ({run.funnel.error})"))
+        parts.append(missing(FUNNEL, f"unreadable ({run.funnel.error})"))
     elif not run.funnel.present:
-        parts.append(missing("funnel.json"))
-    names = [n for n in STAGES if n in rows] + [n for n in rows if n not in STAGES]
+        parts.append(missing(FUNNEL))
+    names = [n for n in STAGE_NAMES if n in rows] + [n for n in rows if n not in STAGE_NAMES]
     if names:
         uri = plots.funnel(names, [_int(rows[n].get("in")) for n in names], [_int(rows[n].get("out")) for n in names])
         parts.append(f'<figure id="funnel-plot"><img alt="records in and out of each stage" src="{uri}"></figure>')
     body_rows = []
-    for name in list(STAGES) + [n for n in rows if n not in STAGES]:
+    for name in list(STAGE_NAMES) + [n for n in rows if n not in STAGE_NAMES]:
         row = rows.get(name)
         files = run.stage_files.get(name, [])
         file_cells = "<br>".join(_file_cell(run.files[f]) for f in files) or '<span class="muted">—</span>'
@@ -282,7 +297,7 @@ def _figure(
 
 def distributions(run: RunData) -> str:
     th = _thresholds(run)
-    crossval, verified = run.files["crossval.jsonl"], run.files["verified.jsonl"]
+    crossval, verified = run.files[CROSSVAL.name], run.files[VERIFIED.name]
     unit = [i / 10 for i in range(11)]
     body = (
         '<p class="note">The AutoIF paper\'s Figure 4 view: how well the kept functions agree with the kept '
@@ -360,7 +375,7 @@ def _prompt_outcomes(run: RunData) -> str:
 
 
 def scores(run: RunData) -> str:
-    scored = run.files["scored.jsonl"]
+    scored = run.files[SCORED.name]
     edges = [x / 2 - 0.25 for x in range(22)]  # one bin per half point, centred on 0, 0.5, ... 10
     body = ""
     if run.config is not None and not run.config.score.active(run.config.llm):
@@ -443,11 +458,11 @@ def _instruction_item(record: CrossvalRecord, open_: bool) -> str:
 def combinations(run: RunData) -> str:
     """Stage compose's combinations: sizes drawn, conflicts found and by which evidence, how often
     responses held every constraint, and the share of the export they make."""
-    scan_ = run.files["compose.jsonl"]
+    scan_ = run.files[COMPOSE.name]
     combos = run.combinations
     counts = _dict(_stage_rows(run).get("compose", {}).get("counts"))
     if not scan_.present:
-        return section("combinations", "missing", missing("compose.jsonl"))
+        return section("combinations", "missing", missing(COMPOSE.name))
     if not combos.size:
         off = run.config is not None and not run.config.compose.enabled
         why = " (<code>compose.enabled</code> is false in this run)" if off else ""
@@ -494,7 +509,7 @@ def combinations(run: RunData) -> str:
             "instruction; otherwise why the template join was used (back-translation with NLI).</p>"
             + table(["rewrite", "combinations"], rewrite_rows)
         )
-    sft_total, dpo_total = run.count("sft.jsonl"), run.count("dpo.jsonl")
+    sft_total, dpo_total = run.count(SFT.name), run.count(DPO.name)
     shares = [
         f"{fmt(n)} of {fmt(total)} {what} ({percent(n, total)})"
         for n, total, what in ((combos.sft, sft_total, "SFT records"), (combos.dpo, dpo_total, "DPO pairs"))
@@ -559,9 +574,9 @@ def _functions(functions: Sequence[str]) -> str:
 
 
 def sft(run: RunData) -> str:
-    scan_ = run.files["sft.jsonl"]
+    scan_ = run.files[SFT.name]
     if not scan_.present:
-        body = missing("sft.jsonl")
+        body = missing(SFT.name)
     elif not run.sft:
         body = '<p class="missing">No SFT record survived: <code>sft.jsonl</code> is empty.</p>'
     else:
@@ -586,9 +601,9 @@ def _sft_item(record: SFTRecord, open_: bool) -> str:
 
 
 def dpo(run: RunData) -> str:
-    scan_ = run.files["dpo.jsonl"]
+    scan_ = run.files[DPO.name]
     if not scan_.present:
-        body = missing("dpo.jsonl")
+        body = missing(DPO.name)
     elif not scan_.records:
         body = '<p class="missing">No DPO pair survived: <code>dpo.jsonl</code> is empty.</p>'
     else:
@@ -623,11 +638,11 @@ def evals(run: RunData) -> str:
         return section(
             "evals",
             "missing",
-            missing("*_results.json", "not produced by this run (no evaluation results in the run directory)"),
+            missing(f"*{RESULTS_SUFFIX}", "not produced by this run (no evaluation results in the run directory)"),
         )
     body = ""
     for doc in run.evals:
-        name = doc.name.removesuffix("_results.json")
+        name = doc.name.removesuffix(RESULTS_SUFFIX)
         body += f'<h3 id="eval-{esc(name)}">{esc(name)} <span class="muted">({esc(doc.name)})</span></h3>'
         body += missing(doc.name, f"unreadable ({doc.error})") if doc.error else json_html(doc.data)
     return section("evals", "present", body)
@@ -643,14 +658,14 @@ def contamination(run: RunData) -> str:
 
 def config(run: RunData) -> str:
     if run.config_text is None:
-        return section("config", "missing", missing("config.yaml"))
+        return section("config", "missing", missing(CONFIG))
     body = ""
     if run.config_error:
         body += (
             f'<p class="note">config.yaml does not load with this version ({esc(run.config_error)}); '
             "thresholds are not drawn.</p>"
         )
-    body += code_block(run.config_text, "yaml", "config.yaml")
+    body += code_block(run.config_text, "yaml", CONFIG)
     return section("config", "present", body)
 
 

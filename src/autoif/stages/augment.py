@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ..llm import Request
 from ..prompts import render, template
 from ..records import Instruction
+from ..rundir import INSTRUCTIONS
 from .base import Context, Stage
 from .parsing import parse_bullet_lines
 
@@ -190,14 +191,15 @@ def deduplicate(
 
 class AugmentStage(Stage[Instruction]):
     name = "augment"
-    output = "instructions.jsonl"
+    output = INSTRUCTIONS.name
     input = "seeds"
     output_type = Instruction
     sharded = False
     uses_llm = True
+    reads = ("augment", "llm", "seed")
 
-    def settings(self, config):
-        return {**super().settings(config), "prompt": template("augment")}
+    def key_inputs(self, config):
+        return {"prompt": template("augment")}
 
     def run(self, records: list[Instruction], ctx: Context) -> Iterable[Instruction]:
         yield from records

@@ -25,8 +25,8 @@ from ..config import Config
 from ..llm import Request
 from ..prompts import render, template
 from ..records import BackTranslation, CrossvalRecord
+from ..rundir import BACKTRANSLATE
 from .base import Context, Drop, Stage
-from .nli import nli_backend
 from .parsing import strip_quotes
 
 MAX_CHARS = 400  # longer than this, a line is an explanation, not an instruction
@@ -83,14 +83,14 @@ def chosen_functions(record: CrossvalRecord, limit: int) -> list[int]:
 
 class BacktranslateStage(Stage[CrossvalRecord]):
     name = "backtranslate"
-    output = "backtranslate.jsonl"
+    output = BACKTRANSLATE.name
     input = "crossval"
     output_type = CrossvalRecord
     uses_llm = True
+    reads = ("backtranslate", "llm", "seed")  # backtranslate.nli: the NLI judge (`ctx.nli`)
 
-    def settings(self, config):
-        prompts = {name: template(name) for name in ("backtranslate", "nli")}
-        return {**super().settings(config), "nli_backend": nli_backend(config), "prompts": prompts}
+    def key_inputs(self, config):
+        return {"prompts": {name: template(name) for name in ("backtranslate", "nli")}}
 
     def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[CrossvalRecord | Drop]:
         cfg = ctx.config.backtranslate

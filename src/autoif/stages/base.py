@@ -8,16 +8,17 @@ it drops, and decides what to redo. LLM calls and function executions go through
 
 from __future__ import annotations
 
+import functools
 import random
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
-from pydantic import BaseModel
-
 from ..config import Config
+from ..config_reads import ConfigView, UndeclaredRead, read_values, reads_field
 from ..failures import CRASH, CRASHED, SANDBOX_CRASH, Failed
 from ..records import Record
 from ..seeding import seeded_rng
@@ -46,6 +47,10 @@ class Context:
     output of every stage the current one `needs`, set by the executor, and `index` looks records
     up in it; `counts` collects finer counts than records for the funnel; `llm_stats` is what the
     LLM has cost so far. Whoever made the Context closes it.
+
+    While a stage runs (`reading(stage)`), `config` is a view of what the stage declares it
+    `reads`, and opening the LLM, the sandbox or the NLI model needs their sections among those:
+    a read the stage's resume key would miss raises `UndeclaredRead` instead.
     """
 
     def __init__(
@@ -57,7 +62,8 @@ class Context:
         sandbox: Sandbox | None = None,
         nli: NLIModel | None = None,
     ) -> None:
-        self.config = config
+        self._config = config
+        self._view: ConfigView | None = None  # the running stage's view; None: the whole config
         self.needs: dict[str, list[Record]] = needs if needs is not None else {}
         self.counts: Counter[str] = Counter()
         # Work of the current shard that failed and is to be redone (sandbox crashes; the LLM's
@@ -70,29 +76,53 @@ class Context:
         self._indexes: dict[tuple[str, str], tuple[list[Record], dict[Any, Record]]] = {}
 
     @property
+    def config(self) -> Config:
+        """The run's config; while a stage runs, only what it declared in `reads` (a `ConfigView`,
+        which reads like a Config)."""
+        return self._config if self._view is None else cast("Config", self._view)
+
+    @contextmanager
+    def reading(self, stage: Stage) -> Iterator[None]:
+        """Restrict `config` to what `stage` reads while the block runs."""
+        outer = self._view
+        self._view = ConfigView(self._config, stage.reads)
+        try:
+            yield
+        finally:
+            self._view = outer
+
+    def _require(self, section: str, resource: str) -> None:
+        if self._view is not None and not reads_field(self._view.declared, section):
+            raise UndeclaredRead(f"a stage that uses {resource} must declare '{section}' in `reads`")
+
+    @property
     def llm(self) -> Backend:
+        self._require("llm", "the LLM")
         if self._llm is None:
             from ..llm import make_backend
 
-            self._llm = make_backend(self.config)
+            self._llm = make_backend(self._config)
         return self._llm
 
     @property
     def sandbox(self) -> Sandbox:
+        self._require("sandbox", "the sandbox")
         if self._sandbox is None:
             from ..sandbox import Sandbox
 
-            self._sandbox = Sandbox.from_config(self.config.sandbox)
+            self._sandbox = Sandbox.from_config(self._config.sandbox)
         return self._sandbox
 
     @property
     def nli(self) -> NLIModel:
         """The NLI model of back-translations: the LLM judge wraps `llm`; a Hugging Face model is
         loaded once for all the shards this Context runs."""
-        if self._nli is None:
-            from .nli import make_nli, nli_backend
+        # What the model is and how it judges is read through the stage's view (checked there).
+        from .nli import make_nli, nli_backend
 
-            self._nli = make_nli(self.config, self.llm if nli_backend(self.config) == "llm" else None)
+        llm = self.llm if nli_backend(self.config) == "llm" else None
+        if self._nli is None:
+            self._nli = make_nli(self.config, llm)
         return self._nli
 
     def check_many(self, grids: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[list[Outcome]]]:
@@ -165,18 +195,42 @@ class Stage(ABC, Generic[R]):
     sharded: ClassVar[bool] = True  # False when a stage must see all records at once (dedup, merge)
     uses_llm: ClassVar[bool] = False
     uses_sandbox: ClassVar[bool] = False  # runs generated functions (a cluster executor places it on CPU workers)
+    # The config it reads: sections ("export") or fields ("llm.model"), "seed" for `ctx.rng`; its
+    # resume key holds exactly these (`settings`), and while it runs it can read nothing else
+    # (`Context.reading`). Using the LLM or the sandbox reads their whole sections.
+    reads: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:  # every call of `run`, by the pipeline or anyone, sees only `reads`
+            cls.run = _reading_declared(cls.__dict__["run"])  # type: ignore[method-assign]
 
     def files(self) -> dict[type[Record], str]:
         """Output file of each record type this stage yields."""
         return {self.output_type: self.output, **self.also_writes}
 
-    def settings(self, config: Config) -> Any:
-        """Everything in the config that changes this stage's output (part of its resume key)."""
-        section = getattr(config, self.name, None)
-        own = section.model_dump() if isinstance(section, BaseModel) else None
-        llm = config.llm.model_dump(include={"backend", "model"}) if self.uses_llm else None
-        return {"stage": own, "llm": llm, "seed": config.seed}
+    def key_inputs(self, config: Config) -> Any:
+        """What besides the config changes the output (a prompt template's text, the query pool's
+        content); `config` is restricted to `reads`. None: nothing."""
+        return None
+
+    def settings(self, config: Config) -> dict[str, Any]:
+        """Everything that changes this stage's output (its resume key, with its input files): the
+        values it `reads`, and its `key_inputs`."""
+        view = cast("Config", ConfigView(config, self.reads))
+        return {"reads": read_values(config, self.reads), "inputs": self.key_inputs(view)}
 
     @abstractmethod
     def run(self, records: list[R], ctx: Context) -> Iterable[Record | Drop]:
         """Yield the output records, and a `Drop` for every input record filtered out."""
+
+
+def _reading_declared(run: Any) -> Any:
+    """`run` with `ctx.config` restricted to the stage's `reads` for as long as it yields."""
+
+    @functools.wraps(run)
+    def reading(self: Stage, records: list, ctx: Context) -> Iterator[Record | Drop]:
+        with ctx.reading(self):
+            yield from run(self, records, ctx)
+
+    return reading

@@ -47,9 +47,9 @@ from typing import Any
 from ..config import Config
 from ..prompts import template as prompt_template
 from ..records import CaseResult, ConflictCheck, Constituent, CrossvalRecord, Evidence, Rewrite
+from ..rundir import COMPOSE
 from .base import Context, Drop, Stage
 from .compose_llm import conflict_checks, rewrites
-from .nli import nli_backend
 from .queries import closed
 
 LIBRARY_PREFIX = "lib-"  # stage seeds' id of a library instruction: "lib-<constraint>-<index>"
@@ -115,26 +115,29 @@ def constituent_holds(
 
 class ComposeStage(Stage[CrossvalRecord]):
     name = "compose"
-    output = "compose.jsonl"
+    output = COMPOSE.name
     input = "backtranslate|crossval"
     output_type = CrossvalRecord
     uses_sandbox = True
     uses_llm = True  # the conflict check and the rewrite (the LLM is opened only when one is asked)
     sharded = False  # a combination draws from all instructions
 
-    def settings(self, config):
-        return {
-            **super().settings(config),
-            "library_per_constraint": config.seeds.library_per_constraint,
-            "joins": list(JOINS),
-            "sandbox": config.sandbox.model_dump(),
-            # the rewrite's check: stage 1's back-translation requests and NLI judge
-            "backtranslate": config.backtranslate.model_dump(include={"max_functions", "temperature", "max_tokens"}),
-            "nli_backend": nli_backend(config),
-            "prompts": {
-                name: prompt_template(name) for name in ("compose_conflict", "compose_rewrite", "backtranslate", "nli")
-            },
-        }
+    reads = (
+        "compose",
+        "llm",
+        "sandbox",
+        "seed",
+        "seeds.library_per_constraint",  # which instructions are the library's (`library_constraint`)
+        # the rewrite's check: stage 1's back-translation requests and NLI judge
+        "backtranslate.max_functions",
+        "backtranslate.temperature",
+        "backtranslate.max_tokens",
+        "backtranslate.nli",
+    )
+
+    def key_inputs(self, config):
+        prompts = ("compose_conflict", "compose_rewrite", "backtranslate", "nli")
+        return {"joins": list(JOINS), "prompts": {name: prompt_template(name) for name in prompts}}
 
     def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[CrossvalRecord | Drop]:
         yield from records

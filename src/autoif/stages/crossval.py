@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..failures import CRASH, SANDBOX_CRASH
 from ..records import CaseResult, CrossvalRecord, FunctionResult, VerifierSamples
+from ..rundir import CROSSVAL
 from .base import Context, Drop, Stage
 from .parsing import ParseFailure, parse_verifier_generation
 
@@ -122,13 +123,12 @@ def cross_validate(functions: Sequence[str], cases: Sequence[tuple[str, bool]], 
 
 class CrossvalStage(Stage[VerifierSamples]):
     name = "crossval"
-    output = "crossval.jsonl"
+    output = CROSSVAL.name
     input = "verifiers"
     output_type = CrossvalRecord
     uses_sandbox = True
 
-    def settings(self, config):
-        return {"rules": config.crossval.resolved(), "sandbox": config.sandbox.model_dump()}
+    reads = ("crossval", "sandbox")
 
     def run(self, records: list[VerifierSamples], ctx: Context) -> Iterable[CrossvalRecord | Drop]:
         rules = ctx.config.crossval.resolved()

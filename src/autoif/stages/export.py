@@ -51,6 +51,7 @@ from typing import cast
 
 from ..pairs import PairBounds, pair_sides, pair_up
 from ..records import CrossvalRecord, DPORecord, Message, QueryRecord, SFTRecord, VerifiedRecord, VerifiedResponse
+from ..rundir import DPO, SFT
 from .base import Context, Drop, Stage
 from .compose import constituent_holds
 from .verify import INSTRUCTIONS, QUERIES
@@ -79,21 +80,25 @@ def compose_bounds(bounds: PairBounds, constituents: int, margin: int) -> PairBo
 
 class ExportStage(Stage[VerifiedRecord]):
     name = "export"
-    output = "sft.jsonl"
+    output = SFT.name
     input = "score"
     output_type = SFTRecord
     uses_sandbox = True
-    also_writes = {DPORecord: "dpo.jsonl"}
+    also_writes = {DPORecord: DPO.name}
     needs = (QUERIES, INSTRUCTIONS)
     sharded = False
 
-    def settings(self, config):
-        return {
-            **super().settings(config),
-            "scoring": config.score.active(config.llm),
-            "min_score": config.score.min_score,
-            "sandbox": config.sandbox.model_dump(),
-        }
+    reads = (
+        "export",
+        "verify",  # instruction-level pairs: which constraints a response holds (`verify.threshold()`)
+        "sandbox",
+        "seed",
+        # a chosen needs a judge's score when scoring is on (`score.active`: off with the embedded model)
+        "score.enabled",
+        "score.min_score",
+        "llm.backend",
+        "llm.model",
+    )
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
         queries = ctx.index(QUERIES, "id", QueryRecord)

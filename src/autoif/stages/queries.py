@@ -20,6 +20,7 @@ from ..config import QueriesConfig
 from ..devsplit import is_dev, query_key
 from ..prompts import template
 from ..records import CrossvalRecord, QueryRecord
+from ..rundir import QUERIES
 from .base import Context, Stage
 from .querypool import load_queries
 
@@ -57,18 +58,16 @@ def query_id(instruction_id: str, query: str) -> str:
 
 class QueriesStage(Stage[CrossvalRecord]):
     name = "queries"
-    output = "queries.jsonl"
+    output = QUERIES.name
     input = "compose|backtranslate|crossval"
     output_type = QueryRecord
 
-    def settings(self, config):
+    reads = ("queries", "seed")
+
+    def key_inputs(self, config):
         # The pool's content and the templates change the output as much as the config does.
         pool = "\x00".join(training_queries(config.queries))
-        return {
-            **super().settings(config),
-            "pool": hashlib.sha256(pool.encode()).hexdigest(),
-            "templates": list(join_templates()),
-        }
+        return {"pool": hashlib.sha256(pool.encode()).hexdigest(), "templates": list(join_templates())}
 
     def run(self, records: list[CrossvalRecord], ctx: Context) -> Iterable[QueryRecord]:
         pool = training_queries(ctx.config.queries)

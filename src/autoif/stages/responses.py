@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from ..llm import Request, failure
 from ..prompts import render, template
 from ..records import QueryRecord, Response, ResponsesRecord
+from ..rundir import RESPONSES
 from .base import Context, Drop, Stage
 
 PAPER_TEMPLATE = "respond_paper"
@@ -46,15 +47,15 @@ def sampling_prompt(record: QueryRecord, template_name: str) -> str:
 
 class ResponsesStage(Stage[QueryRecord]):
     name = "responses"
-    output = "responses.jsonl"
+    output = RESPONSES.name
     input = "queries"
     output_type = ResponsesRecord
     uses_llm = True
+    reads = ("responses", "llm", "seed")
 
-    def settings(self, config):
+    def key_inputs(self, config):
         # The template's text changes what is asked as much as the config does.
-        paper = template(PAPER_TEMPLATE) if config.responses.template == "paper" else None
-        return {**super().settings(config), "template_text": paper}
+        return {"template_text": template(PAPER_TEMPLATE) if config.responses.template == "paper" else None}
 
     def run(self, records: list[QueryRecord], ctx: Context) -> Iterable[ResponsesRecord | Drop]:
         cfg = ctx.config.responses

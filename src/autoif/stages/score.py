@@ -21,6 +21,7 @@ from statistics import fmean
 from ..llm import Request, failure
 from ..prompts import render, template
 from ..records import QueryRecord, VerifiedRecord, VerifiedResponse
+from ..rundir import SCORED
 from .base import Context, Drop, Stage
 from .parsing import parse_score
 from .verify import QUERIES
@@ -40,18 +41,15 @@ def mean_score(judgements: list[str]) -> tuple[float | None, int]:
 
 class ScoreStage(Stage[VerifiedRecord]):
     name = "score"
-    output = "scored.jsonl"
+    output = SCORED.name
     input = "verify"
     output_type = VerifiedRecord
     needs = (QUERIES,)
     uses_llm = True
+    reads = ("score", "llm", "seed", "export.chosen_min_pass_rate")  # judged: responses that may be chosen
 
-    def settings(self, config):
-        return {
-            **super().settings(config),
-            "judge": template(JUDGE),
-            "chosen_min_pass_rate": config.export.chosen_min_pass_rate,
-        }
+    def key_inputs(self, config):
+        return {"judge": template(JUDGE)}
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
         cfg = ctx.config.score

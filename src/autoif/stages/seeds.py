@@ -13,18 +13,18 @@ from collections.abc import Iterable
 
 from ..data import load_seed_instructions
 from ..records import Instruction, Record
+from ..rundir import SEEDS
 from .base import Context, Stage
 
 
 class SeedsStage(Stage[Record]):
     name = "seeds"
-    output = "seeds.jsonl"
+    output = SEEDS.name
     input = None
     output_type = Instruction
     sharded = False
-
-    def settings(self, config):
-        return {**super().settings(config), "library": config.seeds.library_enabled(config.llm)}
+    # llm.backend, llm.model: the built-in library's `auto` follows whether the model is the embedded one.
+    reads = ("seeds", "seed", "llm.backend", "llm.model")
 
     def run(self, records: list[Record], ctx: Context) -> Iterable[Instruction]:
         cfg = ctx.config.seeds

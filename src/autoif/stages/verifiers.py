@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from ..llm import Request, failure
-from ..prompts import render
+from ..prompts import render, template
 from ..records import Instruction, VerifierSamples
+from ..rundir import VERIFIERS
 from .base import Context, Drop, Stage
 
 N_CASES = 6
@@ -29,10 +30,14 @@ def library_generation(functions: list[str], cases: list[dict]) -> list[str]:
 
 class VerifiersStage(Stage[Instruction]):
     name = "verifiers"
-    output = "verifiers.jsonl"
+    output = VERIFIERS.name
     input = "augment"
     output_type = VerifierSamples
     uses_llm = True
+    reads = ("verifiers", "llm", "seed")
+
+    def key_inputs(self, config):
+        return {"prompt": template("verifiers")}
 
     def run(self, records: list[Instruction], ctx: Context) -> Iterable[VerifierSamples | Drop]:
         cfg = ctx.config.verifiers

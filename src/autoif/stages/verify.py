@@ -37,6 +37,7 @@ from ..failures import CRASH, SANDBOX_CRASH
 from ..pairs import TRUNCATED
 from ..quality import drop_reasons, waived_rules
 from ..records import CrossvalRecord, QueryRecord, ResponsesRecord, VerifiedRecord, VerifiedResponse
+from ..rundir import VERIFIED
 from .base import Context, Drop, Stage
 from .compose import constituent_holds
 
@@ -62,18 +63,13 @@ def passes(pass_rate: float, threshold: float) -> bool:
 
 class VerifyStage(Stage[ResponsesRecord]):
     name = "verify"
-    output = "verified.jsonl"
+    output = VERIFIED.name
     input = "responses"
     output_type = VerifiedRecord
     uses_sandbox = True
     needs = (INSTRUCTIONS, QUERIES)
 
-    def settings(self, config):
-        return {
-            "threshold": config.verify.threshold(),
-            "sandbox": config.sandbox.model_dump(),
-            "quality": config.quality.model_dump(),
-        }
+    reads = ("verify", "sandbox", "quality")
 
     def run(self, records: list[ResponsesRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
         from ..sandbox import pass_rate

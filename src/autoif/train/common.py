@@ -17,6 +17,7 @@ from pydantic import Field
 from ..config import Section
 from ..errors import AutoifError, require
 from ..jsonl import read_jsonl
+from ..rundir import SFT
 from ..seeding import seeded_rng
 
 log = logging.getLogger("autoif.train")
@@ -67,7 +68,7 @@ class TrainSettings(Section):
     seed: int = Field(42, description="random seed")
 
     # The file a run writes for this trainer (subclasses set it).
-    data_file: str = Field("sft.jsonl", description="file taken from `data` when `data` is a run directory")
+    data_file: str = Field(SFT.name, description="file taken from `data` when `data` is a run directory")
 
 
 def data_path(settings: TrainSettings) -> Path:

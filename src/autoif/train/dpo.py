@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from ..errors import require
+from ..rundir import DPO
 from .common import (
     TrainSettings,
     load_model_and_tokenizer,
@@ -27,7 +28,7 @@ class DPOSettings(TrainSettings):
     """Offline DPO (the paper's defaults)."""
 
     output_dir: str = Field("autoif-train/dpo", description="checkpoints and the final model go here")
-    data_file: str = Field("dpo.jsonl", description="file taken from `data` when `data` is a run directory")
+    data_file: str = Field(DPO.name, description="file taken from `data` when `data` is a run directory")
     learning_rate: float = Field(5e-7, gt=0, description="peak learning rate")
     lr_scheduler_type: str = Field("cosine", description="learning-rate schedule (transformers name)")
     warmup_steps: float = Field(0.1, ge=0, description="warm-up: steps when >= 1, a fraction of all steps when < 1")

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from ..errors import require
 from ..quality import QualityConfig
+from ..rundir import SFT
 from .common import (
     TrainSettings,
     load_model_and_tokenizer,
@@ -33,7 +34,7 @@ class GRPOSettings(TrainSettings):
     """GRPO with the verifier reward."""
 
     output_dir: str = Field("autoif-train/grpo", description="checkpoints and the final model go here")
-    data_file: str = Field("sft.jsonl", description="prompts (with functions) from this file of a run directory")
+    data_file: str = Field(SFT.name, description="prompts (with functions) from this file of a run directory")
     learning_rate: float = Field(1e-6, gt=0, description="peak learning rate")
     lr_scheduler_type: str = Field("cosine", description="learning-rate schedule (transformers name)")
     warmup_steps: float = Field(0.1, ge=0, description="warm-up: steps when >= 1, a fraction of all steps when < 1")

@@ -36,6 +36,7 @@ from ..jsonl import atomic_write_text
 from ..llm.embedded import resolve_model
 from ..pairs import TRUNCATED, PairBounds, pair_sides, pair_up, truncation
 from ..quality import QualityConfig, training_drops
+from ..rundir import SFT
 from ..seeding import seeded_rng
 from .common import load_model_and_tokenizer, prompts_with_functions, read_records
 from .dpo import DPOSettings, run_dpo
@@ -53,7 +54,7 @@ class OnlineDPOSettings(PairBounds, DPOSettings):
     """Iterative online DPO: sample, verify, pair, DPO; repeat."""
 
     output_dir: str = Field("autoif-train/online-dpo", description="per-iteration policies and the log go here")
-    data_file: str = Field("sft.jsonl", description="prompts (with functions) from this file of a run directory")
+    data_file: str = Field(SFT.name, description="prompts (with functions) from this file of a run directory")
     iterations: int = Field(3, ge=1, description="sample-verify-train rounds")
     samples_per_prompt: int = Field(8, ge=2, description="responses the policy samples per prompt (K)")
     temperature: float = Field(0.8, ge=0, le=2, description="sampling temperature of the policy")

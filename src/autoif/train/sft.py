@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field
 
 from ..errors import AutoifError, require
+from ..rundir import SFT
 from .common import (
     TrainSettings,
     load_model_and_tokenizer,
@@ -31,7 +32,7 @@ class SFTSettings(TrainSettings):
     """Supervised fine-tuning (the paper's defaults)."""
 
     output_dir: str = Field("autoif-train/sft", description="checkpoints and the final model go here")
-    data_file: str = Field("sft.jsonl", description="file taken from `data` when `data` is a run directory")
+    data_file: str = Field(SFT.name, description="file taken from `data` when `data` is a run directory")
     completion_only_loss: bool = Field(
         True, description="loss on the answer's tokens only; false: on the whole sequence, prompt included"
     )
