@@ -134,9 +134,9 @@ def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path, monke
     real_run_dpo = online_dpo.run_dpo
 
     def recording_run_dpo(*args, **kwargs):  # the real pass; keeps the reference it trained against
-        trainer = real_run_dpo(*args, **kwargs)
+        trainer, tokenizer = real_run_dpo(*args, **kwargs)
         references.append(_params(trainer.ref_model))
-        return trainer
+        return trainer, tokenizer
 
     monkeypatch.setattr(online_dpo, "run_dpo", recording_run_dpo)
     out = tmp_path / "online"

@@ -19,10 +19,17 @@ with the policy, as in iterative DPO variants); the log names each iteration's r
 Each iteration's policy is saved under `output_dir/iter-N` and its numbers (mean pass rate, samples,
 truncated and quality-dropped samples, pairs, prompts without a pair) appended to `output_dir/online_dpo_log.jsonl`,
 so an interrupted run resumes at the first unfinished iteration.
+
+Under `accelerate launch` (several processes) only the main process samples (the vLLM sampler on
+`sampling_tensor_parallel_size` GPUs of its machine, which the others leave free by then), scores and
+pairs; the rows go to every process, all train on the same rows (the same number of steps), and the
+main process alone writes the log. Before the next sampling every process lets go of its trainer,
+policy and reference model: vLLM checks at start-up that its share of each GPU is free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -37,7 +44,7 @@ from ..llm.embedded import resolve_model
 from ..pairs import TRUNCATED, PairBounds, pair_sides, pair_up, truncation
 from ..quality import QualityConfig, training_drops
 from ..seeding import seeded_rng
-from .common import load_model_and_tokenizer, prompts_with_functions, read_records
+from .common import processes, prompts_with_functions, read_records, release_memory
 from .dpo import DPOSettings, run_dpo
 from .rewards import pass_rates, prompt_text
 
@@ -69,6 +76,15 @@ class OnlineDPOSettings(PairBounds, DPOSettings):
         "auto", description="who samples: vllm (GPU), local (transformers), auto (vllm when usable)"
     )
     sampling_batch_size: int = Field(16, ge=1, description="local sampler: sequences generated together")
+    sampling_tensor_parallel_size: int | None = Field(
+        None,
+        ge=1,
+        description="vllm sampler: GPUs of the main process's machine it spreads the policy over (None: the fewest "
+        "that hold the weights with room for the KV cache, from the model's config.json)",
+    )
+    sampling_gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vllm sampler: share of each of its GPUs' memory it may take"
+    )
     sampling_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="the sampler's weights dtype (auto: bfloat16 on GPU, float32 on CPU; bfloat16 samples "
@@ -104,6 +120,22 @@ def sampler_kind(settings: OnlineDPOSettings) -> Literal["local", "vllm"]:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "local"
 
 
+def sampler_tensor_parallel(policy_path: str, settings: OnlineDPOSettings) -> int:
+    """The vLLM sampler's tensor-parallel size: the one asked for, checked against the policy's weights,
+    or the fewest of this machine's GPUs that hold them."""
+    import torch
+
+    from ..llm.sizing import GPU, fewest_gpus, model_size
+
+    gpus = torch.cuda.device_count()
+    if not gpus:
+        # No GPU to measure: vLLM itself fails at start-up with its own message.
+        return settings.sampling_tensor_parallel_size or 1
+    gpu = GPU(torch.cuda.get_device_properties(0).total_memory, settings.sampling_gpu_memory_utilization, gpus)
+    size = model_size(policy_path, settings.sampling_dtype)
+    return fewest_gpus(size, gpu, settings.sampling_tensor_parallel_size, what="online-dpo sampler")
+
+
 def sample(
     policy_path: str, prompts: list[dict], settings: OnlineDPOSettings, iteration: int
 ) -> list[list[Completion]]:
@@ -112,12 +144,17 @@ def sample(
     from ..config import LLMConfig
     from ..llm import Request, Sampling, backend_class
 
+    kind = sampler_kind(settings)
     llm = LLMConfig(
-        backend=sampler_kind(settings),
+        backend=kind,
         model=policy_path,
         batch_size=settings.sampling_batch_size,
         dtype=settings.sampling_dtype,
         cache=False,
+        # vLLM reserves KV cache for its whole context: a sample never needs more than DPO keeps.
+        max_model_len=settings.max_length,
+        gpu_memory_utilization=settings.sampling_gpu_memory_utilization,
+        tensor_parallel_size=sampler_tensor_parallel(policy_path, settings) if kind == "vllm" else 1,
     )
     backend = backend_class(llm.backend).from_config(llm)
     try:
@@ -182,8 +219,12 @@ def score_and_pair(
 
 
 def train(settings: OnlineDPOSettings) -> Path:
+    from accelerate.utils import broadcast_object_list
+
     from ..sandbox import Sandbox
 
+    state = processes()
+    main = state.is_main_process
     prompts = prompts_with_functions(read_records(settings, ("functions",)))
     if not prompts:
         raise AutoifError(f"{settings.data}: no prompt carries verification functions")
@@ -194,57 +235,74 @@ def train(settings: OnlineDPOSettings) -> Path:
     history = _read_log(out)
     start = resolve_model(settings.model, settings.cache_dir)
     policy_path = _start_policy(start, history)
-    last = len(history)
-    with Sandbox() as sandbox:
-        for iteration in range(last, settings.iterations + (1 if settings.final_eval else 0)):
-            responses = sample(policy_path, prompts, settings, iteration)
-            rows, numbers = score_and_pair(sandbox, prompts, responses, settings, iteration)
-            entry = {"iteration": iteration, "policy": policy_path, **numbers}
+    with contextlib.ExitStack() as stack:
+        sandbox = stack.enter_context(Sandbox()) if main else None  # scoring is the main process's
+        for iteration in range(len(history), settings.iterations + (1 if settings.final_eval else 0)):
+            shared: list = [None, None]
+            if main:
+                responses = sample(policy_path, prompts, settings, iteration)
+                rows, numbers = score_and_pair(sandbox, prompts, responses, settings, iteration)
+                shared = [rows, {"iteration": iteration, "policy": policy_path, **numbers}]
+            rows, entry = broadcast_object_list(shared)  # every process trains on the main process's rows
             if iteration == settings.iterations:  # the final measurement, no training
-                _append_log(out, {**entry, "evaluation_only": True})
-                log.info("online-dpo: final policy mean pass rate %.3f", numbers["mean_pass_rate"])
+                if main:
+                    _append_log(out, {**entry, "evaluation_only": True})
+                    log.info("online-dpo: final policy mean pass rate %.3f", entry["mean_pass_rate"])
                 break
             log.info(
                 "online-dpo iteration %d: mean pass rate %.3f, %d pairs, %d/%d prompts without a pair, "
                 "%d/%d samples truncated (never chosen)",
                 iteration,
-                numbers["mean_pass_rate"],
-                numbers["pairs"],
-                numbers["prompts_without_pair"],
-                numbers["prompts"],
-                numbers["truncated"],
-                numbers["samples"],
+                entry["mean_pass_rate"],
+                entry["pairs"],
+                entry["prompts_without_pair"],
+                entry["prompts"],
+                entry["truncated"],
+                entry["samples"],
             )
             if not rows:
-                _append_log(out, {**entry, "stopped": "no pairs"})
+                if main:
+                    _append_log(out, {**entry, "stopped": "no pairs"})
                 log.warning("online-dpo: no pair could be built at iteration %d; stopping", iteration)
                 break
             reference = start if settings.reference == "sft" else policy_path
-            entry["reference"] = reference
-            model, tokenizer = load_model_and_tokenizer(settings, model=policy_path)
-            # Loaded here, not left to TRL: TRL would load the policy's own checkpoint as reference.
-            ref_model, _ = load_model_and_tokenizer(settings, model=reference)
-            trainer = run_dpo(
-                settings,
-                rows,
-                model,
-                tokenizer,
-                out / f"iter-{iteration + 1}-checkpoints",
-                epochs=settings.num_train_epochs,
-                ref_model=ref_model,
-            )
             next_path = out / f"iter-{iteration + 1}"
-            trainer.save_model(str(next_path))
-            tokenizer.save_pretrained(str(next_path))
-            # The run's mean loss (logged once at the end), else the last logged step's.
-            losses = [
-                h.get("train_loss", h.get("loss"))
-                for h in trainer.state.log_history
-                if "train_loss" in h or "loss" in h
-            ]
-            _append_log(out, {**entry, "train_loss": losses[-1] if losses else None, "saved": str(next_path)})
+            loss, steps = _train_iteration(settings, rows, policy_path, reference, out, next_path)
+            release_memory()  # before the next sampler starts, here or in vLLM's process
+            if main:
+                _append_log(
+                    out,
+                    {**entry, "reference": reference, "train_loss": loss, "steps": steps, "saved": str(next_path)},
+                )
+            state.wait_for_everyone()
             policy_path = str(next_path)
     return Path(policy_path)
+
+
+def _train_iteration(
+    settings: OnlineDPOSettings, rows: list[dict], policy: str, reference: str, out: Path, save_to: Path
+) -> tuple[float | None, list[int]]:
+    """One DPO pass of every process over `rows`, saved at `save_to`; (the run's mean loss, else the
+    last logged step's; each process's optimizer steps). The trainer and its models are this
+    function's alone: once it returns they can be freed."""
+    from accelerate.utils import gather_object
+
+    # The reference is loaded by run_dpo, not left to TRL: TRL would load the policy's own checkpoint.
+    trainer, tokenizer = run_dpo(
+        settings,
+        rows,
+        save_to.with_name(f"{save_to.name}-checkpoints"),
+        model=policy,
+        reference=reference,
+        epochs=settings.num_train_epochs,
+    )
+    trainer.save_model(str(save_to))  # in every process: ZeRO-3 gathers the shards for the main one
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(save_to))
+    losses = [h.get("train_loss", h.get("loss")) for h in trainer.state.log_history if "train_loss" in h or "loss" in h]
+    steps = gather_object([trainer.state.global_step])
+    trainer.accelerator.free_memory()  # its references to the model, optimizer and DeepSpeed engine
+    return (losses[-1] if losses else None), steps
 
 
 def _read_log(out: Path) -> list[dict]:
