@@ -386,3 +386,45 @@ def test_activation_checkpointing_follows_our_setting(name, tmp_path):
     for wanted in (False, True):
         args = trl_args(TrainSettings(gradient_checkpointing=wanted), getattr(trl, name), tmp_path)
         assert args.activation_checkpointing is wanted and args.gradient_checkpointing is wanted
+
+
+def _launch_two_processes(trainer_name: str, model: Path, data: Path, out: Path, *sets: str) -> None:
+    """`autoif train` under `accelerate launch --multi_gpu --num_processes 2`, as a user runs it on 2 GPUs;
+    here the processes find no GPU and meet over gloo (accelerate's `--cpu` would start one process
+    without MPI)."""
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    argv += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "autoif.cli"]
+    argv += ["train", trainer_name, "--model", str(model), "--data", str(data), "--output", str(out)]
+    for item in ("max_length=64", "per_device_batch_size=1", "global_batch_size=2", "logging_steps=1", *sets):
+        argv += ["--set", item]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_online_dpo_under_a_two_process_launch_samples_and_logs_once(tiny_that_ends, run_dir, tmp_path):
+    """Two processes: the main one samples and logs, both train on its pairs (the same steps), and a
+    second launch resumes at the next iteration. (Each process once ran the whole loop: two log
+    entries per iteration, pairs of its own.)"""
+    out = tmp_path / "online"
+    common = ("samples_per_prompt=4", "max_new_tokens=8", "temperature=1.0", "max_steps=1", "final_eval=false")
+    _launch_two_processes("online-dpo", tiny_that_ends, run_dir, out, "iterations=1", *common)
+    log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in log] == [0] and log[0]["steps"] == [1, 1]
+    assert (out / "iter-1" / "config.json").is_file() and (out / "iter-1" / "tokenizer.json").is_file()
+
+    _launch_two_processes("online-dpo", tiny_that_ends, run_dir, out, "iterations=2", *common)
+    log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in log] == [0, 1] and log[1]["steps"] == [1, 1]
+    assert log[1]["policy"] == str(out / "iter-1")
+
+
+@pytest.mark.slow
+def test_grpo_under_a_two_process_launch(tiny, run_dir, tmp_path):
+    out = tmp_path / "grpo"
+    _launch_two_processes(
+        "grpo", tiny, run_dir, out, "max_steps=1", "num_generations=2", "max_completion_length=8", "save_steps=1"
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 1
+    assert transformers.AutoModelForCausalLM.from_pretrained(out / "final") is not None

@@ -137,9 +137,11 @@ WAIT_FOR_MAIN = timedelta(hours=24)
 def processes():
     """accelerate's view of the processes (one without `accelerate launch`): who is the main one, and
     the process group that trainers built later reuse, with a timeout long enough to sample in."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState(timeout=WAIT_FOR_MAIN)
+    # cpu as in trl_args: without it, processes launched on a machine with no GPU do not see each other.
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=WAIT_FOR_MAIN)
 
 
 def release_memory() -> None:
