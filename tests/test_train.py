@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 
 from autoif.errors import AutoifError  # noqa: E402
 from autoif.train import trainer  # noqa: E402
-from tiny_models import tiny_causal_lm, write_training_data  # noqa: E402
+from tiny_models import tiny_causal_lm, with_long_eos, write_training_data  # noqa: E402
 
 # Functions as a run carries them. On a tiny random model's text each passes by chance, so the
 # sampled responses spread over pass rates 0, 0.5 and 1 and pairs can be built.
@@ -43,19 +43,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_that_ends(tiny, tmp_path_factory) -> Path:
-    """The tiny model with a long EOS embedding (tied to the output layer): at temperature 1 about
-    half of its samples end by themselves within a dozen tokens, the others are cut off, as a real
-    model's would be when the limit is short. (A random model's EOS is one token in 49k: every
-    sample would be cut off, and online DPO would have no chosen.)"""
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny)
-    row = model.get_input_embeddings().weight[model.config.eos_token_id]
-    with torch.no_grad():
-        direction = torch.randn(row.shape, generator=torch.Generator().manual_seed(0))
-        row.copy_(direction / direction.norm() * 6.0)
-    path = tmp_path_factory.mktemp("tiny-that-ends") / "model"
-    model.save_pretrained(path)
-    transformers.AutoTokenizer.from_pretrained(tiny).save_pretrained(path)
-    return path
+    return with_long_eos(tiny, tmp_path_factory.mktemp("tiny-that-ends") / "model")
 
 
 @pytest.fixture(scope="module")

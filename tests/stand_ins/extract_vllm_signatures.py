@@ -29,6 +29,7 @@ WANTED = [
     ("vllm/sampling_params.py", "SamplingParams", "fields"),
     ("vllm/outputs.py", "RequestOutput", "__init__"),
     ("vllm/outputs.py", "CompletionOutput", "fields"),
+    ("vllm/engine/arg_utils.py", "EngineArgs", "fields"),  # what LLM(**kwargs) accepts beyond its own
 ]
 
 
@@ -40,12 +41,10 @@ def method_params(fn: ast.FunctionDef) -> list[dict]:
     a = fn.args
     positional = a.posonlyargs + a.args
     defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
-    params = [
-        {"name": p.arg, "kind": "positional", "default": _default(d)} for p, d in zip(positional, defaults)
-    ][1:]  # not self
-    params += [
-        {"name": p.arg, "kind": "keyword", "default": _default(d)} for p, d in zip(a.kwonlyargs, a.kw_defaults)
-    ]
+    params = [{"name": p.arg, "kind": "positional", "default": _default(d)} for p, d in zip(positional, defaults)][
+        1:
+    ]  # not self
+    params += [{"name": p.arg, "kind": "keyword", "default": _default(d)} for p, d in zip(a.kwonlyargs, a.kw_defaults)]
     if a.vararg:
         params.append({"name": a.vararg.arg, "kind": "var_positional", "default": None})
     if a.kwarg:
