@@ -416,3 +416,38 @@ def test_grpo_under_a_two_process_launch(tiny, run_dir, tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 1
     assert transformers.AutoModelForCausalLM.from_pretrained(out / "final") is not None
+
+
+class _Loaded(Exception):
+    """Raised by the spy at the first model load: what came before it is all the test needs."""
+
+
+@pytest.mark.parametrize("name", ["sft", "dpo", "grpo", "online-dpo"])
+def test_trainers_build_their_trl_config_before_loading_the_model(name, tiny, run_dir, tmp_path, monkeypatch):
+    """transformers learns that ZeRO-3 is on when the TRL config is built, and only a model loaded after
+    that is loaded as each process's shard: loaded before, every process holds all of it (~1 TB a node
+    for 70B). Online DPO trains through `run_dpo`, checked on its own (its sampler loads first)."""
+    from autoif.train.dpo import run_dpo
+
+    events = []
+    real_post_init = transformers.TrainingArguments.__post_init__
+
+    def config_built(self):
+        events.append("config")
+        real_post_init(self)
+
+    def model_loaded(*args, **kwargs):
+        events.append("load")
+        raise _Loaded
+
+    monkeypatch.setattr(transformers.TrainingArguments, "__post_init__", config_built)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_loaded)
+    settings, train = _settings(
+        name, tiny, run_dir, tmp_path / name, **({"num_generations": 2} if name == "grpo" else {})
+    )
+    with pytest.raises(_Loaded):
+        if name == "online-dpo":
+            run_dpo(settings, [], tmp_path / name, model=str(tiny), reference=str(tiny))
+        else:
+            train(settings)
+    assert events == ["config", "load"]
