@@ -165,3 +165,52 @@ def test_online_dpo_samples_with_vllm_on_a_device_its_trainer_let_go_of(tiny, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
     assert [e["iteration"] for e in log] == [0, 1] and all(e["samples"] == 24 for e in log), json.dumps(log)
+
+
+@pytest.mark.slow
+def test_ray_engines_start_vllm_each_on_a_gpu_of_its_own(tiny, tmp_path, monkeypatch):
+    """A node with 2 GPUs (as Ray counts them) and llm.tensor_parallel_size=1: two engine actors, each
+    given one GPU by Ray (CUDA_VISIBLE_DEVICES), each starting vLLM on it; all shards answered."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from autoif.config import load_config
+    from autoif.executors.ray import RayExecutor
+    from autoif.records import Instruction
+    from autoif.stages import load_stage
+    from autoif.stages.base import Context
+
+    table = tmp_path / "devices"
+    # Ray's workers inherit the raylet's environment: the stand-in is `vllm` in the actors too.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(STAND_INS), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+    )
+    monkeypatch.setenv("VLLM_STAND_IN_TABLE", str(table))
+    store = 256 * 1024**2  # small object stores: /dev/shm is small in containers
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False}
+    )
+    cluster.add_node(num_cpus=2, num_gpus=2, object_store_memory=store)
+    cluster.wait_for_nodes()
+    config = load_config(
+        None,
+        [
+            f"paths.out={tmp_path / 'out'}",
+            "executor.kind=ray",
+            f"executor.ray_address={cluster.address}",
+            "llm.backend=vllm",
+            f"llm.model={tiny}",
+            "llm.max_model_len=256",
+            "llm.cache=false",
+        ],
+    )
+    executor = RayExecutor(config)
+    shards = [[Instruction(id=f"s{i}", text="Answer in lowercase.", source="seed")] for i in range(4)]
+    try:
+        done = list(executor.run(load_stage("augment"), shards, Context(config)))
+        devices = sorted(json.loads(p.read_text())["device"].rsplit(":", 1)[1] for p in table.glob("*.json"))
+    finally:
+        executor.close()
+        cluster.shutdown()
+    assert sorted(i for i, _ in done) == [0, 1, 2, 3]
+    assert devices == ["0", "1"]  # two engines, one per GPU
