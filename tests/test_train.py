@@ -391,14 +391,15 @@ def _launch_two_processes(trainer_name: str, model: Path, data: Path, out: Path,
 
 @pytest.mark.slow
 def test_online_dpo_under_a_two_process_launch_samples_and_logs_once(tiny_that_ends, run_dir, tmp_path):
-    """Two processes: the main one samples and logs, both train on its pairs (the same steps), and a
-    second launch resumes at the next iteration. (Each process once ran the whole loop: two log
-    entries per iteration, pairs of its own.)"""
+    """Two processes: each samples and scores half of the prompts, both train on all the pairs (the
+    same steps), the main one logs, and a second launch resumes at the next iteration. (Each process
+    once ran the whole loop: two log entries per iteration, pairs of its own.)"""
     out = tmp_path / "online"
     common = ("samples_per_prompt=4", "max_new_tokens=8", "temperature=1.0", "max_steps=1", "final_eval=false")
     _launch_two_processes("online-dpo", tiny_that_ends, run_dir, out, "iterations=1", *common)
     log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
     assert [e["iteration"] for e in log] == [0] and log[0]["steps"] == [1, 1]
+    assert log[0]["samples"] == 4 * log[0]["prompts"] == 16  # each process sampled half, all counted once
     assert (out / "iter-1" / "config.json").is_file() and (out / "iter-1" / "tokenizer.json").is_file()
 
     _launch_two_processes("online-dpo", tiny_that_ends, run_dir, out, "iterations=2", *common)

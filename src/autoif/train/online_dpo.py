@@ -20,11 +20,13 @@ Each iteration's policy is saved under `output_dir/iter-N` and its numbers (mean
 truncated and quality-dropped samples, pairs, prompts without a pair) appended to `output_dir/online_dpo_log.jsonl`,
 so an interrupted run resumes at the first unfinished iteration.
 
-Under `accelerate launch` (several processes) only the main process samples (the vLLM sampler on
-`sampling_tensor_parallel_size` GPUs of its machine, which the others leave free by then), scores and
-pairs; the rows go to every process, all train on the same rows (the same number of steps), and the
-main process alone writes the log. Before the next sampling every process lets go of its trainer,
-policy and reference model: vLLM checks at start-up that its share of each GPU is free.
+Under `accelerate launch` (several processes) the prompts are shared out among samplers: on each
+machine one process per `sampling_tensor_parallel_size` GPUs samples its share on those GPUs (a
+vLLM engine of its own, which sees only them) and scores it; every process then gathers all rows
+in prompt order, all train on the same rows (the same number of steps), and the main process alone
+writes the log. Pairs and samples do not depend on how the prompts were shared out. Before the
+next sampling every process lets go of its trainer, policy and reference model: vLLM checks at
+start-up that its share of each GPU is free.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -136,11 +140,69 @@ def sampler_tensor_parallel(policy_path: str, settings: OnlineDPOSettings) -> in
     return fewest_gpus(size, gpu, settings.sampling_tensor_parallel_size, what="online-dpo sampler")
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """Which share of the prompts a process samples, and on which GPUs of its machine."""
+
+    index: int  # among the samplers of the run
+    count: int  # samplers in the run
+    gpus: tuple[str, ...] = ()  # CUDA device ids (as CUDA_VISIBLE_DEVICES names them); () on a CPU
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """[start, end) of this sampler's contiguous share of `n` prompts."""
+        return self.index * n // self.count, (self.index + 1) * n // self.count
+
+
+def sampler_of_this_process(state, tp: int) -> Sampler | None:
+    """The processes of a machine sample side by side, one per `tp` GPUs, each on its own (the
+    first process of each group of `tp`); None for the others, which wait. One process: all GPUs
+    it needs from the first."""
+    import torch
+
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+    gpus = torch.cuda.device_count()
+    if gpus and tp > gpus:
+        raise AutoifError(f"online-dpo sampler: tensor parallel size {tp} is more than this machine's {gpus} GPU(s)")
+    groups = max(1, min(per_machine, gpus or per_machine) // tp)  # samplers per machine
+    local = state.local_process_index
+    if local % tp or local // tp >= groups:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+    machine = state.process_index // per_machine
+    machines = max(1, state.num_processes // per_machine)
+    return Sampler(machine * groups + local // tp, machines * groups, tuple(ids[local : local + tp]))
+
+
+@contextlib.contextmanager
+def _visible_gpus(gpus: tuple[str, ...]):
+    """vLLM's engine process (started from here, inheriting the environment) sees only `gpus`: its
+    single-GPU executor takes cuda:0 of what it sees, which would be every sampler's GPU 0."""
+    if not gpus:
+        yield
+        return
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
 def sample(
-    policy_path: str, prompts: list[dict], settings: OnlineDPOSettings, iteration: int
+    policy_path: str,
+    prompts: list[dict],
+    settings: OnlineDPOSettings,
+    iteration: int,
+    gpus: tuple[str, ...] = (),
+    tensor_parallel_size: int = 1,
 ) -> list[list[Completion]]:
     """K responses per prompt from the policy saved at `policy_path`, through autoif's LLM layer
-    (each a `Completion`: its text, and its `finish_reason`, 'length' when cut off)."""
+    (each a `Completion`: its text, and its `finish_reason`, 'length' when cut off), on `gpus`
+    (the local sampler: the first of them; (): where the LLM layer puts it)."""
     from ..config import LLMConfig
     from ..llm import Request, Sampling, backend_class
 
@@ -154,7 +216,8 @@ def sample(
         # vLLM reserves KV cache for its whole context: a sample never needs more than DPO keeps.
         max_model_len=settings.max_length,
         gpu_memory_utilization=settings.sampling_gpu_memory_utilization,
-        tensor_parallel_size=sampler_tensor_parallel(policy_path, settings) if kind == "vllm" else 1,
+        tensor_parallel_size=tensor_parallel_size,
+        **({"device": f"cuda:{_device_index(gpus[0])}"} if gpus and kind == "local" else {}),
     )
     backend = backend_class(llm.backend).from_config(llm)
     try:
@@ -170,18 +233,38 @@ def sample(
             )
             for p in prompts
         ]
-        answers = backend.generate(requests, desc=f"online-dpo: sampling (iteration {iteration})")
+        with _visible_gpus(gpus if kind == "vllm" else ()):
+            answers = backend.generate(requests, desc=f"online-dpo: sampling (iteration {iteration})")
     finally:
         backend.close()
     return [[c for c in completions if not c.error] for completions in answers]
 
 
+def _device_index(gpu: str) -> int:
+    """This process's index of CUDA device `gpu` (an id as CUDA_VISIBLE_DEVICES names it)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [d.strip() for d in visible.split(",")].index(gpu) if visible else int(gpu)
+
+
+def merge_numbers(parts: list[dict]) -> dict:
+    """The log's numbers of an iteration from its samplers' shares (the pass rate weighted by samples)."""
+    total = {key: sum(p[key] for p in parts) for key in parts[0] if key != "mean_pass_rate"}
+    passed = sum(p["mean_pass_rate"] * p["samples"] for p in parts)
+    return {"mean_pass_rate": passed / total["samples"] if total["samples"] else 0.0, **total}
+
+
 def score_and_pair(
-    sandbox, prompts: list[dict], responses: list[list[Completion]], settings: OnlineDPOSettings, iteration: int
+    sandbox,
+    prompts: list[dict],
+    responses: list[list[Completion]],
+    settings: OnlineDPOSettings,
+    iteration: int,
+    first: int = 0,
 ) -> tuple[list[dict], dict]:
     """One iteration's DPO rows (TRL conversational preference format) from each prompt's samples,
     scored in `sandbox` by the prompt's functions, and the numbers the log keeps: mean pass rate,
-    samples, truncated samples, pairs, prompts without a pair."""
+    samples, truncated samples, pairs, prompts without a pair. `prompts` are the run's from index
+    `first` on (a sampler's shard): each prompt's pairs are drawn by its place in the run."""
     texts = [[str(c) for c in cs] for cs in responses]
     functions = [p["functions"] for p, ts in zip(prompts, texts) for _ in ts]
     rates = pass_rates(sandbox, functions, [t for ts in texts for t in ts])
@@ -196,7 +279,9 @@ def score_and_pair(
         truncated += sum(d == TRUNCATED for d in drops)
         degenerate += sum(d not in (None, TRUNCATED) for d in drops)
         ps, start = rates[start : start + len(ts)], start + len(ts)
-        pairs = build_pairs(ts, ps, settings, seeded_rng(settings.seed, "online-dpo.pairs", iteration, n), drops)
+        pairs = build_pairs(
+            ts, ps, settings, seeded_rng(settings.seed, "online-dpo.pairs", iteration, first + n), drops
+        )
         no_pair += not pairs
         rows += [
             {
@@ -219,7 +304,7 @@ def score_and_pair(
 
 
 def train(settings: OnlineDPOSettings) -> Path:
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import gather_object
 
     from ..sandbox import Sandbox
 
@@ -235,15 +320,21 @@ def train(settings: OnlineDPOSettings) -> Path:
     history = _read_log(out)
     start = resolve_model(settings.model, settings.cache_dir)
     policy_path = _start_policy(start, history)
+    tp = sampler_tensor_parallel(start, settings) if sampler_kind(settings) == "vllm" else 1
+    sampler = sampler_of_this_process(state, tp)
     with contextlib.ExitStack() as stack:
-        sandbox = stack.enter_context(Sandbox()) if main else None  # scoring is the main process's
+        sandbox = stack.enter_context(Sandbox()) if sampler else None  # each sampler scores its share
         for iteration in range(len(history), settings.iterations + (1 if settings.final_eval else 0)):
-            shared: list = [None, None]
-            if main:
-                responses = sample(policy_path, prompts, settings, iteration)
-                rows, numbers = score_and_pair(sandbox, prompts, responses, settings, iteration)
-                shared = [rows, {"iteration": iteration, "policy": policy_path, **numbers}]
-            rows, entry = broadcast_object_list(shared)  # every process trains on the main process's rows
+            share: list = []
+            if sampler:
+                first, end = sampler.shard(len(prompts))
+                responses = sample(policy_path, prompts[first:end], settings, iteration, sampler.gpus, tp)
+                share = [
+                    (sampler.index, *score_and_pair(sandbox, prompts[first:end], responses, settings, iteration, first))
+                ]
+            parts = sorted(gather_object(share), key=lambda part: part[0])  # every process: every share
+            rows = [row for _, share_rows, _ in parts for row in share_rows]
+            entry = {"iteration": iteration, "policy": policy_path, **merge_numbers([n for _, _, n in parts])}
             if iteration == settings.iterations:  # the final measurement, no training
                 if main:
                     _append_log(out, {**entry, "evaluation_only": True})
