@@ -11,6 +11,7 @@ logged as `verifier_reward/quality_dropped`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -70,6 +71,8 @@ def train(settings: GRPOSettings) -> Path:
     from ..sandbox import Sandbox
 
     prompts = prompts_with_functions(read_records(settings, ("functions",)))
+    # vLLM would reserve KV cache for the model's whole context inside TRL's share of each GPU.
+    vllm: dict[str, Any] = {"vllm_mode": "colocate", "vllm_max_model_length": settings.max_length}
     args = trl_args(
         settings,
         trl.GRPOConfig,
@@ -78,8 +81,7 @@ def train(settings: GRPOSettings) -> Path:
         temperature=settings.temperature,
         beta=settings.beta,
         use_vllm=settings.use_vllm,
-        # vLLM would reserve KV cache for the model's whole context inside TRL's share of each GPU.
-        **({"vllm_mode": "colocate", "vllm_max_model_length": settings.max_length} if settings.use_vllm else {}),
+        **(vllm if settings.use_vllm else {}),
     )
     model, tokenizer = load_model_and_tokenizer(settings)  # after the config: ZeRO-3 initialisation
     with Sandbox() as sandbox:

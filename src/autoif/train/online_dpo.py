@@ -217,7 +217,7 @@ def sample(
         max_model_len=settings.max_length,
         gpu_memory_utilization=settings.sampling_gpu_memory_utilization,
         tensor_parallel_size=tensor_parallel_size,
-        **({"device": f"cuda:{_device_index(gpus[0])}"} if gpus and kind == "local" else {}),
+        device=f"cuda:{_device_index(gpus[0])}" if gpus and kind == "local" else "auto",
     )
     backend = backend_class(llm.backend).from_config(llm)
     try:
