@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 
 from autoif.errors import AutoifError  # noqa: E402
 from autoif.train import trainer  # noqa: E402
-from tiny_models import tiny_causal_lm, write_training_data  # noqa: E402
+from tiny_models import tiny_causal_lm, with_long_eos, write_training_data  # noqa: E402
 
 # Functions as a run carries them. On a tiny random model's text each passes by chance, so the
 # sampled responses spread over pass rates 0, 0.5 and 1 and pairs can be built.
@@ -43,19 +43,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_that_ends(tiny, tmp_path_factory) -> Path:
-    """The tiny model with a long EOS embedding (tied to the output layer): at temperature 1 about
-    half of its samples end by themselves within a dozen tokens, the others are cut off, as a real
-    model's would be when the limit is short. (A random model's EOS is one token in 49k: every
-    sample would be cut off, and online DPO would have no chosen.)"""
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny)
-    row = model.get_input_embeddings().weight[model.config.eos_token_id]
-    with torch.no_grad():
-        direction = torch.randn(row.shape, generator=torch.Generator().manual_seed(0))
-        row.copy_(direction / direction.norm() * 6.0)
-    path = tmp_path_factory.mktemp("tiny-that-ends") / "model"
-    model.save_pretrained(path)
-    transformers.AutoTokenizer.from_pretrained(tiny).save_pretrained(path)
-    return path
+    return with_long_eos(tiny, tmp_path_factory.mktemp("tiny-that-ends") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +122,9 @@ def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path, monke
     real_run_dpo = online_dpo.run_dpo
 
     def recording_run_dpo(*args, **kwargs):  # the real pass; keeps the reference it trained against
-        trainer = real_run_dpo(*args, **kwargs)
+        trainer, tokenizer = real_run_dpo(*args, **kwargs)
         references.append(_params(trainer.ref_model))
-        return trainer
+        return trainer, tokenizer
 
     monkeypatch.setattr(online_dpo, "run_dpo", recording_run_dpo)
     out = tmp_path / "online"
@@ -386,3 +374,81 @@ def test_activation_checkpointing_follows_our_setting(name, tmp_path):
     for wanted in (False, True):
         args = trl_args(TrainSettings(gradient_checkpointing=wanted), getattr(trl, name), tmp_path)
         assert args.activation_checkpointing is wanted and args.gradient_checkpointing is wanted
+
+
+def _launch_two_processes(trainer_name: str, model: Path, data: Path, out: Path, *sets: str) -> None:
+    """`autoif train` under `accelerate launch --multi_gpu --num_processes 2`, as a user runs it on 2 GPUs;
+    here the processes find no GPU and meet over gloo (accelerate's `--cpu` would start one process
+    without MPI)."""
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    argv += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "autoif.cli"]
+    argv += ["train", trainer_name, "--model", str(model), "--data", str(data), "--output", str(out)]
+    for item in ("max_length=64", "per_device_batch_size=1", "global_batch_size=2", "logging_steps=1", *sets):
+        argv += ["--set", item]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_online_dpo_under_a_two_process_launch_samples_and_logs_once(tiny_that_ends, run_dir, tmp_path):
+    """Two processes: each samples and scores half of the prompts, both train on all the pairs (the
+    same steps), the main one logs, and a second launch resumes at the next iteration. (Each process
+    once ran the whole loop: two log entries per iteration, pairs of its own.)"""
+    out = tmp_path / "online"
+    common = ("samples_per_prompt=4", "max_new_tokens=8", "temperature=1.0", "max_steps=1", "final_eval=false")
+    _launch_two_processes("online-dpo", tiny_that_ends, run_dir, out, "iterations=1", *common)
+    log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in log] == [0] and log[0]["steps"] == [1, 1]
+    assert log[0]["samples"] == 4 * log[0]["prompts"] == 16  # each process sampled half, all counted once
+    assert (out / "iter-1" / "config.json").is_file() and (out / "iter-1" / "tokenizer.json").is_file()
+
+    _launch_two_processes("online-dpo", tiny_that_ends, run_dir, out, "iterations=2", *common)
+    log = [json.loads(line) for line in (out / "online_dpo_log.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in log] == [0, 1] and log[1]["steps"] == [1, 1]
+    assert log[1]["policy"] == str(out / "iter-1")
+
+
+@pytest.mark.slow
+def test_grpo_under_a_two_process_launch(tiny, run_dir, tmp_path):
+    out = tmp_path / "grpo"
+    _launch_two_processes(
+        "grpo", tiny, run_dir, out, "max_steps=1", "num_generations=2", "max_completion_length=8", "save_steps=1"
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 1
+    assert transformers.AutoModelForCausalLM.from_pretrained(out / "final") is not None
+
+
+class _Loaded(Exception):
+    """Raised by the spy at the first model load: what came before it is all the test needs."""
+
+
+@pytest.mark.parametrize("name", ["sft", "dpo", "grpo", "online-dpo"])
+def test_trainers_build_their_trl_config_before_loading_the_model(name, tiny, run_dir, tmp_path, monkeypatch):
+    """transformers learns that ZeRO-3 is on when the TRL config is built, and only a model loaded after
+    that is loaded as each process's shard: loaded before, every process holds all of it (~1 TB a node
+    for 70B). Online DPO trains through `run_dpo`, checked on its own (its sampler loads first)."""
+    from autoif.train.dpo import run_dpo
+
+    events = []
+    real_post_init = transformers.TrainingArguments.__post_init__
+
+    def config_built(self):
+        events.append("config")
+        real_post_init(self)
+
+    def model_loaded(*args, **kwargs):
+        events.append("load")
+        raise _Loaded
+
+    monkeypatch.setattr(transformers.TrainingArguments, "__post_init__", config_built)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_loaded)
+    settings, train = _settings(
+        name, tiny, run_dir, tmp_path / name, **({"num_generations": 2} if name == "grpo" else {})
+    )
+    with pytest.raises(_Loaded):
+        if name == "online-dpo":
+            run_dpo(settings, [], tmp_path / name, model=str(tiny), reference=str(tiny))
+        else:
+            train(settings)
+    assert events == ["config", "load"]

@@ -48,6 +48,24 @@ def tiny_causal_lm(path: str | Path, *, layers: int = 2, hidden: int = 64, conte
     return path
 
 
+def with_long_eos(source: str | Path, path: str | Path) -> Path:
+    """The tiny model at `source` with a long EOS embedding (tied to the output layer), saved at `path`:
+    at temperature 1 about half of its samples end by themselves within a dozen tokens, the others are
+    cut off, as a real model's would be when the limit is short. (A random model's EOS is one token in
+    49k: every sample would be cut off, and online DPO would have no chosen.)"""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source)
+    row = model.get_input_embeddings().weight[model.config.eos_token_id]
+    with torch.no_grad():
+        direction = torch.randn(row.shape, generator=torch.Generator().manual_seed(0))
+        row.copy_(direction / direction.norm() * 6.0)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return Path(path)
+
+
 def write_training_data(out: Path, functions: list[str]) -> Path:
     """A run directory written by hand for the trainers: four lowercase-instruction prompts as
     `sft.jsonl` records and query-level `dpo.jsonl` pairs, each carrying `functions`."""

@@ -560,6 +560,17 @@ class Config(Section):
                 data[section] = {**values, **given}
         return data
 
+    @model_validator(mode="after")
+    def _engine_gpus(self) -> Config:
+        # A vLLM engine uses exactly its tensor-parallel GPUs: fewer and it cannot start, more sit idle.
+        gpus, tp = self.executor.gpus_per_engine, self.llm.tensor_parallel_size
+        if self.llm.backend == "vllm" and gpus is not None and gpus != tp:
+            raise ValueError(
+                f"executor.gpus_per_engine={gpus} but llm.tensor_parallel_size={tp}: a vLLM engine uses "
+                "exactly its tensor-parallel GPUs (leave gpus_per_engine unset)"
+            )
+        return self
+
     def out_path(self, *parts: str) -> Path:
         return Path(self.paths.out).expanduser().joinpath(*parts)
 

@@ -90,6 +90,26 @@ class LaunchSpec(Section):
     )
     num_processes: int = Field(8, ge=1, description="processes (GPUs) over all machines")
     num_machines: int = Field(1, ge=1, description="machines")
+    main_process_ip: str | None = Field(
+        None, description="several machines: machine 0's address as the others reach it (needed when num_machines > 1)"
+    )
+    main_process_port: int = Field(29500, ge=1, le=65535, description="several machines: the port machine 0 listens on")
+    machine_rank: int = Field(
+        0, ge=0, description="several machines: this machine's rank (0 runs the recipe; run the others with 1, 2, ...)"
+    )
+
+    @model_validator(mode="after")
+    def _machines(self) -> LaunchSpec:
+        # Without an address accelerate launches anyway, with the master address "None": no machine connects.
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError("num_machines > 1 needs main_process_ip (machine 0's address as the others reach it)")
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} is not below num_machines {self.num_machines}")
+        if self.num_processes % self.num_machines:
+            raise ValueError(
+                f"num_processes {self.num_processes} is not a multiple of num_machines {self.num_machines}"
+            )
+        return self
 
 
 class TrainStep(Section):
@@ -394,7 +414,12 @@ class Plan:
         key = {
             "trainer": spec.trainer,
             "settings": settings.model_dump(mode="json", exclude={"model", "data", "output_dir", "resume"}),
-            "launch": spec.launch.model_dump(mode="json") if spec.launch else None,
+            # Where the machines meet is no part of the result.
+            "launch": spec.launch.model_dump(
+                mode="json", include={"accelerate_config", "num_processes", "num_machines"}
+            )
+            if spec.launch
+            else None,
             "data": self.data.digest,
             "from": previous.digest if previous else self.recipe.base_model,
         }
@@ -441,6 +466,18 @@ class Plan:
             str(launch.num_processes),
             "--num_machines",
             str(launch.num_machines),
+            *(
+                [
+                    "--machine_rank",
+                    str(launch.machine_rank),
+                    "--main_process_ip",
+                    launch.main_process_ip,
+                    "--main_process_port",
+                    str(launch.main_process_port),
+                ]
+                if launch.num_machines > 1 and launch.main_process_ip
+                else []
+            ),
             "-m",
             "autoif.cli",
         ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -77,10 +78,19 @@ def _own_error(exc: BaseException) -> BaseException | None:
 
 
 class RemoteCache:
-    """The `ResponseCache` interface, answered by the cache actor on the driver's node."""
+    """The `ResponseCache` interface, answered by the cache actor on the driver's node.
+
+    A write is sent at once and not waited for (a round trip per sample would hold the engine up, up
+    to 4,096 times a generate call); `flush` waits for all of them, and a shard's result leaves the
+    actor only after it, so a finished shard's samples are all committed on the driver's disk. A
+    killed engine loses at most the samples of its unfinished shard, which are redone."""
+
+    MAX_IN_FLIGHT = 1024  # writes not yet waited for; past it, `put` waits for them (bounded memory)
 
     def __init__(self, server: Any) -> None:
         self.server = server
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()  # backends emit from several threads
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
         import ray
@@ -88,13 +98,34 @@ class RemoteCache:
         return ray.get(self.server.get_many.remote(keys))
 
     def put(self, key: str, value: str) -> None:
+        with self._lock:
+            self._pending.append(self.server.put.remote(key, value))
+            full = len(self._pending) >= self.MAX_IN_FLIGHT
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Wait until every write sent so far is committed."""
         import ray
 
-        # Waited for: a sample counts as finished only once it is committed on the driver's disk.
-        ray.get(self.server.put.remote(key, value))
+        with self._lock:
+            pending, self._pending = self._pending, []
+        ray.get(pending)
 
     def close(self) -> None:
         """The cache actor owns the file; it is closed when the executor closes."""
+        self.flush()
+
+
+def on_cpu(config: Any) -> Any:
+    """The config of an actor Ray gave no GPU: models left to choose their device (the local LLM,
+    backtranslate's NLI model) run on the CPU. Ray no longer hides the node's GPUs from such an actor,
+    and `cuda:0` may be an engine's."""
+    if config.llm.device != "auto":
+        return config
+    config = config.model_copy(deep=True)
+    config.llm.device = "cpu"
+    return config
 
 
 class ShardWorker:
@@ -106,7 +137,10 @@ class ShardWorker:
         self.node = ray.get_runtime_context().get_node_id()
         self._loaded: tuple[str, str] | None = None
         self._stage: Stage | None = None
+        if not ray.get_runtime_context().get_accelerator_ids().get("GPU"):
+            config = on_cpu(config)
         self.ctx = Context(config)
+        self.cache: RemoteCache | None = None
         # Kept and raised by `ready`: an error out of a constructor reaches the driver only as text.
         self._failed: Exception | None = None
         try:
@@ -114,8 +148,7 @@ class ShardWorker:
         except Exception as exc:
             self._failed = exc
 
-    @staticmethod
-    def _open(config: Any, cache_server: str | None, engine: bool) -> Context:
+    def _open(self, config: Any, cache_server: str | None, engine: bool) -> Context:
         if engine:
             import ray
 
@@ -123,8 +156,8 @@ class ShardWorker:
 
             # Found by name, not handed over as a handle: an actor whose constructor arguments are
             # references could not be restarted once they went out of scope.
-            cache = RemoteCache(ray.get_actor(cache_server)) if cache_server is not None else None
-            return Context(config, llm=make_backend(config, cache=cache))
+            self.cache = RemoteCache(ray.get_actor(cache_server)) if cache_server is not None else None
+            return Context(config, llm=make_backend(config, cache=self.cache))
         ctx = Context(config)
         _ = ctx.sandbox  # its worker processes boot now, while the driver reads the stage's inputs
         return ctx
@@ -142,7 +175,10 @@ class ShardWorker:
         if self._stage is None or key != self._loaded:  # (no stage yet: nothing loaded)
             self._stage, self.ctx.needs = ray.get(refs)
             self._loaded = key
-        return run_shard(self._stage, records, self.ctx).packed(self._stage.files()), self.node
+        result = run_shard(self._stage, records, self.ctx).packed(self._stage.files())
+        if self.cache is not None:
+            self.cache.flush()  # the shard is done once its samples are on the driver's disk
+        return result, self.node
 
     def close(self) -> None:
         self.ctx.close()

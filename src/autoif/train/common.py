@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,7 +110,10 @@ def sample_records(records: list[dict], n: int, seed: int) -> list[dict]:
 
 
 def load_model_and_tokenizer(settings: TrainSettings, model: str | None = None):
-    """The model to train, in fp32 on CPU and bf16 where the GPU has it, with its tokenizer."""
+    """The model to train, in fp32 on CPU and bf16 where the GPU has it, with its tokenizer.
+
+    Call it after building the trainer's TRL config: transformers learns from that config that
+    ZeRO-3 is on, and only then loads each process's shard of the weights instead of all of them."""
     transformers = require("transformers", "train", "training")
     torch = require("torch", "train", "training")
     from ..llm.embedded import resolve_model
@@ -124,6 +128,33 @@ def load_model_and_tokenizer(settings: TrainSettings, model: str | None = None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return policy, tokenizer
+
+
+# How long the other processes of an `accelerate launch` wait for the main one (online DPO's sampling
+# takes hours at the paper's scale; torch's default process-group timeout is 10 to 30 minutes).
+WAIT_FOR_MAIN = timedelta(hours=24)
+
+
+def processes():
+    """accelerate's view of the processes (one without `accelerate launch`): who is the main one, and
+    the process group that trainers built later reuse, with a timeout long enough to sample in."""
+    import torch
+    from accelerate import PartialState
+
+    # cpu as in trl_args: without it, processes launched on a machine with no GPU do not see each other.
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=WAIT_FOR_MAIN)
+
+
+def release_memory() -> None:
+    """Free what dropped objects held: Python's reference cycles (a trainer and its callbacks), then
+    the CUDA allocator's cache, which other processes (a vLLM engine) cannot otherwise use."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def use_bf16(settings: TrainSettings) -> bool:
@@ -195,10 +226,12 @@ def resume_checkpoint(settings: TrainSettings) -> str | bool | None:
 def save_final(trainer, tokenizer, output_dir: str | Path) -> Path:
     """The trained model (adapters merged into nothing: peft saves adapters) and tokenizer,
     loadable by from_pretrained; and `output_dir/trainer_state.json`, the run's whole log history
-    (steps, losses, runtime), which the checkpoints hold only up to their own step."""
+    (steps, losses, runtime), which the checkpoints hold only up to their own step. Called by every
+    process under `accelerate launch` (ZeRO-3 and FSDP gather the weights together); the main one writes."""
     out = Path(output_dir).expanduser() / "final"
     trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
     trainer.save_state()
     log.info("saved the trained model to %s", out)
     return out

@@ -49,15 +49,15 @@ def dpo_rows(records: list[dict], level: str = "all") -> list[dict]:
 def run_dpo(
     settings: DPOSettings,
     rows: list[dict],
-    model,
-    tokenizer,
     output_dir: str | Path,
+    model: str | None = None,
+    reference: str | None = None,
     epochs=None,
     resume=None,
-    ref_model=None,
 ):
-    """One DPOTrainer pass over `rows`; returns the trainer (its model is the updated policy).
-    ref_model: the frozen reference (None: TRL loads the policy's own checkpoint)."""
+    """One DPOTrainer pass over `rows`; returns (the trainer, whose model is the updated policy, the tokenizer).
+    model: the policy's checkpoint (None: settings.model); reference: the frozen reference's (None: TRL's
+    own copy of the policy). The TRL config is built before either is loaded (ZeRO-3 initialisation)."""
     trl = require("trl", "train", "DPO training")
     datasets = require("datasets", "hf", "training")
     args = trl_args(
@@ -69,8 +69,10 @@ def run_dpo(
         loss_type=[settings.loss_type],
         **({"num_train_epochs": epochs} if epochs is not None else {}),
     )
+    policy, tokenizer = load_model_and_tokenizer(settings, model=model)
+    ref_model = load_model_and_tokenizer(settings, model=reference)[0] if reference is not None else None
     trainer = trl.DPOTrainer(
-        model=model,
+        model=policy,
         ref_model=ref_model,
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
@@ -78,7 +80,7 @@ def run_dpo(
         peft_config=peft_config(settings),
     )
     trainer.train(resume_from_checkpoint=resume)
-    return trainer
+    return trainer, tokenizer
 
 
 def train(settings: DPOSettings) -> Path:
@@ -87,6 +89,5 @@ def train(settings: DPOSettings) -> Path:
     rows = dpo_rows(read_records(settings, ("prompt", "chosen", "rejected")), settings.level)
     if not rows:
         raise AutoifError(f"no DPO pairs at level '{settings.level}' in {settings.data}")
-    model, tokenizer = load_model_and_tokenizer(settings)
-    trainer = run_dpo(settings, rows, model, tokenizer, settings.output_dir, resume=resume_checkpoint(settings))
+    trainer, tokenizer = run_dpo(settings, rows, settings.output_dir, resume=resume_checkpoint(settings))
     return save_final(trainer, tokenizer, settings.output_dir)

@@ -11,6 +11,7 @@ logged as `verifier_reward/quality_dropped`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -44,6 +45,9 @@ class GRPOSettings(TrainSettings):
     num_generations: int = Field(8, ge=2, description="completions sampled per prompt (the group)")
     max_completion_length: int = Field(512, ge=8, description="longest sampled completion")
     temperature: float = Field(0.8, gt=0, le=2, description="sampling temperature")
+    max_length: int = Field(
+        8192, ge=16, description="with use_vllm: vLLM's context, the longest prompt + completion it holds"
+    )
     beta: float = Field(0.0, ge=0, description="KL coefficient against the reference (0: no reference model)")
     use_vllm: bool = Field(False, description="generate with vLLM (TRL's colocate mode; needs a GPU)")
     quality_gate: bool = Field(
@@ -68,7 +72,8 @@ def train(settings: GRPOSettings) -> Path:
     from ..sandbox import Sandbox
 
     prompts = prompts_with_functions(read_records(settings, ("functions",)))
-    model, tokenizer = load_model_and_tokenizer(settings)
+    # vLLM would reserve KV cache for the model's whole context inside TRL's share of each GPU.
+    vllm: dict[str, Any] = {"vllm_mode": "colocate", "vllm_max_model_length": settings.max_length}
     args = trl_args(
         settings,
         trl.GRPOConfig,
@@ -77,8 +82,9 @@ def train(settings: GRPOSettings) -> Path:
         temperature=settings.temperature,
         beta=settings.beta,
         use_vllm=settings.use_vllm,
-        **({"vllm_mode": "colocate"} if settings.use_vllm else {}),
+        **(vllm if settings.use_vllm else {}),
     )
+    model, tokenizer = load_model_and_tokenizer(settings)  # after the config: ZeRO-3 initialisation
     with Sandbox() as sandbox:
         reward = make_verifier_reward(
             sandbox,

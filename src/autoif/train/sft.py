@@ -55,10 +55,10 @@ def train(settings: SFTSettings) -> Path:
         dataset = datasets.Dataset.from_list([prompt_completion(r["messages"]) for r in records])
     except AutoifError as exc:
         raise AutoifError(f"{settings.data}: {exc}") from None
-    model, tokenizer = load_model_and_tokenizer(settings)
     args = trl_args(
         settings, trl.SFTConfig, max_length=settings.max_length, completion_only_loss=settings.completion_only_loss
     )
+    model, tokenizer = load_model_and_tokenizer(settings)  # after the config: ZeRO-3 initialisation
     trainer = trl.SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(settings)
     )
