@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import AutoifError
 from ..registry import Registry
-from .base import Benchmark, EvalConfig, EvalContext
+from .base import Benchmark, EvalConfig, EvalContext, Responses
 from .contamination import contamination, warn_on_contamination
 from .data import load_records, read_responses, subset
 from .results import compare_table, results_dict, results_table, write_results
@@ -34,6 +34,10 @@ BENCHMARKS = Registry(
         "ifbench": "autoif.evals.ifbench:BENCHMARK",
         "followbench": "autoif.evals.followbench:BENCHMARK",
         "dev": "autoif.evals.dev:BENCHMARK",
+        "mmlu": "autoif.evals.choice:MMLU_BENCHMARK",
+        "ceval": "autoif.evals.choice:CEVAL_BENCHMARK",
+        "humaneval": "autoif.evals.humaneval:BENCHMARK",
+        "gsm8k": "autoif.evals.gsm8k:BENCHMARK",
     },
 )
 
@@ -64,20 +68,18 @@ def run_benchmark(
     bench.check_settings(settings)
     out_dir = Path(out_dir).expanduser()
     records, source = load_records(bench, data)
-    items = subset(bench.items(records, source), limit, config.seed)
+    items = subset(bench.evaluated_items(records, source, settings), limit, config.seed)
     if not items:
         raise AutoifError(f"{bench.title}: {source} holds no prompts")
     context = EvalContext(config, settings)
     try:
         if responses is not None:
-            texts, generation = read_responses(responses, items), None
+            answered = Responses(read_responses(responses, items))
             model = {"responses_file": str(responses)}
         else:
-            generation = context.generate(
-                [item.prompt for item in items], max_tokens=settings.max_tokens, desc=f"{bench.name} responses"
-            )
-            texts = [str(c) for c in generation]
+            answered = bench.respond(items, context)
             model = context.model_info()
+        texts, generation = answered.texts, answered.generation
         scores = bench.score(items, texts, context)
     finally:
         context.close()
@@ -94,7 +96,7 @@ def run_benchmark(
     if generation is not None:
         results["counts"]["generation_errors"] = sum(1 for c in generation if c.error)
         results["counts"]["truncated"] = sum(1 for c in generation if c.finish_reason == "length")
-    write_results(out_dir, name, results, items, texts, scores, generation)
+    write_results(out_dir, name, results, items, answered, scores)
     if show:
         from rich.console import Console
 
