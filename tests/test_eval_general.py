@@ -170,7 +170,7 @@ def test_mmlu_hub_loading_reads_test_and_dev_splits(tmp_path):
 
 def test_mmlu_refuses_another_backend(tmp_path):
     cfg = Config.model_validate({"paths": {"out": str(tmp_path)}, "llm": {"backend": "openai", "model": "m"}})
-    with pytest.raises(AutoifError, match="llm.backend=local"):
+    with pytest.raises(AutoifError, match="llm.backend=local or vllm"):
         run_benchmark("mmlu", cfg, None, None, 2, tmp_path, show=False)
 
 

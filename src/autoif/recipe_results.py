@@ -237,17 +237,18 @@ def _render_funnel(funnel: dict) -> list[str]:
 
 def publish(plan: Plan, target: Path) -> dict:
     """Copy what lets anyone check the result into `target`: each benchmark's responses of the base and
-    of the final model ({"prompt", "response"} a line, the prompt as in the benchmark file), the
+    of the final model (its `published_fields` a line: {"prompt", "response"} for the instruction
+    benchmarks, the prompt as in the benchmark file; MMLU's choices, HumanEval's completions), the
     comparisons, the funnel, the training logs, results.md/json and the commands."""
+    from .evals import benchmark
+
     target.mkdir(parents=True, exist_ok=True)
     final = plan.recipe.train[-1].name
     for bench in plan.recipe.eval.names():
+        fields = benchmark(bench).published_fields
         for model, label in ((BASE, "base"), (final, "trained")):
             rows = read_jsonl(plan.eval_dir(model) / f"{bench}_responses.jsonl")
-            write_jsonl(
-                target / f"{bench}_{label}_responses.jsonl",
-                [{"prompt": r["prompt"], "response": r["response"]} for r in rows],
-            )
+            write_jsonl(target / f"{bench}_{label}_responses.jsonl", [{k: r[k] for k in fields} for r in rows])
     for name, source in (
         ("compare.json", plan.out / "compare.json"),
         ("funnel.json", plan.data_dir / "funnel.json"),

@@ -106,6 +106,8 @@ class Benchmark(ABC):
     prompt_level_metrics: ClassVar[frozenset[str]] = frozenset()
     # The modes of `PromptScores.outcomes`, the first one sorting the per-instruction breakdown.
     outcome_modes: ClassVar[tuple[str, ...]] = ()
+    # The fields of a responses row a recipe publishes, one item a line (enough to rescore it).
+    published_fields: ClassVar[tuple[str, ...]] = ("prompt", "response")
 
     def builtin_records(self) -> tuple[list[dict], str] | None:
         """Records the benchmark makes itself, with a description of them (None: its data is a file,

@@ -103,6 +103,7 @@ class ChoiceBenchmark(Benchmark):
     paired_metrics: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"accuracy": (("correct", "question"),)}
     prompt_level_metrics = frozenset({"accuracy"})
     outcome_modes = ("correct",)
+    published_fields = ("question", "choice", "answer", "correct")
 
     def normalize(self, record: dict) -> dict | None:
         """The record in normal form; None for a record that is no question (a header row)."""
@@ -132,7 +133,8 @@ class ChoiceBenchmark(Benchmark):
 
     def build(self, records: list[dict], source: str, shots: int) -> list[Item]:
         """The questions as items, each prompt with `shots` examples of its subject's dev split."""
-        questions, dev = [], defaultdict(list)
+        questions: list[dict] = []
+        dev: dict[str, list[dict]] = defaultdict(list)
         for n, raw in enumerate(records, 1):
             try:
                 r = self.normalize(raw)

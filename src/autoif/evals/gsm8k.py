@@ -56,6 +56,7 @@ class GSM8K(Benchmark):
     }
     prompt_level_metrics = frozenset({"exact_match_strict", "exact_match_flexible"})
     outcome_modes = ("flexible", "strict")
+    published_fields = ("prompt", "response", "target", "strict", "flexible")
 
     def offline_hint(self) -> str:
         return "no package ships GSM8K: pass --data FILE ({question, answer} records) or the hub id openai/gsm8k"

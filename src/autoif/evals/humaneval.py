@@ -84,6 +84,7 @@ class HumanEval(Benchmark):
     paired_metrics = {"pass_at_1": (("passed", "problem"),)}
     prompt_level_metrics = frozenset({"pass_at_1"})
     outcome_modes = ("passed",)
+    published_fields = ("task_id", "completion", "passed", "reason")
 
     def packaged_file(self) -> Path | None:
         from ..benchmark_prompts import package_file

@@ -50,15 +50,18 @@ def request_key(identity: str, context: str, continuations: Sequence[str]) -> st
 
 
 class LoglikScorer:
-    """Scores (context, continuations) requests with the model of `config.llm` (the local backend's
-    model loading: "embedded", a hub id or a path; device and dtype from the llm section)."""
+    """Scores (context, continuations) requests with the model of `config.llm`, loaded as the local
+    backend loads it ("embedded", a hub id or a path; device and dtype from the llm section)."""
 
     def __init__(self, config: Config, *, batch_tokens: int = BATCH_TOKENS) -> None:
         llm = config.llm
-        if llm.backend != "local":
+        # vLLM's model is scored by transformers on the same weights (its own prompt log-probabilities
+        # come back per token of one prompt, with no batching across continuations); an HTTP
+        # endpoint's weights are out of reach.
+        if llm.backend not in ("local", "vllm"):
             raise AutoifError(
-                f"log-likelihood benchmarks need the model's weights (llm.backend=local); llm.backend={llm.backend} "
-                "serves only generated text"
+                f"log-likelihood benchmarks need the model's weights (llm.backend=local or vllm); "
+                f"llm.backend={llm.backend} serves only generated text"
             )
         from ..llm import ResponseCache
         from ..llm.embedded import model_identity
