@@ -111,6 +111,21 @@ def test_mmlu_choices_equal_lm_evals_hflm_on_a_slice(tmp_path, tiny):
         assert row["choice"] == LETTERS[max(range(4), key=scores.__getitem__)]
         correct += row["choice"] == row["answer"]
     assert results["metrics"]["accuracy"] == correct / len(rows)
+    # Multi-token continuations, and a context's trailing space moved to its continuation.
+    free = [
+        ("The capital of France is", [" Paris", " a big city on the Seine", "\nLyon"]),
+        ("Answer: ", ["yes", "no way"]),
+    ]
+    scorer = LoglikScorer(Config.model_validate({"llm": {"backend": "local", "model": tiny, "cache": False}}))
+    try:
+        mine = [ll for scores in scorer.score(free) for ll in scores]
+    finally:
+        scorer.close()
+    pairs = [(ctx, cont) for ctx, conts in free for cont in conts]
+    theirs = [
+        ll for ll, _ in lm.loglikelihood([Instance("loglikelihood", {}, pair, n) for n, pair in enumerate(pairs)])
+    ]
+    assert mine == pytest.approx(theirs, abs=1e-4)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..config import Config
@@ -99,14 +99,13 @@ class LoglikScorer:
         self._model = None
 
     # ------------------------------------------------------------------------------------ forward
-    def _score_missing(self, requests, keys, todo: list[int], out: list, desc: str) -> None:
-        import torch
+    def _score_missing(self, requests, keys: list[str], todo: list[int], out: list, desc: str) -> None:
         from tqdm.auto import tqdm
 
         model, tokenizer = self._load()
         limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
-        # Per request: each continuation's (input ids, continuation ids).
-        pieces: dict[int, list[tuple[tuple[int, ...], list[int]]]] = {}
+        # Per request: each continuation's (model input, continuation ids).
+        pieces: dict[int, list[Piece]] = {}
         for i in todo:
             context, continuations = requests[i]
             pieces[i] = []
@@ -115,58 +114,69 @@ class LoglikScorer:
                 if not tail:
                     raise AutoifError(f"continuation {continuation!r} adds no token to its context")
                 pieces[i].append((tuple((head + tail)[-(limit + 1) :][:-1]), tail))
-        order = sorted(todo, key=lambda i: -max(len(p[0]) for p in pieces[i]))
-        keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         bar = tqdm(total=len(todo), desc=desc, disable=None)
-        start = 0
-        while start < len(order):
-            # Requests of this batch: padded tokens (rows x longest row) within the budget.
-            width = max(len(p[0]) for p in pieces[order[start]])
-            end, rows = start, 0
-            while end < len(order) and (rows + len(pieces[order[end]])) * width <= max(self.batch_tokens, width):
-                rows += len({p[0] for p in pieces[order[end]]})
-                end += 1
-            end = max(end, start + 1)
-            batch = order[start:end]
-            inputs = sorted({p[0] for i in batch for p in pieces[i]}, key=len, reverse=True)
-            row_of = {ids: n for n, ids in enumerate(inputs)}
-            ids = torch.full((len(inputs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(inputs), width), dtype=torch.long)
-            for n, seq in enumerate(inputs):
-                ids[n, : len(seq)] = torch.tensor(seq)
-                mask[n, : len(seq)] = 1
-            # The positions whose logits score a continuation token, across the batch's rows.
-            wanted = sorted({len(seq) - k for i in batch for seq, tail in pieces[i] for k in range(1, len(tail) + 1)})
-            column = {pos: n for n, pos in enumerate(wanted)}
-            # Each (row, position) that scores a continuation token, once.
-            needed = sorted(
-                {
-                    (row_of[seq], len(seq) - len(tail) + k)
-                    for i in batch
-                    for seq, tail in pieces[i]
-                    for k in range(len(tail))
-                }
-            )
-            at = {pair: m for m, pair in enumerate(needed)}
-            with torch.inference_mode():
-                device = next(model.parameters()).device
-                kwargs: dict[str, Any] = {"attention_mask": mask.to(device)}
-                if keeps_logits:
-                    kwargs["logits_to_keep"] = torch.tensor(wanted, device=device)
-                logits = model(ids.to(device), **kwargs).logits
-                rows_at = torch.tensor([r for r, _ in needed], device=logits.device)
-                cols_at = torch.tensor([column[p] if keeps_logits else p for _, p in needed], device=logits.device)
-                logprobs = torch.log_softmax(logits[rows_at, cols_at].float(), dim=-1).cpu()
+        for batch in batches(todo, pieces, self.batch_tokens):
+            scores = iter(forward(model, [p for i in batch for p in pieces[i]], pad))
             for i in batch:
-                scores = []
-                for seq, tail in pieces[i]:
-                    n, first = row_of[seq], len(seq) - len(tail)
-                    scores.append(sum(float(logprobs[at[(n, first + k)], tok]) for k, tok in enumerate(tail)))
-                out[i] = scores
+                out[i] = [next(scores) for _ in pieces[i]]
                 self.computed += 1
                 if self.cache is not None:
-                    self.cache.put(keys[i], json.dumps(scores))
+                    self.cache.put(keys[i], json.dumps(out[i]))
             bar.update(len(batch))
-            start = end
         bar.close()
+
+
+# A continuation to score: the model's input ((context + continuation)[:-1]) and the continuation's ids.
+Piece = tuple[tuple[int, ...], list[int]]
+
+
+def batches(todo: list[int], pieces: dict[int, list[Piece]], budget: int) -> Iterator[list[int]]:
+    """The requests in batches, longest input first, each within `budget` padded tokens (distinct
+    inputs x the longest; a request longer than the budget alone)."""
+    order = sorted(todo, key=lambda i: -max(len(seq) for seq, _ in pieces[i]))
+    start = 0
+    while start < len(order):
+        width = max(len(seq) for seq, _ in pieces[order[start]])
+        end, inputs = start, set()
+        while end < len(order):
+            more = inputs | {seq for seq, _ in pieces[order[end]]}
+            if end > start and len(more) * width > budget:
+                break
+            inputs, end = more, end + 1
+        yield order[start:end]
+        start = end
+
+
+def forward(model: Any, batch: list[Piece], pad: int) -> list[float]:
+    """Each piece's log-likelihood: one forward pass over the batch's distinct inputs, right padded
+    (causal attention: padding changes no real position), logits only where a token is scored."""
+    import torch
+
+    inputs = sorted({seq for seq, _ in batch}, key=len, reverse=True)
+    row_of = {seq: n for n, seq in enumerate(inputs)}
+    width = len(inputs[0])
+    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for n, seq in enumerate(inputs):
+        ids[n, : len(seq)] = torch.tensor(seq)
+        mask[n, : len(seq)] = 1
+    # (row, position) of each scored token, once: position p's logits predict token p + 1.
+    needed = sorted({(row_of[seq], len(seq) - len(tail) + k) for seq, tail in batch for k in range(len(tail))})
+    at = {pair: m for m, pair in enumerate(needed)}
+    positions = sorted({p for _, p in needed})
+    device = next(model.parameters()).device
+    kwargs: dict[str, Any] = {"attention_mask": mask.to(device)}
+    keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
+    if keeps:  # the lm head on those positions only, not the whole vocabulary at every position
+        kwargs["logits_to_keep"] = torch.tensor(positions, device=device)
+    column = {p: n for n, p in enumerate(positions)} if keeps else {p: p for p in positions}
+    with torch.inference_mode():
+        logits = model(ids.to(device), **kwargs).logits
+        rows = torch.tensor([r for r, _ in needed], device=logits.device)
+        cols = torch.tensor([column[p] for _, p in needed], device=logits.device)
+        logprobs = torch.log_softmax(logits[rows, cols].float(), dim=-1).cpu()
+    return [
+        sum(float(logprobs[at[(row_of[seq], len(seq) - len(tail) + k)], token]) for k, token in enumerate(tail))
+        for seq, tail in batch
+    ]
