@@ -138,7 +138,7 @@ def batches(todo: list[int], pieces: dict[int, list[Piece]], budget: int) -> Ite
     start = 0
     while start < len(order):
         width = max(len(seq) for seq, _ in pieces[order[start]])
-        end, inputs = start, set()
+        end, inputs = start, set[tuple[int, ...]]()
         while end < len(order):
             more = inputs | {seq for seq, _ in pieces[order[end]]}
             if end > start and len(more) * width > budget:
