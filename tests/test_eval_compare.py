@@ -18,7 +18,7 @@ import pytest
 from autoif.config import load_config
 from autoif.errors import AutoifError
 from autoif.evals import run_benchmark
-from autoif.evals.base import Scores
+from autoif.evals.base import Responses, Scores
 from autoif.evals.followbench import BENCHMARK as FOLLOWBENCH
 from autoif.evals.results import write_results
 from autoif.evals.stats import compare_runs
@@ -223,7 +223,7 @@ def test_followbench_levels_and_averages(tmp_path):
             per_item.append(row)
         scores = Scores(metrics={}, counts={"prompts": len(items)}, per_item=per_item)
         results = {"benchmark": "followbench", "title": "FollowBench", "metrics": {}, "counts": scores.counts}
-        write_results(tmp_path / side, "followbench", results, items, ["answer"] * len(items), scores, None)
+        write_results(tmp_path / side, "followbench", results, items, Responses(["answer"] * len(items)), scores)
         dirs[side] = tmp_path / side
     assert [int(i.record["level"]) for i in items] == levels
     report = compare_runs(dirs["a"], dirs["b"])

@@ -257,7 +257,7 @@ def test_shipped_recipes_load_resolve_and_plan(path, tmp_path, monkeypatch):
     assert names[0] == "data" and [n for n in names if n.startswith("train.")] == [
         f"train.{s.name}" for s in recipe.train
     ]
-    assert {f"eval.base.{b}" for b in ("ifeval", "ifbench")} <= set(names)
+    assert {f"eval.base.{b}" for b in ("ifeval", "ifbench", "mmlu", "humaneval")} <= set(names)
     assert "contamination" in names and "results" in names
     lines = describe(plan)
     assert len(lines) == len(names) and all("would run" in line for line in lines)

@@ -198,7 +198,8 @@ def train_cmd(
 
 @cli.group("eval")
 def eval_group() -> None:
-    """Benchmarks (IFEval, IFBench, FollowBench, the dev set), contamination checks, and comparisons."""
+    """Benchmarks (IFEval, IFBench, FollowBench, the dev set; MMLU, HumanEval, GSM8K, C-Eval),
+    contamination checks, and comparisons."""
 
 
 def _benchmark_command(name: str) -> None:
@@ -239,10 +240,16 @@ def _benchmark_command(name: str) -> None:
         help="followbench: '--judge self' lets the evaluated model judge its own answers.",
     )
     @click.option(
+        "--num-fewshot",
+        default=None,
+        type=click.IntRange(min=0),
+        help="mmlu, ceval: solved dev-split examples before each question (default 0; 5 needs the dev split).",
+    )
+    @click.option(
         "--out", default="autoif-eval", show_default=True, callback=_given, help="Where results and responses go."
     )
     def command(
-        config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, judge_name, out
+        config_path, overrides, model, responses, data, limit, max_tokens, judge_overrides, judge_name, num_fewshot, out
     ) -> None:
         from .config import LLMConfig, load_config
         from .evals import EvalConfig, run_benchmark
@@ -258,11 +265,12 @@ def _benchmark_command(name: str) -> None:
         judge: LLMConfig | Literal["self"] | None = "self" if judge_name else None
         if judge_overrides:
             judge = load_config(None, judge_overrides, model=LLMConfig)
-        settings = EvalConfig(**({"max_tokens": max_tokens} if max_tokens else {}), judge=judge)
+        chosen = {"max_tokens": max_tokens, "num_fewshot": num_fewshot}
+        settings = EvalConfig(**{k: v for k, v in chosen.items() if v is not None}, judge=judge)
         run_benchmark(name, config, data, responses, limit, Path(out), settings)
 
 
-for _name in ("ifeval", "ifbench", "followbench", "dev"):
+for _name in ("ifeval", "ifbench", "followbench", "dev", "mmlu", "humaneval", "gsm8k", "ceval"):
     _benchmark_command(_name)
 
 

@@ -38,7 +38,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .config import Config, LLMConfig, Section, config_from_tree, format_overrides, read_yaml_tree
 from .errors import AutoifError, ConfigError
-from .evals import BENCHMARKS
+from .evals import BENCHMARKS, benchmark
 from .evals.base import EvalConfig
 from .jsonl import atomic_write_text, read_jsonl, write_jsonl
 from .recipe_results import BASE, read_json, render_markdown, training_summary
@@ -680,17 +680,16 @@ def write_results(plan: Plan) -> dict:
 
 def publish(plan: Plan, target: Path) -> dict:
     """Copy what lets anyone check the result into `target`: each benchmark's responses of the base and
-    of the final model ({"prompt", "response"} a line, the prompt as in the benchmark file), the
+    of the final model (its `published_fields` a line: {"prompt", "response"} for the instruction
+    benchmarks, the prompt as in the benchmark file; MMLU's choices, HumanEval's completions), the
     comparisons, the funnel, the training logs, results.md/json and the commands."""
     target.mkdir(parents=True, exist_ok=True)
     final = plan.recipe.train[-1].name
     for bench in plan.recipe.eval.names():
+        fields = benchmark(bench).published_fields
         for model, label in ((BASE, "base"), (final, "trained")):
             rows = read_jsonl(plan.eval_dir(model) / f"{bench}_responses.jsonl")
-            write_jsonl(
-                target / f"{bench}_{label}_responses.jsonl",
-                [{"prompt": r["prompt"], "response": r["response"]} for r in rows],
-            )
+            write_jsonl(target / f"{bench}_{label}_responses.jsonl", [{k: r[k] for k in fields} for r in rows])
     for name, source in (
         (COMPARE, plan.out / COMPARE),
         (FUNNEL, plan.data_dir / FUNNEL),

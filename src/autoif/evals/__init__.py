@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import AutoifError
 from ..runlock import output_dir
-from .base import EvalConfig, EvalContext
+from .base import EvalConfig, EvalContext, Responses
 from .benchmarks import BENCHMARKS, benchmark
 from .contamination import contamination, warn_on_contamination
 from .data import load_records, read_responses, subset
@@ -50,20 +50,18 @@ def run_benchmark(
     bench.check_settings(settings)
     out_dir = output_dir(Path(out_dir).expanduser(), "--out")  # before the work: a bad --out fails at once
     records, source = load_records(bench, data)
-    items = subset(bench.items(records, source), limit, config.seed)
+    items = subset(bench.evaluated_items(records, source, settings), limit, config.seed)
     if not items:
         raise AutoifError(f"{bench.title}: {source} holds no prompts")
     context = EvalContext(config, settings)
     try:
         if responses is not None:
-            texts, generation = read_responses(responses, items), None
+            answered = Responses(read_responses(responses, items))
             model = {"responses_file": str(responses)}
         else:
-            generation = context.generate(
-                [item.prompt for item in items], max_tokens=settings.max_tokens, desc=f"{bench.name} responses"
-            )
-            texts = [str(c) for c in generation]
+            answered = bench.respond(items, context)
             model = context.model_info()
+        texts, generation = answered.texts, answered.generation
         scores = bench.score(items, texts, context)
     finally:
         context.close()
@@ -80,7 +78,7 @@ def run_benchmark(
     if generation is not None:
         results["counts"]["generation_errors"] = sum(1 for c in generation if c.error)
         results["counts"]["truncated"] = sum(1 for c in generation if c.finish_reason == "length")
-    write_results(out_dir, name, results, items, texts, scores, generation)
+    write_results(out_dir, name, results, items, answered, scores)
     if show:
         from rich.console import Console
 

@@ -31,6 +31,12 @@ class EvalConfig(Section):
         "(only when asked for); None: followbench refuses to score",
     )
     judge_max_tokens: int = Field(512, ge=1, description="followbench: longest judgement")
+    num_fewshot: int = Field(
+        0,
+        ge=0,
+        description="mmlu, ceval: solved examples of the subject's dev split before each question "
+        "(0: zero-shot; 5 is the standard and needs the dev split: the hub's copy or a file holding it)",
+    )
 
 
 @dataclass
@@ -55,6 +61,17 @@ class Scores:
     counts: dict[str, int]
     details: dict[str, Any] = field(default_factory=dict)
     per_item: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Responses:
+    """What a model answered, one text per item: generated responses (with their `Completion`s, which
+    carry finish reasons and errors) or, for a log-likelihood benchmark, the choice it ranked first
+    (with what ranked it, per item: written beside each response)."""
+
+    texts: list[str]
+    generation: list[Any] | None = None
+    per_item: list[dict] | None = None
 
 
 @dataclass
@@ -89,6 +106,8 @@ class Benchmark(ABC):
     prompt_level_metrics: ClassVar[frozenset[str]] = frozenset()
     # The modes of `PromptScores.outcomes`, the first one sorting the per-instruction breakdown.
     outcome_modes: ClassVar[tuple[str, ...]] = ()
+    # The fields of a responses row a recipe publishes, one item a line (enough to rescore it).
+    published_fields: ClassVar[tuple[str, ...]] = ("prompt", "response")
 
     def builtin_records(self) -> tuple[list[dict], str] | None:
         """Records the benchmark makes itself, with a description of them (None: its data is a file,
@@ -113,6 +132,22 @@ class Benchmark(ABC):
         """A responses row's scores (the fields `score` wrote in its per_item), or the reason it has
         none (a prompt left unchecked or unjudged). A row lacking those fields raises
         KeyError/TypeError/ValueError."""
+
+    def evaluated_items(self, records: list[dict], source: str, settings: EvalConfig) -> list[Item]:
+        """The items a run with these settings asks (default: `items`; few-shot prompts differ)."""
+        return self.items(records, source)
+
+    def respond(self, items: list[Item], context: EvalContext) -> Responses:
+        """The evaluated model's answers (default: one generated response per prompt)."""
+        settings = context.settings
+        generation = context.generate(
+            [item.prompt for item in items], max_tokens=settings.max_tokens, desc=f"{self.name} responses"
+        )
+        return Responses([str(c) for c in generation], generation)
+
+    def hub_records(self, datasets: Any, dataset_id: str) -> list[dict]:
+        """The records of a hub dataset (default: its `hub_split`); network errors propagate."""
+        return [dict(r) for r in datasets.load_dataset(dataset_id, split=self.hub_split)]
 
     def all_items(self, records: list[dict], source: str) -> list[Item]:
         """Every prompt the benchmark asks, for contamination checks (default: the scored items)."""

@@ -15,6 +15,10 @@ BENCHMARKS = Registry(
         "ifbench": "autoif.evals.ifbench:BENCHMARK",
         "followbench": "autoif.evals.followbench:BENCHMARK",
         "dev": "autoif.evals.dev:BENCHMARK",
+        "mmlu": "autoif.evals.choice:MMLU_BENCHMARK",
+        "ceval": "autoif.evals.choice:CEVAL_BENCHMARK",
+        "humaneval": "autoif.evals.humaneval:BENCHMARK",
+        "gsm8k": "autoif.evals.gsm8k:BENCHMARK",
     },
 )
 

