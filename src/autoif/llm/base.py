@@ -71,7 +71,9 @@ class Request:
 
 
 class Completion(str):
-    """One sample's text (a `str`), with metadata: `finish_reason`, `tokens`, and `error`.
+    """One sample's text (a `str`), with metadata: `finish_reason`, `tokens` (completion tokens),
+    `prompt_tokens` (this sample's share of the prompt's billed tokens, when the backend knows it)
+    and `error`.
 
     `error` is set (and the text empty) when the backend gave up on this one sample for a reason
     that is the request's fault (for example a prompt longer than the context). Errors are never
@@ -81,21 +83,30 @@ class Completion(str):
     finish_reason: str | None
     tokens: int | None
     error: str | None
+    prompt_tokens: int | None
 
     def __new__(
-        cls, text: str, finish_reason: str | None = None, tokens: int | None = None, error: str | None = None
+        cls,
+        text: str,
+        finish_reason: str | None = None,
+        tokens: int | None = None,
+        error: str | None = None,
+        prompt_tokens: int | None = None,
     ) -> Completion:
         obj = super().__new__(cls, text)
-        obj.finish_reason, obj.tokens, obj.error = finish_reason, tokens, error
+        obj.finish_reason, obj.tokens, obj.error, obj.prompt_tokens = finish_reason, tokens, error, prompt_tokens
         return obj
 
     def to_json(self) -> str:
-        return json.dumps({"text": str(self), "finish_reason": self.finish_reason, "tokens": self.tokens})
+        d = {"text": str(self), "finish_reason": self.finish_reason, "tokens": self.tokens}
+        if self.prompt_tokens is not None:
+            d["prompt_tokens"] = self.prompt_tokens
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, raw: str) -> Completion:
         d = json.loads(raw)
-        return cls(d["text"], d.get("finish_reason"), d.get("tokens"))
+        return cls(d["text"], d.get("finish_reason"), d.get("tokens"), prompt_tokens=d.get("prompt_tokens"))
 
 
 @dataclass
@@ -115,6 +126,7 @@ class BackendStats:
     hits: int = 0
     misses: int = 0
     completion_tokens: int = 0
+    prompt_tokens: int = 0  # of the generated samples, where the backend reports them (HTTP backends)
     errors: int = 0
 
     def as_dict(self) -> dict:
@@ -153,6 +165,9 @@ class Backend(ABC):
     def __init__(self, model: str, cache: Cache | None = None) -> None:
         self.model = model
         self.cache = cache
+        # Set by `autoif run --emit-batch` (batchfile.Emitter.divert): it gets the cache misses
+        # (jobs, each job's sample keys, emit) in place of `_run`.
+        self.divert: Callable[[Backend, list[Job], list[list[str]], Emit], None] | None = None
         self.stats = BackendStats()
         self._lock = threading.Lock()
 
@@ -215,12 +230,16 @@ class Backend(ABC):
                     self.stats.errors += 1
                 else:
                     self.stats.completion_tokens += completion.tokens or 0
+                    self.stats.prompt_tokens += completion.prompt_tokens or 0
             if self.cache is not None and not completion.error:
                 self.cache.put(keys[ri][sample_index], completion.to_json())
             bar.update(1)
 
         try:
-            self._run(jobs, emit)
+            if self.divert is not None:
+                self.divert(self, jobs, [keys[ri] for ri in job_slots], emit)
+            else:
+                self._run(jobs, emit)
         finally:
             bar.close()
         return _filled(results, self.kind)

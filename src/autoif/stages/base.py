@@ -44,7 +44,8 @@ class Context:
     constructor, or opened from `config` the first time a stage asks); `needs` holds the whole
     output of every stage the current one `needs`, set by the executor, and `index` looks records
     up in it; `counts` collects finer counts than records for the funnel; `llm_stats` is what the
-    LLM has cost so far. Whoever made the Context closes it.
+    LLM has cost so far. `role` is the stage being run (set by the pipeline): a stage with its own
+    `<stage>.llm` gets its own backend from `llm`. Whoever made the Context closes it.
     """
 
     def __init__(
@@ -59,7 +60,10 @@ class Context:
         self.config = config
         self.needs: dict[str, list[Record]] = needs if needs is not None else {}
         self.counts: Counter[str] = Counter()
-        self._llm = llm
+        self.role: str | None = None
+        self.divert: Any = None  # handed to every backend opened (`Backend.divert`: --emit-batch)
+        # One backend per distinct LLM config of a role; None: the `llm` section's.
+        self._llms: dict[str | None, Backend] = {} if llm is None else {None: llm}
         self._sandbox = sandbox
         self._nli = nli
         # (need, key) -> (the records indexed, the index): rebuilt when `needs` holds new records.
@@ -67,11 +71,15 @@ class Context:
 
     @property
     def llm(self) -> Backend:
-        if self._llm is None:
+        own = self.config.llm_for(self.role) if self.role else self.config.llm
+        key = None if own is self.config.llm else own.model_dump_json()
+        if key not in self._llms:
             from ..llm import make_backend
 
-            self._llm = make_backend(self.config)
-        return self._llm
+            backend = make_backend(self.config.model_copy(update={"llm": own}))
+            backend.divert = self.divert
+            self._llms[key] = backend
+        return self._llms[key]
 
     @property
     def sandbox(self) -> Sandbox:
@@ -95,7 +103,13 @@ class Context:
     def llm_stats(self) -> dict[str, int] | None:
         """What the LLM backend has cost so far (samples generated, cache hits...); None when no
         stage has used it."""
-        return self._llm.stats.as_dict() if self._llm is not None else None
+        if not self._llms:
+            return None
+        total: dict[str, int] = {}
+        for backend in self._llms.values():
+            for k, v in backend.stats.as_dict().items():
+                total[k] = total.get(k, 0) + v
+        return total
 
     def index(self, need: str, key: str, of: type[R]) -> dict[Any, R]:
         """`needs[need]` as a dict by the attribute `key`, built once per stage run, not per shard.
@@ -120,11 +134,11 @@ class Context:
             self._sandbox.close()
             self._sandbox = None
         self._nli = None
-        if self._llm is not None:
-            self._llm.close()
-            if self._llm.cache is not None:
-                self._llm.cache.close()
-            self._llm = None
+        for backend in self._llms.values():
+            backend.close()
+            if backend.cache is not None:
+                backend.cache.close()
+        self._llms = {}
 
 
 class Stage(ABC, Generic[R]):
