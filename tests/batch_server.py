@@ -3,15 +3,28 @@
 - `run_batch`: what `vllm run-batch` does with a request file (OpenAI batch format): each line's
   body sent to the server's /v1/chat/completions, one result line per request, in the format the
   OpenAI Batch API writes to its output file.
+- `OpenAIBatchServer`: the OpenAI Files and Batches endpoints as the API reference describes them
+  (upload a JSONL file with purpose "batch", create a batch from it, retrieve / list / cancel
+  batches, download output and error files), each batch worked through in a thread that sends
+  every request to the real server. It can be told to make the next batch slow, expire it after
+  some requests (the rest go to the error file as `batch_expired`), or fail some requests (500).
 """
 
 from __future__ import annotations
 
+import collections
+import email
+import email.policy
+import itertools
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 
 def complete(upstream: str, line: dict) -> dict:
@@ -38,3 +51,217 @@ def run_batch(requests: Path, results: Path, upstream: str) -> None:
     """`vllm run-batch -i requests -o results`, answered by `upstream`."""
     lines = [json.loads(raw) for raw in requests.read_text().splitlines() if raw.strip()]
     results.write_text("".join(json.dumps(complete(upstream, line)) + "\n" for line in lines))
+
+
+class OpenAIBatchServer:
+    """Files + Batches on 127.0.0.1, completing batches through `upstream` (http://127.0.0.1:PORT).
+
+    Faults for the next batch created: `delay_s` (it waits that long before starting), `expire_after`
+    (it expires after that many requests), `fail_first` (its first requests answered 500);
+    `fail_always`: every request of every batch answered 500.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.submitted: collections.Counter[str] = collections.Counter()  # custom_id -> times in a created batch
+        self.retrieved: collections.Counter[str] = collections.Counter()  # batch id -> GETs
+        self.delay_s = 0.0
+        self.expire_after: int | None = None
+        self.fail_first = 0
+        self.fail_always = False
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._cancel: dict[str, threading.Event] = {}
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> OpenAIBatchServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for event in self._cancel.values():
+            event.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    # ------------------------------------------------------------------------------- the API
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+
+    def upload(self, purpose: str, data: bytes, filename: str) -> dict:
+        file_id = self._new_id("file")
+        self.files[file_id] = data
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+        }
+
+    def create(self, params: dict) -> tuple[int, dict]:
+        if params.get("input_file_id") not in self.files:
+            return 400, {"error": {"message": "input_file_id not found", "type": "invalid_request_error"}}
+        lines = [json.loads(raw) for raw in self.files[params["input_file_id"]].decode().splitlines() if raw.strip()]
+        batch_id = self._new_id("batch")
+        now = int(time.time())
+        batch = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": params.get("endpoint"),
+            "errors": None,
+            "input_file_id": params["input_file_id"],
+            "completion_window": params.get("completion_window", "24h"),
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": now,
+            "in_progress_at": None,
+            "expires_at": now + 86400,
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            "metadata": params.get("metadata"),
+        }
+        faults = (self.delay_s, self.expire_after, self.fail_first)
+        self.delay_s, self.expire_after, self.fail_first = 0.0, None, 0
+        with self._lock:
+            self.batches[batch_id] = batch
+            self._cancel[batch_id] = threading.Event()
+            self.submitted.update(line["custom_id"] for line in lines)
+        threading.Thread(target=self._work, args=(batch, lines, *faults), daemon=True).start()
+        return 200, dict(batch)
+
+    def _work(self, batch: dict, lines: list[dict], delay_s: float, expire_after: int | None, fail: int) -> None:
+        cancel = self._cancel[batch["id"]]
+        cancel.wait(delay_s)
+        batch.update(status="in_progress", in_progress_at=int(time.time()))
+        out, errors = [], []
+        for i, line in enumerate(lines):
+            if cancel.is_set() or (expire_after is not None and i >= expire_after):
+                code = "batch_cancelled" if cancel.is_set() else "batch_expired"
+                errors += [_unrun(rest, code) for rest in lines[i:]]
+                break
+            result = _failed(line) if self.fail_always or i < fail else complete(self.upstream, line)
+            ok = result["response"]["status_code"] == 200
+            (out if ok else errors).append(result)
+            batch["request_counts"]["completed" if ok else "failed"] += 1
+        now = int(time.time())
+        if out:
+            batch["output_file_id"] = self.upload("batch_output", _jsonl(out), "output.jsonl")["id"]
+        if errors:
+            batch["error_file_id"] = self.upload("batch_output", _jsonl(errors), "errors.jsonl")["id"]
+        if cancel.is_set():
+            batch.update(status="cancelled", cancelled_at=now)
+        elif expire_after is not None and expire_after < len(lines):
+            batch.update(status="expired", expired_at=now)
+        else:
+            batch.update(status="completed", finalizing_at=now, completed_at=now)
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _not_found(self) -> None:
+                self._send(404, {"error": {"message": f"no such path or object: {self.path}", "type": "not_found"}})
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                parts = url.path.strip("/").split("/")  # v1, files|batches, id, content
+                if parts[1:2] == ["files"] and len(parts) == 4 and parts[3] == "content" and parts[2] in server.files:
+                    return self._send(200, server.files[parts[2]], "application/octet-stream")
+                if parts[1:2] == ["batches"] and len(parts) == 3 and parts[2] in server.batches:
+                    server.retrieved[parts[2]] += 1
+                    return self._send(200, server.batches[parts[2]])
+                if parts[1:] == ["batches"]:
+                    limit = int(parse_qs(url.query).get("limit", ["20"])[0])
+                    data = sorted(server.batches.values(), key=lambda b: b["created_at"], reverse=True)[:limit]
+                    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+                    return self._send(
+                        200, {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+                    )
+                self._not_found()
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                parts = urlsplit(self.path).path.strip("/").split("/")
+                if parts[1:] == ["files"]:
+                    form = _multipart(self.headers["Content-Type"], raw)
+                    name, data = form["file"]
+                    return self._send(200, server.upload(form["purpose"][1].decode(), data, name or "upload.jsonl"))
+                if parts[1:] == ["batches"]:
+                    return self._send(*server.create(json.loads(raw)))
+                if (
+                    parts[1:2] == ["batches"]
+                    and len(parts) == 4
+                    and parts[3] == "cancel"
+                    and parts[2] in server.batches
+                ):
+                    batch = server.batches[parts[2]]
+                    if batch["status"] in ("validating", "in_progress"):
+                        batch.update(status="cancelling", cancelling_at=int(time.time()))
+                        server._cancel[parts[2]].set()
+                    return self._send(200, batch)
+                self._not_found()
+
+        return Handler
+
+
+def _multipart(ctype: str, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """name -> (filename, bytes) of a multipart/form-data body (the standard library's email parser)."""
+    message = email.message_from_bytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw, policy=email.policy.HTTP)
+    form = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        form[name] = (part.get_filename(), part.get_payload(decode=True))
+    return form
+
+
+def _jsonl(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def _failed(line: dict) -> dict:
+    body = {"error": {"message": "injected server error", "type": "server_error"}}
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": line["custom_id"],
+        "response": {"status_code": 500, "request_id": uuid.uuid4().hex, "body": body},
+        "error": None,
+    }
+
+
+def _unrun(line: dict, code: str) -> dict:
+    message = {"batch_expired": "This request could not be executed before the completion window expired."}
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": line["custom_id"],
+        "response": None,
+        "error": {"code": code, "message": message.get(code, "This request was cancelled.")},
+    }

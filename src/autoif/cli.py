@@ -338,6 +338,31 @@ def recipe_cmd(recipe_file: str, out: str | None, overrides: tuple[str, ...], dr
     click.echo(f"autoif: results in {plan.out / 'results.md'}")
 
 
+@cli.command("batches")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--cancel", is_flag=True, help="Cancel every batch that has not finished.")
+def batches_cmd(out: str, cancel: bool) -> None:
+    """List the batch jobs of a run in batch mode (llm.batch) and their last seen state."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .llm.batch import batch_rows, cancel_batches
+
+    if cancel:
+        for batch_id, status in cancel_batches(out):
+            click.echo(f"autoif: cancel {batch_id}: {status}")
+    rows = batch_rows(out)
+    if not rows:
+        click.echo(f"autoif: no batch jobs under {out}")
+        return
+    table = Table(title=f"batch jobs ({out})")
+    for col in ("state file", "backend", "model", "batch", "requests", "status"):
+        table.add_column(col, justify="right" if col == "requests" else "left")
+    for row in rows:
+        table.add_row(*map(str, row))
+    Console(width=200).print(table)
+
+
 @cli.command("report")
 @click.argument("out", type=click.Path(file_okay=False))
 def report_cmd(out: str) -> None:

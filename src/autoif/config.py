@@ -82,6 +82,16 @@ class LLMConfig(Section):
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory to use")
     max_model_len: int | None = Field(None, ge=1, description="vllm: context length (None: the model's)")
+    batch: bool = Field(
+        False,
+        description="openai, anthropic: send requests through the provider's batch API (half the price, results "
+        "within 24h) instead of the synchronous endpoint; state kept under OUT/batches (see `autoif batches`)",
+    )
+    batch_poll_s: float = Field(30.0, gt=0, description="batch: first wait between polls; doubles each poll")
+    batch_poll_max_s: float = Field(600.0, gt=0, description="batch: longest wait between polls")
+    batch_max_attempts: int = Field(
+        3, ge=1, le=20, description="batch: submissions of one request at most (failed, expired, cancelled ones)"
+    )
     max_cost: float | None = Field(
         None,
         ge=0,

@@ -185,7 +185,7 @@ class Pipeline:
             self.emitter.stage, emitted = stage.name, self.emitter.diverted
         spent_here = 0.0  # by the shards this run runs, for the budget's guess at the next one's cost
         if stage.uses_llm:
-            reused = {}
+            reused: dict[str, int] = {}
             for key in set(keys) - {keys[i] for i in todo}:
                 add_usage(reused, json.loads((workdir / f"{key}.done").read_text()).get("llm"))
             self.budget.charge(stage_line(self.config, stage.name, reused)["cost"])
