@@ -265,3 +265,176 @@ def _unrun(line: dict, code: str) -> dict:
         "response": None,
         "error": {"code": code, "message": message.get(code, "This request was cancelled.")},
     }
+
+
+# ------------------------------------------------------------------------------------ Anthropic
+def anthropic_message(upstream: str, params: dict) -> tuple[int, dict]:
+    """One Messages API request answered by the OpenAI-compatible `upstream`, as the Messages API answers."""
+    messages = ([{"role": "system", "content": params["system"]}] if params.get("system") else []) + params["messages"]
+    body = {"messages": messages, "max_tokens": params["max_tokens"], "temperature": params.get("temperature", 1.0)}
+    if params.get("top_p") is not None:
+        body["top_p"] = params["top_p"]
+    if params.get("stop_sequences"):
+        body["stop"] = params["stop_sequences"]
+    answer = complete(upstream, {"custom_id": "-", "url": "/v1/chat/completions", "body": body})["response"]
+    if answer["status_code"] != 200:
+        message = (answer["body"].get("error") or {}).get("message", "upstream error")
+        kind = "invalid_request_error" if answer["status_code"] < 500 else "api_error"
+        return answer["status_code"], {"type": "error", "error": {"type": kind, "message": message}}
+    choice, usage = answer["body"]["choices"][0], answer["body"].get("usage") or {}
+    reason = {"stop": "end_turn", "length": "max_tokens"}.get(choice.get("finish_reason"), "end_turn")
+    return 200, {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": params["model"],
+        "content": [{"type": "text", "text": choice["message"]["content"] or ""}],
+        "stop_reason": reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0)},
+    }
+
+
+def _rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+class AnthropicServer:
+    """The Messages API and its Message Batches endpoints as Anthropic's API reference describes them
+    (create with the requests inline, retrieve, list, cancel, results as JSONL at `results_url`),
+    answered by the OpenAI-compatible `upstream`. Faults for the next batch as `OpenAIBatchServer`'s."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.batches: dict[str, dict] = {}
+        self.results: dict[str, bytes] = {}
+        self.submitted: collections.Counter[str] = collections.Counter()
+        self.retrieved: collections.Counter[str] = collections.Counter()
+        self.messages = 0  # synchronous Messages requests
+        self.delay_s = 0.0
+        self.expire_after: int | None = None
+        self.fail_first = 0
+        self._cancel: dict[str, threading.Event] = {}
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> AnthropicServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for event in self._cancel.values():
+            event.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def create(self, requests: list[dict]) -> dict:
+        batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
+        now = time.time()
+        batch = {
+            "id": batch_id,
+            "type": "message_batch",
+            "processing_status": "in_progress",
+            "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+            "ended_at": None,
+            "created_at": _rfc3339(now),
+            "expires_at": _rfc3339(now + 86400),
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": None,
+        }
+        faults = (self.delay_s, self.expire_after, self.fail_first)
+        self.delay_s, self.expire_after, self.fail_first = 0.0, None, 0
+        self.batches[batch_id] = batch
+        self._cancel[batch_id] = threading.Event()
+        self.submitted.update(r["custom_id"] for r in requests)
+        threading.Thread(target=self._work, args=(batch, requests, *faults), daemon=True).start()
+        return dict(batch)
+
+    def _work(self, batch: dict, requests: list[dict], delay_s: float, expire_after: int | None, fail: int) -> None:
+        cancel = self._cancel[batch["id"]]
+        cancel.wait(delay_s)
+        counts, lines = batch["request_counts"], []
+        for i, request in enumerate(requests):
+            if cancel.is_set() or (expire_after is not None and i >= expire_after):
+                kind = "canceled" if cancel.is_set() else "expired"
+                result: dict = {"type": kind}
+            elif i < fail:
+                result = {
+                    "type": "errored",
+                    "error": {"type": "error", "error": {"type": "api_error", "message": "injected"}},
+                }
+            else:
+                status, message = anthropic_message(self.upstream, request["params"])
+                result = (
+                    {"type": "succeeded", "message": message}
+                    if status == 200
+                    else {"type": "errored", "error": message}
+                )
+            counts["processing"] -= 1
+            counts[result["type"]] += 1
+            lines.append({"custom_id": request["custom_id"], "result": result})
+        self.results[batch["id"]] = _jsonl(lines)
+        batch.update(
+            processing_status="ended",
+            ended_at=_rfc3339(time.time()),
+            results_url=f"{self.base_url}/v1/messages/batches/{batch['id']}/results",
+        )
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _not_found(self) -> None:
+                self._send(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path).path.strip("/").split("/")  # v1, messages, batches, id, results
+                if parts[:3] != ["v1", "messages", "batches"]:
+                    return self._not_found()
+                if len(parts) == 3:
+                    data = sorted(server.batches.values(), key=lambda b: b["created_at"], reverse=True)
+                    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+                    return self._send(200, {"data": data, "has_more": False, "first_id": first, "last_id": last})
+                if parts[3] not in server.batches:
+                    return self._not_found()
+                if len(parts) == 5 and parts[4] == "results" and parts[3] in server.results:
+                    return self._send(200, server.results[parts[3]], "application/binary")
+                server.retrieved[parts[3]] += 1
+                self._send(200, server.batches[parts[3]])
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                parts = urlsplit(self.path).path.strip("/").split("/")
+                if parts == ["v1", "messages"]:
+                    server.messages += 1
+                    return self._send(*anthropic_message(server.upstream, json.loads(raw)))
+                if parts == ["v1", "messages", "batches"]:
+                    return self._send(200, server.create(json.loads(raw)["requests"]))
+                if len(parts) == 5 and parts[4] == "cancel" and parts[3] in server.batches:
+                    batch = server.batches[parts[3]]
+                    if batch["processing_status"] == "in_progress":
+                        batch.update(processing_status="canceling", cancel_initiated_at=_rfc3339(time.time()))
+                        server._cancel[parts[3]].set()
+                    return self._send(200, batch)
+                self._not_found()
+
+        return Handler

@@ -39,10 +39,11 @@ class Section(BaseModel):
 class LLMConfig(Section):
     """The supervision model: writes instructions, functions, responses and judgements."""
 
-    backend: Literal["local", "openai", "vllm"] = Field(
+    backend: Literal["local", "openai", "vllm", "anthropic"] = Field(
         "local",
         description="local: transformers in this process (the embedded SmolLM2 by default); "
-        "openai: any OpenAI-compatible endpoint; vllm: the vLLM offline engine",
+        "openai: any OpenAI-compatible endpoint; vllm: the vLLM offline engine; anthropic: Claude models "
+        "(the anthropic SDK; its key in ANTHROPIC_API_KEY unless llm.api_key_env names another)",
     )
     model: str = Field(
         "embedded",

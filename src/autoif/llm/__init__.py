@@ -16,11 +16,15 @@ BACKENDS = Registry(
         "openai": "autoif.llm.openai_backend:OpenAIBackend",
         "local": "autoif.llm.local:LocalBackend",
         "vllm": "autoif.llm.vllm_backend:VLLMBackend",
+        "anthropic": "autoif.llm.anthropic_backend:AnthropicBackend",
     },
     error=BackendError,
 )
 # `llm.batch: true`: the backend that sends a stage's requests through the provider's batch API.
-BATCH_BACKENDS = {"openai": "autoif.llm.batch:OpenAIBatchBackend"}
+BATCH_BACKENDS = {
+    "openai": "autoif.llm.batch:OpenAIBatchBackend",
+    "anthropic": "autoif.llm.anthropic_backend:AnthropicBatchBackend",
+}
 
 
 def backend_class(name: str) -> type[Backend]:

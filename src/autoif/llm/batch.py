@@ -109,9 +109,13 @@ class BatchAPI(ABC):
     def create(self, entry: dict[str, Any], lines: list[str]) -> tuple[str, str]:
         """Create the batch, tagged with `entry["token"]`; (batch id, status)."""
 
+    def new_token(self, keys: list[str]) -> str:
+        """What identifies a batch of ours at the provider before we know its id."""
+        return uuid.uuid4().hex
+
     @abstractmethod
-    def find(self, token: str) -> tuple[str, str] | None:
-        """(id, status) of a batch created with `token`, if the provider has one."""
+    def find(self, token: str, known: set[str]) -> tuple[str, str] | None:
+        """(id, status) of a batch created with `token` and not among `known` ids, if the provider has one."""
 
     @abstractmethod
     def status(self, batch_id: str) -> str: ...
@@ -150,7 +154,7 @@ class BatchRunner:
             for entry in live:  # being submitted when a run was killed: finish that submission
                 if entry.get("id"):
                     continue
-                if entry["status"] == "submitting" and (found := self.api.find(entry["token"])):
+                if entry["status"] == "submitting" and (found := self.api.find(entry["token"], self._known())):
                     entry["id"], entry["status"] = found
                     self.state.save()
                 elif all(k in bodies for k in entry["custom_ids"]):
@@ -201,7 +205,7 @@ class BatchRunner:
 
     def _submit(self, keys: list[str], bodies: dict[str, dict[str, Any]]) -> dict[str, Any]:
         entry = {
-            "token": uuid.uuid4().hex,
+            "token": self.api.new_token(keys),
             "custom_ids": keys,
             "status": "uploading",
             "id": None,
@@ -224,9 +228,12 @@ class BatchRunner:
             self.api.upload(entry, lines)
             entry["status"] = "submitting"
             self.state.save()
-        found = self.api.find(entry["token"])
+        found = self.api.find(entry["token"], self._known())
         entry["id"], entry["status"] = found if found else self.api.create(entry, lines)
         self.state.save()
+
+    def _known(self) -> set[str]:
+        return {b["id"] for b in self.state.batches if b.get("id")}
 
     def _finish(self, entry: dict[str, Any]) -> None:
         """Poll until the batch is final, waiting longer each time."""
@@ -275,9 +282,9 @@ class OpenAIBatches(BatchAPI):
         )
         return batch.id, batch.status
 
-    def find(self, token: str) -> tuple[str, str] | None:
+    def find(self, token: str, known: set[str]) -> tuple[str, str] | None:
         for batch in self._call(lambda: self.client.batches.list(limit=100)):
-            if (batch.metadata or {}).get("autoif_token") == token:
+            if (batch.metadata or {}).get("autoif_token") == token and batch.id not in known:
                 return batch.id, batch.status
         return None
 
@@ -420,4 +427,8 @@ def api_for(header: dict[str, Any]) -> BatchAPI:
         import openai
 
         return OpenAIBatches(openai.OpenAI(base_url=header["endpoint"], api_key=key))
+    if kind == "anthropic":
+        from .anthropic_backend import AnthropicBatches, anthropic_sdk
+
+        return AnthropicBatches(anthropic_sdk().Anthropic(base_url=header["endpoint"], api_key=key))
     raise AutoifError(f"batch state of an unknown backend '{kind}'")
