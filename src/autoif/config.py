@@ -474,6 +474,11 @@ class ExportConfig(Section, PairBounds):
     )
     llamafactory: bool = Field(True, description="also write LLaMA-Factory alpaca and sharegpt files")
     hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
+    card_license: str = Field(
+        "other",
+        description="license field of the dataset card written with the datasets copy and --push-to-hub (the "
+        "data also falls under the supervision model's terms and the query source's)",
+    )
 
 
 # ------------------------------------------------------------------------------------------- root

@@ -57,8 +57,9 @@ def run_pipeline(
             from .evals import warn_on_contamination
             from .export_formats import write_copies
 
-            write_copies(pipeline.out, config.export.llamafactory, config.export.hf_dataset, push_to_hub)
-            warn_on_contamination(pipeline.out)
+            warn_on_contamination(pipeline.out)  # first: the dataset card reports its figures
+            export = config.export
+            write_copies(pipeline.out, export.llamafactory, export.hf_dataset, push_to_hub, export.card_license)
         Console(stderr=True).print(pipeline.funnel_table(funnel, names))
         write_report_or_warn(pipeline.out, config)
     return funnel
