@@ -11,6 +11,7 @@ the hub repo, where the metadata that `datasets` wrote on push (its `configs` an
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,12 @@ def card_metadata(license_id: str) -> dict[str, Any]:
     }
 
 
-def card_text(out: str | Path, repo: str | None = None, license_id: str = "other") -> str:
+def card_text(out: str | os.PathLike, repo: str | None = None, license_id: str = "other") -> str:
     """The card's markdown, with YAML front matter (`license_id` as its license field)."""
     out = Path(out)
     funnel = _read_json(out / "funnel.json")
-    stages = funnel.get("stages") if isinstance(funnel.get("stages"), dict) else {}
+    found = funnel.get("stages")
+    stages: dict[str, Any] = found if isinstance(found, dict) else {}
     sft, dpo = _rows(out / "sft.jsonl"), _rows(out / "dpo.jsonl")
     front = yaml.safe_dump(card_metadata(license_id), sort_keys=False).strip()
     load = f'load_dataset("{repo}")' if repo else f'load_from_disk("{out / "hf_dataset"}")'
