@@ -174,6 +174,10 @@ class AnthropicBatches(BatchAPI):
     def __init__(self, client: Any) -> None:
         self.client = client
 
+    @classmethod
+    def connect(cls, endpoint: str, api_key: str) -> AnthropicBatches:
+        return cls(anthropic_sdk().Anthropic(base_url=endpoint, api_key=api_key))
+
     def line(self, custom_id: str, body: dict[str, Any]) -> str:
         import json
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import AutoifError
 from ..jsonl import atomic_write_text
+from ..registry import Registry
 from .base import BackendError, Completion, Emit, Job, cache_key
 from .batchfile import chat_body, completion_of, request_line
 from .cache import Cache
@@ -96,6 +97,11 @@ class BatchAPI(ABC):
 
     max_requests: int
     max_bytes: int
+
+    @classmethod
+    @abstractmethod
+    def connect(cls, endpoint: str, api_key: str) -> BatchAPI:
+        """The API at `endpoint` (as a state file records it), with the SDK's client."""
 
     @abstractmethod
     def line(self, custom_id: str, body: dict[str, Any]) -> str:
@@ -262,6 +268,12 @@ class OpenAIBatches(BatchAPI):
     def __init__(self, client: Any, url: str = "/v1/chat/completions") -> None:
         self.client, self.url = client, url
 
+    @classmethod
+    def connect(cls, endpoint: str, api_key: str) -> OpenAIBatches:
+        import openai
+
+        return cls(openai.OpenAI(base_url=endpoint, api_key=api_key))
+
     def line(self, custom_id: str, body: dict[str, Any]) -> str:
         return request_line(custom_id, body, self.url)
 
@@ -419,16 +431,15 @@ def cancel_batches(out: str | Path) -> list[tuple[str, str]]:
     return done
 
 
+# The batch API of each backend kind, for a state file's batches (loaded by name: anthropic_backend
+# builds on this module).
+BATCH_APIS = Registry(
+    "batch backend",
+    {"openai": "autoif.llm.batch:OpenAIBatches", "anthropic": "autoif.llm.anthropic_backend:AnthropicBatches"},
+)
+
+
 def api_for(header: dict[str, Any]) -> BatchAPI:
     """The batch API a state file's batches live at (its endpoint, the key from its api_key_env)."""
-    kind = header.get("kind")
     key = os.environ.get(header.get("api_key_env") or "") or NO_KEY
-    if kind == "openai":
-        import openai
-
-        return OpenAIBatches(openai.OpenAI(base_url=header["endpoint"], api_key=key))
-    if kind == "anthropic":
-        from .anthropic_backend import AnthropicBatches, anthropic_sdk
-
-        return AnthropicBatches(anthropic_sdk().Anthropic(base_url=header["endpoint"], api_key=key))
-    raise AutoifError(f"batch state of an unknown backend '{kind}'")
+    return BATCH_APIS.load(str(header.get("kind"))).connect(header["endpoint"], key)
