@@ -90,6 +90,11 @@ def test_usage_and_cost_per_stage_in_funnel_and_table(tmp_path, tiny):
     text = console.export_text()
     assert f"{line['prompt_tokens']}/{line['completion_tokens']}" in text and f"${line['cost']:.4f}" in text
 
+    from autoif.report import write_report
+
+    html = write_report(tmp_path).read_text()
+    assert f"local: {tiny}" in html and f"${line['cost']:.4f}" in html  # the report's LLM section
+
     # A rerun generates nothing and keeps the stage's recorded usage (a skipped stage's report).
     again = run(config(tmp_path, tiny))
     assert again["stages"]["responses"]["llm"] == line
@@ -138,6 +143,9 @@ def test_bad_price_table_and_unknown_role_are_one_line_errors(tmp_path):
         result = runner.invoke(cli, ["run", "--estimate", "-o", str(tmp_path), "--set", bad])
         assert result.exit_code == 2, (bad, result.output)
         assert result.output.count("\n") == 1 and "config error" in result.output, result.output
+    # A budget needs a price for every model it would pay for.
+    result = runner.invoke(cli, ["run", "-o", str(tmp_path / "out"), "--set", "llm.max_cost=5"])
+    assert result.exit_code == 2 and "no entry for 'embedded'" in result.output and result.output.count("\n") == 1
 
 
 def test_estimate_is_exact_where_the_config_decides_and_offline_at_paper_scale(tmp_path):

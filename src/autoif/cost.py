@@ -83,6 +83,22 @@ def format_cost(cost: float | None) -> str:
     return "-" if cost is None else f"${cost:.4f}"
 
 
+def check_prices(config: Any, stages: list[str]) -> None:
+    """With a budget, every model the given LLM stages use must have a price: else the budget could
+    never stop the run."""
+    from .errors import ConfigError
+
+    if config.llm.max_cost is None:
+        return
+    for stage in stages:
+        model = config.llm_for(stage).model
+        if price_of(config.prices, model) is None:
+            raise ConfigError(
+                f"config error: llm.max_cost is set but prices has no entry for '{model}' (stage {stage}): add "
+                f"prices.{model}.input_per_mtok and .output_per_mtok (0 for a free model)"
+            )
+
+
 class Budget:
     """Money spent by the run directory's LLM calls against `max_cost` (None: no budget).
 

@@ -28,7 +28,7 @@ from typing import Any
 from rich.table import Table
 
 from .config import Config, dump_default_yaml
-from .cost import Budget, add_usage, format_cost, stage_line, totals
+from .cost import Budget, add_usage, check_prices, format_cost, stage_line, totals
 from .errors import AutoifError, RunStopped
 from .executors import make_executor
 from .jsonl import atomic_write_text, read_jsonl
@@ -105,6 +105,7 @@ class Pipeline:
     def run(self, only: str | None = None, until: str | None = None, force: bool = False) -> dict:
         """Run the selected stages; returns the funnel (also written to `OUT/funnel.json`)."""
         names = self.selected(only, until)
+        check_prices(self.config, [n for n in names if self.stages[n].uses_llm])
         output_dir(self.out)
         atomic_write_text(self.out / "config.yaml", dump_default_yaml(self.config))
         funnel = self._load_funnel()
