@@ -74,6 +74,16 @@ def test_batch_results_equal_the_synchronous_path(tmp_path, server, llama_server
     assert len(server.batches) == 1
 
 
+def test_requests_are_split_within_the_providers_limit(tmp_path, server, monkeypatch):
+    from autoif.llm.batch import OpenAIBatches
+
+    monkeypatch.setattr(OpenAIBatches, "max_requests", 4)  # the API's is 50,000; 6 samples make 4 + 2
+    rows = generate(config(tmp_path / "out", server.base_url))
+    assert all(not c.error for row in rows for c in row)
+    assert sorted(b["request_counts"]["total"] for b in server.batches.values()) == [2, 4]
+    assert set(server.submitted.values()) == {1}
+
+
 def created(out: Path) -> str | None:
     """The id of the first batch the state under `out` records as created (None: none yet)."""
     paths = list((out / "batches").glob("*.json")) if (out / "batches").is_dir() else []

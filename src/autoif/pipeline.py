@@ -159,7 +159,9 @@ class Pipeline:
             if done.get("key") == inputs_key:
                 r = done["report"]
                 log.info("%s: up to date (%d records), skipped", stage.name, r["out"])
-                self.budget.charge((r.get("llm") or {}).get("cost"))
+                # Priced anew: the price table may have changed since the stage ran.
+                llm = stage_line(self.config, stage.name, r["llm"]) if r.get("llm") else None
+                self.budget.charge(llm["cost"] if llm else None)
                 return StageReport(
                     r["in"],
                     r["out"],
@@ -167,7 +169,7 @@ class Pipeline:
                     Counter(r["counts"]),
                     r["shards_reused"],
                     r["shards_run"],
-                    r.get("llm"),
+                    llm,
                 )
 
         self.executor.prepare(stage)  # a cluster starts its workers while the inputs are read

@@ -363,7 +363,7 @@ def scores(run: RunData) -> str:
     scored = run.files["scored.jsonl"]
     edges = [x / 2 - 0.25 for x in range(22)]  # one bin per half point, centred on 0, 0.5, ... 10
     body = ""
-    if run.config is not None and not run.config.score.active(run.config.llm):
+    if run.config is not None and not run.config.score.active(run.config.llm_for("score")):
         body += '<p class="note">Scoring was switched off in this run (<code>score.enabled</code>).</p>'
     body += (
         '<div class="plots">'

@@ -90,7 +90,7 @@ class ExportStage(Stage[VerifiedRecord]):
     def settings(self, config):
         return {
             **super().settings(config),
-            "scoring": config.score.active(config.llm),
+            "scoring": config.score.active(config.llm_for("score")),
             "min_score": config.score.min_score,
             "sandbox": config.sandbox.model_dump(),
         }
@@ -130,7 +130,9 @@ class ExportStage(Stage[VerifiedRecord]):
     # --------------------------------------------------------------------------------- helpers
     def _score_ok(self, response: VerifiedResponse, ctx: Context) -> bool:
         score = ctx.config.score
-        return not score.active(ctx.config.llm) or (response.score is not None and response.score >= score.min_score)
+        return not score.active(ctx.config.llm_for("score")) or (
+            response.score is not None and response.score >= score.min_score
+        )
 
     def _sft(
         self, record: VerifiedRecord, prompt: str, instruction: CrossvalRecord, functions: list[str], ctx: Context
