@@ -40,7 +40,10 @@ def test_default_is_demo_scale_and_explicit_keys_win():
     [
         (["llm.bogus=1"], "config error: unknown key 'llm.bogus'"),
         (["nosuchsection.x=1"], "config error: unknown key 'nosuchsection'"),
-        (["llm.backend=foo"], "config error: llm.backend: Input should be 'local', 'openai' or 'vllm' (got 'foo')"),
+        (
+            ["llm.backend=foo"],
+            "config error: llm.backend: Input should be 'local', 'openai', 'vllm' or 'anthropic' (got 'foo')",
+        ),
         (
             ["crossval.min_cases=0"],
             "config error: crossval.min_cases: Input should be greater than or equal to 1 (got 0)",

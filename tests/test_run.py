@@ -182,3 +182,22 @@ def test_report_of_the_real_run_renders_in_chromium(runs):
         page.screenshot(ARTIFACTS / "report-real-run.png")
     finally:
         browser.close()
+
+
+def test_estimate_of_the_runs_own_config_counts_its_requests(small_run):
+    """`autoif run --estimate` over a finished run of the same config: each LLM stage's samples are
+    exactly those the run asked (cache hits included), and its tokens the run's."""
+    from autoif.config import load_config
+    from autoif.estimate import estimate
+
+    config, a = small_run
+    stages = json.loads((a / "funnel.json").read_text())["stages"]
+    rows = estimate(load_config(config, [f"paths.out={a}"]))
+    assert [r.stage for r in rows] == ["augment", "verifiers", "backtranslate", "responses", "score"]
+    for row in rows:
+        line = stages[row.stage].get("llm") or {}
+        assert row.samples == pytest.approx(line.get("hits", 0) + line.get("misses", 0)), row.stage
+        if line.get("misses"):
+            assert row.measured and row.completion_tokens == pytest.approx(
+                row.samples * line["completion_tokens"] / line["misses"]
+            )

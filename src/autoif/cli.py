@@ -137,6 +137,27 @@ def config_cmd(config_path: str | None, overrides: tuple[str, ...]) -> None:
     default=None,
     help="Where stages run: this machine, or a Ray cluster (RAY_ADDRESS) (overrides executor.kind).",
 )
+@click.option(
+    "--emit-batch",
+    default=None,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Write the next LLM stage's requests to DIR/<stage>.jsonl (OpenAI batch format, what `vllm run-batch` "
+    "reads) and stop.",
+)
+@click.option(
+    "--ingest-batch",
+    multiple=True,
+    type=click.Path(exists=True),
+    metavar="FILE",
+    help="Read batch result files (OpenAI/vLLM run-batch output; a directory: its *.jsonl) into the LLM cache, "
+    "then run (repeatable).",
+)
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Print each LLM stage's requests, tokens and cost at the configured prices; call nothing.",
+)
 def run_cmd(
     config_path: str | None,
     out: str | None,
@@ -146,6 +167,9 @@ def run_cmd(
     force: bool,
     push_to_hub: str | None,
     executor: str | None,
+    emit_batch: str | None,
+    ingest_batch: tuple[str, ...],
+    estimate: bool,
 ) -> None:
     """Run the AutoIF pipeline: seeds to SFT data and DPO pairs."""
     from .config import load_config
@@ -156,7 +180,23 @@ def run_cmd(
         config.paths.out = out
     if executor:
         config.executor.kind = executor
-    run_pipeline(config, only=only, until=until, force=force, push_to_hub=push_to_hub)
+    if estimate:
+        from rich.console import Console
+
+        from .estimate import estimate as estimate_rows
+        from .estimate import estimate_table
+
+        Console().print(estimate_table(estimate_rows(config)))
+        return
+    run_pipeline(
+        config,
+        only=only,
+        until=until,
+        force=force,
+        push_to_hub=push_to_hub,
+        emit_batch=Path(emit_batch) if emit_batch else None,
+        ingest_batch=[Path(p) for p in ingest_batch],
+    )
 
 
 @cli.command("train")
@@ -348,6 +388,31 @@ def recipe_cmd(recipe_file: str, out: str | None, overrides: tuple[str, ...], dr
         return
     run_plan(plan)
     click.echo(f"autoif: results in {plan.out / 'results.md'}")
+
+
+@cli.command("batches")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--cancel", is_flag=True, help="Cancel every batch that has not finished.")
+def batches_cmd(out: str, cancel: bool) -> None:
+    """List the batch jobs of a run in batch mode (llm.batch) and their last seen state."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .llm.batch import batch_rows, cancel_batches
+
+    if cancel:
+        for batch_id, status in cancel_batches(out):
+            click.echo(f"autoif: cancel {batch_id}: {status}")
+    rows = batch_rows(out)
+    if not rows:
+        click.echo(f"autoif: no batch jobs under {out}")
+        return
+    table = Table(title=f"batch jobs ({out})")
+    for col in ("state file", "backend", "model", "batch", "requests", "status"):
+        table.add_column(col, justify="right" if col == "requests" else "left")
+    for row in rows:
+        table.add_row(*map(str, row))
+    Console(width=200).print(table)
 
 
 @cli.command("report")

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_reads import OPERATIONAL
+from .cost import ModelPrice
 from .errors import ConfigError
 from .pairs import PairBounds
 from .quality import QualityConfig
@@ -39,10 +40,11 @@ class Section(BaseModel):
 class LLMConfig(Section):
     """The supervision model: writes instructions, functions, responses and judgements."""
 
-    backend: Literal["local", "openai", "vllm"] = Field(
+    backend: Literal["local", "openai", "vllm", "anthropic"] = Field(
         "local",
         description="local: transformers in this process (the embedded SmolLM2 by default); "
-        "openai: any OpenAI-compatible endpoint; vllm: the vLLM offline engine",
+        "openai: any OpenAI-compatible endpoint; vllm: the vLLM offline engine; anthropic: Claude models "
+        "(the anthropic SDK; its key in ANTHROPIC_API_KEY unless llm.api_key_env names another)",
     )
     model: str = Field(
         "embedded",
@@ -114,6 +116,32 @@ class LLMConfig(Section):
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory to use")
     max_model_len: int | None = Field(None, ge=1, description="vllm: context length (None: the model's)")
+    batch: bool = Field(
+        False,
+        description="openai, anthropic: send requests through the provider's batch API (half the price, results "
+        "within 24h) instead of the synchronous endpoint; state kept under OUT/batches (see `autoif batches`)",
+        json_schema_extra=OPERATIONAL,  # an answer is cached under the same key either way
+    )
+    batch_poll_s: float = Field(
+        30.0, gt=0, description="batch: first wait between polls; doubles each poll", json_schema_extra=OPERATIONAL
+    )
+    batch_poll_max_s: float = Field(
+        600.0, gt=0, description="batch: longest wait between polls", json_schema_extra=OPERATIONAL
+    )
+    batch_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="batch: submissions of one request at most (failed, expired, cancelled ones)",
+        json_schema_extra=OPERATIONAL,
+    )
+    max_cost: float | None = Field(
+        None,
+        ge=0,
+        description="budget in dollars for the run directory's LLM calls, priced from `prices`: the run stops "
+        "(exit 0, resumable, the reason in funnel.json) before a shard would pass it (None: no budget)",
+        json_schema_extra=OPERATIONAL,
+    )
     cache: bool = Field(
         True, description="keep every finished sample in a SQLite cache so reruns resume", json_schema_extra=OPERATIONAL
     )
@@ -203,6 +231,26 @@ class SandboxConfig(Section):
 
 
 # ------------------------------------------------------------------------------------------ stages
+class RoleSection(Section):
+    """A stage that asks the LLM: it may name its own model (a role), else the `llm` section serves it."""
+
+    llm: dict[str, Any] | None = Field(
+        None,
+        description="this stage's own LLM: any keys of the llm section, the others taken from it, e.g. "
+        "{model: gpt-4o-mini, batch: true} (None: the llm section)",
+    )
+
+    @field_validator("llm")
+    @classmethod
+    def _llm_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                LLMConfig.model_validate(value)
+            except ValidationError as err:
+                raise ValueError(_format_error(err).removeprefix("config error: ")) from None
+        return value
+
+
 class SeedsConfig(Section):
     """Stage seeds: the hand-written instructions a run starts from."""
 
@@ -230,7 +278,7 @@ class SeedsConfig(Section):
         return self.builtin_library == "on"
 
 
-class AugmentConfig(Section):
+class AugmentConfig(RoleSection):
     """Stage augment: self-instruct expansion of the seeds."""
 
     enabled: bool = Field(True, description="expand the seeds by self-instruct")
@@ -242,7 +290,7 @@ class AugmentConfig(Section):
     )
 
 
-class VerifiersConfig(Section):
+class VerifiersConfig(RoleSection):
     """Stage verifiers: K raw {func, cases} generations per instruction."""
 
     k: int = Field(4, ge=1, description="raw {func, cases} samples per instruction (official release: 8)")
@@ -315,7 +363,7 @@ class NLIConfig(Section):
     batch_size: int = Field(32, ge=1, description="hf: premise/hypothesis pairs per forward pass")
 
 
-class BacktranslateConfig(Section):
+class BacktranslateConfig(RoleSection):
     """Stage backtranslate: functions back to instructions; NLI drops contradictions."""
 
     enabled: bool = Field(True, description="back-translate functions and drop contradicted instructions")
@@ -325,7 +373,7 @@ class BacktranslateConfig(Section):
     nli: NLIConfig = Field(default_factory=NLIConfig)
 
 
-class ComposeConfig(Section):
+class ComposeConfig(RoleSection):
     """Stage compose: prompts that combine several instructions, with conflicts found by rule or execution."""
 
     enabled: bool = Field(
@@ -390,7 +438,7 @@ class QueriesConfig(Section):
     language: str | None = Field(None, description="keep only queries in this language (ISO code), None: any")
 
 
-class ResponsesConfig(Section):
+class ResponsesConfig(RoleSection):
     """Stage responses: K sampled responses per prompt."""
 
     k: int = Field(4, ge=1, description="sampled responses per prompt (paper: 8)")
@@ -430,7 +478,7 @@ class VerifyConfig(Section):
         return self.min_pass_rate if self.min_pass_rate is not None else {"paper": 0.5, "official": 0.0}[self.preset]
 
 
-class ScoreConfig(Section):
+class ScoreConfig(RoleSection):
     """Stage score: the LLM judge of query/response relevance."""
 
     enabled: Literal["auto", "on", "off"] = Field(
@@ -484,6 +532,11 @@ class ExportConfig(Section, PairBounds):
     )
     llamafactory: bool = Field(True, description="also write LLaMA-Factory alpaca and sharegpt files")
     hf_dataset: bool = Field(True, description="also write a Hugging Face datasets copy (save_to_disk)")
+    card_license: str = Field(
+        "other",
+        description="license field of the dataset card written with the datasets copy and --push-to-hub (the "
+        "data also falls under the supervision model's terms and the query source's)",
+    )
 
 
 # ------------------------------------------------------------------------------------------- root
@@ -542,6 +595,11 @@ class Config(Section):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="price table by model name (as llm.model names it): {input_per_mtok, output_per_mtok, "
+        "batch_discount}, dollars per million tokens; used by funnel costs, `run --estimate` and llm.max_cost",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -571,12 +629,28 @@ class Config(Section):
             )
         return self
 
+    def llm_for(self, stage: str) -> LLMConfig:
+        """The LLM of `stage`'s role: the `llm` section with the stage's own `llm` keys on top."""
+        # Duck-typed, not isinstance(RoleSection): a stage's config view (config_reads.ConfigView)
+        # stands in for the section while the stage runs.
+        section = getattr(self, stage, None)
+        own = getattr(section, "llm", None) if stage in ROLES else None
+        return self.llm if not own else LLMConfig(**{**self.llm.model_dump(exclude_unset=True), **own})
+
     def out_path(self, *parts: str) -> Path:
         return Path(self.paths.out).expanduser().joinpath(*parts)
 
     def resolve_under_out(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.out_path(path)
+
+
+# The stages that may name their own model (`<stage>.llm`).
+ROLES = frozenset(
+    name
+    for name, info in Config.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, RoleSection)
+)
 
 
 # ------------------------------------------------------------------------------------ load / dump
@@ -705,5 +779,7 @@ def _dump_section(section: BaseModel, lines: list[str], indent: int) -> None:
             if indent == 0:
                 lines.append("")
         else:
-            dumped = yaml.safe_dump({name: value}, default_flow_style=True, width=10_000, sort_keys=False)
+            # As JSON data: a field may hold models (the price table's entries).
+            plain = section.model_dump(mode="json", include={name})[name]
+            dumped = yaml.safe_dump({name: plain}, default_flow_style=True, width=10_000, sort_keys=False)
             lines.append(pad + dumped.strip().removeprefix("{").removesuffix("}"))

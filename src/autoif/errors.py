@@ -9,6 +9,14 @@ class ConfigError(AutoifError):
     """The configuration is malformed, names an unknown key, or holds a bad value."""
 
 
+class RunStopped(AutoifError):
+    """The run stops cleanly before a stage is done (a budget, batch files written): exit 0,
+    finished work kept, `as_dict()` recorded as funnel.json's `stopped`; a rerun goes on."""
+
+    def as_dict(self) -> dict:
+        raise NotImplementedError
+
+
 class MissingDependency(AutoifError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -11,7 +11,8 @@ LLaMA-Factory (formats of its `data/README.md`): alpaca files (`instruction`, `i
 `autoif_sft_sharegpt`, `autoif_dpo_alpaca`, `autoif_dpo_sharegpt`.
 
 Hugging Face: a `DatasetDict` with splits `sft` and `dpo` in the TRL conversational columns of
-the jsonl files, saved with `save_to_disk`; optionally pushed to the hub.
+the jsonl files, saved with `save_to_disk` with a dataset card (`dataset_card.py`) beside it as
+README.md; optionally pushed to the hub, card included.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .dataset_card import CARD, card_text, push_card
 from .errors import AutoifError, require
 from .records import DPORecord, Message, SFTRecord
 from .rundir import DPO, SFT
@@ -34,7 +36,9 @@ SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
-def write_copies(out_dir: Path, llamafactory: bool, hf_dataset: bool, push_to_hub: str | None = None) -> None:
+def write_copies(
+    out_dir: Path, llamafactory: bool, hf_dataset: bool, push_to_hub: str | None = None, card_license: str = "other"
+) -> None:
     """The copies a run's export settings ask for, from `out_dir/sft.jsonl` and `out_dir/dpo.jsonl`
     (a hub push implies the `datasets` copy, which it is made from)."""
     if not (llamafactory or hf_dataset or push_to_hub):
@@ -44,7 +48,7 @@ def write_copies(out_dir: Path, llamafactory: bool, hf_dataset: bool, push_to_hu
     if llamafactory:
         write_llamafactory(out_dir, sft, dpo)
     if hf_dataset or push_to_hub:
-        save_hf_dataset(out_dir, sft, dpo, push_to_hub=push_to_hub)
+        save_hf_dataset(out_dir, sft, dpo, push_to_hub=push_to_hub, card_license=card_license)
 
 
 # ---------------------------------------------------------------------------------- LLaMA-Factory
@@ -149,6 +153,7 @@ def save_hf_dataset(
     sft_records: Sequence[SFTRecord],
     dpo_records: Sequence[DPORecord],
     push_to_hub: str | None = None,
+    card_license: str = "other",
 ) -> Path:
     """Save a DatasetDict (splits `sft`, `dpo`) to `out_dir/hf_dataset/` (`datasets.load_from_disk`
     reads it back); with `push_to_hub`, also push it to that hub repo, created private.
@@ -176,10 +181,18 @@ def save_hf_dataset(
             )
     # One shard per split at least: datasets writes an empty split as zero shards, which it cannot load.
     shards = {name: 1 for name, split in data.items() if split.num_rows == 0}
-    path = _write_dir(Path(out_dir) / HF_DATASET_DIR, lambda tmp: data.save_to_disk(str(tmp), num_shards=shards))
+    card = card_text(out_dir, push_to_hub, card_license)
+
+    def write(tmp: Path) -> None:
+        data.save_to_disk(str(tmp), num_shards=shards)
+        (tmp / CARD).write_text(card, encoding="utf-8")
+
+    path = _write_dir(Path(out_dir) / HF_DATASET_DIR, write)
     if push_to_hub:
+        assert token is not None  # checked above, before anything was written
         try:
             data.push_to_hub(push_to_hub, token=token, private=True)
+            push_card(push_to_hub, card, token)
         except Exception as exc:  # network, auth and hub errors all end the same way: one line
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise AutoifError(f"push to the hub repo {push_to_hub} failed: {first}") from None

@@ -34,10 +34,12 @@ from typing import Any
 from rich.table import Table
 
 from .config import Config, dump_default_yaml
-from .errors import AutoifError
+from .cost import Budget, add_usage, check_prices, format_cost, stage_line, totals
+from .errors import AutoifError, RunStopped
 from .executors import make_executor
 from .failures import LLM_ERROR, SANDBOX_CRASH, Failed, WorkFailed, total
 from .jsonl import atomic_write_text, read_jsonl
+from .llm.batchfile import BatchEmitted, Emitter
 from .records import Record
 from .registry import unknown_name
 from .rundir import CONFIG, FUNNEL, WORK
@@ -62,9 +64,10 @@ class StageReport:
     shards_reused: int = 0
     shards_run: int = 0
     failed: dict[str, Failed] = field(default_factory=dict)  # this run's requests, by where they went
+    llm: dict[str, Any] | None = None  # an LLM stage's model, usage and cost over all its shards (cost.py)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "in": self.records_in,
             "out": self.records_out,
             "dropped": dict(sorted(self.dropped.items())),
@@ -73,6 +76,9 @@ class StageReport:
             "shards_run": self.shards_run,
             "failed": [f.as_dict() for f in self.failed.values()],
         }
+        if self.llm is not None:
+            d["llm"] = self.llm
+        return d
 
 
 def _digest(*parts: Any) -> str:
@@ -95,6 +101,9 @@ class Pipeline:
         self.llm_stats: dict[str, int] = {}
         # The funnel as the last stage run left it (also when a stage stopped the run).
         self.funnel: dict = {"stages": {}}
+        self.budget = Budget(config.llm.max_cost)
+        # --emit-batch: the first LLM stage with cache misses writes them here and the run stops.
+        self.emitter: Emitter | None = None
 
     def selected(self, only: str | None = None, until: str | None = None) -> list[str]:
         """The names of the stages a run with `--only` / `--until` runs, in order."""
@@ -109,15 +118,32 @@ class Pipeline:
     def run(self, only: str | None = None, until: str | None = None, force: bool = False) -> dict:
         """Run the selected stages; returns the funnel (also written to `OUT/funnel.json`)."""
         names = self.selected(only, until)
+        check_prices(self.config, [n for n in names if self.stages[n].uses_llm])
         output_dir(self.out)
         atomic_write_text(self.out / CONFIG, dump_default_yaml(self.config))
         funnel = self.funnel = self._load_funnel()
+        funnel.pop("stopped", None)
         self.llm_stats = {}
+        self.budget = Budget(self.config.llm.max_cost)
+        for name, row in funnel["stages"].items():  # stages this run does not touch spent what they spent
+            if name not in names:
+                self.budget.charge((row.get("llm") or {}).get("cost"))
         ctx = Context(self.config)
+        if self.emitter is not None:
+            ctx.divert = self.emitter.divert
         try:
             for name in names:
-                report = self.run_stage(self.stages[name], ctx, force=force)
+                try:
+                    report = self.run_stage(self.stages[name], ctx, force=force)
+                except RunStopped as stop:
+                    log.warning("%s", stop)
+                    funnel["stopped"] = stop.as_dict()
+                    atomic_write_text(self.out / FUNNEL, json.dumps(funnel, indent=2) + "\n")
+                    break
                 funnel["stages"][name] = report.as_dict()
+                lines = {n: row["llm"] for n, row in funnel["stages"].items() if row.get("llm")}
+                if lines:
+                    funnel["cost"] = totals(lines)
                 if self.llm_stats:
                     funnel["llm"] = {
                         "backend": self.config.llm.backend,
@@ -147,8 +173,17 @@ class Pipeline:
             if done.get("key") == inputs_key:
                 r = done["report"]
                 log.info("%s: up to date (%d records), skipped", stage.name, r["out"])
+                # Priced anew: the price table may have changed since the stage ran.
+                llm = stage_line(self.config, stage.name, r["llm"]) if r.get("llm") else None
+                self.budget.charge(llm["cost"] if llm else None)
                 return StageReport(
-                    r["in"], r["out"], Counter(r["dropped"]), Counter(r["counts"]), r["shards_reused"], r["shards_run"]
+                    r["in"],
+                    r["out"],
+                    Counter(r["dropped"]),
+                    Counter(r["counts"]),
+                    r["shards_reused"],
+                    r["shards_run"],
+                    llm=llm,
                 )
 
         self.executor.prepare(stage)  # a cluster starts its workers while the inputs are read
@@ -162,28 +197,53 @@ class Pipeline:
         report.shards_reused = len(keys) - len(todo)
         log.info("%s: %d records in %d shard(s), %d to run", stage.name, len(records), len(shards), len(todo))
         failures: list[Failed] = []
+        ctx.role = stage.name
+        emitted = 0
+        if self.emitter is not None:
+            self.emitter.stage, emitted = stage.name, self.emitter.diverted
+        spent_here = 0.0  # by the shards this run runs, for the budget's guess at the next one's cost
+        if stage.uses_llm:
+            reused: dict[str, int] = {}
+            for key in set(keys) - {keys[i] for i in todo}:
+                add_usage(reused, json.loads((workdir / f"{key}.done").read_text()).get("llm"))
+            self.budget.charge(stage_line(self.config, stage.name, reused)["cost"])
+            if todo:
+                self.budget.check(stage.name, 0.0)
         for i, result in self.executor.run(stage, [shards[i] for i in todo], ctx):
+            if self.emitter is not None and self.emitter.diverted > emitted:
+                emitted = self.emitter.diverted  # its requests were written out, not answered: not done
+                continue
             key = keys[todo[i]]
             for state in _SHARD_STATES:
                 (workdir / f"{key}.{state}").unlink(missing_ok=True)
             for fname, text in result.file_texts(files).items():
                 atomic_write_text(workdir / f"{key}.{fname}", text)
             # The marker comes last: a shard is done only once all its files are.
-            atomic_write_text(
-                workdir / f"{key}.{'done' if result.finished else 'partial'}",
-                json.dumps({"dropped": result.dropped, "counts": result.counts}) + "\n",
-            )
+            meta = {"dropped": result.dropped, "counts": result.counts, "llm": result.llm}
+            atomic_write_text(workdir / f"{key}.{'done' if result.finished else 'partial'}", json.dumps(meta) + "\n")
             failures += result.failures
             report.shards_run += 1
             for k, v in (result.llm or {}).items():
                 self.llm_stats[k] = self.llm_stats.get(k, 0) + v
+            if stage.uses_llm:
+                cost = stage_line(self.config, stage.name, result.llm)["cost"] or 0.0
+                self.budget.charge(cost)
+                spent_here += cost
+                if report.shards_run < len(todo):
+                    self.budget.check(stage.name, spent_here / report.shards_run)
 
         report.failed = total(failures)
+        if self.emitter is not None and self.emitter.lines.get(stage.name):
+            raise BatchEmitted(stage.name, len(self.emitter.lines[stage.name]), self.emitter.write())
+        usage: dict[str, int] = {}
         for key in keys:
             marker_path = next(p for p in (workdir / f"{key}.{s}" for s in _SHARD_STATES) if p.is_file())
             meta = json.loads(marker_path.read_text())
             report.dropped.update(meta["dropped"])
             report.counts.update(meta["counts"])
+            add_usage(usage, meta.get("llm"))
+        if stage.uses_llm:
+            report.llm = stage_line(self.config, stage.name, usage)
         for fname in files.values():
             text = "".join((workdir / f"{key}.{fname}").read_text(encoding="utf-8") for key in keys)
             atomic_write_text(self.out / fname, text)
@@ -267,8 +327,8 @@ class Pipeline:
         """The funnel as a table: every stage's records in, out and dropped (those not among `names`
         marked as from an earlier run), with what this run's LLM calls cost as its caption."""
         table = Table(title=f"autoif funnel ({self.out})")
-        for col in ("stage", "in", "out", "dropped (reason: count)"):
-            table.add_column(col, justify="right" if col in ("in", "out") else "left")
+        for col in ("stage", "in", "out", "dropped (reason: count)", "model", "tokens in/out", "cost"):
+            table.add_column(col, justify="right" if col in ("in", "out", "tokens in/out", "cost") else "left")
         for name in self.stages:
             row = funnel["stages"].get(name)
             if row is None:
@@ -281,8 +341,17 @@ class Pipeline:
                     if f["failed"]
                 ]
             )
+            llm = row.get("llm") or {}
+            model = f"{llm['model']}{' (batch)' if llm.get('batch') else ''}" if llm else "-"
+            tokens = f"{llm.get('prompt_tokens', 0)}/{llm.get('completion_tokens', 0)}" if llm else "-"
             table.add_row(
-                name if name in names else f"{name} (earlier)", str(row["in"]), str(row["out"]), dropped or "-"
+                name if name in names else f"{name} (earlier)",
+                str(row["in"]),
+                str(row["out"]),
+                dropped or "-",
+                model,
+                tokens,
+                format_cost(llm.get("cost")) if llm else "-",
             )
         # This run's own counts: funnel.json's `llm` may be an earlier run's when this one used no LLM.
         llm = self.llm_stats
@@ -294,4 +363,9 @@ class Pipeline:
             table.caption = f"LLM samples: {generated} generated{failed}, {llm['hits']} from cache ({rate} hits)"
         else:
             table.caption = "LLM samples: none requested by this run"
+        if "cost" in funnel:
+            table.caption += f"; all stages' LLM cost: {format_cost(funnel['cost']['cost'])}"
+        if "stopped" in funnel:
+            stop = funnel["stopped"]
+            table.caption += f"; STOPPED in {stop['stage']}: {stop['reason']}"
         return table

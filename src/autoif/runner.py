@@ -21,8 +21,12 @@ def run_pipeline(
     until: str | None = None,
     force: bool = False,
     push_to_hub: str | None = None,
+    emit_batch: Path | None = None,
+    ingest_batch: list[Path] | None = None,
 ) -> dict:
-    """Run the pipeline of `config` into `config.paths.out`; returns the funnel."""
+    """Run the pipeline of `config` into `config.paths.out`; returns the funnel. `emit_batch`: write
+    the next LLM stage's requests there and stop; `ingest_batch`: result files read into the LLM
+    cache first (llm/batchfile.py)."""
     from rich.console import Console
 
     from .failures import WorkFailed
@@ -31,7 +35,13 @@ def run_pipeline(
 
     pipeline = Pipeline(config)
     names = pipeline.selected(only, until)
+    if emit_batch is not None:
+        from .llm.batchfile import Emitter
+
+        pipeline.emitter = Emitter(Path(emit_batch))
     with RunLock(pipeline.out):
+        if ingest_batch:
+            ingest_results(config, ingest_batch)
         if "queries" in names:  # a bad query pool fails now, not after stage 1's work
             from .stages.querypool import load_queries
 
@@ -41,6 +51,9 @@ def run_pipeline(
         except WorkFailed:  # the funnel so far, then the one line
             Console(stderr=True).print(pipeline.funnel_table(pipeline.funnel, names))
             raise
+        if "stopped" in funnel:  # the budget: the stages after it, export and report wait for a rerun
+            Console(stderr=True).print(pipeline.funnel_table(funnel, names))
+            return funnel
         if "verify" in names:
             from .stages.verify import warn_on_truncation
 
@@ -49,11 +62,34 @@ def run_pipeline(
             from .evals import warn_on_contamination
             from .export_formats import write_copies
 
-            write_copies(pipeline.out, config.export.llamafactory, config.export.hf_dataset, push_to_hub)
-            warn_on_contamination(pipeline.out)
+            warn_on_contamination(pipeline.out)  # first: the dataset card reports its figures
+            export = config.export
+            write_copies(pipeline.out, export.llamafactory, export.hf_dataset, push_to_hub, export.card_license)
         Console(stderr=True).print(pipeline.funnel_table(funnel, names))
         write_report_or_warn(pipeline.out, config)
     return funnel
+
+
+def ingest_results(config: Config, paths: list[Path]) -> None:
+    """Batch result files (or directories of *.jsonl) into the run's LLM cache."""
+    from .errors import AutoifError
+    from .llm import ResponseCache
+    from .llm.batchfile import ingest
+
+    if not config.llm.cache:
+        raise AutoifError("--ingest-batch puts results into the LLM cache: set llm.cache=true")
+    files = [f for p in map(Path, paths) for f in (sorted(p.glob("*.jsonl")) if p.is_dir() else [p])]
+    cache = ResponseCache(config.resolve_under_out(config.llm.cache_path))
+    try:
+        counts = ingest(files, cache)
+    finally:
+        cache.close()
+    log.info(
+        "ingested %d result(s) from %d file(s) into the LLM cache; %d failed (asked again)",
+        counts["ingested"],
+        len(files),
+        counts["failed"],
+    )
 
 
 def write_report_or_warn(out: Path, config: Config | None = None) -> None:

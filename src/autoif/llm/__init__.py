@@ -16,9 +16,15 @@ BACKENDS = Registry(
         "openai": "autoif.llm.openai_backend:OpenAIBackend",
         "local": "autoif.llm.local:LocalBackend",
         "vllm": "autoif.llm.vllm_backend:VLLMBackend",
+        "anthropic": "autoif.llm.anthropic_backend:AnthropicBackend",
     },
     error=BackendError,
 )
+# `llm.batch: true`: the backend that sends a stage's requests through the provider's batch API.
+BATCH_BACKENDS = {
+    "openai": "autoif.llm.batch:OpenAIBatchBackend",
+    "anthropic": "autoif.llm.anthropic_backend:AnthropicBatchBackend",
+}
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -37,6 +43,10 @@ def make_backend(config, cache: Cache | None = None) -> Backend:
     if cache is None and isinstance(config, Config) and llm.cache:
         cache = ResponseCache(config.resolve_under_out(llm.cache_path))
     cls = backend_class(llm.backend)
+    if getattr(llm, "batch", False):
+        if llm.backend not in BATCH_BACKENDS:
+            raise BackendError(f"llm.batch is for the {' and '.join(BATCH_BACKENDS)} backends, not '{llm.backend}'")
+        cls = Registry("batch backend", BATCH_BACKENDS, error=BackendError).load(llm.backend)
     return cls.from_config(llm, cache=cache, paths=config.paths if isinstance(config, Config) else None)
 
 

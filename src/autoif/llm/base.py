@@ -71,7 +71,9 @@ class Request:
 
 
 class Completion(str):
-    """One sample's text (a `str`), with metadata: `finish_reason`, `tokens`, `error` and `rejected`.
+    """One sample's text (a `str`), with metadata: `finish_reason`, `tokens` (completion tokens),
+    `prompt_tokens` (this sample's share of the prompt's billed tokens, when the backend knows it),
+    `error` and `rejected`.
 
     `error` is set (and the text empty) when the backend gave up on this one sample. Errors are
     never cached. Most are failures (an endpoint that kept failing, a stall): the pipeline does not
@@ -83,6 +85,7 @@ class Completion(str):
     tokens: int | None
     error: str | None
     rejected: bool
+    prompt_tokens: int | None
 
     def __new__(
         cls,
@@ -91,18 +94,23 @@ class Completion(str):
         tokens: int | None = None,
         error: str | None = None,
         rejected: bool = False,
+        prompt_tokens: int | None = None,
     ) -> Completion:
         obj = super().__new__(cls, text)
-        obj.finish_reason, obj.tokens, obj.error, obj.rejected = finish_reason, tokens, error, rejected
+        obj.finish_reason, obj.tokens, obj.error = finish_reason, tokens, error
+        obj.rejected, obj.prompt_tokens = rejected, prompt_tokens
         return obj
 
     def to_json(self) -> str:
-        return json.dumps({"text": str(self), "finish_reason": self.finish_reason, "tokens": self.tokens})
+        d = {"text": str(self), "finish_reason": self.finish_reason, "tokens": self.tokens}
+        if self.prompt_tokens is not None:
+            d["prompt_tokens"] = self.prompt_tokens
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, raw: str) -> Completion:
         d = json.loads(raw)
-        return cls(d["text"], d.get("finish_reason"), d.get("tokens"))
+        return cls(d["text"], d.get("finish_reason"), d.get("tokens"), prompt_tokens=d.get("prompt_tokens"))
 
 
 @dataclass
@@ -122,6 +130,7 @@ class BackendStats:
     hits: int = 0
     misses: int = 0
     completion_tokens: int = 0
+    prompt_tokens: int = 0  # of the generated samples, where the backend reports them (HTTP backends)
     errors: int = 0  # samples given up on, the rejected ones included
     rejected: int = 0  # of those, the ones the backend refused for the request's own fault
 
@@ -170,6 +179,9 @@ class Backend(ABC):
     def __init__(self, model: str, cache: Cache | None = None) -> None:
         self.model = model
         self.cache = cache
+        # Set by `autoif run --emit-batch` (batchfile.Emitter.divert): it gets the cache misses
+        # (jobs, each job's sample keys, emit) in place of `_run`.
+        self.divert: Callable[[Backend, list[Job], list[list[str]], Emit], None] | None = None
         self.stats = BackendStats()
         # The message of the latest sample that failed (not rejected; stats.errors counts them all).
         self.last_error: str | None = None
@@ -243,12 +255,16 @@ class Backend(ABC):
                         self.last_error = completion.error
                 else:
                     self.stats.completion_tokens += completion.tokens or 0
+                    self.stats.prompt_tokens += completion.prompt_tokens or 0
             if self.cache is not None and not completion.error:
                 self.cache.put(keys[ri][sample_index], completion.to_json())
             bar.update(1)
 
         try:
-            self._run(jobs, emit)
+            if self.divert is not None:
+                self.divert(self, jobs, [keys[ri] for ri in job_slots], emit)
+            else:
+                self._run(jobs, emit)
         finally:
             bar.close()
         return _filled(results, self.kind)

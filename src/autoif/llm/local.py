@@ -569,16 +569,16 @@ class _Scheduler:
         """Record `token`; the row's completion if it is finished now, else None."""
         engine = self._engine
         if token in engine.eos:
-            return Completion(engine.decode(row.generated), "stop", len(row.generated))
+            return Completion(engine.decode(row.generated), "stop", len(row.generated), prompt_tokens=len(row.prompt))
         row.generated.append(token)
         # A stop string of n characters ends within the last few tokens: look there first.
         if row.stop and any(s in engine.decode(row.generated[-4 * max(map(len, row.stop)) - 4 :]) for s in row.stop):
             text = engine.decode(row.generated)
             hits = [i for i in (text.find(s) for s in row.stop) if i >= 0]
             if hits:
-                return Completion(text[: min(hits)], "stop", len(row.generated))
+                return Completion(text[: min(hits)], "stop", len(row.generated), prompt_tokens=len(row.prompt))
         if len(row.generated) >= row.max_new:
-            return Completion(engine.decode(row.generated), "length", len(row.generated))
+            return Completion(engine.decode(row.generated), "length", len(row.generated), prompt_tokens=len(row.prompt))
         return None
 
     def _fail_all(self, batch: _Batch | None) -> None:

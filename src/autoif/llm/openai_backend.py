@@ -344,12 +344,13 @@ class OpenAIBackend(Backend):
             raise self._not_an_api(answer)
         choices = sorted(getattr(answer, "choices", None) or [], key=lambda c: c.index)[:n]
         usage = getattr(answer, "usage", None)
-        shares = (
-            _split(usage.completion_tokens, len(choices))
-            if usage and usage.completion_tokens is not None
-            else [None] * len(choices)
+        shares, prompt_shares = (
+            _shares(getattr(usage, f, None), len(choices)) for f in ("completion_tokens", "prompt_tokens")
         )
-        return [Completion(c.message.content or "", c.finish_reason, tokens) for c, tokens in zip(choices, shares)]
+        return [
+            Completion(c.message.content or "", c.finish_reason, tokens, prompt_tokens=prompt)
+            for c, tokens, prompt in zip(choices, shares, prompt_shares)
+        ]
 
     # ------------------------------------------------------------------------------- retries
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -460,6 +461,11 @@ class OpenAIBackend(Backend):
         assert self._thread is not None  # started with the loop
         self._thread.join()
         loop.close()
+
+
+def _shares(total: int | None, parts: int) -> list[int | None]:
+    """A usage figure of a whole answer split over its choices; unknown (None) for each when not reported."""
+    return [None] * parts if total is None else list(_split(total, parts))
 
 
 def _split(total: int, parts: int) -> list[int]:

@@ -378,7 +378,7 @@ def scores(run: RunData) -> str:
     scored = run.files[SCORED.name]
     edges = [x / 2 - 0.25 for x in range(22)]  # one bin per half point, centred on 0, 0.5, ... 10
     body = ""
-    if run.config is not None and not run.config.score.active(run.config.llm):
+    if run.config is not None and not run.config.score.active(run.config.llm_for("score")):
         body += '<p class="note">Scoring was switched off in this run (<code>score.enabled</code>).</p>'
     body += (
         '<div class="plots">'
@@ -676,8 +676,43 @@ def _llm_stats(run: RunData) -> dict | None:
     return {**llm, "hits": _int(llm.get("hits")), "misses": _int(llm.get("misses"))}
 
 
+def _llm_per_stage(run: RunData) -> str:
+    """Each LLM stage's model, samples, tokens and cost (funnel.json's `stages.<stage>.llm`, cost.py)."""
+    rows = []
+    for name, row in _stage_rows(run).items():
+        line = row.get("llm")
+        if not isinstance(line, dict):
+            continue
+        cost = line.get("cost")
+        rows.append(
+            [
+                f"<code>{esc(name)}</code>",
+                esc(f"{line.get('backend', '')}: {line.get('model', '')}"),
+                "yes" if line.get("batch") else "no",
+                *(f'<span class="num">{esc(fmt(_int(line.get(k))))}</span>' for k in _USAGE_COLUMNS),
+                esc("—" if cost is None else f"${cost:.4f}"),
+            ]
+        )
+    if not rows:
+        return ""
+    data = run.funnel.data if isinstance(run.funnel.data, dict) else {}
+    total = (data.get("cost") or {}).get("cost")
+    stopped = data.get("stopped")
+    notes = [f"all stages: ${total:.4f}" if isinstance(total, (int, float)) else "no model of this run has a price"]
+    if isinstance(stopped, dict):
+        notes.append(f"the run stopped in {esc(str(stopped.get('stage')))}: {esc(str(stopped.get('reason')))}")
+    header = ["stage", "model", "batch", "generated", "from cache", "prompt tokens", "completion tokens", "cost"]
+    return table(header, rows) + f"<p>{'; '.join(notes)}</p>"
+
+
+_USAGE_COLUMNS = ("misses", "hits", "prompt_tokens", "completion_tokens")
+
+
 def llm_cache(run: RunData) -> str:
+    per_stage = _llm_per_stage(run)
     llm = _llm_stats(run)
+    if llm is None and per_stage:
+        return section("llm-cache", "present", per_stage)
     if llm is None:
         why = (
             "not produced by this run (funnel.json records no LLM use)"
@@ -695,7 +730,7 @@ def llm_cache(run: RunData) -> str:
             f"{esc(percent(llm['hits'], total))} ({esc(fmt(llm['hits']))} of {esc(fmt(total))} samples)",
         ]
     )
-    return section("llm-cache", "present", table([], rows))
+    return section("llm-cache", "present", per_stage + table([], rows))
 
 
 ORDER = [

@@ -46,7 +46,8 @@ class Context:
     constructor, or opened from `config` the first time a stage asks); `needs` holds the whole
     output of every stage the current one `needs`, set by the executor, and `index` looks records
     up in it; `counts` collects finer counts than records for the funnel; `llm_stats` is what the
-    LLM has cost so far. Whoever made the Context closes it.
+    LLM has cost so far. `role` is the stage being run (set by the pipeline): a stage with its own
+    `<stage>.llm` gets its own backend from `llm`. Whoever made the Context closes it.
 
     While a stage runs (`reading(stage)`), `config` is a view of what the stage declares it
     `reads`, and opening the LLM, the sandbox or the NLI model needs their sections among those:
@@ -69,7 +70,10 @@ class Context:
         # Work of the current shard that failed and is to be redone (sandbox crashes; the LLM's
         # failures are read off its stats), reset with `counts`.
         self.failures: list[Failed] = []
-        self._llm = llm
+        self.role: str | None = None
+        self.divert: Any = None  # handed to every backend opened (`Backend.divert`: --emit-batch)
+        # One backend per distinct LLM config of a role; None: the `llm` section's.
+        self._llms: dict[str | None, Backend] = {} if llm is None else {None: llm}
         self._sandbox = sandbox
         self._nli = nli
         # (need, key) -> (the records indexed, the index): rebuilt when `needs` holds new records.
@@ -98,11 +102,17 @@ class Context:
     @property
     def llm(self) -> Backend:
         self._require("llm", "the LLM")
-        if self._llm is None:
+        # The role's own section is among the stage's reads (its section holds `llm`); the whole
+        # config builds the backend, since a backend reads settings no stage declares (the cache path).
+        own = self._config.llm_for(self.role) if self.role else self._config.llm
+        key = None if own is self._config.llm else own.model_dump_json()
+        if key not in self._llms:
             from ..llm import make_backend
 
-            self._llm = make_backend(self._config)
-        return self._llm
+            backend = make_backend(self._config.model_copy(update={"llm": own}))
+            backend.divert = self.divert
+            self._llms[key] = backend
+        return self._llms[key]
 
     @property
     def sandbox(self) -> Sandbox:
@@ -140,15 +150,24 @@ class Context:
     def llm_stats(self) -> dict[str, int] | None:
         """What the LLM backend has cost so far (samples generated, cache hits...); None when no
         stage has used it."""
-        return self._llm.stats.as_dict() if self._llm is not None else None
+        if not self._llms:
+            return None
+        total: dict[str, int] = {}
+        for backend in self._llms.values():
+            for k, v in backend.stats.as_dict().items():
+                total[k] = total.get(k, 0) + v
+        return total
 
     def llm_failed(self, cost: dict[str, int]) -> Failed:
         """The requests of `cost` (what some work cost the LLM: a difference of `llm_stats`) and
         how many of them failed, with the backend's latest reason."""
-        assert self._llm is not None  # a cost comes from llm_stats, which is None without a backend
+        assert self._llms  # a cost comes from llm_stats, which is None without a backend
         failed = cost.get("errors", 0) - cost.get("rejected", 0)
-        reason = (self._llm.last_error or "") if failed else ""
-        return Failed(f"requests to {self._llm.where}", cost.get("misses", 0), failed, reason)
+        # The endpoints and the latest reason of every backend this Context opened (one per role).
+        where = ", ".join(sorted({b.where for b in self._llms.values()}))
+        reasons = [b.last_error for b in self._llms.values() if b.last_error]
+        reason = (reasons[-1] if reasons else "") if failed else ""
+        return Failed(f"requests to {where}", cost.get("misses", 0), failed, reason)
 
     def index(self, need: str, key: str, of: type[R]) -> dict[Any, R]:
         """`needs[need]` as a dict by the attribute `key`, built once per stage run, not per shard.
@@ -173,11 +192,11 @@ class Context:
             self._sandbox.close()
             self._sandbox = None
         self._nli = None
-        if self._llm is not None:
-            self._llm.close()
-            if self._llm.cache is not None:
-                self._llm.cache.close()
-            self._llm = None
+        for backend in self._llms.values():
+            backend.close()
+            if backend.cache is not None:
+                backend.cache.close()
+        self._llms = {}
 
 
 class Stage(ABC, Generic[R]):

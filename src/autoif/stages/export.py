@@ -96,8 +96,8 @@ class ExportStage(Stage[VerifiedRecord]):
         # a chosen needs a judge's score when scoring is on (`score.active`: off with the embedded model)
         "score.enabled",
         "score.min_score",
-        "llm.backend",
-        "llm.model",
+        "score.llm",  # the score role's own model, when it has one: laid over the whole `llm` section
+        "llm",
     )
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[SFTRecord | DPORecord | Drop]:
@@ -135,7 +135,9 @@ class ExportStage(Stage[VerifiedRecord]):
     # --------------------------------------------------------------------------------- helpers
     def _score_ok(self, response: VerifiedResponse, ctx: Context) -> bool:
         score = ctx.config.score
-        return not score.active(ctx.config.llm) or (response.score is not None and response.score >= score.min_score)
+        return not score.active(ctx.config.llm_for("score")) or (
+            response.score is not None and response.score >= score.min_score
+        )
 
     def _sft(
         self, record: VerifiedRecord, prompt: str, instruction: CrossvalRecord, functions: list[str], ctx: Context

@@ -53,7 +53,7 @@ class ScoreStage(Stage[VerifiedRecord]):
 
     def run(self, records: list[VerifiedRecord], ctx: Context) -> Iterable[VerifiedRecord | Drop]:
         cfg = ctx.config.score
-        if not cfg.active(ctx.config.llm):
+        if not cfg.active(ctx.config.llm_for("score")):
             yield from records
             return
         queries = ctx.index(QUERIES, "id", QueryRecord)
