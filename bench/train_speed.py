@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "results" / "smollm2-135m-selfalign" / "data-greedy"
 RECIPE = ROOT / "recipes" / "smollm2-135m-selfalign.yaml"
-TODAY = {"precompute_ref_log_probs": False, "group_by_length": False, "bf16": "off"}
+TODAY = {"group_by_length": False, "bf16": "off"}  # and for DPO:
+TODAY_DPO = {**TODAY, "precompute_ref_log_probs": False}
 
 
 def settings_for(trainer: str, args) -> dict[str, dict]:
@@ -139,7 +140,8 @@ def child(spec: dict) -> None:
 
 def run_setting(trainer: str, base: dict, overrides: dict, work: Path) -> dict:
     out = tempfile.mkdtemp(dir=work, prefix=f"{trainer}-")
-    spec = {"trainer": trainer, "settings": {**base, **TODAY, **overrides, "output_dir": out}}
+    today = TODAY_DPO if trainer == "dpo" else TODAY
+    spec = {"trainer": trainer, "settings": {**base, **today, **overrides, "output_dir": out}}
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT
     )

@@ -77,6 +77,7 @@ def _settings(method: str, tiny: Path, run_dir: Path, out: Path, **extra):
         "save_steps": 2,
         "learning_rate": 1e-3,
         "warmup_steps": 0,
+        "bf16": "off",  # fp32 as before; `auto` would time bf16 on this CPU (test_bf16_choice_...)
     }
     return settings_class(**{**common, **extra}), train
 

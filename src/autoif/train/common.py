@@ -225,10 +225,10 @@ def length_grouped(trainer_class: type) -> type:
     token count. The shuffle is accelerate's seedable sampler, built as accelerate builds it for a
     plain Trainer (it replaces only a bare RandomSampler, not one inside ours), so each step holds the
     rows it holds without grouping."""
-    from accelerate.data_loader import SeedableRandomSampler
+    from accelerate.data_loader import SeedableRandomSampler  # type: ignore[import-untyped]
     from torch.utils.data import RandomSampler
 
-    class LengthGrouped(trainer_class):  # type: ignore[misc,valid-type]
+    class LengthGrouped(trainer_class):
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             base = super()._get_train_sampler(dataset)

@@ -66,7 +66,7 @@ def cpu_bf16_autocast_faster(config: Any, cache_dir: str | os.PathLike) -> bool:
     return faster
 
 
-def probe_seconds(hidden: int, intermediate: int, repeats: int = 3) -> tuple[float, float]:
+def probe_seconds(hidden: int, intermediate: int, repeats: int = 5) -> tuple[float, float]:
     """Best-of-`repeats` seconds of one forward and backward pass of a decoder layer's matmuls, (fp32, bf16
     autocast), the two interleaved so that a busy machine slows both alike."""
     import torch
