@@ -20,7 +20,7 @@ Settings (each adds to today's, which are: reference pass at every step, random 
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
 
-    .venv/bin/python bench/train_speed.py                       # defaults: about 6-9 minutes
+    .venv/bin/python bench/train_speed.py                       # defaults (not yet timed on a quiet machine)
     .venv/bin/python bench/train_speed.py --only dpo --dpo-steps 1 --dpo-pairs 4 --sft-steps 1
 
 Ends with `train_speed: dpo X.XXx sft Y.YYx` (fast over today, trained tokens/s).
