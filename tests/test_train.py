@@ -65,6 +65,7 @@ def _settings(method: str, tiny: Path, run_dir: Path, out: Path, **extra):
         "save_steps": 2,
         "learning_rate": 1e-3,
         "warmup_steps": 0,
+        "bf16": "off",  # fp32 as before; `auto` would time bf16 on this CPU (test_bf16_choice_...)
     }
     return settings_class(**{**common, **extra}), train
 
@@ -452,3 +453,88 @@ def test_trainers_build_their_trl_config_before_loading_the_model(name, tiny, ru
         else:
             train(settings)
     assert events == ["config", "load"]
+
+
+# ------------------------------------------------------------------ speed settings, same arithmetic
+def _varied_run(out: Path) -> Path:
+    """A run directory whose answers differ in length (1 to 24 words), so grouping by length reorders."""
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    dpo, sft = [], []
+    for i in range(8):
+        prompt = [_msg("user", f"Question {i}: name some words.")]
+        chosen = " ".join(words[j % 8] for j in range(1 + 3 * i))
+        rejected = " ".join(words[(j + i) % 8].upper() for j in range(24 - 3 * i))
+        dpo.append(
+            {
+                "prompt": prompt,
+                "chosen": [_msg("assistant", chosen)],
+                "rejected": [_msg("assistant", rejected)],
+                "level": "query",
+                "functions": FUNCTIONS,
+            }
+        )
+        sft.append({"messages": [*prompt, _msg("assistant", chosen)], "functions": FUNCTIONS, "pass_rate": 1.0})
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("dpo.jsonl", dpo), ("sft.jsonl", sft)):
+        (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def test_step_grouped_sampler_keeps_each_steps_rows_and_sorts_them():
+    from autoif.train.common import StepGroupedSampler
+
+    base = [5, 0, 3, 7, 1, 6, 2, 4, 8]
+    lengths = [10, 80, 30, 50, 20, 90, 40, 60, 70]
+    order = list(StepGroupedSampler(base, lengths, step_rows=4))
+    steps = [order[i : i + 4] for i in range(0, len(order), 4)]
+    assert [sorted(s) for s in steps] == [sorted(base[i : i + 4]) for i in range(0, len(base), 4)]
+    assert all([lengths[i] for i in s] == sorted((lengths[i] for i in s), reverse=True) for s in steps)
+
+
+@pytest.mark.parametrize("method", ["dpo", "sft"])
+def test_precompute_and_grouping_give_todays_losses(method, tiny, tmp_path):
+    """Reference log-probs computed once and steps grouped by length: the same per-step losses as TRL's
+    defaults (a reference pass per step, random order) to 4 significant digits, on the same steps."""
+    run = _varied_run(tmp_path / "run")
+    today = {"group_by_length": False} | ({"precompute_ref_log_probs": False} if method == "dpo" else {})
+    runs = {}
+    for label, extra in (("today", today), ("fast", {})):
+        settings, train = _settings(
+            method,
+            tiny,
+            run,
+            tmp_path / label,
+            global_batch_size=4,
+            per_device_batch_size=2,
+            max_steps=2,
+            save_steps=100,
+            **extra,
+        )
+        train(settings)
+        runs[label] = _losses(tmp_path / label)
+    assert len(runs["today"]) == 2 and all(math.isfinite(x) for x in runs["today"])
+    assert [f"{x:.4g}" for x in runs["fast"]] == [f"{x:.4g}" for x in runs["today"]]
+
+
+def test_max_rejected_tokens_bounds_the_rejected_answers(tiny, tmp_path):
+    from autoif.train.dpo import dpo_rows, run_dpo
+
+    run = _varied_run(tmp_path / "run")
+    settings, _ = _settings("dpo", tiny, run, tmp_path / "dpo", max_rejected_tokens=5)
+    rows = dpo_rows([json.loads(line) for line in (run / "dpo.jsonl").read_text().splitlines()])
+    trainer, _ = run_dpo(settings, rows, tmp_path / "dpo")
+    rejected = [len(ids) for ids in trainer.train_dataset["rejected_ids"]]
+    chosen = [len(ids) for ids in trainer.train_dataset["chosen_ids"]]
+    assert max(rejected) == 5 and max(chosen) > 5  # only rejected answers are bounded
+
+
+def test_bf16_choice_is_measured_once_per_machine(tmp_path):
+    from autoif.train.precision import CACHE_FILE, cpu_bf16_autocast_faster
+
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128)
+    first = cpu_bf16_autocast_faster(config, tmp_path)
+    cached = json.loads((tmp_path / CACHE_FILE).read_text())
+    (entry,) = cached.values()
+    assert entry["fp32_s"] > 0 and entry["bf16_s"] > 0 and first == (entry["speedup"] >= 1.1)
+    assert cpu_bf16_autocast_faster(config, tmp_path) == first
+    assert json.loads((tmp_path / CACHE_FILE).read_text()) == cached  # read back, not measured again

@@ -56,7 +56,17 @@ class TrainSettings(Section):
     global_batch_size: int = Field(128, ge=1, description="sequences per optimizer step, over all devices")
     per_device_batch_size: int = Field(4, ge=1, description="sequences per forward pass on one device")
     max_length: int = Field(8192, ge=16, description="longest tokenized example; longer ones are truncated")
-    bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16: auto uses it where the GPU has it")
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="bfloat16: on a GPU, bf16 weights; on a CPU, bf16 autocast of the matmuls with fp32 weights "
+        "and optimizer state. auto: where the GPU has it, and on a CPU where a short measurement of the model's "
+        "matmuls (cached per machine, see train/precision.py) finds autocast faster",
+    )
+    group_by_length: bool = Field(
+        True,
+        description="order the rows of each optimizer step by length, so a forward pass pads only to the longest "
+        "of its own rows; the steps hold the same rows as without it (same losses)",
+    )
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     logging_steps: int = Field(10, ge=1, description="log every this many steps")
@@ -110,7 +120,8 @@ def sample_records(records: list[dict], n: int, seed: int) -> list[dict]:
 
 
 def load_model_and_tokenizer(settings: TrainSettings, model: str | None = None):
-    """The model to train, in fp32 on CPU and bf16 where the GPU has it, with its tokenizer.
+    """The model to train with its tokenizer: bf16 weights on a GPU with bf16, fp32 otherwise (on a CPU
+    bf16 is autocast of the matmuls by the Trainer, the weights and optimizer state stay fp32).
 
     Call it after building the trainer's TRL config: transformers learns from that config that
     ZeRO-3 is on, and only then loads each process's shard of the weights instead of all of them."""
@@ -119,7 +130,7 @@ def load_model_and_tokenizer(settings: TrainSettings, model: str | None = None):
     from ..llm.embedded import resolve_model
 
     source = resolve_model(model or settings.model, settings.cache_dir)
-    dtype = torch.bfloat16 if use_bf16(settings) else torch.float32
+    dtype = torch.bfloat16 if torch.cuda.is_available() and use_bf16(settings) else torch.float32
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
         policy = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
@@ -162,7 +173,19 @@ def use_bf16(settings: TrainSettings) -> bool:
         return settings.bf16 == "on"
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    from .precision import cpu_bf16_autocast_faster
+
+    return cpu_bf16_autocast_faster(resolve_model_config(settings), settings.cache_dir)
+
+
+def resolve_model_config(settings: TrainSettings):
+    """The transformers config of the model to train (its matmul shapes), without loading weights."""
+    transformers = require("transformers", "train", "training")
+    from ..llm.embedded import resolve_model
+
+    return transformers.AutoConfig.from_pretrained(resolve_model(settings.model, settings.cache_dir))
 
 
 def trl_args(settings: TrainSettings, config_class: type, output_dir: str | Path | None = None, **extra: Any):
@@ -193,6 +216,64 @@ def trl_args(settings: TrainSettings, config_class: type, output_dir: str | Path
         "seed": settings.seed,
     }
     return config_class(**{**fields, **extra})
+
+
+class StepGroupedSampler:
+    """The rows of `base` (the sampler a Trainer would use) in its order of optimizer steps, each step's
+    `step_rows` rows sorted longest first. A step holds the same rows as with `base`; its forward passes
+    take rows of similar length, so each pads little beyond its own longest row."""
+
+    def __init__(self, base, lengths: list[int], step_rows: int):
+        self.base = base
+        self.lengths = lengths
+        self.step_rows = step_rows
+
+    def set_epoch(self, epoch: int) -> None:  # the dataloader reseeds the shuffle each epoch through this
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __iter__(self):
+        order = list(self.base)
+        for start in range(0, len(order), self.step_rows):
+            yield from sorted(order[start : start + self.step_rows], key=self.lengths.__getitem__, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def padded_lengths(dataset) -> list[int]:
+    """Per row of a tokenized TRL dataset, the length a forward pass pads it to: its tokens (SFT), or
+    its prompt and the longer of its two answers (DPO: chosen and rejected share a padded batch)."""
+    if "input_ids" in dataset.column_names:
+        return [len(ids) for ids in dataset["input_ids"]]
+    answers = zip(dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+    return [len(p) + max(len(c), len(r)) for p, (c, r) in zip(dataset["prompt_ids"], answers, strict=True)]
+
+
+def length_grouped(trainer_class: type) -> type:
+    """`trainer_class` (a TRL trainer) with its optimizer steps' rows ordered by length (StepGroupedSampler).
+
+    The per-step loss is unchanged: DPO averages equal-sized micro-batches, SFT divides by the step's
+    token count. The shuffle is accelerate's seedable sampler, built as accelerate builds it for a
+    plain Trainer (it replaces only a bare RandomSampler, not one inside ours), so each step holds the
+    rows it holds without grouping."""
+    from accelerate.data_loader import SeedableRandomSampler  # type: ignore[import-untyped]
+    from torch.utils.data import RandomSampler
+
+    class LengthGrouped(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            base = super()._get_train_sampler(dataset)
+            if not isinstance(base, RandomSampler):
+                return base
+            if self.accelerator.dataloader_config.use_seedable_sampler:
+                base = SeedableRandomSampler(data_source=dataset, data_seed=self.args.data_seed)
+            args = self.args
+            step_rows = args.train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+            return StepGroupedSampler(base, padded_lengths(dataset), step_rows)
+
+    LengthGrouped.__name__ = LengthGrouped.__qualname__ = f"LengthGrouped{trainer_class.__name__}"
+    return LengthGrouped
 
 
 def peft_config(settings: TrainSettings):

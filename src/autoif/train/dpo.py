@@ -15,6 +15,7 @@ from ..errors import require
 from ..rundir import DPO
 from .common import (
     TrainSettings,
+    length_grouped,
     load_model_and_tokenizer,
     peft_config,
     read_records,
@@ -38,12 +39,40 @@ class DPOSettings(TrainSettings):
     beta: float = Field(0.3, gt=0, description="DPO beta (strength of the pull towards the reference)")
     loss_type: str = Field("sigmoid", description="TRL DPO loss ('sigmoid' is the original DPO)")
     level: str = Field("all", description="which pairs: 'all', 'query' or 'instruction' level")
+    precompute_ref_log_probs: bool = Field(
+        True,
+        description="the reference model's log-probabilities of each pair computed once before training (TRL's "
+        "precompute_ref_log_probs): no reference pass at every step and epoch, no reference copy in memory",
+    )
+    max_rejected_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="train on at most this many tokens of a rejected answer (None: all): a rejected answer that "
+        "loops to the token limit shows its loop well before the limit",
+    )
 
 
 def dpo_rows(records: list[dict], level: str = "all") -> list[dict]:
     """TRL's conversational preference rows (prompt, chosen, rejected) from dpo.jsonl records."""
     keep = [r for r in records if level == "all" or r.get("level") == level]
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in keep]
+
+
+def dpo_trainer_class(settings: DPOSettings) -> type:
+    """TRL's DPOTrainer, with the rows of each step grouped by length and rejected answers bounded as set."""
+    trl = require("trl", "train", "DPO training")
+    trainer_class = length_grouped(trl.DPOTrainer) if settings.group_by_length else trl.DPOTrainer
+    limit = settings.max_rejected_tokens
+    if limit is None:
+        return trainer_class
+
+    class RejectedBounded(trainer_class):  # type: ignore[misc,valid-type]
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            # Token ids, not text: the kept tokens are exactly the first `limit` the model scored.
+            return dataset.map(lambda row: {"rejected_ids": row["rejected_ids"][:limit]}, desc="Bounding rejected")
+
+    return RejectedBounded
 
 
 def run_dpo(
@@ -67,11 +96,12 @@ def run_dpo(
         max_length=settings.max_length,
         beta=settings.beta,
         loss_type=[settings.loss_type],
+        precompute_ref_log_probs=settings.precompute_ref_log_probs,
         **({"num_train_epochs": epochs} if epochs is not None else {}),
     )
     policy, tokenizer = load_model_and_tokenizer(settings, model=model)
     ref_model = load_model_and_tokenizer(settings, model=reference)[0] if reference is not None else None
-    trainer = trl.DPOTrainer(
+    trainer = dpo_trainer_class(settings)(
         model=policy,
         ref_model=ref_model,
         args=args,

@@ -19,6 +19,7 @@ from ..errors import AutoifError, require
 from ..rundir import SFT
 from .common import (
     TrainSettings,
+    length_grouped,
     load_model_and_tokenizer,
     peft_config,
     read_records,
@@ -59,7 +60,8 @@ def train(settings: SFTSettings) -> Path:
         settings, trl.SFTConfig, max_length=settings.max_length, completion_only_loss=settings.completion_only_loss
     )
     model, tokenizer = load_model_and_tokenizer(settings)  # after the config: ZeRO-3 initialisation
-    trainer = trl.SFTTrainer(
+    trainer_class = length_grouped(trl.SFTTrainer) if settings.group_by_length else trl.SFTTrainer
+    trainer = trainer_class(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(settings)
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(settings))
