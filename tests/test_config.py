@@ -134,3 +134,11 @@ def test_on_off_switches_follow_the_supervision_model():
     # A bare YAML on/off (a boolean to YAML 1.1) is taken as the switch it names.
     forced = load_config(None, ["score.enabled=on", "seeds.builtin_library=off"])
     assert forced.score.active(forced.llm) and not forced.seeds.library_enabled(forced.llm)
+
+
+def test_a_config_written_before_stall_s_loads_its_timeout_as_the_stall_limit(tmp_path):
+    """Run directories of before llm.stall_s hold llm.timeout_s in their config.yaml; they still load."""
+    path = tmp_path / "old.yaml"
+    path.write_text("llm:\n  backend: openai\n  timeout_s: 120\n")
+    assert load_config(path).llm.stall_s == 120
+    assert load_config(path, ["llm.stall_s=30"]).llm.stall_s == 30

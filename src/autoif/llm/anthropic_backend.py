@@ -49,7 +49,7 @@ class AnthropicBackend(Backend):
         api_key_env: str = "ANTHROPIC_API_KEY",
         max_concurrency: int = 32,
         max_retries: int = 8,
-        timeout_s: float = 300.0,
+        stall_s: float = 60.0,
         cache: Cache | None = None,
     ) -> None:
         super().__init__(model, cache)
@@ -59,7 +59,7 @@ class AnthropicBackend(Backend):
             )
         self.base_url = base_url or ANTHROPIC_API
         self.api_key_env = api_key_env
-        self.max_concurrency, self.max_retries, self.timeout_s = max_concurrency, max_retries, timeout_s
+        self.max_concurrency, self.max_retries, self.stall_s = max_concurrency, max_retries, stall_s
         self._key = api_key or "EMPTY"  # a local server takes any key; the SDK insists on one
         self._client: Any = None
 
@@ -74,7 +74,7 @@ class AnthropicBackend(Backend):
             api_key_env=env,
             max_concurrency=llm.max_concurrency,
             max_retries=llm.max_retries,
-            timeout_s=llm.timeout_s,
+            stall_s=llm.stall_s,
             cache=cache,
         )
 
@@ -82,7 +82,7 @@ class AnthropicBackend(Backend):
     def client(self) -> Any:
         if self._client is None:
             self._client = anthropic_sdk().Anthropic(
-                base_url=self.base_url, api_key=self._key, max_retries=self.max_retries, timeout=self.timeout_s
+                base_url=self.base_url, api_key=self._key, max_retries=self.max_retries, timeout=self.stall_s
             )
         return self._client
 

@@ -372,7 +372,7 @@ class OpenAIBatchBackend(OpenAIBackend):
         import openai
 
         return openai.OpenAI(
-            base_url=self.base_url, api_key=self.batch_key, max_retries=self.max_retries, timeout=self.timeout_s
+            base_url=self.base_url, api_key=self.batch_key, max_retries=self.max_retries, timeout=self.stall_s
         )
 
     def _run(self, jobs: list[Job], emit: Emit) -> None:

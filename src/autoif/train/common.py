@@ -257,7 +257,7 @@ def length_grouped(trainer_class: type) -> type:
     token count. The shuffle is accelerate's seedable sampler, built as accelerate builds it for a
     plain Trainer (it replaces only a bare RandomSampler, not one inside ours), so each step holds the
     rows it holds without grouping."""
-    from accelerate.data_loader import SeedableRandomSampler  # type: ignore[import-untyped]
+    from accelerate.data_loader import SeedableRandomSampler
     from torch.utils.data import RandomSampler
 
     class LengthGrouped(trainer_class):
