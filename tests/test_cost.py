@@ -42,6 +42,7 @@ class AnswerStage(Stage):
     input = "numbers"
     output_type = Instruction
     uses_llm = True
+    reads = ("responses", "llm")  # its role's section (`responses.llm`) and the default model
 
     def run(self, records, ctx):
         requests = [Request.user(r.text, max_tokens=4, temperature=0.0, seed=1) for r in records]

@@ -60,7 +60,8 @@ def run(out: Path, base_url: str, *sets: str) -> Result:
     config = out.parent / f"{out.name}.yaml"
     config.write_text(json.dumps({**CONFIG, "llm": {**CONFIG["llm"], "base_url": base_url}}))  # JSON is YAML
     args = ["run", "-c", str(config), "-o", str(out), "--until", UNTIL, *(f"--set={s}" for s in sets)]
-    return CliRunner().invoke(cli, args)
+    # A wide terminal: the funnel table's cells are read whole (rich wraps them to 80 columns otherwise).
+    return CliRunner(env={"COLUMNS": "240"}).invoke(cli, args)
 
 
 def last_line(result: Result) -> str:

@@ -26,7 +26,12 @@ from autoif.stages.base import Stage
 
 # Fields no stage reads, and why: they are the pipeline's (where OUT is, where shards run) or
 # applied at load time to the sections (a scale sets the sections' values, which the stages read).
-NOT_READ_BY_STAGES = {"scale": "sets other sections at load", "paths": "the pipeline's", "executor": "the pipeline's"}
+NOT_READ_BY_STAGES = {
+    "scale": "sets other sections at load",
+    "paths": "the pipeline's",
+    "executor": "the pipeline's",
+    "prices": "the pipeline's (what the stages' requests cost, the budget): no output depends on it",
+}
 
 
 def _field(path: str):
@@ -55,7 +60,7 @@ def _candidates(annotation: Any, value: Any, tmp: Path) -> list[Any]:
     if annotation is str:
         return [f"{value}-changed" if value else "changed"]
     if typing.get_origin(annotation) is dict:
-        return [{2: 1.0}, {"top_k": 5}]
+        return [{2: 1.0}, {"top_k": 5}, {"model": "another-model"}]  # the last: a role's own `llm`
     if typing.get_origin(annotation) is list:
         return [["re"]]
     raise AssertionError(f"no candidate values for {annotation}")

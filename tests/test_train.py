@@ -170,7 +170,8 @@ def test_online_dpo_runs_two_iterations(tiny_that_ends, run_dir, tmp_path, monke
     state = next((out / "iter-2-checkpoints").glob("checkpoint-*/trainer_state.json"))
     first_step = next(h for h in json.loads(state.read_text())["log_history"] if "rewards/chosen" in h)
     rewards = [first_step["rewards/chosen"], first_step["rewards/rejected"]]
-    assert (rewards == [0.0, 0.0]) == (reference == "previous"), rewards
+    # Zero up to float rounding: the reference's log-probs are precomputed in batches of their own.
+    assert all(abs(r) < 1e-5 for r in rewards) == (reference == "previous"), rewards
 
     # Rerunning resumes: nothing left to do, the same final policy.
     assert train(settings) == final

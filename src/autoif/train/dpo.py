@@ -7,6 +7,8 @@ ratio 0.1, global batch 64, sigmoid loss, beta 0.3, 2 epochs, max length 4096.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from pydantic import Field
@@ -75,6 +77,21 @@ def dpo_trainer_class(settings: DPOSettings) -> type:
     return RejectedBounded
 
 
+def shared_dataset(rows: list[dict], output_dir: str | Path):
+    """The rows as a dataset whose file lies under `output_dir`, one per content, written by the main
+    process first: TRL caches the precomputed reference log-probs beside the dataset's file, and an
+    in-memory dataset's cache goes to each process's own temporary directory, where the other
+    processes of a launch do not find it."""
+    datasets = require("datasets", "hf", "training")
+    from accelerate import PartialState
+
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(output_dir) / f"rows-{digest}.arrow"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with PartialState().main_process_first():  # the others load the file the main process wrote
+        return datasets.Dataset.from_list(rows).flatten_indices(cache_file_name=str(path))
+
+
 def run_dpo(
     settings: DPOSettings,
     rows: list[dict],
@@ -88,7 +105,7 @@ def run_dpo(
     model: the policy's checkpoint (None: settings.model); reference: the frozen reference's (None: TRL's
     own copy of the policy). The TRL config is built before either is loaded (ZeRO-3 initialisation)."""
     trl = require("trl", "train", "DPO training")
-    datasets = require("datasets", "hf", "training")
+    require("datasets", "hf", "training")  # missing: one line now, not after the models load
     args = trl_args(
         settings,
         trl.DPOConfig,
@@ -105,7 +122,7 @@ def run_dpo(
         model=policy,
         ref_model=ref_model,
         args=args,
-        train_dataset=datasets.Dataset.from_list(rows),
+        train_dataset=shared_dataset(rows, output_dir),
         processing_class=tokenizer,
         peft_config=peft_config(settings),
     )
