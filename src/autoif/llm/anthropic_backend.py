@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import require
 from .base import Backend, BackendError, Completion, Emit, Job, Request, cache_key
-from .batch import BatchAPI, BatchRunner, BatchState, state_path
+from .batch import BatchAPI, BatchRunner, BatchState, configure_batch, state_path
 from .cache import Cache
 from .redact import redact
 
@@ -258,13 +258,7 @@ class AnthropicBatchBackend(AnthropicBackend):
     def from_config(cls, llm, cache: Cache | None = None, paths=None) -> AnthropicBatchBackend:
         backend = super().from_config(llm, cache, paths)
         assert isinstance(backend, AnthropicBatchBackend)
-        if paths is None:
-            raise BackendError(
-                "llm.batch keeps its batches' state under paths.out: build the backend from the whole config"
-            )
-        backend.out = Path(paths.out).expanduser()
-        backend.poll_s, backend.poll_max_s = llm.batch_poll_s, llm.batch_poll_max_s
-        backend.max_attempts = llm.batch_max_attempts
+        configure_batch(backend, llm, paths)
         return backend
 
     def _run(self, jobs: list[Job], emit: Emit) -> None:

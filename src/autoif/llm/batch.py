@@ -82,6 +82,18 @@ class BatchState:
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
+def configure_batch(backend: Any, llm: Any, paths: Any) -> None:
+    """What a batch backend of either provider reads of the config: where its state lives
+    (under paths.out), how it polls and how often it submits a request at most."""
+    if paths is None:
+        raise BackendError(
+            "llm.batch keeps its batches' state under paths.out: build the backend from the whole config"
+        )
+    backend.out = Path(paths.out).expanduser()
+    backend.poll_s, backend.poll_max_s = llm.batch_poll_s, llm.batch_poll_max_s
+    backend.max_attempts = llm.batch_max_attempts
+
+
 def state_path(out: str | Path, kind: str, endpoint: str, identity: str) -> Path:
     digest = hashlib.sha256(f"{endpoint}\n{identity}".encode()).hexdigest()[:12]
     return Path(out).expanduser() / "batches" / f"{kind}-{digest}.json"
@@ -346,16 +358,7 @@ class OpenAIBatchBackend(OpenAIBackend):
     def from_config(cls, llm, cache: Cache | None = None, paths=None) -> OpenAIBatchBackend:
         backend = super().from_config(llm, cache, paths)
         assert isinstance(backend, OpenAIBatchBackend)
-        if paths is None:
-            raise BackendError(
-                "llm.batch keeps its batches' state under paths.out: build the backend from the whole config"
-            )
-        backend.out = Path(paths.out).expanduser()
-        backend.poll_s, backend.poll_max_s, backend.max_attempts = (
-            llm.batch_poll_s,
-            llm.batch_poll_max_s,
-            llm.batch_max_attempts,
-        )
+        configure_batch(backend, llm, paths)
         backend.batch_key = os.environ.get(llm.api_key_env) or NO_KEY
         return backend
 
