@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import require
-from .base import Backend, BackendError, Completion, Emit, Job, Request, cache_key
-from .batch import BatchAPI, BatchRunner, BatchState, configure_batch, state_path
+from .base import Backend, BackendError, Completion, Emit, Job, Request
+from .batch import BatchAPI, BatchRunner, BatchState, configure_batch, keyed_samples, state_path
 from .cache import Cache
 from .redact import redact
 
@@ -262,12 +262,9 @@ class AnthropicBatchBackend(AnthropicBackend):
         return backend
 
     def _run(self, jobs: list[Job], emit: Emit) -> None:
-        where: dict[str, tuple[int, int]] = {}
-        bodies: dict[str, dict[str, Any]] = {}
-        for index, job in enumerate(jobs):
-            for sample in job.samples:
-                key = cache_key(self.kind, self.cache_identity, job.request, sample)
-                where[key], bodies[key] = (index, sample), params(self.model, job.request)
+        where, bodies = keyed_samples(
+            self.kind, self.cache_identity, jobs, lambda job, _sample: params(self.model, job.request)
+        )
         header = {"kind": self.kind, "endpoint": self.base_url, "model": self.model, "api_key_env": self.api_key_env}
         state = BatchState(state_path(self.out, self.kind, self.base_url, self.cache_identity), header)
         runner = BatchRunner(

@@ -82,6 +82,20 @@ class BatchState:
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
+def keyed_samples(
+    kind: str, identity: str, jobs: list[Job], body: Callable[[Job, int], dict[str, Any]]
+) -> tuple[dict[str, tuple[int, int]], dict[str, dict[str, Any]]]:
+    """Each sample of `jobs` by its cache key (a batch line's custom_id): where its answer goes
+    back (job index, sample index), and its request body for the provider."""
+    where: dict[str, tuple[int, int]] = {}
+    bodies: dict[str, dict[str, Any]] = {}
+    for index, job in enumerate(jobs):
+        for sample in job.samples:
+            key = cache_key(kind, identity, job.request, sample)
+            where[key], bodies[key] = (index, sample), body(job, sample)
+    return where, bodies
+
+
 def configure_batch(backend: Any, llm: Any, paths: Any) -> None:
     """What a batch backend of either provider reads of the config: where its state lives
     (under paths.out), how it polls and how often it submits a request at most."""
@@ -379,13 +393,10 @@ class OpenAIBatchBackend(OpenAIBackend):
         )
 
     def _run(self, jobs: list[Job], emit: Emit) -> None:
-        where: dict[str, tuple[int, int]] = {}
-        bodies: dict[str, dict[str, Any]] = {}
-        for index, job in enumerate(jobs):
-            for sample in job.samples:
-                key = cache_key(self.kind, self.cache_identity, job.request, sample)
-                where[key] = (index, sample)
-                bodies[key] = chat_body(self.served_model, job, sample, self.extra_body)
+        def body(job: Job, sample: int) -> dict[str, Any]:
+            return chat_body(self.served_model, job, sample, self.extra_body)
+
+        where, bodies = keyed_samples(self.kind, self.cache_identity, jobs, body)
         client = self.client()
         try:
             runner = BatchRunner(
