@@ -89,15 +89,17 @@ def test_queries_stage_never_draws_a_dev_query_from_the_builtin_pool(tmp_path):
     assert not drawn & dev
     assert len(drawn) >= 0.9 * (len(pool) - len(dev))  # ... and the training side is all in use
 
-    # Another pool is not filtered: the split is the built-in pool's.
+    # Another pool (ShareGPT holds real queries too) loses the dev set's queries, in any spelling.
+    others = [f"Tell me a story about a robot number {i} who learns to paint." for i in range(8)]
+    spelled = [" ".join(q.upper().split()) + "  " for q in sorted(dev)]
     file = tmp_path / "pool.jsonl"
-    file.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in sorted(dev)))
+    file.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in spelled + others))
     other = run_shard(
         QueriesStage(),
         instruction_records(build_library(42)[:5]),
         Context(config(tmp_path, f"queries.source={file}", "queries.k=4")),
     ).records
-    assert {r.query for r in other} <= dev and len(other) == 20
+    assert {r.query for r in other} <= set(others) and len(other) == 20
 
 
 def test_training_prompts_share_no_ngram_with_the_dev_set(tmp_path):

@@ -7,7 +7,7 @@ instruction id alone, so the draw depends neither on sharding nor on run order. 
 instruction and query the way users write them: instruction before or after the query, inline or
 on its own line, sometimes flagged ("Note: ..."); the join templates are the blocks of
 `prompts/query_join.txt`, one drawn per query. The built-in pool's dev part (`autoif/devsplit.py`)
-is never drawn: it is the dev set's.
+is never drawn, from any pool: it is the dev set's.
 """
 
 from __future__ import annotations
@@ -46,9 +46,23 @@ def join(instruction: str, query: str, template_text: str) -> str:
 
 
 def training_queries(cfg: QueriesConfig) -> list[str]:
-    """The pool's queries a training prompt may use: all of them, but the built-in pool's dev part."""
+    """The pool's queries a training prompt may use: all of them but the dev set's.
+
+    The dev set's queries are the built-in pool's dev part; another pool (ShareGPT, a file, the hub) may
+    hold the same queries (the built-in pool is itself drawn from real user queries), so they are
+    dropped from every pool, by the same normalised key.
+    """
     pool = load_queries(cfg)
-    return [q for q in pool if not is_dev(query_key(q))] if cfg.source == "builtin" else pool
+    if cfg.source == "builtin":
+        return [q for q in pool if not is_dev(query_key(q))]
+    held_out = _builtin_dev_keys()
+    return [q for q in pool if query_key(q) not in held_out]
+
+
+@lru_cache(maxsize=1)
+def _builtin_dev_keys() -> frozenset[str]:
+    keys = (query_key(q) for q in load_queries(QueriesConfig(source="builtin", min_chars=0, max_chars=100_000)))
+    return frozenset(key for key in keys if is_dev(key))
 
 
 def query_id(instruction_id: str, query: str) -> str:
