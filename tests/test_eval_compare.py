@@ -262,10 +262,11 @@ def test_dev_runs_compare_per_constraint(tmp_path):
         run_benchmark("dev", config, str(data), str(tmp_path / f"{name}.jsonl"), None, tmp_path / name, show=False)
     report = compare_runs(tmp_path / "a", tmp_path / "b")
     assert report["metrics"]["prompt_pass"]["a"] == 1.0
-    assert report["metrics"]["prompt_pass"]["mcnemar"] == {"b_only": 0, "a_only": 2, "p": 0.5}
+    # The seven no-comma prompts (PROMPTS_PER_CONSTRAINT) flip: exact McNemar p = 2 / 2**7.
+    assert report["metrics"]["prompt_pass"]["mcnemar"] == {"b_only": 0, "a_only": 7, "p": 2 / 2**7}
     assert report["instructions"][-1] == {
         "name": "punctuation:no_commas",
-        "n": 2,
+        "n": 7,
         "pass": {"a": 1.0, "b": 0.0, "delta": -1.0},
     }
     assert [f["name"] for f in report["families"]] == ["length", "punctuation"]
