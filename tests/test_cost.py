@@ -102,23 +102,33 @@ def test_usage_and_cost_per_stage_in_funnel_and_table(tmp_path, tiny):
 
 
 @pytest.mark.slow
-def test_budget_stops_before_the_next_shard_and_a_rerun_resumes(tmp_path, tiny):
+def test_budget_stops_before_it_would_be_passed_even_in_the_first_shard_and_a_rerun_resumes(tmp_path, tiny):
     full = run(config(tmp_path / "full", tiny))["stages"]["responses"]["llm"]
-    # Three shards of two; the first one's cost passes this budget, so the second never starts.
-    stopped = run(config(tmp_path / "out", tiny, llm={"max_cost": 1.0}))
+    each = full["cost"] / 6  # the six prompts are the same length: each answer costs about this
+    out = tmp_path / "out"
+    # One shard of all six: only the meter that pays each sample can stop it in time.
+    one_shard = {"executor": {"shard_size": 6}, "llm": {"max_cost": 3.5 * each}}
+    stopped = run(config(out, tiny, **one_shard))
     assert stopped["stopped"]["reason"] == "budget" and stopped["stopped"]["stage"] == "responses"
-    assert stopped["stopped"]["spent"] > 1.0 and "responses" not in stopped["stages"]
-    assert not (tmp_path / "out" / "answers.jsonl").exists()
-    assert len(list((tmp_path / "out" / ".work" / "responses").glob("*.done"))) == 1
-    # The same budget stops a rerun at once: nothing more is generated.
-    again = run(config(tmp_path / "out", tiny, llm={"max_cost": 1.0}))
-    assert again["stopped"]["reason"] == "budget"
-    assert len(list((tmp_path / "out" / ".work" / "responses").glob("*.done"))) == 1
-    # A larger one goes on from the finished shard, and the run ends as an uninterrupted one.
-    done = run(config(tmp_path / "out", tiny, llm={"max_cost": 1e6}))
+    assert 2.5 * each < stopped["stopped"]["spent"] <= 3.5 * each  # three answers paid, the fourth not sent
+    assert "responses" not in stopped["stages"] and not (out / "answers.jsonl").exists()
+    assert not list((out / ".work" / "responses").glob("*.done"))
+    # The same budget stops a rerun at once, the three answers from the cache, nothing more sent.
+    again = run(config(out, tiny, **one_shard))
+    assert again["stopped"] == stopped["stopped"]
+    # With shards of two, the pipeline also stops before a shard its mean shard cost would not fit.
+    sharded = run(config(tmp_path / "sharded", tiny, llm={"max_cost": 3.5 * each}))
+    assert sharded["stopped"]["spent"] == pytest.approx(2 * each, rel=0.2)
+    assert len(list((tmp_path / "sharded" / ".work" / "responses").glob("*.done"))) == 1
+    # A larger budget goes on, and the run ends as an uninterrupted one.
+    done = run(config(out, tiny, executor={"shard_size": 6}, llm={"max_cost": 1e6}))
     assert "stopped" not in done
-    assert done["stages"]["responses"]["llm"] == full
-    assert (tmp_path / "out" / "answers.jsonl").read_text() == (tmp_path / "full" / "answers.jsonl").read_text()
+    line = done["stages"]["responses"]["llm"]
+    assert line["hits"] == 3  # the three answers the stopped run paid for, from the cache, and counted as paid:
+    assert {k: line[k] for k in ("misses", "prompt_tokens", "completion_tokens", "cost")} == {
+        k: full[k] for k in ("misses", "prompt_tokens", "completion_tokens", "cost")
+    }
+    assert (out / "answers.jsonl").read_text() == (tmp_path / "full" / "answers.jsonl").read_text()
 
 
 @pytest.mark.slow

@@ -139,7 +139,7 @@ class LLMConfig(Section):
         None,
         ge=0,
         description="budget in dollars for the run directory's LLM calls, priced from `prices`: the run stops "
-        "(exit 0, resumable, the reason in funnel.json) before a shard would pass it (None: no budget)",
+        "(exit 0, resumable, the reason in funnel.json) before a request would pass it (None: no budget)",
         json_schema_extra=OPERATIONAL,
     )
     cache: bool = Field(
