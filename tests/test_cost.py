@@ -164,7 +164,21 @@ def test_estimate_is_exact_where_the_config_decides_and_offline_at_paper_scale(t
     rows = {row.stage: row for row in estimate(cfg)}
     assert rows["augment"].records_in == 36 and rows["augment"].samples == 36 * 7  # the paper's 36 seeds
     assert rows["verifiers"].samples == (36 + 36 * 7) * 4
+    assert rows["compose"].samples == 0  # off by default
     assert not any(row.measured for row in rows.values())
+    assert {row.tokens_from for row in rows.values()} == {"assumed"}
+    # Compose on: without the library every combination has an LLM-written instruction, so each
+    # one's conflict check is asked; configured lengths take the place of the assumed ones.
+    composed = load_config(
+        None,
+        [f"paths.out={tmp_path}", "scale=small", "seeds.builtin_library=off", "compose.enabled=true"]
+        + ["compose.count=10", "lengths.compose.prompt_tokens=300", "lengths.responses.completion_tokens=50"],
+    )
+    rows = {row.stage: row for row in estimate(composed)}
+    assert rows["compose"].samples == 10 and rows["compose"].tokens_from == "configured"
+    assert rows["compose"].prompt_tokens == 10 * 300
+    assert rows["compose"].completion_tokens == 10 * composed.compose.max_tokens / 2  # not configured: assumed
+    assert rows["responses"].completion_tokens == rows["responses"].samples * 50
     result = CliRunner().invoke(
         cli,
         ["run", "--estimate", "-o", str(tmp_path), "--set", "scale=paper", "--set", "llm.model=m"]

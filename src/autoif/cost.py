@@ -48,6 +48,15 @@ class ModelPrice(BaseModel):
         return full * (1 - self.batch_discount) if batch else full
 
 
+class TokenLengths(BaseModel):
+    """Average tokens of one LLM stage's samples, for `run --estimate` (None: measured or assumed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: float | None = Field(None, ge=0, description="average prompt tokens per sample")
+    completion_tokens: float | None = Field(None, ge=0, description="average completion tokens per sample")
+
+
 class BudgetReached(RunStopped):
     """The next requests would pass `llm.max_cost`: the run stops, resumable, with the reason in the funnel."""
 
