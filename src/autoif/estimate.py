@@ -80,7 +80,8 @@ def estimate(config: Config) -> list[StageEstimate]:
         samples = records_in * per_record
         generated = usage.get("misses") or 0
         given = config.lengths.get(step.stage)
-        prompt_each, completion_each, tokens_from = DEFAULT_PROMPT_TOKENS, step.max_tokens / 2, "assumed"
+        prompt_each: float = DEFAULT_PROMPT_TOKENS
+        completion_each, tokens_from = step.max_tokens / 2, "assumed"
         if generated and usage.get("completion_tokens"):
             prompt_each = usage.get("prompt_tokens", 0) / generated or prompt_each
             completion_each, tokens_from = usage["completion_tokens"] / generated, "measured"

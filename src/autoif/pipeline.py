@@ -254,9 +254,9 @@ class Pipeline:
             if stop.paid is not None:  # kept with the shard: charged by the next run, counted once it is done
                 records, stats = stop.paid
                 key = _digest(inputs_key, [r.model_dump(mode="json") for r in records])
-                usage = {f: stats.get(f, 0) for f in ("misses", "prompt_tokens", "completion_tokens")}
-                add_usage(usage, _paid(workdir, key))
-                atomic_write_text(workdir / f"{key}.{_PAID}", json.dumps(usage) + "\n")
+                paid = {f: stats.get(f, 0) for f in ("misses", "prompt_tokens", "completion_tokens")}
+                add_usage(paid, _paid(workdir, key))
+                atomic_write_text(workdir / f"{key}.{_PAID}", json.dumps(paid) + "\n")
             raise
 
         report.failed = total(failures)
