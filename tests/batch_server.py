@@ -314,6 +314,9 @@ class AnthropicServer:
         self.delay_s = 0.0
         self.expire_after: int | None = None
         self.fail_first = 0
+        # As the API answers a wrong `x-api-key` (401) and a model it does not serve (404); None: any.
+        self.api_key: str | None = None
+        self.models: set[str] | None = None
         self._cancel: dict[str, threading.Event] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -322,6 +325,16 @@ class AnthropicServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def refusal(self, key: str | None, body: dict) -> tuple[int, dict] | None:
+        """The API's error for a request with this key and body, None when it is served."""
+        if self.api_key is not None and key != self.api_key:
+            return 401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+        models = [body.get("model")] + [r["params"].get("model") for r in body.get("requests", [])]
+        unknown = [m for m in models if m is not None and self.models is not None and m not in self.models]
+        if unknown:
+            return 404, {"type": "error", "error": {"type": "not_found_error", "message": f"model: {unknown[0]}"}}
+        return None
 
     def __enter__(self) -> AnthropicServer:
         self._thread.start()
@@ -424,6 +437,11 @@ class AnthropicServer:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 parts = urlsplit(self.path).path.strip("/").split("/")
+                # The SDK sends the key as `x-api-key` or, in some versions, as a bearer token.
+                key = self.headers.get("x-api-key") or self.headers.get("Authorization", "").removeprefix("Bearer ")
+                refused = server.refusal(key or None, json.loads(raw) if raw else {})
+                if refused is not None:
+                    return self._send(*refused)
                 if parts == ["v1", "messages"]:
                     server.messages += 1
                     return self._send(*anthropic_message(server.upstream, json.loads(raw)))
