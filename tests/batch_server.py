@@ -53,6 +53,23 @@ def run_batch(requests: Path, results: Path, upstream: str) -> None:
     results.write_text("".join(json.dumps(complete(upstream, line)) + "\n" for line in lines))
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """What both servers' handlers share: HTTP/1.1 keep-alive, quiet, JSON (or bytes) answers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 class OpenAIBatchServer:
     """Files + Batches on 127.0.0.1, completing batches through `upstream` (http://127.0.0.1:PORT).
 
@@ -174,20 +191,7 @@ class OpenAIBatchServer:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def _not_found(self) -> None:
                 self._send(404, {"error": {"message": f"no such path or object: {self.path}", "type": "not_found"}})
 
@@ -402,20 +406,7 @@ class AnthropicServer:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def _not_found(self) -> None:
                 self._send(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
 

@@ -19,19 +19,12 @@ from autoif.records import Instruction, QueryRecord
 from autoif.stages.base import Context, Stage
 
 sys.path.insert(0, str(Path(__file__).parent))
+import test_pipeline  # noqa: E402
 from tiny_models import tiny_causal_lm  # noqa: E402
 
 
-class NumbersStage(Stage):
-    name = "numbers"
-    output = "numbers.jsonl"
-    input = None
-    output_type = Instruction
-    sharded = False
-
-    def run(self, records, ctx):
-        for i in range(6):
-            yield Instruction(id=f"n{i}", text=f"Say the number {i}.", source="seed")
+class NumbersStage(test_pipeline.NumbersStage):
+    count, text = 6, "Say the number {}."
 
 
 class AnswerStage(Stage):
