@@ -24,6 +24,7 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -70,7 +71,28 @@ class JSONHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class OpenAIBatchServer:
+class Served:
+    """A local server run on a thread while in a `with` block; exiting also cancels the batches at work."""
+
+    _cancel: dict[str, threading.Event]
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for event in self._cancel.values():
+            event.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class OpenAIBatchServer(Served):
     """Files + Batches on 127.0.0.1, completing batches through `upstream` (http://127.0.0.1:PORT).
 
     Faults for the next batch created: `delay_s` (it waits that long before starting), `expire_after`
@@ -91,23 +113,11 @@ class OpenAIBatchServer:
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> OpenAIBatchServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for event in self._cancel.values():
-            event.set()
-        self._server.shutdown()
-        self._server.server_close()
 
     # ------------------------------------------------------------------------------- the API
     def _new_id(self, prefix: str) -> str:
@@ -303,7 +313,7 @@ def _rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
-class AnthropicServer:
+class AnthropicServer(Served):
     """The Messages API and its Message Batches endpoints as Anthropic's API reference describes them
     (create with the requests inline, retrieve, list, cancel, results as JSONL at `results_url`),
     answered by the OpenAI-compatible `upstream`. Faults for the next batch as `OpenAIBatchServer`'s."""
@@ -322,9 +332,7 @@ class AnthropicServer:
         self.api_key: str | None = None
         self.models: set[str] | None = None
         self._cancel: dict[str, threading.Event] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
     @property
     def base_url(self) -> str:
@@ -339,16 +347,6 @@ class AnthropicServer:
         if unknown:
             return 404, {"type": "error", "error": {"type": "not_found_error", "message": f"model: {unknown[0]}"}}
         return None
-
-    def __enter__(self) -> AnthropicServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for event in self._cancel.values():
-            event.set()
-        self._server.shutdown()
-        self._server.server_close()
 
     def create(self, requests: list[dict]) -> dict:
         batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
