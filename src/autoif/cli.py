@@ -186,7 +186,9 @@ def run_cmd(
         from .estimate import estimate as estimate_rows
         from .estimate import estimate_table
 
-        Console().print(estimate_table(estimate_rows(config)))
+        table = estimate_table(estimate_rows(config))
+        # Whole even on a narrow terminal (which wraps its lines): a cut number would read as another.
+        Console(width=max(Console().width, 160)).print(table)
         return
     run_pipeline(
         config,
