@@ -390,6 +390,58 @@ def compare_cmd(a: str, b: str, decodings: str | None, json_out: str | None, res
         click.echo(f"autoif: comparison written to {json_out}")
 
 
+@eval_group.command("agreement")
+@click.argument("configurations", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--proxy",
+    default="dev:prompt_pass",
+    show_default=True,
+    metavar="BENCH:METRIC",
+    help="The metric the configurations are chosen on.",
+)
+@click.option(
+    "--target",
+    default="ifeval:prompt_loose",
+    show_default=True,
+    metavar="BENCH:METRIC",
+    help="The metric they are measured on.",
+)
+@click.option(
+    "--decoding",
+    default=None,
+    callback=_given,
+    help="Read each benchmark's results from DIR/DECODING/ where they are there (a recipe's OUT/eval/MODEL/).",
+)
+@click.option("--json", "json_out", default=None, callback=_given, help="Also write the numbers to this JSON file.")
+def agreement_cmd(
+    configurations: tuple[str, ...], proxy: str, target: str, decoding: str | None, json_out: str | None
+) -> None:
+    """Whether the proxy ranks the configurations as the target does: each configuration's values
+    and ranks, and Spearman's rank correlation over them. CONFIGURATIONS: directories each holding
+    the proxy's and the target's results (`autoif eval ... --out DIR`), named by their directory."""
+    import json
+
+    from rich.console import Console
+
+    from .evals.agreement import agreement_table, parse_measure, rank_agreement, results_in
+    from .jsonl import atomic_write_text, check_writable
+
+    if json_out is not None:
+        check_writable(json_out, "--json")
+    measures = parse_measure(proxy), parse_measure(target)
+    named = {Path(d).resolve().name: d for d in configurations}
+    if len(named) != len(configurations):
+        raise AutoifError("name each configuration's directory differently: its name labels the row")
+    paths = {
+        n: (results_in(d, measures[0][0], decoding), results_in(d, measures[1][0], decoding)) for n, d in named.items()
+    }
+    report = rank_agreement(paths, *measures)
+    Console().print(agreement_table(report))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        click.echo(f"autoif: agreement written to {json_out}")
+
+
 @cli.command("recipe")
 @click.argument("recipe_file", type=click.Path(dir_okay=False), callback=_given)
 @click.option("-o", "--out", default=None, callback=_given, help="Output directory (default: runs/<recipe name>).")

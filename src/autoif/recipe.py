@@ -756,12 +756,28 @@ def collect_results(plan: Plan) -> dict:
         "decoded": decoded,
         "decodings": {name: llm for name, llm, _ in recipe.eval.decoded() if name},
         "compare": read_json(plan.out / COMPARE),
+        "agreement": dev_agreement(plan),
         "contamination": read_json(plan.out / CONTAMINATION),
         "funnel": read_json(plan.data_dir / FUNNEL),
         "training": training,
         "commands": [plan.command] + [s.command for s in plan.steps if not s.command.startswith("#")],
         "steps": {name: {"wall_s": m.get("wall_s"), "command": m.get("command")} for name, m in steps.items()},
     }
+
+
+def dev_agreement(plan: Plan) -> dict | None:
+    """How the dev set ranks the evaluated models against IFEval's ranking (prompt-level loose, the
+    measure's decoding): Spearman's rho (`evals.agreement`), where both were evaluated for at least
+    three models; None otherwise."""
+    from .evals.agreement import MIN_CONFIGURATIONS, rank_agreement
+
+    recipe = plan.recipe
+    models = recipe.evaluated_models()
+    if not {"dev", "ifeval"} <= set(recipe.eval.names()) or len(models) < MIN_CONFIGURATIONS:
+        return None
+    dev, ifeval = recipe.eval.decodings_of("dev")[0], recipe.eval.decodings_of("ifeval")[0]
+    files = {m: (plan.results_file(m, "dev", dev), plan.results_file(m, "ifeval", ifeval)) for m in models}
+    return rank_agreement(files, ("dev", "prompt_pass"), ("ifeval", "prompt_loose"))
 
 
 def write_results(plan: Plan) -> dict:

@@ -109,6 +109,8 @@ def render_markdown(results: dict) -> str:
             lines += [f"Counts: {'; '.join(f'{m}: {c}' for m, c in counts.items())}", ""]
     if results["compare"]:
         lines += ["## Comparisons with the base", ""] + _render_compare(results["compare"])
+    if results.get("agreement"):
+        lines += ["## Does the dev set choose as IFEval would?", ""] + _render_agreement(results["agreement"])
     contamination = results["contamination"]
     if contamination:
         lines += ["## Contamination", ""]
@@ -207,6 +209,29 @@ def _render_one(model: str, doc: dict, title: str, *, families: bool) -> list[st
         lines += [f"Instruction families ({mode}), largest gain first:", ""]
         lines += _table(["family", "n", "base %", f"{model} %", "B - A"], rows) + [""]
     return lines + [f"- warning: {w}" for w in doc.get("warnings", [])]
+
+
+def _render_agreement(report: dict) -> list[str]:
+    """`evals.agreement.rank_agreement`: each model's dev and IFEval values and ranks, and Spearman's rho."""
+    rows = [
+        [c["name"], _pct(c["proxy"]), f"{c['proxy_rank']:g}", _pct(c["target"]), f"{c['target_rank']:g}"]
+        for c in report["configurations"]
+    ]
+    proxy, target = report["proxy"], report["target"]
+    header = [
+        "model",
+        f"{proxy['benchmark']} {proxy['metric']} %",
+        "rank",
+        f"{target['benchmark']} {target['metric']} %",
+        "rank",
+    ]
+    s = report["spearman"]
+    rho = (
+        f"Spearman's rank correlation {s['rho']:+.3f} (p {s['p']:.3g}, {s['n']} models; rank 1: best)."
+        if s["rho"] is not None
+        else "Spearman's rank correlation undefined: one side ranks every model equal."
+    )
+    return _table(header, rows) + ["", rho, ""]
 
 
 def _render_funnel(funnel: dict) -> list[str]:
