@@ -374,14 +374,14 @@ def compare_cmd(a: str, b: str, decodings: str | None, json_out: str | None, res
         Console().print(compare_table(report))
     else:
         names = names or [f"#{n}" for n in range(1, max(map(len, sides)) + 1)]
-        paths = []
+        paths: list[list[str | Path]] = []
         for given, side in zip((a, b), sides):
             if len(side) not in (1, len(names)) or (len(side) == 1 and not decodings):
                 raise AutoifError(
                     f"{given}: give one results path for each of the {len(names)} decodings, or one path "
                     "and the decodings' names (--decodings) to find them under it"
                 )
-            paths.append([decoding_path(side[0], d) for d in names] if len(side) == 1 else side)
+            paths.append([decoding_path(side[0], d) if len(side) == 1 else side[n] for n, d in enumerate(names)])
         labels = run_label(sides[0][0], sides[1][0])
         report = compare_decodings(paths[0], paths[1], names, names=labels, resamples=resamples, seed=seed)
         Console().print(decodings_table(report))
