@@ -29,9 +29,19 @@ TORCH  := torch==2.13.0
 run: $(VENV)/.run-deps
 	$(BIN)/autoif run
 
-# The CPU experiment of issue 18, resumable: rerun after an interruption to go on where it stopped.
-reproduce: $(VENV)/.reproduce-deps
-	$(BIN)/autoif recipe recipes/smollm2-135m-selfalign.yaml -o runs/smollm2-135m-selfalign
+# The CPU experiment of issues 18 and 29, resumable: rerun after an interruption to go on where it stopped.
+EXPERIMENT := smollm2-135m-selfalign
+EXPERIMENT_OUT := runs/$(EXPERIMENT)
+reproduce: $(VENV)/.reproduce-deps $(EXPERIMENT_OUT)/data/llm_cache.sqlite
+	$(BIN)/autoif recipe recipes/$(EXPERIMENT).yaml -o $(EXPERIMENT_OUT)
+
+# The shipped LLM cache (the data's answers and the base model's evaluations) unpacked where the
+# recipe reads it: its data step's cache, which eval.base_cache names. Only when absent (a cache a
+# run has grown keeps its answers); through a partial file, so a cut-off unpacking is redone.
+$(EXPERIMENT_OUT)/data/llm_cache.sqlite: | results/$(EXPERIMENT)/llm_cache.sqlite.gz
+	mkdir -p $(@D)
+	gzip -dc results/$(EXPERIMENT)/llm_cache.sqlite.gz > $@.partial
+	mv $@.partial $@
 
 # Lint, format and types before the suite, so a style or type error fails first (mypy takes minutes
 # on a fresh clone, where it reads torch's and ray's types once, then seconds from .mypy_cache).
