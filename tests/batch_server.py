@@ -62,13 +62,24 @@ class JSONHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: dict | bytes,
+        ctype: str = "application/json",
+        headers: dict[str, str] | None = None,
+        head: bool = False,
+    ) -> None:
+        """Answer `body` (JSON unless bytes) with `headers`; for a HEAD request (`head`), its headers alone."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if not head:
+            self.wfile.write(data)
 
 
 class Served:
