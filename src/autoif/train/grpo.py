@@ -28,6 +28,7 @@ from .common import (
     save_final,
     trl_args,
 )
+from .end_of_turn import stop_at_end_of_turn
 from .rewards import make_verifier_reward
 
 
@@ -85,6 +86,7 @@ def train(settings: GRPOSettings) -> Path:
         **(vllm if settings.use_vllm else {}),
     )
     model, tokenizer = load_model_and_tokenizer(settings)  # after the config: ZeRO-3 initialisation
+    stop_at_end_of_turn(model, tokenizer)  # a base model's samples end where the template ends a turn
     with Sandbox() as sandbox:
         reward = make_verifier_reward(
             sandbox,
