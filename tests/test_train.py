@@ -89,19 +89,6 @@ def _weights_moved(before: Path, after: Path) -> bool:
     return any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_sft_trains_saves_and_resumes(tiny, run_dir, tmp_path):
-    settings, train = _settings("sft", tiny, run_dir, tmp_path / "sft")
-    final = train(settings)
-    losses = _losses(tmp_path / "sft" / "checkpoint-2")
-    assert losses and all(math.isfinite(x) for x in losses)
-    assert _weights_moved(tiny, final)
-    # Resume: two more steps continue from checkpoint-2 rather than starting over.
-    settings, train = _settings("sft", tiny, run_dir, tmp_path / "sft", max_steps=4, resume="latest")
-    train(settings)
-    state = json.loads((tmp_path / "sft" / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["global_step"] == 4
-
-
 def _stops_on(model_dir: Path, token: str) -> bool:
     """Whether generation from the model saved at `model_dir` ends at `token`."""
     eos = transformers.GenerationConfig.from_pretrained(model_dir).eos_token_id
@@ -118,17 +105,27 @@ def test_end_of_turn_token_is_read_from_the_chat_template():
     assert end_of_turn_token(tokenizer) is None
 
 
-def test_sft_teaches_a_base_model_to_end_turns_with_an_eos_it_stops_on(tiny_base, run_dir, tmp_path):
+def test_sft_trains_saves_and_resumes(tiny_base, run_dir, tmp_path):
+    """From a base model whose EOS (`<|endoftext|>`) is not the template's end of turn: every answer's
+    labels end with the end of turn, and the trained model stops on it."""
     assert not _stops_on(tiny_base, "<|im_end|>")
     settings, train = _settings("sft", tiny_base, run_dir, tmp_path / "sft")
-    trainer = sft_trainer(settings)
+    trainer = sft_trainer(settings)  # as `train` builds it
     tokenizer = trainer.processing_class
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     for i, labels in enumerate(batch["labels"].tolist()):  # the rows in file order: answer 0, 1, ...
         assert tokenizer.decode([t for t in labels if t != -100]) == f"answer {i}<|im_end|>\n"
     final = train(settings)
+    losses = _losses(tmp_path / "sft" / "checkpoint-2")
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert _weights_moved(tiny_base, final)
     assert _stops_on(final, "<|im_end|>") and _stops_on(final, "<|endoftext|>")
     assert transformers.AutoTokenizer.from_pretrained(final).eos_token == "<|im_end|>"
+    # Resume: two more steps continue from checkpoint-2 rather than starting over.
+    settings, train = _settings("sft", tiny_base, run_dir, tmp_path / "sft", max_steps=4, resume="latest")
+    train(settings)
+    state = json.loads((tmp_path / "sft" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
 
 
 def test_dpo_trains_from_a_checkpoint(tiny_base, run_dir, tmp_path):
