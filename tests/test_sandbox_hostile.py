@@ -528,6 +528,7 @@ COMPILE_ROUTES = {
     "a jump onto .compile": "import re, builtins\n" + f(f"return (builtins if response else re).{BUILTIN_COMPILE}"),
     "another object's compile": "import re\nclass A:\n    re = None\n" + f("return A.re.compile('a')"),
     "imported by name": "from re import compile\n" + f("return compile('a') is None"),
+    "re bound by a star import": "import re\nfrom string import *\n" + f("return re.compile('a') is None"),
 }
 
 

@@ -276,6 +276,7 @@ _GLOBAL_WRITES = frozenset(dis.opmap[name] for name in ("STORE_GLOBAL", "DELETE_
 _MODULE_ATTRIBUTES = {"compile": "re"}
 _NAME_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_FAST_CHECK"})
 _ATTRIBUTE_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_IMPORT_STAR = dis.opmap["IMPORT_STAR"]
 _NAME_BINDINGS = frozenset(
     dis.opmap[name]
     for name in (
@@ -301,10 +302,13 @@ def _code_objects(code: types.CodeType):
 
 
 def _bound_only_by_import(code: types.CodeType, module: str) -> bool:
-    """Whether every binding of the name `module` in the code (nested code included) is `import module`."""
+    """Whether every binding of the name `module` in the code (nested code included) is `import module`
+    (a star import could bind any name)."""
     for co in _code_objects(code):
         previous = None
         for ins in dis.get_instructions(co):
+            if ins.opcode == _IMPORT_STAR:
+                return False
             if ins.opcode in _NAME_BINDINGS and ins.argval == module:
                 imported = previous is not None and previous.opname == "IMPORT_NAME" and previous.argval == module
                 if not imported or ins.is_jump_target:
