@@ -142,6 +142,17 @@ def test_models_of_an_actor_given_no_gpu_run_on_the_cpu():
     assert on_cpu(chosen).llm.device == "cuda:1"  # a device the user named is kept
 
 
+def test_grpos_vllm_sampler_gets_a_context_no_longer_than_max_length(tmp_path):
+    """Without a context length, TRL's colocated vLLM would reserve KV cache for the model's whole
+    context (32k and more) inside its share of each training GPU."""
+    pytest.importorskip("trl")
+    from autoif.train.grpo import GRPOSettings, grpo_args
+
+    settings = GRPOSettings(use_vllm=True, max_length=2048, output_dir=str(tmp_path), bf16="off")
+    args = grpo_args(settings)
+    assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_max_model_length == 2048
+
+
 # Meta-Llama-3-70B-Instruct's config.json (the fields that size it).
 LLAMA3_70B = {
     "architectures": ["LlamaForCausalLM"],
