@@ -392,9 +392,8 @@ def run_verify_cli(out: Path, config: Path, *args: str) -> None:
 @pytest.mark.slow
 def test_local_and_ray_executors_write_the_same_verified_jsonl(ray_cluster, tmp_path):
     """384 responses of 48 prompts in 6 shards, through `autoif run --only verify`: the local
-    executor (one sandbox of 2 workers) and the Ray executor (a sandbox actor per CPU, 2 on each of
-    2 nodes) cut the work differently; both give every response its fresh-definition outcomes."""
-    cluster = ray_cluster
+    executor (one sandbox of 2 workers) and the Ray executor (2 sandbox actors, spread over the 2
+    nodes) cut the work differently; both give every response its fresh-definition outcomes."""
     config = tmp_path / "config.yaml"
     settings = {"executor": {"shard_size": 8}, "sandbox": {"workers": 2, "allowed_imports": list(ALLOWED)}}
     config.write_text(json.dumps(settings))  # JSON is YAML
@@ -410,9 +409,11 @@ def test_local_and_ray_executors_write_the_same_verified_jsonl(ray_cluster, tmp_
         "--executor",
         "ray",
         "--set",
-        f"executor.ray_address={cluster.address}",
+        f"executor.ray_address={ray_cluster.address}",
         "--set",
         "executor.cpus_per_sandbox=1",
+        "--set",
+        "executor.sandbox_actors=2",
     )
 
     assert (ray / "verified.jsonl").read_bytes() == (local / "verified.jsonl").read_bytes()
