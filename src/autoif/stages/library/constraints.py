@@ -1940,9 +1940,8 @@ class ResponseLanguage(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            from langdetect import DetectorFactory, detect
+            from langdetect import detect
             from langdetect.lang_detect_exception import LangDetectException
-            DetectorFactory.seed = 0
             try:
                 return detect(response) == LANGUAGE
             except LangDetectException:
