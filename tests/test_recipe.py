@@ -257,6 +257,32 @@ def test_decodings_are_compared_each_and_averaged_and_published_per_decoding(tin
         assert db.execute("select count(*) from responses").fetchone()[0] == 6  # 2 + 2 + 2: none added
 
 
+@pytest.mark.slow
+def test_general_benchmarks_are_published_and_compared(tiny, run_dir, tmp_path):
+    """MMLU and HumanEval in a recipe: the base's and the final model's per-item files published with
+    their fields, and the paired comparison (bootstrap interval, McNemar) in compare.json and the page."""
+    path, out = _recipe_file(tmp_path, tiny, run_dir), tmp_path / "out"
+    tree = yaml.safe_load(path.read_text())
+    tree["train"] = tree["train"][1:]  # one trainer is enough here
+    tree["eval"]["benchmarks"] = ["mmlu", "humaneval"]
+    path.write_text(yaml.safe_dump(tree))
+    run_plan(Plan(load_recipe(path, ["train.dpo.max_steps=1", "eval.limit=3"]), path, out))
+    published = tmp_path / "published"
+    for bench in ("mmlu", "humaneval"):
+        fields = set(benchmark(bench).published_fields)
+        for label in ("base", "trained"):
+            rows = [
+                json.loads(line) for line in (published / f"{bench}_{label}_responses.jsonl").read_text().splitlines()
+            ]
+            assert len(rows) == 3 and all(set(r) == fields for r in rows)
+    compare = json.loads((published / "compare.json").read_text())["dpo"]
+    assert compare["mmlu"]["pairing"]["paired"] == compare["humaneval"]["pairing"]["paired"] == 3
+    for bench, metric in (("mmlu", "accuracy"), ("humaneval", "pass_at_1")):
+        assert {"delta", "ci", "mcnemar"} <= set(compare[bench]["metrics"][metric])
+    page = (published / "results.md").read_text()
+    assert "### dpo vs base: MMLU (3 paired" in page and "### dpo vs base: HumanEval (3 paired" in page
+
+
 def test_killed_evaluation_resumes_from_its_response_cache(tiny, tmp_path):
     """An evaluation killed mid-generation (SIGKILL, as a session's end does) keeps every finished
     response in its cache; the rerun generates only the others and writes the usual files."""
