@@ -569,6 +569,20 @@ def _forge(frame):
                 pass
         frame = frame.f_back
 """
+
+# Replaces the code of the function objects the worker caches by one that passes; {compile} names the
+# builtin `compile` as the victim reaches it.
+_SWAP_CACHED_CODE = """
+passing = {compile}('def evaluate(response):\\n    return True', '<evaluate>', 'exec')
+for o in gc.get_objects():
+    if type(o).__name__ == '_Function':
+        try:
+            o.code = passing
+        except Exception:
+            pass
+return False
+"""
+
 FORGERS = {
     "frames-traceback": _FORGE_FRAMES
     + f(
@@ -605,33 +619,10 @@ return False
     ),
     # The function objects the worker keeps for every function, found through gc: their code
     # replaced by one that passes.
-    "gc-cached-functions": "import gc\n"
-    + f(
-        """
-passing = compile('def evaluate(response):\\n    return True', '<evaluate>', 'exec')
-for o in gc.get_objects():
-    if type(o).__name__ == '_Function':
-        try:
-            o.code = passing
-        except Exception:
-            pass
-return False
-"""
-    ),
+    "gc-cached-functions": "import gc\n" + f(_SWAP_CACHED_CODE.format(compile="compile")),
     # The same, with the builtin `compile` reached as `re.compile` of a `re` that is `builtins`.
     "gc-cached-functions-rebound-re": "import gc\nimport builtins as re\n"
-    + f(
-        """
-passing = re.compile('def evaluate(response):\\n    return True', '<evaluate>', 'exec')
-for o in gc.get_objects():
-    if type(o).__name__ == '_Function':
-        try:
-            o.code = passing
-        except Exception:
-            pass
-return False
-"""
-    ),
+    + f(_SWAP_CACHED_CODE.format(compile="re.compile")),
     # A SIGALRM handler (the worker's timer keeps ticking) receives the running frame.
     "signal-handler": "import os, signal\n"
     + _FORGE_FRAMES
