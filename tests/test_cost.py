@@ -212,3 +212,27 @@ class _AsQueries(Stage):
             yield QueryRecord(
                 id=f"q-{r.id}", instruction_id=r.id, instruction=r.text, query="Hi.", prompt=f"{r.text} Hi."
             )
+
+
+@pytest.mark.slow
+def test_a_reached_budget_exits_0_from_the_cli_with_the_reason_in_the_funnel(tmp_path, tiny):
+    """`autoif run` stopped by llm.max_cost is not a failure: exit 0, the reason recorded, resumable."""
+    out = tmp_path / "out"
+    sets = [
+        "seeds.limit=2",
+        "seeds.builtin_library=off",
+        "augment.k=1",
+        "llm.backend=local",
+        f"llm.model={tiny}",
+        "llm.device=cpu",
+        "llm.max_cost=1.0",  # $1 buys one prompt token at these prices: not one request
+    ]
+    prices = tmp_path / "config.yaml"
+    prices.write_text(json.dumps({"prices": {tiny: {"input_per_mtok": 1e6, "output_per_mtok": 5e5}}}))
+    args = ["run", "-c", str(prices), "-o", str(out), "--until", "augment"]
+    result = CliRunner().invoke(cli, [*args, *(a for s in sets for a in ("--set", s))])
+    assert result.exit_code == 0, result.output
+    assert "STOPPED in augment: budget" in " ".join(result.output.split())  # the funnel table says so
+    stopped = json.loads((out / "funnel.json").read_text())["stopped"]
+    assert stopped["reason"] == "budget" and stopped["stage"] == "augment" and stopped["spent"] == 0
+    assert not (out / "instructions.jsonl").exists()  # augment's output waits for a rerun with more budget
