@@ -32,6 +32,7 @@ NOT_READ_BY_STAGES = {
     "paths": "the pipeline's",
     "executor": "the pipeline's",
     "prices": "the pipeline's (what the stages' requests cost, the budget): no output depends on it",
+    "lengths": "`--estimate`'s (configured average token lengths): no output depends on it",
 }
 
 

@@ -1940,8 +1940,10 @@ class ResponseLanguage(Constraint):
     functions = (
         r"""
         def evaluate(response):
-            from langdetect import detect
+            from langdetect import DetectorFactory, detect
             from langdetect.lang_detect_exception import LangDetectException
+            # Seeded here, not only by autoif's worker: the same verdict wherever the function runs.
+            DetectorFactory.seed = 0
             try:
                 return detect(response) == LANGUAGE
             except LangDetectException:
