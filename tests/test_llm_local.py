@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from autoif.config import Config, PathsConfig  # noqa: E402
@@ -220,20 +220,45 @@ def test_cache_rerun_generates_nothing(tiny, tmp_path):
 
 def test_cached_answers_are_not_served_to_another_dtype_or_to_a_model_retrained_in_place(tmp_path):
     model = tiny_causal_lm(tmp_path / "model")
-    assert LocalBackend("embedded").cache_identity == "embedded"  # the shipped caches' keys stay valid
+    assert LocalBackend("embedded", dtype="float32").cache_identity == "embedded"  # the shipped caches' keys
     assert LocalBackend("embedded", dtype="bfloat16").cache_identity != "embedded"
-    before = LocalBackend(str(model)).cache_identity
-    assert LocalBackend(str(model), dtype="float32").cache_identity == before
+    before = LocalBackend(str(model), dtype="float32").cache_identity
     requests = [Request.user("Hi", temperature=0, max_tokens=3)]
     cache = ResponseCache(tmp_path / "cache.sqlite")
-    with LocalBackend(str(model), cache, device="cpu") as first:
+    with LocalBackend(str(model), cache, device="cpu", dtype="float32") as first:
         first.generate(requests, progress=False)
     os.utime(model / "model.safetensors", ns=(1, 1))  # as if retrained in place: new answers, not cached ones
-    with LocalBackend(str(model), cache, device="cpu") as retrained:
+    with LocalBackend(str(model), cache, device="cpu", dtype="float32") as retrained:
         assert retrained.cache_identity != before
         retrained.generate(requests, progress=False)
         assert (retrained.stats.misses, retrained.stats.hits) == (1, 0)
     cache.close()
+
+
+def test_auto_dtype_on_a_cpu_is_measured_once_and_keys_the_cache_by_the_dtype_chosen(tiny, tmp_path):
+    import json
+
+    from autoif.llm.embedded import model_identity
+    from autoif.precision import CACHE_FILE
+
+    backend = LocalBackend(str(tiny), batch_size=4, device="cpu", cache_dir=tmp_path)
+    chosen = backend.resolved_dtype
+    assert chosen in ("float32", "bfloat16") and backend.cache_identity == model_identity(str(tiny), chosen)
+    measured = json.loads((tmp_path / CACHE_FILE).read_text())
+    ((key, entry),) = measured.items()
+    assert key.startswith("decode 4 rows | ") and entry["fp32_s"] > 0 and entry["bf16_s"] > 0
+    assert chosen == ("bfloat16" if entry["speedup"] >= 1.1 else "float32")
+    # Another machine's measurement (as its cache file holds it) decides there: bf16 where it was
+    # faster, and its answers are cached apart from fp32's.
+    for speedup, dtype in ((2.0, "bfloat16"), (0.5, "float32")):
+        (tmp_path / CACHE_FILE).write_text(json.dumps({key: {**entry, "speedup": speedup}}))
+        other = LocalBackend(str(tiny), batch_size=4, device="cpu", cache_dir=tmp_path)
+        assert other.resolved_dtype == dtype
+        assert other.cache_identity == LocalBackend(str(tiny), dtype=dtype).cache_identity
+        with other:
+            assert next(other.engine.model.parameters()).dtype is getattr(torch, dtype)
+    assert LocalBackend(str(tiny), dtype="auto", device="cpu", cache_dir=tmp_path, batch_size=8).resolved_dtype
+    assert len(json.loads((tmp_path / CACHE_FILE).read_text())) == 2  # another batch size: measured apart
 
 
 def test_prompt_longer_than_the_context_is_a_sample_error(tiny, tmp_path):

@@ -573,7 +573,7 @@ def test_max_rejected_tokens_bounds_the_rejected_answers(tiny, tmp_path):
 
 
 def test_bf16_choice_is_measured_once_per_machine(tmp_path):
-    from autoif.train.precision import CACHE_FILE, cpu_bf16_autocast_faster
+    from autoif.precision import CACHE_FILE, cpu_bf16_autocast_faster
 
     config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128)
     first = cpu_bf16_autocast_faster(config, tmp_path)

@@ -31,6 +31,8 @@ from ..errors import AutoifError
 # Padded tokens per forward pass: a few MB of activations for a 135M model, and enough rows that the
 # CPU's matrix kernels stay busy.
 BATCH_TOKENS = 8192
+# Rows of the matmuls timed to decide llm.dtype "auto" on a CPU: scoring runs whole prompts, not one token.
+PROBE_ROWS = 256
 # A request joins a batch only if its input is at least this share of the batch's longest.
 MIN_FILL = 0.9
 
@@ -67,10 +69,13 @@ class LoglikScorer:
             )
         from ..llm import ResponseCache
         from ..llm.embedded import model_identity
+        from ..llm.local import resolve_dtype
 
         self.config = config
         self.batch_tokens = batch_tokens
-        self.identity = model_identity(llm.model, llm.dtype)
+        # "auto" decided as the local backend decides it, on a prefill-sized pass of PROBE_ROWS rows.
+        self.dtype = resolve_dtype(llm.dtype, llm.device, llm.model, config.paths.cache_dir, PROBE_ROWS)
+        self.identity = model_identity(llm.model, self.dtype)
         self.cache = ResponseCache(config.resolve_under_out(llm.cache_path)) if llm.cache else None
         self._model: Any = None
         self.computed = 0  # requests scored by the model (the others came from the cache)
@@ -81,7 +86,7 @@ class LoglikScorer:
             from ..llm.local import load_causal_lm
 
             llm = self.config.llm
-            self._model = load_causal_lm(llm.model, self.config.paths.cache_dir, llm.device, llm.dtype)[:2]
+            self._model = load_causal_lm(llm.model, self.config.paths.cache_dir, llm.device, self.dtype)[:2]
         return self._model
 
     def score(

@@ -64,6 +64,7 @@ class LocalBackend(Backend):
         self._engine: _Engine | None = None
         self._scheduler: _Scheduler | None = None
         self._finalizer: weakref.finalize | None = None
+        self._resolved_dtype: str | None = None
 
     @classmethod
     def from_config(cls, llm, cache: Cache | None = None, paths=None) -> LocalBackend:
@@ -81,7 +82,14 @@ class LocalBackend(Backend):
 
     @property
     def cache_identity(self) -> str:
-        return model_identity(self.model, self.dtype)
+        return model_identity(self.model, self.resolved_dtype)
+
+    @property
+    def resolved_dtype(self) -> str:
+        """The weights dtype the model runs in: `dtype`, with "auto" decided (and measured on a CPU) once."""
+        if self._resolved_dtype is None:
+            self._resolved_dtype = resolve_dtype(self.dtype, self.device, self.model, self.cache_dir, self.batch_size)
+        return self._resolved_dtype
 
     @property
     def engine(self) -> _Engine:
@@ -91,7 +99,7 @@ class LocalBackend(Backend):
     def _started(self) -> tuple[_Engine, _Scheduler]:
         with self._start_lock:
             if self._scheduler is None:
-                engine = self._engine or _Engine.load(self.model, self.cache_dir, self.device, self.dtype)
+                engine = self._engine or _Engine.load(self.model, self.cache_dir, self.device, self.resolved_dtype)
                 self._engine = engine
                 budget = self.kv_budget_tokens or engine.kv_budget_tokens()
                 self._scheduler = _Scheduler(engine, self.batch_size, self.batch_wait_s, budget)
@@ -127,14 +135,39 @@ class LocalBackend(Backend):
             self._engine = None
 
 
+def resolve_dtype(dtype: str, device: str, model: str, cache_dir: str | os.PathLike, rows: int) -> str:
+    """The weights dtype for `dtype` as configured: itself, or for "auto" bf16 (fp16 where bf16 is not
+    supported) on a GPU, and on a CPU bf16 only where a short measurement of the model's own matmul
+    shapes at `rows` rows a pass finds it faster than fp32 (`autoif.precision`, cached per machine):
+    machines of one kind differ, so CPU flags do not decide. Answers are cached under this dtype."""
+    if dtype != "auto":
+        return dtype
+    torch = require("torch", "local", "the local backend")
+    dev = _pick_device(torch, device)
+    if dev.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if dev.type != "cpu":
+        return "float32"
+    from ..precision import cpu_bf16_decode_faster
+
+    transformers = require("transformers", "local", "the local backend")
+    try:
+        config = transformers.AutoConfig.from_pretrained(resolve_model(model, cache_dir))
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(f"cannot load model '{model}': {first}") from None
+    return "bfloat16" if cpu_bf16_decode_faster(config, cache_dir, rows) else "float32"
+
+
 def load_causal_lm(model: str, cache_dir: str | os.PathLike, device: str, dtype: str) -> tuple[Any, Any, str]:
     """A transformers causal LM in eval mode on its device, its tokenizer, and the path it was loaded
-    from (`model`: "embedded", a hub id or a path; device and dtype as in the llm section). Chat
-    template or not: log-likelihood evaluations (evals/loglik.py) score base models too."""
+    from (`model`: "embedded", a hub id or a path; device as in the llm section, `dtype` a resolved
+    one, see `resolve_dtype`). Chat template or not: log-likelihood evaluations (evals/loglik.py)
+    score base models too."""
     transformers = require("transformers", "local", "the local backend")
     torch = require("torch", "local", "the local backend")
     dev = _pick_device(torch, device)
-    torch_dtype = _pick_dtype(torch, dtype, dev)
+    torch_dtype = getattr(torch, dtype)
     path = resolve_model(model, cache_dir)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -617,11 +650,3 @@ def _pick_device(torch: Any, device: str) -> Any:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"llm.device is '{device}' but torch sees no CUDA GPU")
     return dev
-
-
-def _pick_dtype(torch: Any, dtype: str, device: Any) -> Any:
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, dtype)

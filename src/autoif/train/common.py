@@ -175,7 +175,7 @@ def use_bf16(settings: TrainSettings) -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    from .precision import cpu_bf16_autocast_faster
+    from ..precision import cpu_bf16_autocast_faster
 
     return cpu_bf16_autocast_faster(resolve_model_config(settings), settings.cache_dir)
 
