@@ -69,9 +69,11 @@ def start_cluster(nodes: int, cpus_per_node: int):
     from ray.cluster_utils import Cluster
 
     store = 256 * 1024**2  # small object stores: /dev/shm is small in containers
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False}
-    )
+    # Ray runs its workers at nice 15 by default, behind everything else on the machine: beside any
+    # other load (a shared test machine, a background job at nice 10) the actors would get a fraction
+    # of the CPU the local executor gets. Here they run at the priority of the process that started them.
+    head = {"num_cpus": 0, "object_store_memory": store, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args={**head, "_system_config": {"worker_niceness": 0}})
     for _ in range(nodes):
         cluster.add_node(num_cpus=cpus_per_node, object_store_memory=store)
     cluster.wait_for_nodes()

@@ -13,7 +13,8 @@ from pathlib import Path
 # Small enough for a 2-core CPU: a seed and a few library constraints, short generations. Responses
 # are greedy here: on CPU a row's logits move by ~1e-5 with the number of rows sharing a matmul, so a
 # sampled answer cut off by the kill could, rarely, come out different when regenerated in another
-# batch (finished answers are cached and never change). Greedy decoding is stable against that.
+# batch (finished answers are cached and never change). Greedy decoding is stable against that,
+# and makes one answer per query all there is to see: a second greedy sample is the same text.
 SMALL_RUN = {
     "seed": 7,
     "seeds": {"limit": 1, "library_limit": 4},
@@ -21,7 +22,7 @@ SMALL_RUN = {
     "verifiers": {"k": 1, "max_tokens": 32},
     "backtranslate": {"max_functions": 1, "max_tokens": 16},
     "queries": {"k": 2},
-    "responses": {"k": 2, "max_tokens": 160, "temperature": 0.0},
+    "responses": {"k": 1, "max_tokens": 160, "temperature": 0.0},
     "executor": {"shard_size": 2},
 }
 OUTPUTS = [
