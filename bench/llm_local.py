@@ -17,6 +17,15 @@ answers came out the same: bfloat16 runs on CPUs with AVX512-BF16/AMX kernels, a
 rounding, hence some greedy answers (what that does to scores is measured by `autoif eval dev`).
 
     .venv/bin/python bench/llm_local.py --dtypes float32 bfloat16 --temperature 0 --batch-sizes 64 --max-tokens 128
+
+With `--peak` it measures this CPU's matmul peak in each of `--dtypes` (best GFLOP/s of the model's own
+GEMM shapes at the token counts of a decode step of each batch size and of a prefill), counts the
+model's FLOP per generated token from its config (2 x the matmul weights a token passes, plus attention
+over the mean KV length of the run), and reports the backend's greedy tokens/s as a share of that
+roofline (FLOP/token x tokens/s / peak), at its best batch and at the last batch size given (the
+recipe's: 128). It ends with the line `roofline: fp32 NN% bf16 NN% at batch B`.
+
+    .venv/bin/python bench/llm_local.py --peak --dtypes float32 bfloat16 --batch-sizes 64 128 --max-tokens 128
 """
 
 from __future__ import annotations
@@ -119,6 +128,92 @@ def compare_dtypes(args, prompts: list[str]) -> None:
             )
 
 
+GEMM_TOKENS_PREFILL = 512  # tokens of a prefill's matmuls (a batch of prompts)
+
+
+def matmul_shapes(config) -> list[tuple[int, int]]:
+    """(in, out) of each weight matrix a token passes: q, k, v, o, gate, up, down, and the lm_head."""
+    hidden, inter = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    kv = (config.num_key_value_heads or config.num_attention_heads) * head_dim
+    q = config.num_attention_heads * head_dim
+    return [(hidden, q), (hidden, kv), (hidden, kv), (q, hidden), (hidden, inter), (hidden, inter), (inter, hidden)]
+
+
+def flop_per_token(config, kv_length: float) -> float:
+    """Matmul FLOP of one generated token: 2 x the weights of every layer and the lm_head, plus attention
+    (scores and weighted values: 2 x 2 x heads x head_dim per cached position and layer)."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    weights = config.num_hidden_layers * sum(i * o for i, o in matmul_shapes(config))
+    weights += config.hidden_size * config.vocab_size
+    attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * kv_length
+    return 2 * weights + attention
+
+
+def gemm_gflops(m: int, k: int, n: int, dtype, seconds: float = 0.3) -> float:
+    """Best GFLOP/s of `torch.nn.functional.linear` on (m x k) @ (n x k)^T: the best of short windows, so
+    that a busy machine's worst moments do not count."""
+    x, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
+    torch.nn.functional.linear(x, w)  # first call picks the kernel
+    best = float("inf")
+    for _ in range(5):
+        start, calls = time.perf_counter(), 0
+        while (elapsed := time.perf_counter() - start) < seconds / 5:
+            torch.nn.functional.linear(x, w)
+            calls += 1
+        best = min(best, elapsed / calls)
+    return 2 * m * k * n / best / 1e9
+
+
+def roofline(args, prompts: list[str]) -> None:
+    """Peak GFLOP/s per dtype, the backend's tokens/s per dtype and batch, and its share of the roofline."""
+    from transformers import AutoConfig
+
+    from autoif.llm.embedded import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(args.model, args.cache_dir))
+    shapes = [*matmul_shapes(config), (config.hidden_size, config.vocab_size)]
+    peaks: dict[str, float] = {}
+    for dtype in args.dtypes:
+        best = 0.0
+        for m in (*args.batch_sizes, GEMM_TOKENS_PREFILL):
+            rates = [gemm_gflops(m, k, n, getattr(torch, dtype)) for k, n in shapes]
+            print(f"peak {dtype:>8} {m:4d} tokens: " + " ".join(f"{r:6.1f}" for r in rates) + " GFLOP/s", flush=True)
+            best = max(best, *rates)
+        peaks[dtype] = best
+        print(f"peak {dtype}: {best:.1f} GFLOP/s", flush=True)
+    shares: dict[str, dict[int, float]] = {}
+    for dtype in args.dtypes:
+        for batch_size in args.batch_sizes:
+            backend = LocalBackend(args.model, None, batch_size=batch_size, dtype=dtype, cache_dir=args.cache_dir)
+            backend_generate(backend, prompts[:batch_size], 4, 0.0, seed=0)  # warm-up
+            requests = [Request.user(p, temperature=0.0, max_tokens=args.max_tokens) for p in prompts]
+            start = time.perf_counter()
+            out = backend.generate(requests, progress=False)
+            seconds = time.perf_counter() - start
+            backend.close()
+            tokens = sum(c[0].tokens for c in out)
+            kv = sum((c[0].prompt_tokens or 0) + c[0].tokens / 2 for c in out) / len(out)
+            flop = flop_per_token(config, kv)
+            share = flop * tokens / seconds / 1e9 / peaks[dtype]
+            shares.setdefault(dtype, {})[batch_size] = share
+            print(
+                f"batch {batch_size:3d} {dtype:>8}: {tokens / seconds:7.1f} tok/s x {flop / 1e6:.0f} MFLOP/token "
+                f"(mean KV {kv:.0f}) = {flop * tokens / seconds / 1e9:.1f} GFLOP/s, {100 * share:.0f}% of peak",
+                flush=True,
+            )
+    for dtype, by_batch in shares.items():
+        best_batch = max(by_batch, key=by_batch.__getitem__)
+        print(f"best batch {dtype}: {best_batch} ({100 * by_batch[best_batch]:.0f}% of peak)")
+    recipe = args.batch_sizes[-1]
+    names = {"float32": "fp32", "bfloat16": "bf16"}
+    print(
+        "roofline: "
+        + " ".join(f"{names.get(d, d)} {100 * s[recipe]:.0f}%" for d, s in shares.items())
+        + f" at batch {recipe}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
@@ -130,6 +225,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat each measurement (ratios per round)")
     parser.add_argument("--dtypes", nargs="+", help="compare the backend across weights dtypes, not against raw")
+    parser.add_argument("--peak", action="store_true", help="matmul peak and the backend's share of the roofline")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,6 +236,10 @@ def main() -> None:
         f"torch threads: {torch.get_num_threads()}, prompts: {len(prompts)}, max_tokens: {args.max_tokens}, "
         f"temperature: {temperature}"
     )
+    if args.peak:
+        args.dtypes = args.dtypes or ["float32", "bfloat16"]
+        roofline(args, prompts)
+        return
     if args.dtypes:
         compare_dtypes(args, prompts)
         return

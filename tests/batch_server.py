@@ -24,6 +24,7 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -53,7 +54,56 @@ def run_batch(requests: Path, results: Path, upstream: str) -> None:
     results.write_text("".join(json.dumps(complete(upstream, line)) + "\n" for line in lines))
 
 
-class OpenAIBatchServer:
+class JSONHandler(BaseHTTPRequestHandler):
+    """What both servers' handlers share: HTTP/1.1 keep-alive, quiet, JSON (or bytes) answers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(
+        self,
+        status: int,
+        body: dict | bytes,
+        ctype: str = "application/json",
+        headers: dict[str, str] | None = None,
+        head: bool = False,
+    ) -> None:
+        """Answer `body` (JSON unless bytes) with `headers`; for a HEAD request (`head`), its headers alone."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+
+
+class Served:
+    """A local server run on a thread while in a `with` block; exiting also cancels the batches at work."""
+
+    _cancel: dict[str, threading.Event]
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for event in self._cancel.values():
+            event.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class OpenAIBatchServer(Served):
     """Files + Batches on 127.0.0.1, completing batches through `upstream` (http://127.0.0.1:PORT).
 
     Faults for the next batch created: `delay_s` (it waits that long before starting), `expire_after`
@@ -74,23 +124,11 @@ class OpenAIBatchServer:
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> OpenAIBatchServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for event in self._cancel.values():
-            event.set()
-        self._server.shutdown()
-        self._server.server_close()
 
     # ------------------------------------------------------------------------------- the API
     def _new_id(self, prefix: str) -> str:
@@ -174,20 +212,7 @@ class OpenAIBatchServer:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def _not_found(self) -> None:
                 self._send(404, {"error": {"message": f"no such path or object: {self.path}", "type": "not_found"}})
 
@@ -299,7 +324,7 @@ def _rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
-class AnthropicServer:
+class AnthropicServer(Served):
     """The Messages API and its Message Batches endpoints as Anthropic's API reference describes them
     (create with the requests inline, retrieve, list, cancel, results as JSONL at `results_url`),
     answered by the OpenAI-compatible `upstream`. Faults for the next batch as `OpenAIBatchServer`'s."""
@@ -314,24 +339,25 @@ class AnthropicServer:
         self.delay_s = 0.0
         self.expire_after: int | None = None
         self.fail_first = 0
+        # As the API answers a wrong `x-api-key` (401) and a model it does not serve (404); None: any.
+        self.api_key: str | None = None
+        self.models: set[str] | None = None
         self._cancel: dict[str, threading.Event] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> AnthropicServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for event in self._cancel.values():
-            event.set()
-        self._server.shutdown()
-        self._server.server_close()
+    def refusal(self, key: str | None, body: dict) -> tuple[int, dict] | None:
+        """The API's error for a request with this key and body, None when it is served."""
+        if self.api_key is not None and key != self.api_key:
+            return 401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+        models = [body.get("model")] + [r["params"].get("model") for r in body.get("requests", [])]
+        unknown = [m for m in models if m is not None and self.models is not None and m not in self.models]
+        if unknown:
+            return 404, {"type": "error", "error": {"type": "not_found_error", "message": f"model: {unknown[0]}"}}
+        return None
 
     def create(self, requests: list[dict]) -> dict:
         batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
@@ -389,20 +415,7 @@ class AnthropicServer:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, status: int, body: dict | bytes, ctype: str = "application/json") -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def _not_found(self) -> None:
                 self._send(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
 
@@ -424,6 +437,11 @@ class AnthropicServer:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 parts = urlsplit(self.path).path.strip("/").split("/")
+                # The SDK sends the key as `x-api-key` or, in some versions, as a bearer token.
+                key = self.headers.get("x-api-key") or self.headers.get("Authorization", "").removeprefix("Bearer ")
+                refused = server.refusal(key or None, json.loads(raw) if raw else {})
+                if refused is not None:
+                    return self._send(*refused)
                 if parts == ["v1", "messages"]:
                     server.messages += 1
                     return self._send(*anthropic_message(server.upstream, json.loads(raw)))

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from llm_server import LlamaServer
 from small_run import SMALL_RUN, finish, start
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # ray_verify: the cluster
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +24,18 @@ def small_run(tmp_path_factory):
     out = root / "local"
     finish(start(out, config))
     return config, out
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster on this machine (a head with no CPUs, two worker nodes of 2 CPUs each, see
+    bench/ray_verify.py), started once for every module that runs on one (a start takes seconds)."""
+    pytest.importorskip("ray")
+    from ray_verify import start_cluster
+
+    cluster = start_cluster(nodes=2, cpus_per_node=2)
+    yield cluster
+    cluster.shutdown()
 
 
 @pytest.fixture

@@ -19,19 +19,12 @@ from autoif.records import Instruction, QueryRecord
 from autoif.stages.base import Context, Stage
 
 sys.path.insert(0, str(Path(__file__).parent))
+import test_pipeline  # noqa: E402
 from tiny_models import tiny_causal_lm  # noqa: E402
 
 
-class NumbersStage(Stage):
-    name = "numbers"
-    output = "numbers.jsonl"
-    input = None
-    output_type = Instruction
-    sharded = False
-
-    def run(self, records, ctx):
-        for i in range(6):
-            yield Instruction(id=f"n{i}", text=f"Say the number {i}.", source="seed")
+class NumbersStage(test_pipeline.NumbersStage):
+    count, text = 6, "Say the number {}."
 
 
 class AnswerStage(Stage):
@@ -102,23 +95,33 @@ def test_usage_and_cost_per_stage_in_funnel_and_table(tmp_path, tiny):
 
 
 @pytest.mark.slow
-def test_budget_stops_before_the_next_shard_and_a_rerun_resumes(tmp_path, tiny):
+def test_budget_stops_before_it_would_be_passed_even_in_the_first_shard_and_a_rerun_resumes(tmp_path, tiny):
     full = run(config(tmp_path / "full", tiny))["stages"]["responses"]["llm"]
-    # Three shards of two; the first one's cost passes this budget, so the second never starts.
-    stopped = run(config(tmp_path / "out", tiny, llm={"max_cost": 1.0}))
+    each = full["cost"] / 6  # the six prompts are the same length: each answer costs about this
+    out = tmp_path / "out"
+    # One shard of all six: only the meter that pays each sample can stop it in time.
+    one_shard = {"executor": {"shard_size": 6}, "llm": {"max_cost": 3.5 * each}}
+    stopped = run(config(out, tiny, **one_shard))
     assert stopped["stopped"]["reason"] == "budget" and stopped["stopped"]["stage"] == "responses"
-    assert stopped["stopped"]["spent"] > 1.0 and "responses" not in stopped["stages"]
-    assert not (tmp_path / "out" / "answers.jsonl").exists()
-    assert len(list((tmp_path / "out" / ".work" / "responses").glob("*.done"))) == 1
-    # The same budget stops a rerun at once: nothing more is generated.
-    again = run(config(tmp_path / "out", tiny, llm={"max_cost": 1.0}))
-    assert again["stopped"]["reason"] == "budget"
-    assert len(list((tmp_path / "out" / ".work" / "responses").glob("*.done"))) == 1
-    # A larger one goes on from the finished shard, and the run ends as an uninterrupted one.
-    done = run(config(tmp_path / "out", tiny, llm={"max_cost": 1e6}))
+    assert 2.5 * each < stopped["stopped"]["spent"] <= 3.5 * each  # three answers paid, the fourth not sent
+    assert "responses" not in stopped["stages"] and not (out / "answers.jsonl").exists()
+    assert not list((out / ".work" / "responses").glob("*.done"))
+    # The same budget stops a rerun at once, the three answers from the cache, nothing more sent.
+    again = run(config(out, tiny, **one_shard))
+    assert again["stopped"] == stopped["stopped"]
+    # With shards of two, the pipeline also stops before a shard its mean shard cost would not fit.
+    sharded = run(config(tmp_path / "sharded", tiny, llm={"max_cost": 3.5 * each}))
+    assert sharded["stopped"]["spent"] == pytest.approx(2 * each, rel=0.2)
+    assert len(list((tmp_path / "sharded" / ".work" / "responses").glob("*.done"))) == 1
+    # A larger budget goes on, and the run ends as an uninterrupted one.
+    done = run(config(out, tiny, executor={"shard_size": 6}, llm={"max_cost": 1e6}))
     assert "stopped" not in done
-    assert done["stages"]["responses"]["llm"] == full
-    assert (tmp_path / "out" / "answers.jsonl").read_text() == (tmp_path / "full" / "answers.jsonl").read_text()
+    line = done["stages"]["responses"]["llm"]
+    assert line["hits"] == 3  # the three answers the stopped run paid for, from the cache, and counted as paid:
+    assert {k: line[k] for k in ("misses", "prompt_tokens", "completion_tokens", "cost")} == {
+        k: full[k] for k in ("misses", "prompt_tokens", "completion_tokens", "cost")
+    }
+    assert (out / "answers.jsonl").read_text() == (tmp_path / "full" / "answers.jsonl").read_text()
 
 
 @pytest.mark.slow
@@ -154,7 +157,21 @@ def test_estimate_is_exact_where_the_config_decides_and_offline_at_paper_scale(t
     rows = {row.stage: row for row in estimate(cfg)}
     assert rows["augment"].records_in == 36 and rows["augment"].samples == 36 * 7  # the paper's 36 seeds
     assert rows["verifiers"].samples == (36 + 36 * 7) * 4
+    assert rows["compose"].samples == 0  # off by default
     assert not any(row.measured for row in rows.values())
+    assert {row.tokens_from for row in rows.values()} == {"assumed"}
+    # Compose on: without the library every combination has an LLM-written instruction, so each
+    # one's conflict check is asked; configured lengths take the place of the assumed ones.
+    composed = load_config(
+        None,
+        [f"paths.out={tmp_path}", "scale=small", "seeds.builtin_library=off", "compose.enabled=true"]
+        + ["compose.count=10", "lengths.compose.prompt_tokens=300", "lengths.responses.completion_tokens=50"],
+    )
+    rows = {row.stage: row for row in estimate(composed)}
+    assert rows["compose"].samples == 10 and rows["compose"].tokens_from == "configured"
+    assert rows["compose"].prompt_tokens == 10 * 300
+    assert rows["compose"].completion_tokens == 10 * composed.compose.max_tokens / 2  # not configured: assumed
+    assert rows["responses"].completion_tokens == rows["responses"].samples * 50
     result = CliRunner().invoke(
         cli,
         ["run", "--estimate", "-o", str(tmp_path), "--set", "scale=paper", "--set", "llm.model=m"]
@@ -195,3 +212,27 @@ class _AsQueries(Stage):
             yield QueryRecord(
                 id=f"q-{r.id}", instruction_id=r.id, instruction=r.text, query="Hi.", prompt=f"{r.text} Hi."
             )
+
+
+@pytest.mark.slow
+def test_a_reached_budget_exits_0_from_the_cli_with_the_reason_in_the_funnel(tmp_path, tiny):
+    """`autoif run` stopped by llm.max_cost is not a failure: exit 0, the reason recorded, resumable."""
+    out = tmp_path / "out"
+    sets = [
+        "seeds.limit=2",
+        "seeds.builtin_library=off",
+        "augment.k=1",
+        "llm.backend=local",
+        f"llm.model={tiny}",
+        "llm.device=cpu",
+        "llm.max_cost=1.0",  # $1 buys one prompt token at these prices: not one request
+    ]
+    prices = tmp_path / "config.yaml"
+    prices.write_text(json.dumps({"prices": {tiny: {"input_per_mtok": 1e6, "output_per_mtok": 5e5}}}))
+    args = ["run", "-c", str(prices), "-o", str(out), "--until", "augment"]
+    result = CliRunner().invoke(cli, [*args, *(a for s in sets for a in ("--set", s))])
+    assert result.exit_code == 0, result.output
+    assert "STOPPED in augment: budget" in " ".join(result.output.split())  # the funnel table says so
+    stopped = json.loads((out / "funnel.json").read_text())["stopped"]
+    assert stopped["reason"] == "budget" and stopped["stage"] == "augment" and stopped["spent"] == 0
+    assert not (out / "instructions.jsonl").exists()  # augment's output waits for a rerun with more budget

@@ -43,7 +43,7 @@ def test_card_tells_the_funnel_models_contamination_config_and_use(tmp_path, tin
     for name in report["benchmarks"]:
         assert f"| {name} | " in text
     assert "```yaml\n" in text and "card_license" in text and "secret" not in text
-    assert 'load_from_disk("' in text and 'train_dataset=data["dpo"]' in text
+    assert 'load_from_disk("' in text and 'sft, dpo = data["sft"], data["dpo"]' in text and "train_dataset=dpo" in text
     loaded = datasets.load_from_disk(str(path))  # the card beside the data does not disturb it
     assert loaded["sft"].num_rows == len(sft)
 

@@ -60,7 +60,7 @@ def phrasing_of(entry) -> str:
 @pytest.mark.parametrize("split", ["train", "dev"])
 def test_the_library_yields_one_side_only(split):
     for seed in SEEDS:
-        entries = build_library(seed, per_constraint=3, split=split)
+        entries = build_library(seed, per_constraint=12, split=split)
         assert {e.constraint for e in entries} == set(CONSTRAINTS)
         for e in entries:
             assert phrasing_of(e) in split_phrasings(e.constraint, split), e.id

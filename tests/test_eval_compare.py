@@ -262,10 +262,11 @@ def test_dev_runs_compare_per_constraint(tmp_path):
         run_benchmark("dev", config, str(data), str(tmp_path / f"{name}.jsonl"), None, tmp_path / name, show=False)
     report = compare_runs(tmp_path / "a", tmp_path / "b")
     assert report["metrics"]["prompt_pass"]["a"] == 1.0
-    assert report["metrics"]["prompt_pass"]["mcnemar"] == {"b_only": 0, "a_only": 2, "p": 0.5}
+    # The seven no-comma prompts (PROMPTS_PER_CONSTRAINT) flip: exact McNemar p = 2 / 2**7.
+    assert report["metrics"]["prompt_pass"]["mcnemar"] == {"b_only": 0, "a_only": 7, "p": 2 / 2**7}
     assert report["instructions"][-1] == {
         "name": "punctuation:no_commas",
-        "n": 2,
+        "n": 7,
         "pass": {"a": 1.0, "b": 0.0, "delta": -1.0},
     }
     assert [f["name"] for f in report["families"]] == ["length", "punctuation"]
@@ -376,3 +377,128 @@ def test_an_unwritable_json_path_fails_before_the_table(tmp_path):
         proc = cli("eval", "compare", str(a), str(a), "--json", str(target), "--resamples", "10")
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert fragment in proc.stderr and proc.stdout == ""
+
+
+# ------------------------------------------------------------------------------ several decodings
+SMOLLM2 = Path(__file__).resolve().parents[1] / "results" / "smollm2-135m-selfalign"
+# The published SmolLM2 experiment's IFEval answers (issue 29): the base and DPO model decoded with
+# fp32 weights (selection/base, selection/c2-dpo-greedy) and with bf16 weights (the recipe's files).
+DECODED = {
+    ("base", "fp32"): SMOLLM2 / "selection" / "base" / "ifeval_responses.jsonl",
+    ("dpo", "fp32"): SMOLLM2 / "selection" / "c2-dpo-greedy" / "ifeval_responses.jsonl",
+    ("base", "bf16"): SMOLLM2 / "ifeval_base_responses.jsonl",
+    ("dpo", "bf16"): SMOLLM2 / "ifeval_trained_responses.jsonl",
+}
+
+
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory) -> Path:
+    """The first 80 IFEval prompts of each published answer file, scored as `autoif eval ifeval --data
+    SUBSET --responses FILE --out DIR/<model>/<decoding>` does: a recipe's eval layout."""
+    from autoif.evals import benchmark
+
+    root = tmp_path_factory.mktemp("decoded")
+    source = benchmark("ifeval").packaged_file()
+    if source is None:
+        pytest.skip("the IFEval prompts are not installed (make test installs them)")
+    data = root / "ifeval_80.jsonl"
+    data.write_text("".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[:80]))
+    config = load_config(None, [f"paths.out={root / 'out'}"])
+    for (model, decoding), answers in DECODED.items():
+        run_benchmark("ifeval", config, str(data), str(answers), None, root / model / decoding, show=False)
+    return root
+
+
+def verdicts(run: Path, mode: str) -> dict[str, int]:
+    rows = [json.loads(x) for x in (run / "ifeval_responses.jsonl").read_text().splitlines()]
+    return {r["id"]: int(all(r[f"follow_{mode}"])) for r in rows}
+
+
+def test_decodings_compare_each_and_their_per_prompt_average(decoded):
+    from autoif.evals.stats import compare_decodings, decoding_path
+
+    a, b = decoded / "base" / "ifeval_results.json", decoded / "dpo" / "ifeval_results.json"
+    names = ["fp32", "bf16"]
+    report = compare_decodings(
+        [decoding_path(a, d) for d in names], [decoding_path(b, d) for d in names], names, resamples=2000, seed=5
+    )
+    assert (report["a"], report["b"], report["decodings"]) == ("base", "dpo", names)
+    for d in names:  # each decoding: exactly `compare_runs` of its two results files
+        alone = compare_runs(decoded / "base" / d, decoded / "dpo" / d, resamples=2000, seed=5)
+        assert report["per_decoding"][d]["metrics"] == alone["metrics"]
+        assert report["per_decoding"][d]["families"] == alone["families"]
+    average = report["average"]
+    assert average["pairing"] == {"paired": 80, "left_out": 0}
+    for mode in ("strict", "loose"):
+        # A prompt's score: the mean of its verdicts over the two decodings; computed here from the files.
+        mean = {
+            m: {
+                k: (verdicts(decoded / m / "fp32", mode)[k] + v) / 2
+                for k, v in verdicts(decoded / m / "bf16", mode).items()
+            }
+            for m in ("base", "dpo")
+        }
+        assert any(v == 0.5 for v in mean["base"].values())  # the decodings disagree on some prompt
+        m = average["metrics"][f"prompt_{mode}"]
+        assert m["a"] == pytest.approx(sum(mean["base"].values()) / 80)
+        assert m["b"] == pytest.approx(sum(mean["dpo"].values()) / 80)
+        assert m["ci"][0] <= m["delta"] <= m["ci"][1]
+        higher = sum(mean["dpo"][k] > mean["base"][k] for k in mean["base"])
+        lower = sum(mean["dpo"][k] < mean["base"][k] for k in mean["base"])
+        n = higher + lower
+        p = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(higher, lower) + 1)) / 2**n)
+        assert m["sign_test"] == {"b_only": higher, "a_only": lower, "p": pytest.approx(p)}
+        # The average of the two decodings' metrics (every prompt scored in both).
+        per = [report["per_decoding"][d]["metrics"][f"prompt_{mode}"]["delta"] for d in names]
+        assert m["delta"] == pytest.approx(sum(per) / 2)
+
+
+def test_cli_compares_decodings_by_layout_or_by_listed_files(decoded, tmp_path):
+    from autoif.evals.stats import compare_decodings
+
+    base, dpo = decoded / "base", decoded / "dpo"
+    by_layout = cli(
+        "eval",
+        "compare",
+        str(base / "ifeval_results.json"),
+        str(dpo / "ifeval_results.json"),
+        "--decodings",
+        "fp32,bf16",
+        "--resamples",
+        "300",
+        "--json",
+        str(tmp_path / "layout.json"),
+    )
+    assert by_layout.returncode == 0, by_layout.stderr
+    for heading in ("IFEval, fp32: A = base, B = dpo", "IFEval, bf16:", "IFEval, mean over fp32, bf16", "sign test p"):
+        assert heading in by_layout.stdout
+    assert by_layout.stdout.count("Instruction families that moved most") == 1  # the first decoding's
+    saved = json.loads((tmp_path / "layout.json").read_text())
+    paths = {m: [decoded / m / d / "ifeval_results.json" for d in ("fp32", "bf16")] for m in ("base", "dpo")}
+    expected = compare_decodings(paths["base"], paths["dpo"], ["fp32", "bf16"], names=("base", "dpo"), resamples=300)
+    assert saved == json.loads(json.dumps(expected))
+    listed = cli(
+        "eval",
+        "compare",
+        ",".join(map(str, paths["base"])),
+        ",".join(map(str, paths["dpo"])),
+        "--resamples",
+        "300",
+        "--json",
+        str(tmp_path / "listed.json"),
+    )
+    assert listed.returncode == 0, listed.stderr
+    again = json.loads((tmp_path / "listed.json").read_text())
+    assert again["decodings"] == ["#1", "#2"] and again["average"] == saved["average"]
+    from click.testing import CliRunner
+
+    from autoif.cli import cli as autoif_cli
+
+    for args, fragment in [
+        ((",".join(map(str, paths["base"])), str(dpo)), "one results path for each of the 2 decodings"),
+        ((str(base), str(dpo), "--decodings", "fp32,fp16"), f"no such results file: {base / 'fp16'}"),
+        ((str(base), str(dpo), "--decodings", "fp32,fp32"), "name each decoding once"),
+    ]:
+        result = CliRunner().invoke(autoif_cli, ["eval", "compare", *args])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+        assert fragment in result.output

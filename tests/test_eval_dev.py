@@ -25,7 +25,7 @@ def config(tmp_path: Path):
 
 def test_the_dev_set_covers_every_constraint_with_held_out_parts():
     records = dev_records()
-    assert len(records) == PROMPTS_PER_CONSTRAINT * len(CONSTRAINTS) == 90
+    assert len(records) == PROMPTS_PER_CONSTRAINT * len(CONSTRAINTS) == 315  # an interval of about +-5 points
     assert [r["id"] for r in records] == [f"{cid}/{n}" for cid in CONSTRAINTS for n in range(PROMPTS_PER_CONSTRAINT)]
     assert dev_records() == records  # the same set every time
     instances = {e.id: e for e in build_library(DEV_SEED, DEV_INSTANCES, split="dev")}
@@ -38,8 +38,11 @@ def test_the_dev_set_covers_every_constraint_with_held_out_parts():
     for cid in CONSTRAINTS:
         queries = [r["query"] for r in records if r["constraint"] == cid]
         assert len(set(queries)) == len(queries), cid
+    # Prompts of a constraint spread over its distinct dev instances (two at least for each).
+    for cid in CONSTRAINTS:
+        assert len({r["instance"] for r in records if r["constraint"] == cid}) >= 2, cid
     _, source = BENCHMARK.builtin_records()
-    assert source.startswith(f"built-in dev set (seed {DEV_SEED}, 90 prompts, sha256 ")
+    assert source.startswith(f"built-in dev set (seed {DEV_SEED}, 315 prompts, sha256 ")
 
 
 def write_case_responses(path: Path) -> list[bool]:
@@ -61,9 +64,10 @@ def test_scoring_known_responses_in_the_sandbox(tmp_path):
     results = run_benchmark(
         "dev", config(tmp_path), None, str(tmp_path / "cases.jsonl"), None, tmp_path / "res", show=False
     )
-    assert results["metrics"] == {"prompt_pass": 0.5, "mean_pass_rate": 0.5}
-    assert results["counts"]["prompts"] == 90 and results["counts"]["function_errors"] == 0
-    assert results["details"]["constraint"]["length:max_words"] == {"prompt_pass": 0.5, "n": 2}
+    share = sum(expected) / len(expected)  # 158 of 315
+    assert results["metrics"] == {"prompt_pass": share, "mean_pass_rate": share}
+    assert results["counts"]["prompts"] == 315 and results["counts"]["function_errors"] == 0
+    assert results["details"]["constraint"]["length:max_words"] == {"prompt_pass": 4 / 7, "n": 7}
     assert set(results["details"]["constraint"]) == set(CONSTRAINTS)
     assert results["data"].startswith("built-in dev set")
     rows = [json.loads(x) for x in (tmp_path / "res" / "dev_responses.jsonl").read_text().splitlines()]
@@ -89,15 +93,17 @@ def test_a_blank_response_follows_nothing(tmp_path):
         "dev", config(tmp_path), str(tmp_path / "data.jsonl"), str(tmp_path / "blank.jsonl"), None, tmp_path / "r"
     )
     assert results["metrics"] == {"prompt_pass": 0.0, "mean_pass_rate": 0.0}
-    assert results["counts"]["blank_responses"] == 2
+    assert results["counts"]["blank_responses"] == len(records) == PROMPTS_PER_CONSTRAINT
 
 
 def test_cli_scores_a_responses_file_and_refuses_bad_data(tmp_path):
-    write_case_responses(tmp_path / "cases.jsonl")
+    expected = write_case_responses(tmp_path / "cases.jsonl")
     run = [sys.executable, "-m", "autoif.cli", "eval", "dev", "--responses", str(tmp_path / "cases.jsonl")]
     ok = subprocess.run([*run, "--out", str(tmp_path / "res")], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads((tmp_path / "res" / "dev_results.json").read_text())["metrics"]["prompt_pass"] == 0.5
+    assert json.loads((tmp_path / "res" / "dev_results.json").read_text())["metrics"]["prompt_pass"] == sum(
+        expected
+    ) / len(expected)
     bad = subprocess.run([*run, "--data", str(tmp_path / "cases.jsonl")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
         "record 1: expected 'id', 'prompt', 'constraint' and 'functions'"

@@ -128,6 +128,19 @@ def test_mmlu_choices_equal_lm_evals_hflm_on_a_slice(tmp_path, tiny):
     assert mine == pytest.approx(theirs, abs=1e-4)
 
 
+def test_loglik_batches_share_rows_and_keep_short_inputs_out_of_wide_batches():
+    """Four one-token continuations of one context are one row; a request much shorter than a
+    batch's longest starts its own batch (padding costs what real tokens cost); the budget holds."""
+    from autoif.evals.loglik import batches
+
+    def question(length: int) -> list:
+        return [(tuple(range(length)), [letter]) for letter in (1, 2, 3, 4)]
+
+    pieces = {0: question(100), 1: question(95), 2: question(50), 3: question(48), 4: question(49)}
+    assert list(batches(list(pieces), pieces, 8192)) == [[0, 1], [2, 4, 3]]
+    assert list(batches(list(pieces), pieces, 100)) == [[0], [1], [2, 4], [3]]
+
+
 @pytest.mark.slow
 def test_mmlu_resumes_from_the_cache_and_rescores_its_file(tmp_path, tiny):
     cfg = config(tmp_path, tiny)

@@ -130,6 +130,29 @@ def test_gpus_per_engine_must_equal_the_tensor_parallel_size():
     assert config.executor.gpus_per_engine == 4
 
 
+def test_models_of_an_actor_given_no_gpu_run_on_the_cpu():
+    """Ray no longer hides a node's GPUs from an actor that asked for none: its models (the local LLM,
+    backtranslate's NLI model, both `device=auto`) must not pick `cuda:0`, which may be an engine's."""
+    from autoif.executors.ray import on_cpu
+
+    config = load_config(None, [])
+    assert config.llm.device == "auto" and on_cpu(config).llm.device == "cpu"
+    assert config.llm.device == "auto"  # the driver's own config unchanged
+    chosen = load_config(None, ["llm.device=cuda:1"])
+    assert on_cpu(chosen).llm.device == "cuda:1"  # a device the user named is kept
+
+
+def test_grpos_vllm_sampler_gets_a_context_no_longer_than_max_length(tmp_path):
+    """Without a context length, TRL's colocated vLLM would reserve KV cache for the model's whole
+    context (32k and more) inside its share of each training GPU."""
+    pytest.importorskip("trl")
+    from autoif.train.grpo import GRPOSettings, grpo_args
+
+    settings = GRPOSettings(use_vllm=True, max_length=2048, output_dir=str(tmp_path), bf16="off")
+    args = grpo_args(settings)
+    assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_max_model_length == 2048
+
+
 # Meta-Llama-3-70B-Instruct's config.json (the fields that size it).
 LLAMA3_70B = {
     "architectures": ["LlamaForCausalLM"],

@@ -57,6 +57,22 @@ def test_unreachable_endpoint_is_one_line_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_bad_key_and_unknown_model_are_one_line_errors(tmp_path, monkeypatch, batch):
+    """The API's 401 and 404 from a real local server: one line naming what to fix, nothing asked further."""
+    with AnthropicServer("http://127.0.0.1:1") as refusing:  # refuses before any answer is needed
+        refusing.api_key, refusing.models = "right-key", {"claude-test"}
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "wrong-key")
+        with pytest.raises(AutoifError, match="401") as err:
+            generate(config(tmp_path / "key", refusing.base_url, batch=batch))
+        assert "\n" not in str(err.value) and ("ANTHROPIC_API_KEY" in str(err.value) or batch)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "right-key")
+        with pytest.raises(AutoifError, match="404") as err:
+            generate(config(tmp_path / "model", refusing.base_url, model="claude-nonexistent", batch=batch))
+        assert "\n" not in str(err.value) and ("claude-nonexistent" in str(err.value) or batch)
+        assert refusing.messages == 0 and not refusing.submitted
+
+
 @pytest.mark.slow
 def test_sync_and_message_batches_give_the_same_completions(tmp_path, server):
     sync = generate(config(tmp_path / "sync", server.base_url))

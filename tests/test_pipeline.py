@@ -19,10 +19,11 @@ class NumbersStage(Stage):
     input = None
     output_type = Instruction
     sharded = False
+    count, text = 10, "number {}"
 
     def run(self, records, ctx):
-        for i in range(10):
-            yield Instruction(id=f"n{i}", text=f"number {i}", source="seed")
+        for i in range(self.count):
+            yield Instruction(id=f"n{i}", text=self.text.format(i), source="seed")
 
 
 class EvensStage(Stage):

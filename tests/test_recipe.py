@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -130,8 +131,12 @@ def test_recipe_runs_skips_and_redoes_what_a_changed_setting_reaches(tiny, run_d
             rows = [
                 json.loads(line) for line in (published / f"{bench}_{label}_responses.jsonl").read_text().splitlines()
             ]
-            assert len(rows) == 2 and all(set(r) == {"prompt", "response"} for r in rows)
+            assert len(rows) == 2 and all(
+                set(r) == {"prompt", "response", "finish_reason", "strict", "loose"} for r in rows
+            )
             assert all(r["prompt"] in bench_prompts for r in rows)
+            # Per-prompt verdicts (None: a prompt left unchecked) and why generation stopped (8 tokens).
+            assert all(r["strict"] in (True, False, None) and r["finish_reason"] in ("length", "stop") for r in rows)
     assert json.loads((published / "training_dpo_log.json").read_text())[-1]["train_runtime"] > 0
     for name in ("funnel.json", "contamination.json", "results.md", "commands.sh"):
         assert (published / name).is_file()
@@ -199,12 +204,83 @@ def test_training_step_cut_off_resumes_from_its_checkpoint(tiny, run_dir, tmp_pa
     assert json.loads((out / "train" / "sft" / "trainer_state.json").read_text())["global_step"] == 2
 
 
-def test_compare_step_renders_the_comparison(tiny, run_dir, tmp_path):
+def test_decodings_are_compared_each_and_averaged_and_published_per_decoding(tiny, run_dir, tmp_path):
+    """Two decodings (fp32 and bf16 weights): every model is evaluated in each, into
+    OUT/eval/<model>/<decoding>/; compare.json holds each decoding's comparison and their per-prompt
+    average; the page shows both; the published files are named per decoding. The base's answers go
+    to the shared cache (eval.base_cache), which then serves them to a fresh output directory."""
     path, out = _recipe_file(tmp_path, tiny, run_dir), tmp_path / "out"
-    run_plan(Plan(load_recipe(path, ["train.sft.max_steps=1", "eval.limit=1"]), path, out))
+    decodings = [
+        "eval.decodings=[{name: fp32, llm: {dtype: float32}},"
+        " {name: bf16, llm: {dtype: bfloat16}, benchmarks: [ifeval]}]",
+        "eval.base_cache=shared_cache.sqlite",
+    ]
+    sets = ["train.sft.max_steps=1", "eval.limit=2", *decodings]
+    plan = Plan(load_recipe(path, sets), path, out)
+    evals = [s.name for s in plan.steps if s.name.startswith("eval.base.")]
+    assert evals == ["eval.base.fp32.ifeval", "eval.base.fp32.ifbench", "eval.base.bf16.ifeval"]
+    run_plan(plan)
+    for model in ("base", "sft", "dpo"):
+        assert (out / "eval" / model / "bf16" / "ifeval_results.json").is_file()
+        assert not (out / "eval" / model / "bf16" / "ifbench_results.json").exists()
+    assert not (out / "eval" / "base" / "fp32" / "ifeval_cache.sqlite").exists()
+
     compare = json.loads((out / "compare.json").read_text())
-    assert set(compare) == {"sft", "dpo"} and set(compare["dpo"]) == {"ifeval", "ifbench"}
-    assert "## Comparisons with the base" in (out / "results.md").read_text()
+    ifeval, ifbench = compare["dpo"]["ifeval"], compare["dpo"]["ifbench"]
+    assert ifeval["decodings"] == ["fp32", "bf16"] and set(ifeval["per_decoding"]) == {"fp32", "bf16"}
+    assert "prompt_loose" in ifeval["average"]["metrics"] and "per_decoding" not in ifbench
+    page = (out / "results.md").read_text()
+    for heading in ("### dpo vs base: IFEval, fp32", "### dpo vs base: IFEval, bf16", "IFEval, mean over fp32, bf16"):
+        assert heading in page
+    assert "| base fp32 |" in page and "| dpo bf16 |" in page
+    assert "--decodings fp32,bf16" in page
+    published = tmp_path / "published"
+    names = {p.name for p in published.glob("*_responses.jsonl")}
+    assert names == {
+        f"{bench}_{label}_{d}_responses.jsonl"
+        for bench, ds in (("ifeval", ("fp32", "bf16")), ("ifbench", ("fp32",)))
+        for d in ds
+        for label in ("base", "trained")
+    }
+
+    # A fresh output directory given the shared cache: the base's evaluations generate nothing.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copyfile(out / "shared_cache.sqlite", fresh / "shared_cache.sqlite")
+    again = Plan(load_recipe(path, sets), path, fresh)
+    for step in (s for s in again.steps if s.name.startswith("eval.base.")):
+        step.action()
+    for decoding, bench in (("fp32", "ifeval"), ("fp32", "ifbench"), ("bf16", "ifeval")):
+        first, second = (o / "eval" / "base" / decoding / f"{bench}_responses.jsonl" for o in (out, fresh))
+        assert first.read_text() == second.read_text()
+    with sqlite3.connect(fresh / "shared_cache.sqlite") as db:
+        assert db.execute("select count(*) from responses").fetchone()[0] == 6  # 2 + 2 + 2: none added
+
+
+@pytest.mark.slow
+def test_general_benchmarks_are_published_and_compared(tiny, run_dir, tmp_path):
+    """MMLU and HumanEval in a recipe: the base's and the final model's per-item files published with
+    their fields, and the paired comparison (bootstrap interval, McNemar) in compare.json and the page."""
+    path, out = _recipe_file(tmp_path, tiny, run_dir), tmp_path / "out"
+    tree = yaml.safe_load(path.read_text())
+    tree["train"] = tree["train"][1:]  # one trainer is enough here
+    tree["eval"]["benchmarks"] = ["mmlu", "humaneval"]
+    path.write_text(yaml.safe_dump(tree))
+    run_plan(Plan(load_recipe(path, ["train.dpo.max_steps=1", "eval.limit=3"]), path, out))
+    published = tmp_path / "published"
+    for bench in ("mmlu", "humaneval"):
+        fields = set(benchmark(bench).published_fields)
+        for label in ("base", "trained"):
+            rows = [
+                json.loads(line) for line in (published / f"{bench}_{label}_responses.jsonl").read_text().splitlines()
+            ]
+            assert len(rows) == 3 and all(set(r) == fields for r in rows)
+    compare = json.loads((published / "compare.json").read_text())["dpo"]
+    assert compare["mmlu"]["pairing"]["paired"] == compare["humaneval"]["pairing"]["paired"] == 3
+    for bench, metric in (("mmlu", "accuracy"), ("humaneval", "pass_at_1")):
+        assert {"delta", "ci", "mcnemar"} <= set(compare[bench]["metrics"][metric])
+    page = (published / "results.md").read_text()
+    assert "### dpo vs base: MMLU (3 paired" in page and "### dpo vs base: HumanEval (3 paired" in page
 
 
 def test_killed_evaluation_resumes_from_its_response_cache(tiny, tmp_path):
@@ -257,7 +333,8 @@ def test_shipped_recipes_load_resolve_and_plan(path, tmp_path, monkeypatch):
     assert names[0] == "data" and [n for n in names if n.startswith("train.")] == [
         f"train.{s.name}" for s in recipe.train
     ]
-    assert {f"eval.base.{b}" for b in ("ifeval", "ifbench", "mmlu", "humaneval")} <= set(names)
+    measure = {b: recipe.eval.decodings_of(b)[0] for b in ("ifeval", "ifbench", "mmlu", "humaneval")}
+    assert {plan.eval_step("base", b, d) for b, d in measure.items()} <= set(names)
     assert "contamination" in names and "results" in names
     lines = describe(plan)
     assert len(lines) == len(names) and all("would run" in line for line in lines)

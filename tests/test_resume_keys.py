@@ -7,6 +7,7 @@ reading an undeclared path fails instead of resuming stale output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ NOT_READ_BY_STAGES = {
     "paths": "the pipeline's",
     "executor": "the pipeline's",
     "prices": "the pipeline's (what the stages' requests cost, the budget): no output depends on it",
+    "lengths": "`--estimate`'s (configured average token lengths): no output depends on it",
 }
 
 
@@ -76,6 +78,10 @@ def _changed(path: str, tmp: Path) -> Config:
             "".join(json.dumps({"prompt": f"Tell me about the river number {i}."}) + "\n" for i in range(9))
         )
         tries: list[Any] = [str(pool)]
+    elif path == "seeds.file":  # another seed file (the key holds its content)
+        seeds = tmp / "seeds.txt"
+        seeds.write_text("Answer in exactly three sentences.\n")
+        tries = [str(seeds)]
     elif path in ("queries.field", "queries.language"):  # what the built-in pool has
         tries = [{"queries.field": "query", "queries.language": "en"}[path]]
     else:
@@ -129,6 +135,24 @@ def test_the_reported_misses_are_in_the_keys():
     assert export.settings(threshold) != DEFAULT_KEYS["export"]
     bf16 = load_config(None, ["llm.dtype=bfloat16"])
     assert responses.settings(bf16) != DEFAULT_KEYS["responses"]
+
+
+def test_a_changed_library_or_seed_file_reruns_the_seeds_stage(tmp_path, monkeypatch):
+    """The library's content is code, not config: a rewording of one phrasing must not resume on the
+    old instructions (it did, and a run resumed 182 stale seeds after the library grew to 540)."""
+    from autoif.stages import library
+
+    seeds = next(s for s in STAGES if s.name == "seeds")
+    embedded = load_config(None, ["seeds.builtin_library=on"])
+    before = seeds.settings(embedded)
+    entries = library.build_library(embedded.seed)
+    reworded = [dataclasses.replace(entries[0], instruction="Reworded."), *entries[1:]]
+    monkeypatch.setattr(library, "build_library", lambda *a, **k: reworded)
+    assert seeds.settings(embedded) != before
+    monkeypatch.undo()
+    file = tmp_path / "seeds.txt"
+    file.write_text("Answer in one word.\n")
+    assert seeds.settings(load_config(None, ["seeds.builtin_library=on", f"seeds.file={file}"])) != before
 
 
 def test_declared_reads_name_fields_and_cover_the_resources_used():

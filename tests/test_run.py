@@ -193,7 +193,7 @@ def test_estimate_of_the_runs_own_config_counts_its_requests(small_run):
     config, a = small_run
     stages = json.loads((a / "funnel.json").read_text())["stages"]
     rows = estimate(load_config(config, [f"paths.out={a}"]))
-    assert [r.stage for r in rows] == ["augment", "verifiers", "backtranslate", "responses", "score"]
+    assert [r.stage for r in rows] == ["augment", "verifiers", "backtranslate", "compose", "responses", "score"]
     for row in rows:
         line = stages[row.stage].get("llm") or {}
         assert row.samples == pytest.approx(line.get("hits", 0) + line.get("misses", 0)), row.stage

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from autoif.sandbox import Outcome, Sandbox
+from autoif.sandbox.guard import needs_full_check
 
 SECRET_NAME, SECRET_VALUE = "AUTOIF_TEST_API_KEY", "sk-test-0123456789-not-a-real-key"
 TIMEOUT_S = 0.5
@@ -509,6 +510,45 @@ def test_enum_helpers_that_write_into_modules_get_the_full_check(default, host):
     attack(default, host, victim, T)
 
 
+# `re.compile` builds a pattern, so the static scan lets a function that calls it run in the worker;
+# the builtin `compile` (new code objects) under that name, reached any other way, does not.
+BUILTIN_COMPILE = "compile('1', 'x', 'eval')"
+COMPILE_ROUTES = {
+    "the builtin": f(f"return {BUILTIN_COMPILE} is None"),
+    "builtins imported as re": "import builtins as re\n" + f(f"return re.{BUILTIN_COMPILE} is None"),
+    "re rebound": "import re, builtins\nre = builtins\n" + f(f"return re.{BUILTIN_COMPILE} is None"),
+    "re rebound in another function": "import re, builtins\ndef g():\n    global re\n    re = builtins\n"
+    + f(f"g()\nreturn re.{BUILTIN_COMPILE} is None"),
+    "re rebound by a loop": "import re, builtins\n"
+    + f(f"for re in [builtins]:\n    pass\nreturn re.{BUILTIN_COMPILE}"),
+    "re rebound by a comprehension": "import builtins\n" + f(f"return [re.{BUILTIN_COMPILE} for re in [builtins]]"),
+    "re an argument": "import builtins\n" + f(f"return (lambda re: re.{BUILTIN_COMPILE})(builtins)"),
+    "re a default argument": "import builtins\ndef evaluate(response, re=builtins):\n"
+    + f"    return re.{BUILTIN_COMPILE} is None\n",
+    "a jump onto .compile": "import re, builtins\n" + f(f"return (builtins if response else re).{BUILTIN_COMPILE}"),
+    "another object's compile": "import re\nclass A:\n    re = None\n" + f("return A.re.compile('a')"),
+    "imported by name": "from re import compile\n" + f("return compile('a') is None"),
+    "re bound by a star import": "import re\nfrom string import *\n" + f("return re.compile('a') is None"),
+}
+
+
+@pytest.mark.parametrize("route", sorted(COMPILE_ROUTES))
+def test_compile_reached_other_than_as_re_compile_gets_the_full_check(route):
+    assert needs_full_check(compile(COMPILE_ROUTES[route], "<evaluate>", "exec"))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import re\n" + f("return bool(re.compile('a+').search(response))"),
+        f("import re\nreturn bool(re.compile('a+').search(response))"),
+        "import re\nPATTERN = re.compile('a+')\n" + f("return bool(PATTERN.search(response))"),
+    ],
+)
+def test_re_compile_alone_runs_in_the_worker(source):
+    assert not needs_full_check(compile(source, "<evaluate>", "exec"))
+
+
 # --------------------------------------------------------------------- forged outcomes
 # A function must not change the outcome of any other check, nor its own later ones: every
 # attacker below tries to make the innocent VICTIM (always False) pass, or to change its own
@@ -529,6 +569,20 @@ def _forge(frame):
                 pass
         frame = frame.f_back
 """
+
+# Replaces the code of the function objects the worker caches by one that passes; {compile} names the
+# builtin `compile` as the victim reaches it.
+_SWAP_CACHED_CODE = """
+passing = {compile}('def evaluate(response):\\n    return True', '<evaluate>', 'exec')
+for o in gc.get_objects():
+    if type(o).__name__ == '_Function':
+        try:
+            o.code = passing
+        except Exception:
+            pass
+return False
+"""
+
 FORGERS = {
     "frames-traceback": _FORGE_FRAMES
     + f(
@@ -565,19 +619,10 @@ return False
     ),
     # The function objects the worker keeps for every function, found through gc: their code
     # replaced by one that passes.
-    "gc-cached-functions": "import gc\n"
-    + f(
-        """
-passing = compile('def evaluate(response):\\n    return True', '<evaluate>', 'exec')
-for o in gc.get_objects():
-    if type(o).__name__ == '_Function':
-        try:
-            o.code = passing
-        except Exception:
-            pass
-return False
-"""
-    ),
+    "gc-cached-functions": "import gc\n" + f(_SWAP_CACHED_CODE.format(compile="compile")),
+    # The same, with the builtin `compile` reached as `re.compile` of a `re` that is `builtins`.
+    "gc-cached-functions-rebound-re": "import gc\nimport builtins as re\n"
+    + f(_SWAP_CACHED_CODE.format(compile="re.compile")),
     # A SIGALRM handler (the worker's timer keeps ticking) receives the running frame.
     "signal-handler": "import os, signal\n"
     + _FORGE_FRAMES

@@ -389,22 +389,11 @@ def run_verify_cli(out: Path, config: Path, *args: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    pytest.importorskip("ray")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from ray_verify import start_cluster
-
-    c = start_cluster(nodes=2, cpus_per_node=1)
-    yield c
-    c.shutdown()
-
-
 @pytest.mark.slow
-def test_local_and_ray_executors_write_the_same_verified_jsonl(cluster, tmp_path):
+def test_local_and_ray_executors_write_the_same_verified_jsonl(ray_cluster, tmp_path):
     """384 responses of 48 prompts in 6 shards, through `autoif run --only verify`: the local
-    executor (one sandbox of 2 workers) and the Ray executor (2 sandbox actors on 2 nodes) cut
-    the work differently; both give every response its fresh-definition outcomes."""
+    executor (one sandbox of 2 workers) and the Ray executor (2 sandbox actors, spread over the 2
+    nodes) cut the work differently; both give every response its fresh-definition outcomes."""
     config = tmp_path / "config.yaml"
     settings = {"executor": {"shard_size": 8}, "sandbox": {"workers": 2, "allowed_imports": list(ALLOWED)}}
     config.write_text(json.dumps(settings))  # JSON is YAML
@@ -420,9 +409,11 @@ def test_local_and_ray_executors_write_the_same_verified_jsonl(cluster, tmp_path
         "--executor",
         "ray",
         "--set",
-        f"executor.ray_address={cluster.address}",
+        f"executor.ray_address={ray_cluster.address}",
         "--set",
         "executor.cpus_per_sandbox=1",
+        "--set",
+        "executor.sandbox_actors=2",
     )
 
     assert (ray / "verified.jsonl").read_bytes() == (local / "verified.jsonl").read_bytes()

@@ -22,7 +22,9 @@ transformers = pytest.importorskip("transformers")
 
 from autoif.errors import AutoifError  # noqa: E402
 from autoif.train import trainer  # noqa: E402
-from tiny_models import tiny_causal_lm, with_long_eos, write_training_data  # noqa: E402
+from autoif.train.end_of_turn import end_of_turn_token  # noqa: E402
+from autoif.train.sft import sft_trainer  # noqa: E402
+from tiny_models import smollm2_dir, tiny_causal_lm, with_long_eos, write_training_data  # noqa: E402
 
 # Functions as a run carries them. On a tiny random model's text each passes by chance, so the
 # sampled responses spread over pass rates 0, 0.5 and 1 and pairs can be built.
@@ -39,6 +41,12 @@ def _msg(role, content):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A base model's tokenizer: its EOS (`<|endoftext|>`) is not the chat template's end of turn."""
+    return tiny_causal_lm(tmp_path_factory.mktemp("tiny-base") / "model", eos_token="<|endoftext|>")
 
 
 @pytest.fixture(scope="module")
@@ -81,25 +89,52 @@ def _weights_moved(before: Path, after: Path) -> bool:
     return any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_sft_trains_saves_and_resumes(tiny, run_dir, tmp_path):
-    settings, train = _settings("sft", tiny, run_dir, tmp_path / "sft")
+def _stops_on(model_dir: Path, token: str) -> bool:
+    """Whether generation from the model saved at `model_dir` ends at `token`."""
+    eos = transformers.GenerationConfig.from_pretrained(model_dir).eos_token_id
+    token_id = transformers.AutoTokenizer.from_pretrained(model_dir).convert_tokens_to_ids(token)
+    return token_id in ([eos] if isinstance(eos, int) else eos or [])
+
+
+def test_end_of_turn_token_is_read_from_the_chat_template():
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_dir())
+    assert end_of_turn_token(tokenizer) == "<|im_end|>"
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"
+    assert end_of_turn_token(tokenizer) is None  # a turn ended by plain text: nothing to stop on
+    tokenizer.chat_template = None
+    assert end_of_turn_token(tokenizer) is None
+
+
+def test_sft_trains_saves_and_resumes(tiny_base, run_dir, tmp_path):
+    """From a base model whose EOS (`<|endoftext|>`) is not the template's end of turn: every answer's
+    labels end with the end of turn, and the trained model stops on it."""
+    assert not _stops_on(tiny_base, "<|im_end|>")
+    settings, train = _settings("sft", tiny_base, run_dir, tmp_path / "sft")
+    trainer = sft_trainer(settings)  # as `train` builds it
+    tokenizer = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    for i, labels in enumerate(batch["labels"].tolist()):  # the rows in file order: answer 0, 1, ...
+        assert tokenizer.decode([t for t in labels if t != -100]) == f"answer {i}<|im_end|>\n"
     final = train(settings)
     losses = _losses(tmp_path / "sft" / "checkpoint-2")
     assert losses and all(math.isfinite(x) for x in losses)
-    assert _weights_moved(tiny, final)
+    assert _weights_moved(tiny_base, final)
+    assert _stops_on(final, "<|im_end|>") and _stops_on(final, "<|endoftext|>")
+    assert transformers.AutoTokenizer.from_pretrained(final).eos_token == "<|im_end|>"
     # Resume: two more steps continue from checkpoint-2 rather than starting over.
-    settings, train = _settings("sft", tiny, run_dir, tmp_path / "sft", max_steps=4, resume="latest")
+    settings, train = _settings("sft", tiny_base, run_dir, tmp_path / "sft", max_steps=4, resume="latest")
     train(settings)
     state = json.loads((tmp_path / "sft" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
 
 
-def test_dpo_trains_from_a_checkpoint(tiny, run_dir, tmp_path):
-    settings, train = _settings("dpo", tiny, run_dir, tmp_path / "dpo")
+def test_dpo_trains_from_a_checkpoint(tiny_base, run_dir, tmp_path):
+    settings, train = _settings("dpo", tiny_base, run_dir, tmp_path / "dpo")
     assert settings.beta == 0.3 and settings.loss_type == "sigmoid"  # the paper's defaults
     final = train(settings)
     assert all(math.isfinite(x) for x in _losses(tmp_path / "dpo" / "checkpoint-2"))
-    assert _weights_moved(tiny, final)
+    assert _weights_moved(tiny_base, final)
+    assert _stops_on(final, "<|im_end|>")  # a base model's policy stops where its answers end
 
 
 def _params(model) -> dict[str, torch.Tensor]:
@@ -303,9 +338,16 @@ def test_degenerate_samples_earn_nothing_in_grpo_and_pair_with_nothing_in_online
     assert bad["response"] in {m["content"] for r in ungated for m in r["chosen"]}
 
 
-def test_grpo_trains_with_the_verifier_reward(tiny, run_dir, tmp_path):
+def test_grpo_trains_with_the_verifier_reward(tiny_base, run_dir, tmp_path):
     settings, train = _settings(
-        "grpo", tiny, run_dir, tmp_path / "grpo", max_steps=1, num_generations=2, max_completion_length=8, save_steps=1
+        "grpo",
+        tiny_base,
+        run_dir,
+        tmp_path / "grpo",
+        max_steps=1,
+        num_generations=2,
+        max_completion_length=8,
+        save_steps=1,
     )
     final = train(settings)
     state = json.loads((tmp_path / "grpo" / "checkpoint-1" / "trainer_state.json").read_text())
@@ -315,6 +357,7 @@ def test_grpo_trains_with_the_verifier_reward(tiny, run_dir, tmp_path):
     assert all(h["verifier_reward/truncated"] == 1.0 and h["reward"] == 0.0 for h in rewards)
     assert all(math.isfinite(x) for x in _losses(tmp_path / "grpo" / "checkpoint-1"))
     assert (final / "config.json").is_file()
+    assert _stops_on(final, "<|im_end|>")  # from a base model: samples end where the template ends a turn
 
 
 def test_max_records_is_a_seeded_random_sample(tmp_path):

@@ -20,13 +20,25 @@ def smollm2_dir() -> Path:
     return embedded_checkpoint(PathsConfig().cache_dir)
 
 
-def tiny_causal_lm(path: str | Path, *, layers: int = 2, hidden: int = 64, context: int = 2048, seed: int = 0) -> Path:
-    """Save a randomly initialised `layers`-layer LlamaForCausalLM + the SmolLM2 tokenizer at `path`."""
+def tiny_causal_lm(
+    path: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    context: int = 2048,
+    seed: int = 0,
+    eos_token: str | None = None,
+) -> Path:
+    """Save a randomly initialised `layers`-layer LlamaForCausalLM + the SmolLM2 tokenizer at `path`.
+    eos_token: the tokenizer's and model's EOS (and pad) instead of the chat template's `<|im_end|>`,
+    as a base model's (`<|endoftext|>`) would be."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    if eos_token is not None:
+        tokenizer.eos_token = tokenizer.pad_token = eos_token
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,

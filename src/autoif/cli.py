@@ -186,7 +186,9 @@ def run_cmd(
         from .estimate import estimate as estimate_rows
         from .estimate import estimate_table
 
-        Console().print(estimate_table(estimate_rows(config)))
+        table = estimate_table(estimate_rows(config))
+        # Whole even on a narrow terminal (which wraps its lines): a cut number would read as another.
+        Console(width=max(Console().width, 160)).print(table)
         return
     run_pipeline(
         config,
@@ -332,8 +334,17 @@ def contamination_cmd(run_dir: str) -> None:
 
 
 @eval_group.command("compare")
-@click.argument("a", type=click.Path(exists=True))
-@click.argument("b", type=click.Path(exists=True))
+@click.argument("a", callback=_given)
+@click.argument("b", callback=_given)
+@click.option(
+    "--decodings",
+    default=None,
+    callback=_given,
+    metavar="D1,D2,...",
+    help="Compare each of these decodings and their per-prompt average (the first one's families shown). A side "
+    "given once is found per decoding one directory down: DIR/NAME_results.json -> DIR/D1/NAME_results.json "
+    "(a recipe's OUT/eval/MODEL/D1/); a side given as D1's,D2's,... files is taken as listed.",
+)
 @click.option(
     "--json",
     "json_out",
@@ -343,25 +354,94 @@ def contamination_cmd(run_dir: str) -> None:
 )
 @click.option("--resamples", default=10_000, show_default=True, type=click.IntRange(min=1), help="Bootstrap resamples.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
-def compare_cmd(a: str, b: str, json_out: str | None, resamples: int, seed: int) -> None:
+def compare_cmd(a: str, b: str, decodings: str | None, json_out: str | None, resamples: int, seed: int) -> None:
     """Two runs of one benchmark, paired prompt by prompt: B - A per metric with a bootstrap 95%
     interval and McNemar's p, and the instruction families that moved. A and B: a results JSON, or
-    a directory holding one (its *_responses.jsonl must sit beside it)."""
+    a directory holding one (its *_responses.jsonl must sit beside it); several decodings of each
+    model: A1,A2 B1,B2 (paired by position) or --decodings."""
     import json
 
     from rich.console import Console
 
-    from .evals.results import compare_table
-    from .evals.stats import compare_runs
+    from .evals.results import compare_table, decodings_table
+    from .evals.stats import compare_decodings, compare_runs, decoding_path, run_label
     from .jsonl import atomic_write_text, check_writable
 
     if json_out is not None:  # before the work: a path that cannot be written fails at once
         check_writable(json_out, "--json")
-    report = compare_runs(a, b, resamples=resamples, seed=seed)
-    Console().print(compare_table(report))
+    sides = [[p for p in side.split(",") if p] for side in (a, b)]
+    names = [d.strip() for d in decodings.split(",")] if decodings else []
+    if not names and len(sides[0]) == len(sides[1]) == 1:
+        report = compare_runs(a, b, resamples=resamples, seed=seed)
+        Console().print(compare_table(report))
+    else:
+        names = names or [f"#{n}" for n in range(1, max(map(len, sides)) + 1)]
+        paths: list[list[str | Path]] = []
+        for given, side in zip((a, b), sides):
+            if len(side) not in (1, len(names)) or (len(side) == 1 and not decodings):
+                raise AutoifError(
+                    f"{given}: give one results path for each of the {len(names)} decodings, or one path "
+                    "and the decodings' names (--decodings) to find them under it"
+                )
+            paths.append([decoding_path(side[0], d) if len(side) == 1 else side[n] for n, d in enumerate(names)])
+        labels = run_label(sides[0][0], sides[1][0])
+        report = compare_decodings(paths[0], paths[1], names, names=labels, resamples=resamples, seed=seed)
+        Console().print(decodings_table(report))
     if json_out:
         atomic_write_text(json_out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         click.echo(f"autoif: comparison written to {json_out}")
+
+
+@eval_group.command("agreement")
+@click.argument("configurations", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--proxy",
+    default="dev:prompt_pass",
+    show_default=True,
+    metavar="BENCH:METRIC",
+    help="The metric the configurations are chosen on.",
+)
+@click.option(
+    "--target",
+    default="ifeval:prompt_loose",
+    show_default=True,
+    metavar="BENCH:METRIC",
+    help="The metric they are measured on.",
+)
+@click.option(
+    "--decoding",
+    default=None,
+    callback=_given,
+    help="Read each benchmark's results from DIR/DECODING/ where they are there (a recipe's OUT/eval/MODEL/).",
+)
+@click.option("--json", "json_out", default=None, callback=_given, help="Also write the numbers to this JSON file.")
+def agreement_cmd(
+    configurations: tuple[str, ...], proxy: str, target: str, decoding: str | None, json_out: str | None
+) -> None:
+    """Whether the proxy ranks the configurations as the target does: each configuration's values
+    and ranks, and Spearman's rank correlation over them. CONFIGURATIONS: directories each holding
+    the proxy's and the target's results (`autoif eval ... --out DIR`), named by their directory."""
+    import json
+
+    from rich.console import Console
+
+    from .evals.agreement import agreement_table, parse_measure, rank_agreement, results_in
+    from .jsonl import atomic_write_text, check_writable
+
+    if json_out is not None:
+        check_writable(json_out, "--json")
+    measures = parse_measure(proxy), parse_measure(target)
+    named = {Path(d).resolve().name: d for d in configurations}
+    if len(named) != len(configurations):
+        raise AutoifError("name each configuration's directory differently: its name labels the row")
+    paths = {
+        n: (results_in(d, measures[0][0], decoding), results_in(d, measures[1][0], decoding)) for n, d in named.items()
+    }
+    report = rank_agreement(paths, *measures)
+    Console().print(agreement_table(report))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        click.echo(f"autoif: agreement written to {json_out}")
 
 
 @cli.command("recipe")

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_reads import OPERATIONAL
-from .cost import ModelPrice
+from .cost import ModelPrice, TokenLengths
 from .errors import ConfigError
 from .pairs import PairBounds
 from .quality import QualityConfig
@@ -139,7 +139,7 @@ class LLMConfig(Section):
         None,
         ge=0,
         description="budget in dollars for the run directory's LLM calls, priced from `prices`: the run stops "
-        "(exit 0, resumable, the reason in funnel.json) before a shard would pass it (None: no budget)",
+        "(exit 0, resumable, the reason in funnel.json) before a request would pass it (None: no budget)",
         json_schema_extra=OPERATIONAL,
     )
     cache: bool = Field(
@@ -611,6 +611,19 @@ class Config(Section):
         description="price table by model name (as llm.model names it): {input_per_mtok, output_per_mtok, "
         "batch_discount}, dollars per million tokens; used by funnel costs, `run --estimate` and llm.max_cost",
     )
+    lengths: dict[str, TokenLengths] = Field(
+        default_factory=dict,
+        description="average tokens per sample by LLM stage ({prompt_tokens, completion_tokens}) for `run "
+        "--estimate`; they take the place of an earlier run's measured averages and of the assumed ones",
+    )
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, value: dict[str, TokenLengths]) -> dict[str, TokenLengths]:
+        unknown = sorted(set(value) - ROLES)
+        if unknown:
+            raise ValueError(f"'{unknown[0]}' is no stage that asks the LLM (those are: {', '.join(sorted(ROLES))})")
+        return value
 
     @model_validator(mode="before")
     @classmethod

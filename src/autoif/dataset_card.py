@@ -61,7 +61,10 @@ def card_text(out: str | os.PathLike, repo: str | None = None, license_id: str =
     stages: dict[str, Any] = found if isinstance(found, dict) else {}
     sft, dpo = _rows(out / "sft.jsonl"), _rows(out / "dpo.jsonl")
     front = yaml.safe_dump(card_metadata(license_id), sort_keys=False).strip()
-    load = f'load_dataset("{repo}")' if repo else f'load_from_disk("{out / "hf_dataset"}")'
+    if repo:  # on the hub each split is its own config (their columns differ), with a train split
+        load = "".join(f'{name} = load_dataset("{repo}", "{name}", split="train")\n' for name in ("sft", "dpo"))
+    else:
+        load = f'data = load_from_disk("{out / "hf_dataset"}")\nsft, dpo = data["sft"], data["dpo"]\n'
     loader = "load_dataset" if repo else "load_from_disk"
     parts = [
         f"---\n{front}\n---",
@@ -103,10 +106,10 @@ def card_text(out: str | os.PathLike, repo: str | None = None, license_id: str =
         "## Contamination\n\n" + _contamination(_read_json(out / "contamination.json")),
         "## Use\n\n```python\n"
         f"from datasets import {loader}\n\n"
-        f"data = {load}\n\n"
+        f"{load}\n"
         "from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer\n\n"
-        'SFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=data["sft"], args=SFTConfig()).train()\n'
-        'DPOTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=data["dpo"], args=DPOConfig()).train()\n'
+        'SFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=sft, args=SFTConfig()).train()\n'
+        'DPOTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=dpo, args=DPOConfig()).train()\n'
         "```\n\nOr with autoif's own recipes: `autoif train sft --data RUN_DIR`, `autoif train dpo --data RUN_DIR`.",
         "## License\n\n"
         f"`{license_id}` (export.card_license). The responses were written by the models above and the queries "

@@ -4,9 +4,9 @@ No LLM is asked and no stage but `seeds` (which reads files only) runs. Each LLM
 are its input records times what it asks per record (the K's of the config). Input records are
 known exactly for `augment` (the seeds stage, run here); further down the chain they are the
 counts an earlier run in OUT measured (its funnel.json), else propagated through the chain with
-the yields below. `compose` (off by default) is not counted. Tokens per sample are the earlier
-run's averages for the stage where it generated any, else `DEFAULT_PROMPT_TOKENS` and half the
-stage's `max_tokens`.
+the yields below. Tokens per sample are the config's `lengths.<stage>` where given, else the
+earlier run's averages for the stage where it generated any, else `DEFAULT_PROMPT_TOKENS` and
+half the stage's `max_tokens`.
 
 The yields are rough by nature (how many instructions survive cross-validation depends on the
 model): a first estimate on a new config is an order of magnitude; one after a small run of the
@@ -45,6 +45,7 @@ class StageEstimate:
     completion_tokens: float
     cost: float | None
     measured: bool  # scaled from an earlier run's funnel
+    tokens_from: str  # configured (`lengths`), measured (an earlier run) or assumed
 
 
 @dataclass
@@ -78,15 +79,26 @@ def estimate(config: Config) -> list[StageEstimate]:
             per_record = (asked / measured["in"] if measured["in"] else 0) * _ratio(step.per_record, was.per_record)
         samples = records_in * per_record
         generated = usage.get("misses") or 0
-        prompt = samples * ((usage.get("prompt_tokens", 0) / generated if generated else 0) or DEFAULT_PROMPT_TOKENS)
-        completion = samples * (
-            (usage.get("completion_tokens", 0) / generated if generated else 0) or step.max_tokens / 2
-        )
+        given = config.lengths.get(step.stage)
+        prompt_each: float = DEFAULT_PROMPT_TOKENS
+        completion_each, tokens_from = step.max_tokens / 2, "assumed"
+        if generated and usage.get("completion_tokens"):
+            prompt_each = usage.get("prompt_tokens", 0) / generated or prompt_each
+            completion_each, tokens_from = usage["completion_tokens"] / generated, "measured"
+        if given is not None:
+            prompt_each = prompt_each if given.prompt_tokens is None else given.prompt_tokens
+            completion_each = completion_each if given.completion_tokens is None else given.completion_tokens
+            tokens_from = "configured"
         llm = config.llm_for(step.stage)
         batch = bool(getattr(llm, "batch", False))
         price = price_of(config.prices, llm.model)
+        prompt, completion = samples * prompt_each, samples * completion_each
         cost = None if price is None else price.cost(prompt, completion, batch)
-        rows.append(StageEstimate(step.stage, llm.model, batch, records_in, samples, prompt, completion, cost, known))
+        rows.append(
+            StageEstimate(
+                step.stage, llm.model, batch, records_in, samples, prompt, completion, cost, known, tokens_from
+            )
+        )
     return rows
 
 
@@ -108,18 +120,40 @@ def _plan(config: Config) -> list[_Step]:
     v = config.verifiers
     steps.append(_Step("verifiers", flow, v.k * llm_written / flow if flow else 0, v.max_tokens))
     flow = (flow - llm_written) + llm_written * CROSSVAL_KEEP
+    llm_written *= CROSSVAL_KEEP
     b = config.backtranslate
     # With the LLM as the NLI judge, each back-translation is judged once more.
-    per_record = b.max_functions * (2 if nli_backend(config) == "llm" else 1)
-    steps.append(_Step("backtranslate", flow, per_record if b.enabled else 0, b.max_tokens))
-    flow *= BACKTRANSLATE_KEEP if b.enabled else 1
+    judged = 2 if nli_backend(config) == "llm" else 1
+    steps.append(_Step("backtranslate", flow, b.max_functions * judged if b.enabled else 0, b.max_tokens))
+    if b.enabled:
+        flow, llm_written = flow * BACKTRANSLATE_KEEP, llm_written * BACKTRANSLATE_KEEP
+    c = config.compose
+    combinations = c.combinations(round(flow)) if c.enabled else 0
+    asks = _compose_asks(config, flow, llm_written) * combinations
+    steps.append(_Step("compose", flow, asks / flow if flow else 0, c.max_tokens))
+    flow += combinations  # the combinations join the instructions that queries are drawn for
     r = config.responses
     flow *= config.queries.k
     steps.append(_Step("responses", flow, r.k + (1 if r.greedy else 0), r.max_tokens))
     s = config.score
-    judged = r.k * PASS_SHARE * s.samples if s.active(config.llm_for("score")) else 0
-    steps.append(_Step("score", flow, judged, s.max_tokens))
+    judged_responses = r.k * PASS_SHARE * s.samples if s.active(config.llm_for("score")) else 0
+    steps.append(_Step("score", flow, judged_responses, s.max_tokens))
     return steps
+
+
+def _compose_asks(config: Config, instructions: float, llm_written: float) -> float:
+    """Requests per combination: the conflict check, asked of a combination with an instruction
+    outside the library; the rewrite, with the back-translations of its constituents' functions
+    (those stage backtranslate asked come from the cache, still requests) and their NLI judgements."""
+    c = config.compose
+    weights = sum(c.sizes.values())
+    size = sum(n * w for n, w in c.sizes.items()) / weights
+    library = 1 - llm_written / instructions if instructions else 0
+    asks = sum(w * (1 - library**n) for n, w in c.sizes.items()) / weights if c.llm_conflict_check else 0.0
+    if c.rewrite == "llm":
+        judged = 1 if nli_backend(config) == "llm" else 0
+        asks += 1 + size * config.backtranslate.max_functions * (1 + judged)
+    return asks
 
 
 def _earlier_config(config: Config) -> Config:
@@ -155,28 +189,43 @@ def _earlier_funnel(path: Path) -> dict[str, Any]:
 
 
 def estimate_table(rows: list[StageEstimate]) -> Table:
-    table = Table(title="autoif run --estimate (before any LLM call)")
-    for col in ("stage", "model", "records in", "samples", "prompt tokens", "completion tokens", "cost"):
-        table.add_column(col, justify="left" if col in ("stage", "model") else "right")
-    for e in rows:
-        table.add_row(
+    cells = [
+        [
             e.stage,
             e.model + (" (batch)" if e.batch else ""),
             f"{e.records_in:,.0f}" + ("" if e.measured else " ~"),
             f"{e.samples:,.0f}",
             f"{e.prompt_tokens:,.0f}",
             f"{e.completion_tokens:,.0f}",
+            e.tokens_from,
             format_cost(e.cost),
-        )
+        ]
+        for e in rows
+    ]
     costs = [e.cost for e in rows if e.cost is not None]
-    table.add_row(
-        "all",
-        "",
-        "",
-        f"{sum(e.samples for e in rows):,.0f}",
-        f"{sum(e.prompt_tokens for e in rows):,.0f}",
-        f"{sum(e.completion_tokens for e in rows):,.0f}",
-        format_cost(sum(costs) if costs else None),
+    cells.append(
+        [
+            "all",
+            "",
+            "",
+            f"{sum(e.samples for e in rows):,.0f}",
+            f"{sum(e.prompt_tokens for e in rows):,.0f}",
+            f"{sum(e.completion_tokens for e in rows):,.0f}",
+            "",
+            format_cost(sum(costs) if costs else None),
+        ]
     )
-    table.caption = "~: records in assumed (no earlier run in OUT measured them); samples = requests x n"
+    table = Table(title="autoif run --estimate (before any LLM call)")
+    headers = ("stage", "model", "records in", "samples", "prompt tokens", "completion tokens", "tokens", "cost")
+    for i, col in enumerate(headers):
+        # A number cut short would read as another number: no column is narrower than its cells.
+        numeric = col not in ("stage", "model", "tokens")
+        width = max(len(row[i]) for row in cells)
+        table.add_column(col, justify="right" if numeric else "left", min_width=width, no_wrap=True)
+    for row in cells:
+        table.add_row(*row)
+    table.caption = (
+        "~: records in assumed (no earlier run in OUT measured them); samples = requests x n; tokens: per "
+        "sample from the config's `lengths`, an earlier run's averages (measured), or assumed"
+    )
     return table

@@ -191,11 +191,17 @@ def save_hf_dataset(
     if push_to_hub:
         assert token is not None  # checked above, before anything was written
         try:
-            data.push_to_hub(push_to_hub, token=token, private=True)
+            # One config per split: sft and dpo have different columns, and a DatasetDict pushes only
+            # splits of one schema. Each is its config's `train` split, as TRL's datasets are.
+            for name, split_data in data.items():
+                split_data.push_to_hub(push_to_hub, config_name=name, split="train", token=token, private=True)
             push_card(push_to_hub, card, token)
         except Exception as exc:  # network, auth and hub errors all end the same way: one line
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise AutoifError(f"push to the hub repo {push_to_hub} failed: {first}") from None
+            # The hub's own words (e.g. "Invalid credentials in Authorization header") come on a later line.
+            said = getattr(exc, "server_message", None)
+            why = f"{first} ({' '.join(said.split())})" if said and said not in first else first
+            raise AutoifError(f"push to the hub repo {push_to_hub} failed: {why}") from None
     return path
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from rich.table import Table
 
 from .config import Config, dump_default_yaml
-from .cost import Budget, add_usage, check_prices, format_cost, stage_line, totals
+from .cost import Budget, BudgetReached, add_usage, check_prices, format_cost, stage_line, totals
 from .errors import AutoifError, RunStopped
 from .executors import make_executor
 from .failures import LLM_ERROR, SANDBOX_CRASH, Failed, WorkFailed, total
@@ -51,6 +51,8 @@ log = logging.getLogger("autoif.pipeline")
 
 # A shard's marker: `done`, or `partial` when some of its work failed and is to be redone.
 _SHARD_STATES = ("done", "partial")
+# Beside a shard the budget stopped: the usage of the samples it had answered (paid for, cached).
+_PAID = "paid"
 
 
 @dataclass
@@ -79,6 +81,11 @@ class StageReport:
         if self.llm is not None:
             d["llm"] = self.llm
         return d
+
+
+def _paid(workdir: Path, key: str) -> dict[str, int] | None:
+    path = workdir / f"{key}.{_PAID}"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _digest(*parts: Any) -> str:
@@ -129,6 +136,7 @@ class Pipeline:
             if name not in names:
                 self.budget.charge((row.get("llm") or {}).get("cost"))
         ctx = Context(self.config)
+        ctx.budget = self.budget
         if self.emitter is not None:
             ctx.divert = self.emitter.divert
         try:
@@ -197,40 +205,59 @@ class Pipeline:
         report.shards_reused = len(keys) - len(todo)
         log.info("%s: %d records in %d shard(s), %d to run", stage.name, len(records), len(shards), len(todo))
         failures: list[Failed] = []
-        ctx.role = stage.name
+        ctx.role = self.budget.stage = stage.name
         emitted = 0
         if self.emitter is not None:
             self.emitter.stage, emitted = stage.name, self.emitter.diverted
-        spent_here = 0.0  # by the shards this run runs, for the budget's guess at the next one's cost
+        # Spent by the shards this run runs: the budget's guess at the next one's cost, for executors
+        # whose shards run where no meter is (in this process, backends pay each sample: cost.Meter).
+        spent_here = 0.0
         if stage.uses_llm:
-            reused: dict[str, int] = {}
+            spent: dict[str, int] = {}  # by the shards done, and by those the budget stopped
             for key in set(keys) - {keys[i] for i in todo}:
-                add_usage(reused, json.loads((workdir / f"{key}.done").read_text()).get("llm"))
-            self.budget.charge(stage_line(self.config, stage.name, reused)["cost"])
+                add_usage(spent, json.loads((workdir / f"{key}.done").read_text()).get("llm"))
+            for i in todo:
+                add_usage(spent, _paid(workdir, keys[i]))
+            self.budget.charge(stage_line(self.config, stage.name, spent)["cost"])
             if todo:
                 self.budget.check(stage.name, 0.0)
-        for i, result in self.executor.run(stage, [shards[i] for i in todo], ctx):
-            if self.emitter is not None and self.emitter.diverted > emitted:
-                emitted = self.emitter.diverted  # its requests were written out, not answered: not done
-                continue
-            key = keys[todo[i]]
-            for state in _SHARD_STATES:
-                (workdir / f"{key}.{state}").unlink(missing_ok=True)
-            for fname, text in result.file_texts(files).items():
-                atomic_write_text(workdir / f"{key}.{fname}", text)
-            # The marker comes last: a shard is done only once all its files are.
-            meta = {"dropped": result.dropped, "counts": result.counts, "llm": result.llm}
-            atomic_write_text(workdir / f"{key}.{'done' if result.finished else 'partial'}", json.dumps(meta) + "\n")
-            failures += result.failures
-            report.shards_run += 1
-            for k, v in (result.llm or {}).items():
-                self.llm_stats[k] = self.llm_stats.get(k, 0) + v
-            if stage.uses_llm:
-                cost = stage_line(self.config, stage.name, result.llm)["cost"] or 0.0
-                self.budget.charge(cost)
-                spent_here += cost
-                if report.shards_run < len(todo):
-                    self.budget.check(stage.name, spent_here / report.shards_run)
+        try:
+            for i, result in self.executor.run(stage, [shards[i] for i in todo], ctx):
+                if self.emitter is not None and self.emitter.diverted > emitted:
+                    emitted = self.emitter.diverted  # its requests were written out, not answered: not done
+                    continue
+                key = keys[todo[i]]
+                for state in _SHARD_STATES:
+                    (workdir / f"{key}.{state}").unlink(missing_ok=True)
+                for fname, text in result.file_texts(files).items():
+                    atomic_write_text(workdir / f"{key}.{fname}", text)
+                # The marker comes last: a shard is done only once all its files are.
+                llm = result.llm
+                if llm is not None and (workdir / f"{key}.{_PAID}").is_file():
+                    llm = {**llm}
+                    add_usage(llm, _paid(workdir, key))  # what a stopped run of it paid (charged at the start)
+                meta = {"dropped": result.dropped, "counts": result.counts, "llm": llm}
+                state = "done" if result.finished else "partial"
+                atomic_write_text(workdir / f"{key}.{state}", json.dumps(meta) + "\n")
+                (workdir / f"{key}.{_PAID}").unlink(missing_ok=True)
+                failures += result.failures
+                report.shards_run += 1
+                for k, v in (result.llm or {}).items():
+                    self.llm_stats[k] = self.llm_stats.get(k, 0) + v
+                if stage.uses_llm:
+                    cost = stage_line(self.config, stage.name, result.llm)["cost"] or 0.0
+                    self.budget.charge(cost)
+                    spent_here += cost
+                    if report.shards_run < len(todo):
+                        self.budget.check(stage.name, spent_here / report.shards_run)
+        except BudgetReached as stop:
+            if stop.paid is not None:  # kept with the shard: charged by the next run, counted once it is done
+                records, stats = stop.paid
+                key = _digest(inputs_key, [r.model_dump(mode="json") for r in records])
+                paid = {f: stats.get(f, 0) for f in ("misses", "prompt_tokens", "completion_tokens")}
+                add_usage(paid, _paid(workdir, key))
+                atomic_write_text(workdir / f"{key}.{_PAID}", json.dumps(paid) + "\n")
+            raise
 
         report.failed = total(failures)
         if self.emitter is not None and self.emitter.lines.get(stage.name):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -141,6 +142,19 @@ class RecipeEvalSettings(EvalConfig):
     max_tokens: int = Field(512, ge=1, description="longest response generated for a benchmark prompt")
 
 
+class DecodingSpec(Section):
+    """One way every evaluated model is decoded (its weights' dtype, its batch): its files go to
+    OUT/eval/<model>/<name>/ and are compared with the base decoded the same way."""
+
+    name: str = Field(..., pattern=STEP_NAME, description="the decoding's name, e.g. fp32: OUT/eval/<model>/<name>/")
+    llm: dict[str, Any] = Field(
+        default_factory=dict, description="llm settings of this decoding, on top of eval.llm (dtype, batch_size, ...)"
+    )
+    benchmarks: list[str] | None = Field(
+        None, description="the benchmarks decoded this way (None: every one of eval.benchmarks)"
+    )
+
+
 class EvalSpec(Section):
     """Which models are evaluated on which benchmarks, and how."""
 
@@ -156,16 +170,48 @@ class EvalSpec(Section):
         default_factory=dict,
         description="llm settings of the evaluated models (backend, batch_size, dtype, ...; `model` is set per model)",
     )
+    decodings: list[DecodingSpec] = Field(
+        default_factory=list,
+        description="decode every model several ways, the first one the measure (its families are shown); "
+        "compared per decoding and averaged per prompt over them (empty: once, with eval.llm, in OUT/eval/<model>/)",
+    )
+    base_cache: str | None = Field(
+        None,
+        description="the response cache the base model's evaluations read and write (relative to OUT; None: "
+        "each evaluation's own): the base decodes deterministically, so a shipped cache serves its answers",
+    )
 
     @field_validator("benchmarks")
     @classmethod
     def _known_benchmarks(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else [BENCHMARKS.check(name) for name in value]
 
+    @model_validator(mode="after")
+    def _decodings(self) -> EvalSpec:
+        names = [d.name for d in self.decodings]
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval.decodings names must differ: {names}")
+        for decoding in self.decodings:
+            for name in decoding.benchmarks or ():
+                if name not in self.names():
+                    raise unknown_name(f"benchmark of decoding {decoding.name}", name, self.names(), ConfigError)
+        return self
+
     def names(self) -> list[str]:
         if self.benchmarks is not None:
             return list(self.benchmarks)
         return ["ifeval", "ifbench"] + (["followbench"] if self.settings.judge is not None else [])
+
+    def decoded(self) -> list[tuple[str | None, dict[str, Any], list[str]]]:
+        """(decoding name, its llm settings, its benchmarks) of each decoding; one unnamed decoding
+        with eval.llm when none is listed."""
+        if not self.decodings:
+            return [(None, dict(self.llm), self.names())]
+        return [(d.name, {**self.llm, **d.llm}, d.benchmarks or self.names()) for d in self.decodings]
+
+    def decodings_of(self, bench: str) -> list[str | None]:
+        """The decodings a benchmark is evaluated in, the measure first."""
+        return [name for name, _, benches in self.decoded() if bench in benches]
 
 
 class CompareSpec(Section):
@@ -341,8 +387,9 @@ class Plan:
         for spec in recipe.train:
             self._train(spec)
         for model in recipe.evaluated_models():
-            for bench in recipe.eval.names():
-                self._eval(model, bench)
+            for decoding, llm, benches in recipe.eval.decoded():
+                for bench in benches:
+                    self._eval(model, bench, decoding, llm)
         if recipe.contamination.enabled:
             self._contamination()
         if recipe.compare.enabled and BASE in recipe.evaluated_models() and len(recipe.evaluated_models()) > 1:
@@ -498,13 +545,22 @@ class Plan:
         return marker["info"]["model"]
 
     # ---------------------------------------------------------------------------------------- eval
-    def eval_dir(self, model: str) -> Path:
-        return self.out / RECIPE_EVAL / model
+    def eval_dir(self, model: str, decoding: str | None = None) -> Path:
+        """OUT/eval/<model>/, or OUT/eval/<model>/<decoding>/ when the recipe names its decodings."""
+        return self.out / RECIPE_EVAL / model / (decoding or "")
 
-    def _eval(self, model: str, bench: str) -> None:
+    @staticmethod
+    def eval_step(model: str, bench: str, decoding: str | None = None) -> str:
+        return ".".join(["eval", model, *([decoding] if decoding else []), bench])
+
+    def _eval(self, model: str, bench: str, decoding: str | None, decoding_llm: dict[str, Any]) -> None:
         spec = self.recipe.eval
-        out_dir = self.eval_dir(model)
-        llm = {**spec.llm, "cache": True, "cache_path": f"{bench}_cache.sqlite"}
+        out_dir = self.eval_dir(model, decoding)
+        own_cache = model != BASE or spec.base_cache is None
+        # The base's shared cache, written relative to the evaluation's directory (llm.cache_path's
+        # rule): the key stays the same wherever OUT is.
+        cache = f"{bench}_cache.sqlite" if own_cache else os.path.relpath(self.out / str(spec.base_cache), out_dir)
+        llm = {**decoding_llm, "cache": True, "cache_path": cache}
         # Validated now; `llm.model` is the trained model's path, known once its step has run.
         config_from_tree({"llm": llm}, (), Config)
         made_by = self.models[model]
@@ -558,10 +614,12 @@ class Plan:
             )
 
         files = [out_dir / f"{bench}_results.json", out_dir / f"{bench}_responses.jsonl"]
-        self._add(f"eval.{model}.{bench}", key, run, command, files, files + [out_dir / f"{bench}_cache.sqlite"])
+        # A shared cache is never removed with an evaluation: it holds other steps' answers.
+        owned = files + ([out_dir / f"{bench}_cache.sqlite"] if own_cache else [])
+        self._add(self.eval_step(model, bench, decoding), key, run, command, files, owned)
 
-    def results_file(self, model: str, bench: str) -> Path:
-        return self.eval_dir(model) / f"{bench}_results.json"
+    def results_file(self, model: str, bench: str, decoding: str | None = None) -> Path:
+        return self.eval_dir(model, decoding) / f"{bench}_results.json"
 
     # ------------------------------------------------------------------------------ contamination
     def _contamination(self) -> None:
@@ -591,15 +649,27 @@ class Plan:
     def _compare(self) -> None:
         path = self.out / COMPARE
         spec = self.recipe.compare
+        decodings = self.recipe.eval.decodings_of
 
         def run() -> dict:
-            from .evals.stats import compare_runs
+            from .evals.stats import compare_decodings, compare_runs
 
             report: dict = {}
             for model, bench in self.compared():
-                report.setdefault(model, {})[bench] = compare_runs(
-                    self.results_file(BASE, bench),
-                    self.results_file(model, bench),
+                named = decodings(bench)
+                if len(named) == 1:
+                    report.setdefault(model, {})[bench] = compare_runs(
+                        self.results_file(BASE, bench, named[0]),
+                        self.results_file(model, bench, named[0]),
+                        resamples=spec.resamples,
+                        seed=self.recipe.seed,
+                    )
+                    continue
+                report.setdefault(model, {})[bench] = compare_decodings(
+                    [self.results_file(BASE, bench, d) for d in named],
+                    [self.results_file(model, bench, d) for d in named],
+                    [str(d) for d in named],
+                    names=(BASE, model),
                     resamples=spec.resamples,
                     seed=self.recipe.seed,
                 )
@@ -607,12 +677,33 @@ class Plan:
             return {}
 
         evals = [
-            self.step(f"eval.{m}.{b}").digest for m in self.recipe.evaluated_models() for b in self.recipe.eval.names()
+            self.step(self.eval_step(m, b, d)).digest
+            for m in self.recipe.evaluated_models()
+            for b in self.recipe.eval.names()
+            for d in decodings(b)
         ]
-        commands = "; ".join(
-            _cmd("autoif", "eval", "compare", self.results_file(BASE, b), self.results_file(m, b))
-            for m, b in self.compared()
-        )
+
+        def command(model: str, bench: str) -> str:
+            named = decodings(bench)
+            if len(named) == 1:
+                return _cmd(
+                    "autoif",
+                    "eval",
+                    "compare",
+                    self.results_file(BASE, bench, named[0]),
+                    self.results_file(model, bench, named[0]),
+                )
+            return _cmd(
+                "autoif",
+                "eval",
+                "compare",
+                self.results_file(BASE, bench),
+                self.results_file(model, bench),
+                "--decodings",
+                ",".join(str(d) for d in named),
+            )
+
+        commands = "; ".join(command(m, b) for m, b in self.compared())
         key = {"evals": evals, "resamples": spec.resamples, "seed": self.recipe.seed}
         self._add("compare", key, run, lambda: commands, [path], [path])
 
@@ -635,13 +726,17 @@ class Plan:
 def collect_results(plan: Plan) -> dict:
     recipe = plan.recipe
     steps = {s.name: s.marker() or {} for s in plan.steps if s.name not in ("results", "publish")}
+    # evals[model][bench]: the measure (the first decoding); decoded[model][bench][decoding]: each one.
     evals: dict = {}
+    decoded: dict = {}
     for model in recipe.evaluated_models():
         for bench in recipe.eval.names():
-            doc = read_json(plan.results_file(model, bench)) or {}
-            evals.setdefault(model, {})[bench] = {
-                k: doc.get(k) for k in ("metrics", "metric_labels", "counts", "limit", "data")
-            }
+            for decoding in recipe.eval.decodings_of(bench):
+                doc = read_json(plan.results_file(model, bench, decoding)) or {}
+                summary = {k: doc.get(k) for k in ("metrics", "metric_labels", "counts", "limit", "data")}
+                evals.setdefault(model, {}).setdefault(bench, summary)
+                if decoding:
+                    decoded.setdefault(model, {}).setdefault(bench, {})[decoding] = summary
     training = {
         s.name: {
             "trainer": s.trainer,
@@ -658,13 +753,31 @@ def collect_results(plan: Plan) -> dict:
         "base_model": recipe.base_model,
         "eval_settings": recipe.eval.settings.model_dump(mode="json"),
         "evals": evals,
+        "decoded": decoded,
+        "decodings": {name: llm for name, llm, _ in recipe.eval.decoded() if name},
         "compare": read_json(plan.out / COMPARE),
+        "agreement": dev_agreement(plan),
         "contamination": read_json(plan.out / CONTAMINATION),
         "funnel": read_json(plan.data_dir / FUNNEL),
         "training": training,
         "commands": [plan.command] + [s.command for s in plan.steps if not s.command.startswith("#")],
         "steps": {name: {"wall_s": m.get("wall_s"), "command": m.get("command")} for name, m in steps.items()},
     }
+
+
+def dev_agreement(plan: Plan) -> dict | None:
+    """How the dev set ranks the evaluated models against IFEval's ranking (prompt-level loose, the
+    measure's decoding): Spearman's rho (`evals.agreement`), where both were evaluated for at least
+    three models; None otherwise."""
+    from .evals.agreement import MIN_CONFIGURATIONS, rank_agreement
+
+    recipe = plan.recipe
+    models = recipe.evaluated_models()
+    if not {"dev", "ifeval"} <= set(recipe.eval.names()) or len(models) < MIN_CONFIGURATIONS:
+        return None
+    dev, ifeval = recipe.eval.decodings_of("dev")[0], recipe.eval.decodings_of("ifeval")[0]
+    files = {m: (plan.results_file(m, "dev", dev), plan.results_file(m, "ifeval", ifeval)) for m in models}
+    return rank_agreement(files, ("dev", "prompt_pass"), ("ifeval", "prompt_loose"))
 
 
 def write_results(plan: Plan) -> dict:
@@ -680,16 +793,19 @@ def write_results(plan: Plan) -> dict:
 
 def publish(plan: Plan, target: Path) -> dict:
     """Copy what lets anyone check the result into `target`: each benchmark's responses of the base and
-    of the final model (its `published_fields` a line: {"prompt", "response"} for the instruction
-    benchmarks, the prompt as in the benchmark file; MMLU's choices, HumanEval's completions), the
+    of the final model, in each decoding (`<bench>_<base|trained>[_<decoding>]_responses.jsonl`, its
+    `published_row` a line: for IFEval and IFBench {"prompt", "response", "finish_reason", "strict",
+    "loose"}, the prompt as in the benchmark file; MMLU's choices, HumanEval's completions), the
     comparisons, the funnel, the training logs, results.md/json and the commands."""
     target.mkdir(parents=True, exist_ok=True)
     final = plan.recipe.train[-1].name
     for bench in plan.recipe.eval.names():
-        fields = benchmark(bench).published_fields
-        for model, label in ((BASE, "base"), (final, "trained")):
-            rows = read_jsonl(plan.eval_dir(model) / f"{bench}_responses.jsonl")
-            write_jsonl(target / f"{bench}_{label}_responses.jsonl", [{k: r[k] for k in fields} for r in rows])
+        published = benchmark(bench)
+        for decoding in plan.recipe.eval.decodings_of(bench):
+            for model, label in ((BASE, "base"), (final, "trained")):
+                rows = read_jsonl(plan.eval_dir(model, decoding) / f"{bench}_responses.jsonl")
+                name = "_".join([bench, label, *([decoding] if decoding else []), "responses.jsonl"])
+                write_jsonl(target / name, [published.published_row(r) for r in rows])
     for name, source in (
         (COMPARE, plan.out / COMPARE),
         (FUNNEL, plan.data_dir / FUNNEL),

@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evals.results import mcnemar_text, percent, points
+from .evals.results import mcnemar_text, paired_test, percent, points
 from .jsonl import read_jsonl
+from .llm.embedded import EMBEDDED, EMBEDDED_DESCRIPTION
 
 BASE = "base"  # the name of the untrained model in `eval.models` and under OUT/eval/
 
@@ -71,16 +72,31 @@ def render_markdown(results: dict) -> str:
     if results["description"]:
         lines += [results["description"].strip(), ""]
     settings = results["eval_settings"]
+    base = f"`{results['base_model']}`"
+    if results["base_model"] == EMBEDDED:
+        base += f" ({EMBEDDED_DESCRIPTION})"
+    decodings = results.get("decodings") or {}
     lines += [
-        f"Base model `{results['base_model']}`. Evaluation: {settings['max_tokens']} new tokens, "
+        f"Base model {base}. Evaluation: {settings['max_tokens']} new tokens, "
         f"temperature {settings['temperature']} (0: greedy), chat template. Metrics in percent.",
         "",
-        "## Evaluations",
-        "",
     ]
+    if decodings:
+        shown = "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in llm.items())}" for name, llm in decodings.items())
+        first = next(iter(decodings))
+        lines += [
+            f"Every model is decoded {len(decodings)} ways ({shown}); {first} is the measure, the others check "
+            "that a difference survives the decoding (each compared with the base decoded the same way, and "
+            "averaged per prompt over the decodings).",
+            "",
+        ]
+    lines += ["## Evaluations", ""]
     benches = sorted({b for per in results["evals"].values() for b in per})
+    decoded = results.get("decoded") or {}
     for bench in benches:
         runs = {m: per[bench] for m, per in results["evals"].items() if bench in per}
+        if decoded:  # one row per model and decoding
+            runs = {f"{m} {d}": doc for m, per in decoded.items() for d, doc in per.get(bench, {}).items()}
         labels: dict = {}
         for doc in runs.values():
             labels.update(doc.get("metric_labels") or {})
@@ -93,6 +109,8 @@ def render_markdown(results: dict) -> str:
             lines += [f"Counts: {'; '.join(f'{m}: {c}' for m, c in counts.items())}", ""]
     if results["compare"]:
         lines += ["## Comparisons with the base", ""] + _render_compare(results["compare"])
+    if results.get("agreement"):
+        lines += ["## Does the dev set choose as IFEval would?", ""] + _render_agreement(results["agreement"])
     contamination = results["contamination"]
     if contamination:
         lines += ["## Contamination", ""]
@@ -141,37 +159,79 @@ def render_markdown(results: dict) -> str:
 
 
 def _render_compare(compare: dict) -> list[str]:
-    """`compare_runs`' dict per model and benchmark: each metric with B - A, its paired bootstrap
-    interval and the McNemar test (prompt-level metrics), then the instruction families that moved
-    (first outcome mode: loose where the benchmark has strict and loose)."""
+    """The comparisons with the base per model and benchmark: a single decoding's (`compare_runs`), or
+    each decoding's and their per-prompt average (`compare_decodings`); the instruction families that
+    moved are shown for the first (the measure)."""
     lines: list[str] = []
     for model, per in compare.items():
         for doc in per.values():
-            paired = doc["pairing"]["paired"]
-            lines += [f"### {model} vs base: {doc['title']} ({paired} paired prompts)", ""]
-            rows = [
-                [
-                    m["label"],
-                    percent(m["a"]),
-                    percent(m["b"]),
-                    points(m["delta"]),
-                    f"[{points(m['ci'][0])}, {points(m['ci'][1])}]",
-                    mcnemar_text(m.get("mcnemar")) or "-",
-                ]
-                for m in doc["metrics"].values()
-            ]
-            header = ["metric", "base %", f"{model} %", "B - A (points)", "95% interval", "McNemar p (B only/A only)"]
-            lines += _table(header, rows) + [""]
-            mode = doc["outcome_modes"][0]
-            families = [
-                [f["name"], str(f["n"]), percent(f[mode]["a"]), percent(f[mode]["b"]), points(f[mode]["delta"])]
-                for f in doc["families"]
-            ]
-            if families:
-                lines += [f"Instruction families ({mode}), largest gain first:", ""]
-                lines += _table(["family", "n", "base %", f"{model} %", "B - A"], families) + [""]
-            lines += [f"- warning: {w}" for w in doc.get("warnings", [])]
+            if "per_decoding" not in doc:
+                lines += _render_one(model, doc, doc["title"], families=True)
+                continue
+            for n, (decoding, one) in enumerate(doc["per_decoding"].items()):
+                lines += _render_one(model, one, f"{doc['title']}, {decoding}", families=n == 0)
+            average = doc["average"]
+            shown = ", ".join(doc["decodings"])
+            title = f"{doc['title']}, mean over {shown}"
+            lines += _metric_rows(model, title, average, "sign test p (B higher/A higher)")
+            lines += [f"A prompt's score is the mean of its verdicts over {shown}.", ""]
     return lines
+
+
+def _metric_rows(model: str, title: str, doc: dict, test_header: str) -> list[str]:
+    """Each metric with B - A, its paired bootstrap interval and its exact test."""
+    lines = [f"### {model} vs base: {title} ({doc['pairing']['paired']} paired prompts)", ""]
+    rows = [
+        [
+            m["label"],
+            percent(m["a"]),
+            percent(m["b"]),
+            points(m["delta"]),
+            f"[{points(m['ci'][0])}, {points(m['ci'][1])}]",
+            mcnemar_text(paired_test(m)) or "-",
+        ]
+        for m in doc["metrics"].values()
+    ]
+    header = ["metric", "base %", f"{model} %", "B - A (points)", "95% interval", test_header]
+    return lines + _table(header, rows) + [""]
+
+
+def _render_one(model: str, doc: dict, title: str, *, families: bool) -> list[str]:
+    """`compare_runs`' dict: its metrics with McNemar's test, then (first outcome mode: loose where the
+    benchmark has strict and loose) the instruction families that moved."""
+    lines = _metric_rows(model, title, doc, "McNemar p (B only/A only)")
+    mode = doc["outcome_modes"][0]
+    rows = [
+        [f["name"], str(f["n"]), percent(f[mode]["a"]), percent(f[mode]["b"]), points(f[mode]["delta"])]
+        for f in doc["families"]
+    ]
+    if families and rows:
+        lines += [f"Instruction families ({mode}), largest gain first:", ""]
+        lines += _table(["family", "n", "base %", f"{model} %", "B - A"], rows) + [""]
+    return lines + [f"- warning: {w}" for w in doc.get("warnings", [])]
+
+
+def _render_agreement(report: dict) -> list[str]:
+    """`evals.agreement.rank_agreement`: each model's dev and IFEval values and ranks, and Spearman's rho."""
+    rows = [
+        [c["name"], _pct(c["proxy"]), f"{c['proxy_rank']:g}", _pct(c["target"]), f"{c['target_rank']:g}"]
+        for c in report["configurations"]
+    ]
+    proxy, target = report["proxy"], report["target"]
+    header = [
+        "model",
+        f"{proxy['benchmark']} {proxy['metric']} %",
+        "rank",
+        f"{target['benchmark']} {target['metric']} %",
+        "rank",
+    ]
+    s = report["spearman"]
+    rho = (
+        f"Spearman's rank correlation {s['rho']:+.3f} (p {s['p']:.3g}, {s['n']} models; rank 1: best)."
+        if s["rho"] is not None
+        else "Spearman's rank correlation undefined: one side ranks every model equal."
+    )
+    return _table(header, rows) + ["", rho, ""]
 
 
 def _render_funnel(funnel: dict) -> list[str]:

@@ -6,7 +6,9 @@ from collections import Counter
 
 import pytest
 
+from autoif.benchmark_prompts import NgramIndex, installed_prompts
 from autoif.config import CROSSVAL_PRESETS, load_config
+from autoif.devsplit import SPLITS
 from autoif.errors import AutoifError
 from autoif.stages.base import Context
 from autoif.stages.crossval import collect, cross_validate
@@ -64,24 +66,32 @@ def test_deterministic_for_a_seed():
     assert sum(a.params != b.params or a.cases != b.cases for a, b in zip(one, other)) > len(one) // 2
 
 
-def test_instances_of_a_constraint_differ_in_parameters():
-    entries = build_library(5, per_constraint=3)
+def test_instances_are_distinct_parameter_and_phrasing_pairs():
+    entries = build_library(5, per_constraint=12)
     by_constraint: dict[str, list] = {}
     for e in entries:
         by_constraint.setdefault(e.constraint, []).append(e)
+    # Every constraint, those without parameters included, has 12 training instances (issue 29).
+    assert {cid: len(v) for cid, v in by_constraint.items()} == dict.fromkeys(CONSTRAINTS, 12)
     for cid, instances in by_constraint.items():
-        assert [e.id for e in instances] == [f"{cid}-{i}" for i in range(len(instances))]
-        params = [e.params for e in instances]
-        assert all(params.count(p) == 1 for p in params), cid
+        assert [e.id for e in instances] == [f"{cid}-{i}" for i in range(12)]
+        instructions = [e.instruction for e in instances]
+        assert len(set(instructions)) == 12, cid  # a distinct (parameters, phrasing) pair each
         if type(CONSTRAINTS[cid]).sample is Constraint.sample:
-            assert len(instances) == 1, cid  # nothing to vary
-        else:
-            assert len(instances) >= 2, cid  # the postscript has only two markers
-    # 31 constraints have parameters; the dev hold-out (devsplit.py) leaves two training sets to a few
-    # small spaces (three or four values, one of them dev).
-    assert sum(len(v) == 3 for v in by_constraint.values()) >= 25
+            assert all(e.params == {} for e in instances), cid  # only the phrasing varies
     # An instance does not depend on how many others were asked for.
     assert build_library(5, per_constraint=1) == [e for e in entries if e.id.endswith("-0")]
+
+
+def test_instructions_share_no_13_gram_with_benchmark_prompts():
+    """Our phrasings are our own: no instruction, on either side of the dev hold-out, shares a word
+    13-gram with an IFEval or IFBench prompt (or is one, when shorter), the contamination check's rule."""
+    prompts = [p for p in installed_prompts() if p.benchmark in ("IFEval", "IFBench")]
+    if not prompts:
+        pytest.skip("IFEval and IFBench data not installed (make installs the benchmark data packages)")
+    index = NgramIndex(prompts)
+    instructions = {e.instruction for split in SPLITS for e in build_library(42, 30, split=split)}
+    assert [text for text in sorted(instructions) if index.match(text)] == []
 
 
 def test_registry_rejects_duplicates_and_suggests_close_ids():

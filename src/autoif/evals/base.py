@@ -109,6 +109,10 @@ class Benchmark(ABC):
     # The fields of a responses row a recipe publishes, one item a line (enough to rescore it).
     published_fields: ClassVar[tuple[str, ...]] = ("prompt", "response")
 
+    def published_row(self, row: dict) -> dict:
+        """What a recipe publishes of a responses row (default: its `published_fields`)."""
+        return {k: row[k] for k in self.published_fields}
+
     def builtin_records(self) -> tuple[list[dict], str] | None:
         """Records the benchmark makes itself, with a description of them (None: its data is a file,
         packaged or the hub's). The dev set is built from autoif's own library and query pool."""

@@ -9,11 +9,13 @@ pool's dev part gives the queries, which the queries stage never draws. So a run
 pool is disjoint from the dev set by construction; for a run on another pool, `autoif eval
 contamination OUT` (which checks this benchmark too) reports any overlap.
 
-The set: DEV_INSTANCES dev instances of every constraint (library seed DEV_SEED), and
+The set: up to DEV_INSTANCES dev instances of every constraint (library seed DEV_SEED; distinct
+held-out (parameters, phrasing) pairs, fewer where the constraint's dev side has fewer), and
 PROMPTS_PER_CONSTRAINT prompts per constraint, each instance (in turn) joined with its own dev query
 by a join template of the queries stage, drawn with a generator seeded per constraint. A prompt's
-id is `<constraint>/<n>`. About 90 prompts; the results' `data` names the set's content hash, so
-`autoif eval compare` warns when two results come from different sets.
+id is `<constraint>/<n>`. 315 prompts (45 constraints x 7), enough for an interval of about +-5
+points on a pass rate; the results' `data` names the set's content hash, so `autoif eval compare`
+warns when two results come from different sets.
 
 Scoring: a prompt passes when its response is not blank and every function of its instance returns
 True (an error, a timeout or a non-bool counts as a failure, as in verify). Metrics: `prompt_pass`,
@@ -34,8 +36,8 @@ from ..seeding import seeded_rng
 from .base import Benchmark, EvalContext, Item, PromptScores, Scores
 
 DEV_SEED = 2025
-DEV_INSTANCES = 2
-PROMPTS_PER_CONSTRAINT = 2
+DEV_INSTANCES = 7
+PROMPTS_PER_CONSTRAINT = 7
 
 
 def dev_queries() -> list[str]:

@@ -144,6 +144,9 @@ class VerifiableBenchmark(Benchmark):
         "prompt_loose": "prompt-level loose accuracy",
         "instruction_loose": "instruction-level loose accuracy",
     }
+    # The prompt as in the benchmark file, the answer, why generation stopped ("length": cut off at
+    # the token limit; None for answers read from a file) and the prompt-level verdicts (None: unchecked).
+    published_fields = ("prompt", "response", "finish_reason", "strict", "loose")
     paired_metrics: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
         "prompt_strict": (("prompt_strict", "prompt"),),
         "instruction_strict": (("instruction_strict", "instructions"),),
@@ -229,6 +232,15 @@ class VerifiableBenchmark(Benchmark):
             outcome.followed.clear()
             outcome.unchecked = str(exc)
         return outcome
+
+    def published_row(self, row: dict) -> dict:
+        verdicts = {mode: None if row.get("unchecked") else all(row[f"follow_{mode}"]) for mode in MODES}
+        return {
+            "prompt": row["prompt"],
+            "response": row["response"],
+            "finish_reason": row.get("finish_reason"),
+            **verdicts,
+        }
 
     def prompt_scores(self, row: dict) -> PromptScores | str:
         if row.get("unchecked"):

@@ -31,6 +31,8 @@ from ..errors import AutoifError
 # Padded tokens per forward pass: a few MB of activations for a 135M model, and enough rows that the
 # CPU's matrix kernels stay busy.
 BATCH_TOKENS = 8192
+# A request joins a batch only if its input is at least this share of the batch's longest.
+MIN_FILL = 0.9
 
 
 def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -73,7 +75,8 @@ class LoglikScorer:
         self._model: Any = None
         self.computed = 0  # requests scored by the model (the others came from the cache)
 
-    def _load(self) -> tuple[Any, Any]:
+    def load(self) -> tuple[Any, Any]:
+        """The model and its tokenizer, loaded on first use."""
         if self._model is None:
             from ..llm.local import load_causal_lm
 
@@ -102,7 +105,7 @@ class LoglikScorer:
     def _score_missing(self, requests, keys: list[str], todo: list[int], out: list, desc: str) -> None:
         from tqdm.auto import tqdm
 
-        model, tokenizer = self._load()
+        model, tokenizer = self.load()
         limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
         # Per request: each continuation's (model input, continuation ids).
         pieces: dict[int, list[Piece]] = {}
@@ -133,15 +136,18 @@ Piece = tuple[tuple[int, ...], list[int]]
 
 def batches(todo: list[int], pieces: dict[int, list[Piece]], budget: int) -> Iterator[list[int]]:
     """The requests in batches, longest input first, each within `budget` padded tokens (distinct
-    inputs x the longest; a request longer than the budget alone)."""
-    order = sorted(todo, key=lambda i: -max(len(seq) for seq, _ in pieces[i]))
+    inputs x the longest; a request longer than the budget alone) and without requests much shorter
+    than the batch's longest (padding is computed like real tokens: a small `--limit` run's lengths
+    are far apart, and a few short rows cost as much as long ones in a wide batch)."""
+    longest = {i: max(len(seq) for seq, _ in pieces[i]) for i in todo}
+    order = sorted(todo, key=lambda i: -longest[i])
     start = 0
     while start < len(order):
-        width = max(len(seq) for seq, _ in pieces[order[start]])
+        width = longest[order[start]]
         end, inputs = start, set[tuple[int, ...]]()
         while end < len(order):
             more = inputs | {seq for seq, _ in pieces[order[end]]}
-            if end > start and len(more) * width > budget:
+            if end > start and (len(more) * width > budget or longest[order[end]] < MIN_FILL * width):
                 break
             inputs, end = more, end + 1
         yield order[start:end]

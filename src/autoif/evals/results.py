@@ -94,8 +94,13 @@ def points(value: float) -> str:
     return f"{100 * value:+.2f}"
 
 
+def paired_test(metric: dict) -> dict | None:
+    """A metric's exact paired test: McNemar's (0/1 verdicts) or the sign test (means over decodings)."""
+    return metric.get("mcnemar") or metric.get("sign_test")
+
+
 def mcnemar_text(test: dict | None) -> str:
-    """A McNemar result of `stats.compare_runs` as "p (B only/A only)"; empty for a metric without one."""
+    """A McNemar (or sign) test of `stats.compare_runs` as "p (B only/A only)"; empty for a metric without one."""
     return f"{test['p']:.3g} ({test['b_only']}/{test['a_only']})" if test else ""
 
 
@@ -103,47 +108,35 @@ def mcnemar_text(test: dict | None) -> str:
 MOVED_MOST = 5
 
 
-def compare_table(report: dict):
-    """Rich tables of a paired comparison (`stats.compare_runs`): per metric A, B, B - A with its 95%
-    interval and McNemar's p; then the instruction families that moved most. A difference is coloured
-    only when its interval excludes zero."""
+def _metrics_table(title: str, report: dict, test_header: str, caption: str):
+    """Per metric A, B, B - A with its 95% interval and the paired test; a difference is coloured only
+    when its interval excludes zero."""
     from rich import box
-    from rich.console import Group
     from rich.table import Table
 
-    a, b, pairing = report["a"], report["b"], report["pairing"]
     # No vertical rules and no wrapped numbers: in 80 columns only a long metric label wraps.
-    table = Table(
-        title=f"{report['title']}: A = {a['name']}, B = {b['name']} ({pairing['paired']} paired prompts)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("metric")
-    for header in ("A %", "B %", "B-A", f"{100 * report['bootstrap']['confidence']:.0f}% CI", "McNemar p"):
+    for header in ("A %", "B %", "B-A", f"{100 * report['bootstrap']['confidence']:.0f}% CI", test_header):
         table.add_column(header, justify="right", no_wrap=True)
     for m in report["metrics"].values():
         low, high = m["ci"]
         colour = "green" if low > 0 else "red" if high < 0 else None
         delta = f"[{colour}]{points(m['delta'])}[/{colour}]" if colour else points(m["delta"])
         interval = f"[{points(low)}, {points(high)}]"
-        table.add_row(m["label"], percent(m["a"]), percent(m["b"]), delta, interval, mcnemar_text(m.get("mcnemar")))
-    boot = report["bootstrap"]
-    notes = [
-        f"B-A and its interval in points (paired bootstrap over prompts, {boot['resamples']:,} resamples, "
-        f"seed {boot['seed']}); McNemar: exact p (prompts only B passes/only A passes); paired by {pairing['by']}"
-    ]
-    if pairing["only_a"] or pairing["only_b"]:
-        notes.append(f"unpaired: {pairing['only_a']} only in A, {pairing['only_b']} only in B")
-    if pairing["excluded"]:
-        notes.append("not scored in both: " + ", ".join(f"{k} {v}" for k, v in pairing["excluded"].items()))
-    notes += [f"warning: {w}" for w in report["warnings"]]
-    table.caption = "; ".join(notes)
+        table.add_row(m["label"], percent(m["a"]), percent(m["b"]), delta, interval, mcnemar_text(paired_test(m)))
+    table.caption = caption
+    return table
+
+
+def _families_table(report: dict, title: str):
+    """The instruction families that moved most (first outcome mode), largest gain first."""
+    from rich import box
+    from rich.table import Table
 
     mode = report["outcome_modes"][0]
     families = report["families"]
-    moved = Table(
-        title=f"Instruction families that moved most ({mode} rate)", title_justify="left", box=box.SIMPLE_HEAD
-    )
+    moved = Table(title=f"{title} ({mode} rate)", title_justify="left", box=box.SIMPLE_HEAD)
     moved.add_column("family", no_wrap=True)
     for header in ("n", "A %", "B %", "B-A"):
         moved.add_column(header, justify="right", no_wrap=True)
@@ -155,4 +148,58 @@ def compare_table(report: dict):
         moved.add_section()
     if len(shown) > 1:
         moved.caption = f"{len(families) - 2 * MOVED_MOST} families in between; every instruction in --json"
-    return Group(table, moved)
+    return moved
+
+
+def _notes(report: dict) -> list[str]:
+    boot, pairing = report["bootstrap"], report["pairing"]
+    notes = [
+        f"B-A and its interval in points (paired bootstrap over prompts, {boot['resamples']:,} resamples, "
+        f"seed {boot['seed']}); McNemar: exact p (prompts only B passes/only A passes); paired by {pairing['by']}"
+    ]
+    if pairing["only_a"] or pairing["only_b"]:
+        notes.append(f"unpaired: {pairing['only_a']} only in A, {pairing['only_b']} only in B")
+    if pairing["excluded"]:
+        notes.append("not scored in both: " + ", ".join(f"{k} {v}" for k, v in pairing["excluded"].items()))
+    return notes + [f"warning: {w}" for w in report["warnings"]]
+
+
+def compare_table(report: dict):
+    """Rich tables of a paired comparison (`stats.compare_runs`): per metric A, B, B - A with its 95%
+    interval and McNemar's p; then the instruction families that moved most."""
+    from rich.console import Group
+
+    a, b, pairing = report["a"], report["b"], report["pairing"]
+    title = f"{report['title']}: A = {a['name']}, B = {b['name']} ({pairing['paired']} paired prompts)"
+    table = _metrics_table(title, report, "McNemar p", "; ".join(_notes(report)))
+    return Group(table, _families_table(report, "Instruction families that moved most"))
+
+
+def decodings_table(report: dict):
+    """Rich tables of a comparison over several decodings (`stats.compare_decodings`): each decoding's
+    metrics (the first one's instruction families too), then the per-prompt average over them."""
+    from rich.console import Group
+
+    parts = []
+    for n, (decoding, one) in enumerate(report["per_decoding"].items()):
+        title = (
+            f"{report['title']}, {decoding}: A = {report['a']}, B = {report['b']} "
+            f"({one['pairing']['paired']} paired prompts)"
+        )
+        parts.append(_metrics_table(title, one, "McNemar p", "; ".join(_notes(one))))
+        if n == 0:
+            parts.append(_families_table(one, f"Instruction families that moved most, {decoding}"))
+    average = report["average"]
+    shown = ", ".join(report["decodings"])
+    left_out = average["pairing"]["left_out"]
+    caption = (
+        f"a prompt's score is the mean of its verdicts over {shown}; B-A and its interval in points (paired "
+        f"bootstrap over prompts); sign test: exact p (prompts B scores higher/A scores higher)"
+        + (f"; {left_out} prompts not scored in every decoding left out" if left_out else "")
+    )
+    title = (
+        f"{report['title']}, mean over {shown}: A = {report['a']}, B = {report['b']} "
+        f"({average['pairing']['paired']} paired prompts)"
+    )
+    parts.append(_metrics_table(title, average, "sign test p", caption))
+    return Group(*parts)

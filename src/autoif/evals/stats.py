@@ -29,6 +29,8 @@ from .results import load_results
 log = logging.getLogger("autoif.evals")
 
 CONFIDENCE = 0.95
+# Directory levels `run_label` climbs to find where two runs' paths differ (model, then decoding).
+LABEL_LEVELS = 2
 # Resamples drawn at once: bounds memory (CHUNK x prompts counts) whatever `resamples` is.
 CHUNK = 2000
 
@@ -127,12 +129,17 @@ def scored_prompts(bench: Benchmark, run: Run, row_keys: list[str]) -> dict[str,
 
 
 def run_label(a_path: str | Path, b_path: str | Path) -> tuple[str, str]:
-    """Short names of the two runs: their directories' names when those differ, else the paths."""
+    """Short names of the two runs: their directories' names where those differ, else those of the
+    directories above (`eval/base/fp32` and `eval/dpo/fp32` are "base" and "dpo"), else the paths."""
     a, b = Path(a_path), Path(b_path)
-    a_name, b_name = (a if a.is_dir() else a.parent).name, (b if b.is_dir() else b.parent).name
-    if not a_name or not b_name or a_name == b_name:
-        return str(a_path), str(b_path)
-    return a_name, b_name
+    a_dir, b_dir = (a if a.is_dir() else a.parent), (b if b.is_dir() else b.parent)
+    for _ in range(LABEL_LEVELS):
+        if not a_dir.name or not b_dir.name:
+            break
+        if a_dir.name != b_dir.name:
+            return a_dir.name, b_dir.name
+        a_dir, b_dir = a_dir.parent, b_dir.parent
+    return str(a_path), str(b_path)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -174,11 +181,12 @@ def bootstrap_sums(a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> t
     return sums[:, :k], sums[:, k:]
 
 
-def mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    """Exact McNemar test of paired 0/1 outcomes: a two-sided binomial test (p = 1/2) of the pairs
-    only B passes against those only A passes."""
+def sign_test(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Exact sign test of paired scores: a two-sided binomial test (p = 1/2) of the prompts B scores
+    higher against those A scores higher. On 0/1 outcomes this is McNemar's exact test (the prompts
+    only B passes against those only A passes); on a prompt's mean over decodings, the sign test."""
     stats = require("scipy.stats", "eval", "autoif eval compare (McNemar test)")
-    b_only, a_only = int(np.sum((a == 0) & (b == 1))), int(np.sum((a == 1) & (b == 0)))
+    b_only, a_only = int(np.sum(b > a)), int(np.sum(a > b))
     discordant = b_only + a_only
     p = float(stats.binomtest(b_only, discordant, 0.5).pvalue) if discordant else 1.0
     return {"b_only": b_only, "a_only": a_only, "p": p}
@@ -209,12 +217,35 @@ def group_rates(
     return rows
 
 
-def compare_runs(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_000, seed: int = 0) -> dict:
-    """Paired comparison of two runs of one benchmark (each a results file or a directory holding one):
-    per metric A, B, B - A, a bootstrap 95% interval of B - A and, for prompt-level metrics, McNemar's
-    exact p; per instruction and per family, A's and B's rates. See the module docstring."""
-    if resamples < 1:
-        raise AutoifError(f"--resamples must be at least 1, got {resamples}")
+@dataclass
+class Pairing:
+    """Two runs of one benchmark paired prompt by prompt: the pairs scored in both (in A's order, by
+    their keys) and what was left out."""
+
+    bench: Benchmark
+    a: Run
+    b: Run
+    by: str
+    pairs: dict[str, tuple[PromptScores, PromptScores]]
+    only_a: int
+    only_b: int
+    excluded: dict[str, int]
+    reworded: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "paired": len(self.pairs),
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+            "excluded": dict(self.excluded),
+        }
+
+
+def pair_runs(a_path: str | Path, b_path: str | Path) -> Pairing:
+    """Load two runs of one benchmark and pair their prompts (by id, else by prompt text); a prompt
+    scored in only one of them (an unchecked IFBench prompt, an unjudged FollowBench answer) is left
+    out with its reason."""
     a, b = load_run(a_path), load_run(b_path)
     name_a, name_b = a.results["benchmark"], b.results["benchmark"]
     if name_a != name_b:
@@ -226,7 +257,7 @@ def compare_runs(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_
     text_b = {k: row.get("prompt") for k, row in zip(keys_b, b.rows)}
     shared = [k for k in keys_a if k in scored_b]
     excluded: dict[str, int] = defaultdict(int)
-    pairs: list[tuple[PromptScores, PromptScores]] = []
+    pairs: dict[str, tuple[PromptScores, PromptScores]] = {}
     for key in shared:
         sa, sb = scored_a[key], scored_b[key]
         if isinstance(sa, str) or isinstance(sb, str):
@@ -234,20 +265,33 @@ def compare_runs(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_
         elif sa.task != sb.task:
             excluded["different instructions"] += 1
         else:
-            pairs.append((sa, sb))
+            pairs[key] = (sa, sb)
     if not pairs:
         reasons = ", ".join(f"{v} {k}" for k, v in excluded.items())
         raise AutoifError(
             f"{a.responses_path} and {b.responses_path} have no prompt scored in both runs (paired by {by}: {reasons})"
         )
     reworded = sum(text_a[k] != text_b[k] for k in shared)
+    return Pairing(bench, a, b, by, pairs, len(keys_a) - len(shared), len(keys_b) - len(shared), excluded, reworded)
 
+
+def paired_metrics(
+    bench: Benchmark,
+    pairs: list[tuple[PromptScores, PromptScores]],
+    labels: dict[str, str],
+    *,
+    resamples: int,
+    seed: int,
+    test: str = "mcnemar",
+) -> dict[str, dict[str, Any]]:
+    """Per metric over the pairs: A, B, B - A, its paired bootstrap interval and, for prompt-level
+    metrics, the exact sign test (`sign_test`) stored under `test`: "mcnemar" where the prompts'
+    scores are 0/1, "sign_test" where they are means over decodings."""
     names = sorted({c for sa, _ in pairs for c in sa.columns})
     columns = {c: i for i, c in enumerate(names)}
     xa = np.array([[sa.columns[c] for c in names] for sa, _ in pairs], dtype=np.float64)
     xb = np.array([[sb.columns[c] for c in names] for _, sb in pairs], dtype=np.float64)
     boot_a, boot_b = bootstrap_sums(xa, xb, resamples, seed)
-    labels = {**(b.results.get("metric_labels") or {}), **(a.results.get("metric_labels") or {})}
     alpha = (1 - CONFIDENCE) / 2
     metrics: dict[str, dict[str, Any]] = {}
     for metric, terms in bench.paired_metrics.items():
@@ -268,42 +312,135 @@ def compare_runs(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_
         }
         if metric in bench.prompt_level_metrics:
             num = columns[terms[0][0]]
-            entry["mcnemar"] = mcnemar(xa[counted, num], xb[counted, num])
+            entry[test] = sign_test(xa[counted, num], xb[counted, num])
         metrics[metric] = entry
+    return metrics
 
+
+def _labels(pairing: Pairing) -> dict[str, str]:
+    return {**(pairing.b.results.get("metric_labels") or {}), **(pairing.a.results.get("metric_labels") or {})}
+
+
+def _side(name: str, run: Run) -> dict[str, Any]:
+    return {
+        "name": name,
+        "results": str(run.results_path),
+        "responses": str(run.responses_path),
+        "counts": run.results["counts"],
+    }
+
+
+def _check_resamples(resamples: int) -> None:
+    if resamples < 1:
+        raise AutoifError(f"--resamples must be at least 1, got {resamples}")
+
+
+def compare_runs(a_path: str | Path, b_path: str | Path, *, resamples: int = 10_000, seed: int = 0) -> dict:
+    """Paired comparison of two runs of one benchmark (each a results file or a directory holding one):
+    per metric A, B, B - A, a bootstrap 95% interval of B - A and, for prompt-level metrics, McNemar's
+    exact p; per instruction and per family, A's and B's rates. See the module docstring."""
+    _check_resamples(resamples)
+    return compare_pairing(pair_runs(a_path, b_path), run_label(a_path, b_path), resamples=resamples, seed=seed)
+
+
+def compare_pairing(pairing: Pairing, names: tuple[str, str], *, resamples: int, seed: int) -> dict:
+    """`compare_runs`' report of runs already paired (`names`: what the tables call A and B)."""
+    a, b, bench = pairing.a, pairing.b, pairing.bench
+    pairs = list(pairing.pairs.values())
+    metrics = paired_metrics(bench, pairs, _labels(pairing), resamples=resamples, seed=seed)
     warnings = []
     if a.results.get("data") != b.results.get("data") or a.results.get("limit") != b.results.get("limit"):
         warnings.append("the runs used different data or subsets")
-    if reworded:
-        warnings.append(f"{reworded} prompts paired by id have different text")
-    a_name, b_name = run_label(a_path, b_path)
+    if pairing.reworded:
+        warnings.append(f"{pairing.reworded} prompts paired by id have different text")
     modes = bench.outcome_modes
     return {
         "benchmark": bench.name,
         "title": bench.title,
-        "a": {
-            "name": a_name,
-            "results": str(a.results_path),
-            "responses": str(a.responses_path),
-            "counts": a.results["counts"],
-        },
-        "b": {
-            "name": b_name,
-            "results": str(b.results_path),
-            "responses": str(b.responses_path),
-            "counts": b.results["counts"],
-        },
-        "pairing": {
-            "by": by,
-            "paired": len(pairs),
-            "only_a": len(keys_a) - len(shared),
-            "only_b": len(keys_b) - len(shared),
-            "excluded": dict(excluded),
-        },
+        "a": _side(names[0], a),
+        "b": _side(names[1], b),
+        "pairing": pairing.summary(),
         "bootstrap": {"resamples": resamples, "seed": seed, "confidence": CONFIDENCE, "method": "paired percentile"},
         "metrics": metrics,
         "outcome_modes": list(modes),
         "instructions": group_rates(pairs, modes, family=False),
         "families": group_rates(pairs, modes, family=True),
         "warnings": warnings,
+    }
+
+
+# ------------------------------------------------------------------------------ several decodings
+def decoding_path(path: str | Path, decoding: str) -> Path:
+    """Where a run's results of one decoding are: the decoding is a directory level, so
+    `DIR/NAME_results.json` becomes `DIR/<decoding>/NAME_results.json` and a directory `DIR` becomes
+    `DIR/<decoding>` (the layout of a recipe's `OUT/eval/<model>/<decoding>/`)."""
+    path = Path(path).expanduser()
+    return path.parent / decoding / path.name if path.suffix == ".json" else path / decoding
+
+
+def mean_scores(scores: list[PromptScores]) -> PromptScores:
+    """One prompt's scores averaged over decodings: every column and every instruction's outcome is
+    the mean of its decodings' (a prompt passing in one of two decodings scores 0.5)."""
+    columns = {c: float(np.mean([s.columns[c] for s in scores])) for c in scores[0].columns}
+    outcomes = [
+        (name, {m: float(np.mean([s.outcomes[i][1][m] for s in scores])) for m in modes})
+        for i, (name, modes) in enumerate(scores[0].outcomes)
+    ]
+    return PromptScores(task=scores[0].task, columns=columns, outcomes=outcomes)
+
+
+def compare_decodings(
+    a_paths: list[str | Path],
+    b_paths: list[str | Path],
+    decodings: list[str],
+    *,
+    names: tuple[str, str] | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> dict:
+    """Two models each decoded several ways (A's and B's results of decoding i are `a_paths[i]` and
+    `b_paths[i]`), paired prompt by prompt: each decoding's `compare_runs`, and the comparison of the
+    per-prompt average over the decodings (a prompt's score is the mean of its verdicts; the
+    prompts scored in every decoding of both models), with its paired bootstrap interval and the
+    exact sign test of the prompts whose average differs (`sign_test`). `names`: what the tables call
+    A and B (default: from the first decoding's paths)."""
+    _check_resamples(resamples)
+    if not decodings or len(set(decodings)) != len(decodings):
+        raise AutoifError(f"name each decoding once (got {', '.join(decodings) or 'none'})")
+    if not len(a_paths) == len(b_paths) == len(decodings):
+        raise AutoifError(
+            f"{len(decodings)} decodings need as many results a side (got {len(a_paths)} and {len(b_paths)})"
+        )
+    pairings = [pair_runs(a, b) for a, b in zip(a_paths, b_paths)]
+    benches = {p.bench.name for p in pairings}
+    if len(benches) > 1:
+        raise AutoifError(f"the decodings compared are runs of different benchmarks ({', '.join(sorted(benches))})")
+    names = names or run_label(a_paths[0], b_paths[0])
+    per = {d: compare_pairing(p, names, resamples=resamples, seed=seed) for d, p in zip(decodings, pairings)}
+    first = pairings[0]
+    keys = [
+        k for k in first.pairs if all(k in p.pairs and p.pairs[k][0].task == first.pairs[k][0].task for p in pairings)
+    ]
+    if not keys:
+        raise AutoifError("no prompt is scored in every decoding of both runs")
+    pairs = [
+        (mean_scores([p.pairs[k][0] for p in pairings]), mean_scores([p.pairs[k][1] for p in pairings])) for k in keys
+    ]
+    bench, modes = first.bench, first.bench.outcome_modes
+    metrics = paired_metrics(bench, pairs, _labels(first), resamples=resamples, seed=seed, test="sign_test")
+    head = per[decodings[0]]
+    return {
+        "benchmark": bench.name,
+        "title": bench.title,
+        "decodings": list(decodings),
+        "a": names[0],
+        "b": names[1],
+        "per_decoding": per,
+        "average": {
+            "pairing": {"paired": len(keys), "left_out": len(first.pairs) - len(keys)},
+            "bootstrap": head["bootstrap"],
+            "metrics": metrics,
+            "outcome_modes": list(modes),
+            "families": group_rates(pairs, modes, family=True),
+        },
     }

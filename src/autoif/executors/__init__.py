@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import Config
+from ..cost import BudgetReached
 from ..failures import Failed
 from ..jsonl import dumps_records
 from ..records import Record
@@ -59,11 +60,17 @@ def run_shard(stage: Stage, records: list[Record], ctx: Context) -> ShardResult:
     before = ctx.llm_stats or {}
     kept: list[Record] = []
     dropped: Counter[str] = Counter()
-    for item in stage.run(records, ctx):
-        if isinstance(item, Drop):
-            dropped[item.reason] += 1
-        else:
-            kept.append(item)
+    try:
+        for item in stage.run(records, ctx):
+            if isinstance(item, Drop):
+                dropped[item.reason] += 1
+            else:
+                kept.append(item)
+    except BudgetReached as stop:
+        # The samples answered before the stop were paid for: the pipeline keeps that with the shard.
+        paid = ctx.llm_stats or {}
+        stop.paid = (records, {k: v - before.get(k, 0) for k, v in paid.items()})
+        raise
     after = ctx.llm_stats
     llm = None if after is None else {k: v - before.get(k, 0) for k, v in after.items()}
     failures = ctx.failures + ([ctx.llm_failed(llm)] if llm and llm.get("misses") else [])

@@ -13,7 +13,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ..errors import AutoifError
 from .cache import Cache
@@ -125,6 +125,22 @@ Emit = Callable[[int, int, Completion], None]
 """emit(job_index, sample_index, completion): a backend reports each sample as soon as it has it."""
 
 
+class Meter(Protocol):
+    """What a backend pays its samples through under a budget (`cost.Meter`, `llm.max_cost`)."""
+
+    def affordable(self, jobs: Sequence[Job]) -> int:
+        """How many of `jobs`, from the first, the budget can still pay for."""
+        ...
+
+    def pay(self, request: Request, completion: Completion) -> None:
+        """Charge one answered sample."""
+        ...
+
+    def stop(self) -> Exception:
+        """What to raise when not even the next job fits."""
+        ...
+
+
 @dataclass
 class BackendStats:
     hits: int = 0
@@ -182,6 +198,8 @@ class Backend(ABC):
         # Set by `autoif run --emit-batch` (batchfile.Emitter.divert): it gets the cache misses
         # (jobs, each job's sample keys, emit) in place of `_run`.
         self.divert: Callable[[Backend, list[Job], list[list[str]], Emit], None] | None = None
+        # Set under a budget (`llm.max_cost`, cost.Meter): jobs are sent only in rounds it can pay for.
+        self.meter: Meter | None = None
         self.stats = BackendStats()
         # The message of the latest sample that failed (not rejected; stats.errors counts them all).
         self.last_error: str | None = None
@@ -256,6 +274,8 @@ class Backend(ABC):
                 else:
                     self.stats.completion_tokens += completion.tokens or 0
                     self.stats.prompt_tokens += completion.prompt_tokens or 0
+                if self.meter is not None:
+                    self.meter.pay(requests[ri], completion)
             if self.cache is not None and not completion.error:
                 self.cache.put(keys[ri][sample_index], completion.to_json())
             bar.update(1)
@@ -263,11 +283,30 @@ class Backend(ABC):
         try:
             if self.divert is not None:
                 self.divert(self, jobs, [keys[ri] for ri in job_slots], emit)
+            elif self.meter is not None:
+                self._run_metered(self.meter, jobs, emit)
             else:
                 self._run(jobs, emit)
         finally:
             bar.close()
         return _filled(results, self.kind)
+
+    def _run_metered(self, meter: Meter, jobs: list[Job], emit: Emit) -> None:
+        """`_run` in rounds of the jobs the budget can pay for, each sized by what the ones before
+        cost; when not even the next job fits, the run stops (what was answered is cached)."""
+        start = 0
+        while start < len(jobs):
+            end = start + meter.affordable(jobs[start:])
+            if end == start:
+                with self._lock:  # the samples never asked for are no misses
+                    self.stats.misses -= sum(len(job.samples) for job in jobs[start:])
+                raise meter.stop()
+
+            def shifted(job_index: int, sample_index: int, completion: Completion, base: int = start) -> None:
+                emit(base + job_index, sample_index, completion)
+
+            self._run(jobs[start:end], shifted)
+            start = end
 
     @abstractmethod
     def _run(self, jobs: list[Job], emit: Emit) -> None:

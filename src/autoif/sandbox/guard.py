@@ -57,6 +57,7 @@ from __future__ import annotations
 import ast
 import builtins
 import dis
+import inspect
 import re
 import sys
 import types
@@ -267,6 +268,30 @@ _MATCH_CLASS = dis.opmap["MATCH_CLASS"]
 _GLOBAL_WRITES = frozenset(dis.opmap[name] for name in ("STORE_GLOBAL", "DELETE_GLOBAL"))
 
 
+# Attribute names that are introspection as builtins but harmless as one module's attribute:
+# `re.compile` builds a pattern, not code. Such a name passes the scan only as that attribute of
+# the module loaded by its name (global, or local but not an argument), right after the load (no
+# jump lands between them), and only where every binding of that name in the code is
+# `import <module>` (not `import builtins as re`, `re = ...`, `for re in ...`).
+_MODULE_ATTRIBUTES = {"compile": "re"}
+_NAME_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_FAST_CHECK"})
+_ATTRIBUTE_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_IMPORT_STAR = dis.opmap["IMPORT_STAR"]
+_NAME_BINDINGS = frozenset(
+    dis.opmap[name]
+    for name in (
+        "STORE_NAME",
+        "STORE_GLOBAL",
+        "STORE_FAST",
+        "STORE_DEREF",
+        "DELETE_NAME",
+        "DELETE_GLOBAL",
+        "DELETE_FAST",
+        "DELETE_DEREF",
+    )
+)
+
+
 def _code_objects(code: types.CodeType):
     """The code object and every one nested in it (functions, classes, comprehensions)."""
     stack = [code]
@@ -276,14 +301,53 @@ def _code_objects(code: types.CodeType):
         stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
 
 
+def _bound_only_by_import(code: types.CodeType, module: str) -> bool:
+    """Whether every binding of the name `module` in the code (nested code included) is `import module`
+    (a star import could bind any name)."""
+    for co in _code_objects(code):
+        previous = None
+        for ins in dis.get_instructions(co):
+            if ins.opcode == _IMPORT_STAR:
+                return False
+            if ins.opcode in _NAME_BINDINGS and ins.argval == module:
+                imported = previous is not None and previous.opname == "IMPORT_NAME" and previous.argval == module
+                if not imported or ins.is_jump_target:
+                    return False
+            previous = ins
+    return True
+
+
+def _arguments(co: types.CodeType) -> tuple[str, ...]:
+    """The names of the code's parameters (bound by the caller, not by its code)."""
+    count = co.co_argcount + co.co_kwonlyargcount
+    count += bool(co.co_flags & inspect.CO_VARARGS) + bool(co.co_flags & inspect.CO_VARKEYWORDS)
+    return co.co_varnames[:count]
+
+
+def _module_attribute_only(code: types.CodeType, co: types.CodeType, name: str) -> bool:
+    """Whether every use of `name` in `co` is the attribute of its module in `_MODULE_ATTRIBUTES`
+    (`re.compile`), where `code`, the whole function, binds that module's name by importing it only."""
+    module = _MODULE_ATTRIBUTES.get(name)
+    if module is None or module in _arguments(co) or not _bound_only_by_import(code, module):
+        return False
+    previous = None
+    for ins in dis.get_instructions(co):
+        if ins.opcode in dis.hasname and ins.argval == name:
+            after_module = previous is not None and previous.opname in _NAME_LOADS and previous.argval == module
+            if ins.opname not in _ATTRIBUTE_LOADS or not after_module or ins.is_jump_target:
+                return False
+        previous = ins
+    return True
+
+
 def needs_full_check(code: types.CodeType) -> bool:
     """True when the code uses introspection, assigns attributes, names a private attribute,
     matches class patterns or holds a dunder name in a string, i.e. could reach shared
     interpreter or library state: then every check of it runs in a checker process of its own
-    (see `worker.py`), never in the worker."""
+    (see `worker.py`), never in the worker. `re.compile` is not introspection (`_MODULE_ATTRIBUTES`)."""
     for co in _code_objects(code):
         for name in co.co_names:
-            if name in _INTROSPECTION_NAMES:
+            if name in _INTROSPECTION_NAMES and not _module_attribute_only(code, co, name):
                 return True
             if name.startswith("__") and name.endswith("__") and name not in _BENIGN_DUNDERS:
                 return True

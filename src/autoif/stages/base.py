@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from ..config import Config
 from ..config_reads import ConfigView, UndeclaredRead, read_values, reads_field
+from ..cost import Budget, price_of
 from ..failures import CRASH, CRASHED, SANDBOX_CRASH, Failed
 from ..records import Record
 from ..seeding import seeded_rng
@@ -72,6 +73,7 @@ class Context:
         self.failures: list[Failed] = []
         self.role: str | None = None
         self.divert: Any = None  # handed to every backend opened (`Backend.divert`: --emit-batch)
+        self.budget: Budget | None = None  # meters every backend opened (`Backend.meter`: llm.max_cost)
         # One backend per distinct LLM config of a role; None: the `llm` section's.
         self._llms: dict[str | None, Backend] = {} if llm is None else {None: llm}
         self._sandbox = sandbox
@@ -111,6 +113,8 @@ class Context:
 
             backend = make_backend(self._config.model_copy(update={"llm": own}))
             backend.divert = self.divert
+            if self.budget is not None:
+                backend.meter = self.budget.meter(price_of(self._config.prices, own.model), own.batch)
             self._llms[key] = backend
         return self._llms[key]
 

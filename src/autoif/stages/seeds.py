@@ -9,6 +9,8 @@ as generations, so they pass the same cross-validation as everything else.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 
 from ..data import load_seed_instructions
@@ -25,6 +27,21 @@ class SeedsStage(Stage[Record]):
     sharded = False
     # llm.backend, llm.model: the built-in library's `auto` follows whether the model is the embedded one.
     reads = ("seeds", "seed", "llm.backend", "llm.model")
+
+    def key_inputs(self, config):
+        # The seed file's and the library's content change the output as much as the config does:
+        # a library whose phrasings or parameters changed must not resume on the old instructions.
+        cfg = config.seeds
+        content: dict[str, object] = {"seeds": load_seed_instructions(cfg.file)}
+        if cfg.library_enabled(config.llm):
+            from .library import build_library
+
+            content["library"] = [
+                [e.id, e.instruction, list(e.functions), e.cases]
+                for e in build_library(config.seed, per_constraint=cfg.library_per_constraint)
+            ]
+        text = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def run(self, records: list[Record], ctx: Context) -> Iterable[Instruction]:
         cfg = ctx.config.seeds

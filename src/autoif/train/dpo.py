@@ -25,6 +25,7 @@ from .common import (
     save_final,
     trl_args,
 )
+from .end_of_turn import stop_at_end_of_turn
 
 
 class DPOSettings(TrainSettings):
@@ -117,6 +118,7 @@ def run_dpo(
         **({"num_train_epochs": epochs} if epochs is not None else {}),
     )
     policy, tokenizer = load_model_and_tokenizer(settings, model=model)
+    stop_at_end_of_turn(policy, tokenizer)  # the saved policy stops where its answers end
     ref_model = load_model_and_tokenizer(settings, model=reference)[0] if reference is not None else None
     trainer = dpo_trainer_class(settings)(
         model=policy,

@@ -28,6 +28,7 @@ from .common import (
     save_final,
     trl_args,
 )
+from .end_of_turn import stop_at_end_of_turn
 from .rewards import make_verifier_reward
 
 
@@ -66,15 +67,12 @@ def stop_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def train(settings: GRPOSettings) -> Path:
+def grpo_args(settings: GRPOSettings):
+    """TRL's GRPOConfig from the settings."""
     trl = require("trl", "train", "GRPO training")
-    datasets = require("datasets", "hf", "training")
-    from ..sandbox import Sandbox
-
-    prompts = prompts_with_functions(read_records(settings, ("functions",)))
     # vLLM would reserve KV cache for the model's whole context inside TRL's share of each GPU.
     vllm: dict[str, Any] = {"vllm_mode": "colocate", "vllm_max_model_length": settings.max_length}
-    args = trl_args(
+    return trl_args(
         settings,
         trl.GRPOConfig,
         num_generations=settings.num_generations,
@@ -84,7 +82,17 @@ def train(settings: GRPOSettings) -> Path:
         use_vllm=settings.use_vllm,
         **(vllm if settings.use_vllm else {}),
     )
+
+
+def train(settings: GRPOSettings) -> Path:
+    trl = require("trl", "train", "GRPO training")
+    datasets = require("datasets", "hf", "training")
+    from ..sandbox import Sandbox
+
+    prompts = prompts_with_functions(read_records(settings, ("functions",)))
+    args = grpo_args(settings)
     model, tokenizer = load_model_and_tokenizer(settings)  # after the config: ZeRO-3 initialisation
+    stop_at_end_of_turn(model, tokenizer)  # a base model's samples end where the template ends a turn
     with Sandbox() as sandbox:
         reward = make_verifier_reward(
             sandbox,

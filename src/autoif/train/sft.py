@@ -7,6 +7,10 @@ The loss is on the answer only by default: each record goes to TRL in its prompt
 conversational form (the turns before the last assistant turn are the prompt), and TRL masks the
 prompt's tokens, which works with any chat template (the `{% generation %}` markers that
 `assistant_only_loss` needs are missing from the stock templates of most models, SmolLM2's too).
+
+Each answer ends with the template's end-of-turn token, which the trained model then stops on: a base
+model's EOS is often another token (`<|endoftext|>` where the template closes turns with
+`<|im_end|>`), so TRL is given the template's token as the EOS (see end_of_turn.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .common import (
     save_final,
     trl_args,
 )
+from .end_of_turn import end_of_turn_token
 
 
 class SFTSettings(TrainSettings):
@@ -48,7 +53,8 @@ def prompt_completion(messages: list[dict]) -> dict[str, list[dict]]:
     return {"prompt": messages[:last], "completion": messages[last : last + 1]}
 
 
-def train(settings: SFTSettings) -> Path:
+def sft_trainer(settings: SFTSettings):
+    """TRL's SFTTrainer on the settings' data, ready to train."""
     trl = require("trl", "train", "SFT training")
     datasets = require("datasets", "hf", "training")
     records = read_records(settings, ("messages",))
@@ -60,9 +66,15 @@ def train(settings: SFTSettings) -> Path:
         settings, trl.SFTConfig, max_length=settings.max_length, completion_only_loss=settings.completion_only_loss
     )
     model, tokenizer = load_model_and_tokenizer(settings)  # after the config: ZeRO-3 initialisation
+    # TRL makes it the tokenizer's EOS and the model's, and adds it to the ids generation stops on.
+    args.eos_token = end_of_turn_token(tokenizer)
     trainer_class = length_grouped(trl.SFTTrainer) if settings.group_by_length else trl.SFTTrainer
-    trainer = trainer_class(
+    return trainer_class(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(settings)
     )
+
+
+def train(settings: SFTSettings) -> Path:
+    trainer = sft_trainer(settings)
     trainer.train(resume_from_checkpoint=resume_checkpoint(settings))
-    return save_final(trainer, tokenizer, settings.output_dir)
+    return save_final(trainer, trainer.processing_class, settings.output_dir)

@@ -10,6 +10,10 @@ answer, and the verifiers prompt takes its few-shot example from here.
     entries = build_library(seed=42, per_constraint=2)
     CONSTRAINTS["length:max_words"]        # a KeyError with "did you mean" for an unknown id
 
+An instance is a distinct (parameters, phrasing) pair: instance i of a constraint draws parameters
+and one of the constraint's phrasings on its side of the hold-out, skipping pairs already taken.
+Every constraint's train side has at least 12 pairs (a constraint without parameters has 16
+phrasings, 13 of them train), so `per_constraint=12` gives 12 instances of each of them.
 Instances depend only on (seed, split, constraint id, index): adding a constraint changes no other.
 
 Dev hold-out (`autoif eval dev`, rule and keys in `autoif/devsplit.py`): `build_library(...,
@@ -84,8 +88,8 @@ def _on_side(constraint_id: str, params: dict, split: str) -> bool:
 def build_library(seed: int, per_constraint: int = 1, split: str = "train") -> list[LibraryEntry]:
     """`per_constraint` instances of every constraint, deterministic for `seed`.
 
-    Instances of one constraint differ in their parameters; a constraint with fewer distinct
-    parameter sets than asked (one without parameters has a single one) gives fewer instances.
+    An instance is a distinct (parameters, phrasing) pair of the constraint on one side of the dev
+    hold-out; a constraint whose side has fewer pairs than asked gives fewer instances.
     split: "train" (the default, what training data is made of) or "dev" (the held-out instances).
     """
     if per_constraint < 1:
@@ -94,22 +98,24 @@ def build_library(seed: int, per_constraint: int = 1, split: str = "train") -> l
     entries = []
     for cid, constraint in CONSTRAINTS.items():
         phrasings = split_phrasings(cid, split)
-        seen: list[dict] = []
+        taken: set[tuple[str, str]] = set()
         for attempt in range(per_constraint * _ATTEMPTS):
-            if len(seen) == per_constraint:
+            if len(taken) == per_constraint:
                 break
             rng = seeded_rng(seed, cid, attempt)
             params = constraint.sample(rng)
-            if params in seen or not _on_side(cid, params, split):
+            phrasing = rng.choice(phrasings)
+            pair = (params_key(cid, params), phrasing)
+            if pair in taken or not _on_side(cid, params, split):
                 continue
-            index = len(seen)
-            seen.append(params)
+            index = len(taken)
+            taken.add(pair)
             passing, failing = constraint.cases(params, rng)
             entries.append(
                 LibraryEntry(
                     id=f"{cid}-{index}",
                     constraint=cid,
-                    instruction=constraint.instruction(params, rng, phrasings),
+                    instruction=constraint.instruction(params, phrasing),
                     functions=constraint.bound_functions(params),
                     cases=_interleave(passing, failing),
                     params=dict(params),

@@ -13,7 +13,7 @@ import difflib
 import random
 import re
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,10 +51,9 @@ class Constraint:
         """Responses that follow the instance and responses that break it (at least two of each)."""
         raise NotImplementedError
 
-    def instruction(self, params: dict[str, Any], rng: random.Random, phrasings: Sequence[str]) -> str:
-        """The instance phrased by one of `phrasings` (the constraint's phrasings on one side of the
-        dev hold-out)."""
-        return rng.choice(phrasings).format(**{**params, **self.fields(params)})
+    def instruction(self, params: dict[str, Any], phrasing: str) -> str:
+        """The instance phrased by `phrasing`, one of the constraint's phrasings."""
+        return phrasing.format(**{**params, **self.fields(params)})
 
     def bound_functions(self, params: dict[str, Any]) -> list[str]:
         return [bind(source, params) for source in self.functions]

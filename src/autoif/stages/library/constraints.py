@@ -82,6 +82,8 @@ class MaxWords(Constraint):
         "Answer in at most {max_words} words.",
         "Keep your reply to {max_words} words or fewer.",
         "Your whole answer must not be longer than {max_words} words.",
+        "Please stay under {max_words} words, or at most exactly {max_words}.",
+        "I only have time for a short read, so no more than {max_words} words please.",
     )
     functions = (
         r"""
@@ -114,6 +116,8 @@ class MinWords(Constraint):
         "Answer in at least {min_words} words.",
         "Write no fewer than {min_words} words.",
         "Your response should be {min_words} words long or longer.",
+        "Please give a thorough reply of {min_words} words at minimum.",
+        "I want a detailed answer, {min_words} words or more.",
     )
     functions = (
         r"""
@@ -225,6 +229,11 @@ class ParagraphCount(Constraint):
         "Write exactly {paragraphs}, separated by blank lines.",
         "Structure your answer as {paragraphs} with an empty line between them.",
         "Your reply must have {paragraphs}; leave one blank line between paragraphs.",
+        "Break your reply into {paragraphs}, with a blank line between each one.",
+        "I'd like exactly {paragraphs} in your answer, each separated by an empty line.",
+        "Please use {paragraphs}, no more and no fewer, divided by blank lines.",
+        "Split the answer into {paragraphs}, leaving an empty line after each but the last.",
+        "Please give me {paragraphs} of text with blank lines separating them.",
     )
     functions = (
         r"""
@@ -274,6 +283,8 @@ class MaxCharacters(Constraint):
         "Keep your entire response within {max_chars} characters.",
         "Answer in no more than {max_chars} characters, spaces included.",
         "Your reply must not exceed {max_chars} characters.",
+        "Keep it short: {max_chars} characters at most, counting spaces.",
+        "Please fit your whole reply into {max_chars} characters or less.",
     )
     functions = (
         r"""
@@ -300,6 +311,11 @@ class MaxWordLength(Constraint):
         "Do not use any word longer than {n} letters.",
         "Keep every word to {n} letters or fewer.",
         "Avoid long words: none may have more than {n} letters.",
+        "Stick to short words of at most {n} letters each.",
+        "Please use only words with {n} letters or fewer.",
+        "Every word you write should be {n} letters long or shorter.",
+        "No word in your reply should go beyond {n} letters.",
+        "Write with simple words only; each one may have at most {n} letters.",
     )
     functions = (
         r"""
@@ -332,6 +348,11 @@ class MaxSentenceWords(Constraint):
         "Keep every sentence to at most {n} words.",
         "No sentence in your answer may exceed {n} words.",
         "Write short sentences of {n} words or fewer each.",
+        "Please keep your sentences short, {n} words at most per sentence.",
+        "Each sentence you write should have no more than {n} words.",
+        "Limit every sentence to {n} words or fewer.",
+        "I want short sentences: none of them longer than {n} words.",
+        "Write in brief sentences, each one {n} words long at most.",
     )
     functions = (
         r"""
@@ -373,6 +394,8 @@ class BulletCount(Constraint):
         "Answer with exactly {bullets} as a markdown list, each starting with '* ' or '- '.",
         "Give your answer as {bullets}, using markdown bullets like '- item'.",
         "Format your reply as a list of exactly {bullets} (markdown, '* ' or '- ').",
+        "Please list exactly {bullets}, each on its own line starting with '- ' or '* '.",
+        "Reply as a markdown bullet list of {bullets} and nothing more.",
     )
     functions = (
         r"""
@@ -418,6 +441,8 @@ class NumberedList(Constraint):
         "Format your answer as a numbered list with exactly {items} (1., 2., and so on).",
         "Reply with {items} in a numbered list.",
         "Give me exactly {items}, numbered 1., 2., 3. and so on.",
+        "Please answer as a numbered list of exactly {items}.",
+        "List {items}, numbering them 1., 2., 3. and onward.",
     )
     functions = (
         r"""
@@ -455,6 +480,8 @@ class NumberedSections(Constraint):
         "number ({marker} 1, {marker} 2, ...).",
         "Organize the response in {n_word} parts, each opening with a line '{marker} 1', '{marker} 2' and so on.",
         "Split your reply into exactly {n_word} numbered sections marked '{marker} 1' to '{marker} {n}'.",
+        "Please write {n_word} sections, each headed by a line like '{marker} 1', '{marker} 2' and so forth.",
+        "Lay out your answer in {n_word} numbered sections labelled '{marker} 1' through '{marker} {n}'.",
     )
     functions = (
         r"""
@@ -516,6 +543,11 @@ class MarkdownHeadings(Constraint):
         "Use at least {headings} in your answer (lines starting with #).",
         "Organize your reply under at least {headings}.",
         "Include {n_word} or more markdown headings, such as '## Overview'.",
+        "Break up your answer with {headings} or more.",
+        "Please add at least {headings}, each a line beginning with #.",
+        "Give your reply some structure with {n_word} or more markdown headings (# or ##).",
+        "I need at least {headings} so the answer is easy to scan.",
+        "Put your content under {headings} at minimum, written with # marks.",
     )
     functions = (
         r"""
@@ -555,6 +587,19 @@ class Title(Constraint):
         "Give your answer a title wrapped in double angle brackets, like <<My Title>>.",
         "Start with a title inside double angular brackets, for example <<A Simple Plan>>.",
         "Include a title for your response, written as <<title>>.",
+        "Put a title at the top inside double angle brackets, like <<Weekly Summary>>.",
+        "Please give the answer a title written between << and >>.",
+        "Your reply needs a title, enclosed as <<Title Goes Here>>.",
+        "Add a heading-style title in double angle brackets, for example <<Quick Guide>>.",
+        "Begin with a title framed by << and >>, such as <<Main Points>>.",
+        "Include a short title wrapped like this: <<Your Title>>.",
+        "Title your answer and write the title in double angle brackets (<<...>>).",
+        "I want a title on your response, using the <<title>> format.",
+        "Please put a name for your answer in double angle brackets, e.g. <<Notes>>.",
+        "Make sure there is a title surrounded by << >> somewhere in the reply.",
+        "Write a title for this, formatted with double angle brackets like <<Overview>>.",
+        "Label your answer with a title in << >> brackets.",
+        "Open with a title shown as <<something like this>>.",
     )
     functions = (
         r"""
@@ -580,6 +625,19 @@ class TwoResponses(Constraint):
         "Give two different answers, separated by a line of six asterisks: ******.",
         "Write two distinct versions of your reply and put ****** between them.",
         "Provide two alternative responses; separate them with six asterisk symbols (******).",
+        "Please write two separate answers and divide them with ******.",
+        "Give me two different takes, with a line of six asterisks (******) between them.",
+        "I'd like two versions of the answer; put ****** on the line between them.",
+        "Offer two alternative replies separated by six asterisks: ******.",
+        "Write your answer twice, in two different ways, split by ******.",
+        "Provide two options and use ****** as the separator between them.",
+        "Answer in two distinct ways, separating the two with a row of six asterisks.",
+        "Draft two different replies; put exactly ****** between the first and the second.",
+        "Show me two possible answers, one after the other, divided by ******.",
+        "Come up with two versions and mark the break between them with ******.",
+        "Please give two separate responses, with six asterisks (******) as the divider.",
+        "Respond twice with different content each time, separating them with ******.",
+        "Two answers please, not one; split them with ******.",
     )
     functions = (
         r"""
@@ -608,6 +666,11 @@ class Postscript(Constraint):
         "At the end of your answer, add a postscript that starts with {marker}",
         "Finish with a short postscript beginning with '{marker}'.",
         "After your main answer, include a note starting with {marker}",
+        "Please close with a postscript that begins with {marker}",
+        "Add a {marker} note after the main part of your reply.",
+        "Wrap up your reply with a short postscript; it should open with '{marker}'.",
+        "End your reply with a short note that starts with {marker}",
+        "Once you have answered, tack on a postscript opening with {marker}",
     )
     functions = (
         r"""
@@ -650,6 +713,11 @@ class Placeholders(Constraint):
         "Include at least {placeholders} in square brackets, such as [name].",
         "Leave {placeholders} for the reader to fill in, written like [address].",
         "Your answer must contain {n_word} or more placeholders in square brackets, for example [date].",
+        "Please include {placeholders} or more in square brackets, like [city].",
+        "Use at least {placeholders} in [brackets], for example [phone number].",
+        "Leave blanks for at least {placeholders}, each written in square brackets such as [company].",
+        "Put {placeholders} or more in the text as bracketed blanks like [amount].",
+        "Add at least {placeholders} such as [recipient] that someone can fill in later.",
     )
     functions = (
         r"""
@@ -690,6 +758,19 @@ class JsonFormat(Constraint):
         "Format your entire output as valid JSON. You may put it in a ```json code block.",
         "Reply only with a JSON object; no text outside the JSON.",
         "Wrap your whole answer in JSON format.",
+        "Please return your answer as valid JSON and nothing else.",
+        "Give the whole reply as a JSON object that parses without errors.",
+        "I need the output in JSON only; make sure it is valid.",
+        "Respond with valid JSON; a ```json fenced block is fine.",
+        "Output nothing but well-formed JSON.",
+        "Structure your reply as JSON data, with no extra prose around it.",
+        "Put your answer into a JSON object, and keep everything inside it.",
+        "Your reply will be parsed by a program, so return valid JSON only.",
+        "Answer in JSON: no commentary before or after it.",
+        "Encode your full answer as JSON that a parser can read.",
+        "Send back a single valid JSON value holding your answer.",
+        "Format the response strictly as JSON.",
+        "Return JSON only; you may wrap it in a ```json block.",
     )
     functions = (
         r"""
@@ -726,6 +807,19 @@ class Quoted(Constraint):
         "Wrap your entire response in double quotation marks.",
         "Put your whole answer inside double quotes.",
         "Enclose the full reply in a pair of double quotation marks.",
+        "Please put double quotes around your entire answer.",
+        "Start and end your reply with a double quotation mark.",
+        'Surround the whole response with " marks.',
+        "Your reply should begin and end with a double quote character.",
+        "Place the complete answer within one pair of double quotes.",
+        "Quote your entire reply, using double quotation marks at both ends.",
+        'Make your response one quoted block: a " at the start and a " at the end.',
+        "Enclose everything you write in double quotes.",
+        "Put a double quotation mark before your first word and after your last.",
+        'The full answer should be wrapped in "double quotes".',
+        "Write your reply as a quotation, inside double quote marks.",
+        'Open your reply with " and close it with ".',
+        "Wrap all of your text in a single pair of double quotes.",
     )
     functions = (
         r"""
@@ -749,6 +843,19 @@ class CodeBlock(Constraint):
         "Put your entire answer inside a single markdown code block (```).",
         "Reply with one code block fenced by triple backticks and nothing outside it.",
         "Place the whole response between ``` fences.",
+        "Please put everything in one fenced code block using ```.",
+        "Give the whole answer inside a single ``` block.",
+        "Write your reply entirely within triple backticks.",
+        "Return the response as one markdown code block and nothing else.",
+        "Fence your entire answer with ``` at the start and at the end.",
+        "Everything you write should sit inside one code block.",
+        "Use a single code block (```) for your full reply, with no text outside.",
+        "Put your answer between a pair of triple backtick lines.",
+        "Reply with just one markdown code fence containing the answer.",
+        "Wrap the complete response in ``` fences.",
+        "Format the whole thing as a single code block.",
+        "Your output should be one ``` fenced block and nothing more.",
+        "Place all of your answer in a code block delimited by ```.",
     )
     functions = (
         r"""
@@ -776,6 +883,9 @@ class MarkdownTable(Constraint):
         "Include a markdown table with at least {rows} below the header.",
         "Present the information as a markdown table with a header and {n_word} or more rows.",
         "Add a table in markdown format that has at least {rows} of data.",
+        "Please include a markdown table with a header row and {rows} or more beneath it.",
+        "Show the details in a markdown table of at least {rows}, not counting the header.",
+        "Organize part of your answer as a table with {n_word} or more data rows.",
     )
     functions = (
         r"""
@@ -837,6 +947,11 @@ class Highlights(Constraint):
         "Highlight at least {parts} of your answer with markdown, like *this part*.",
         "Emphasize {n_word} or more phrases by wrapping them in single asterisks, e.g. *key point*.",
         "Mark at least {parts} as highlighted using *asterisks*.",
+        "Please highlight {parts} or more using single asterisks, like *this*.",
+        "Use *asterisks* to highlight at least {parts} of your reply.",
+        "Emphasize at least {parts} of the text by putting them between asterisks.",
+        "Mark {n_word} or more important phrases with *single asterisks*.",
+        "Wrap at least {parts} of your answer in asterisks, e.g. *main idea*.",
     )
     # A highlight is *text* or **text** on one line, with no asterisk inside and no whitespace just
     # inside the asterisks (markdown's rule), read left to right: the words between two bold spans
@@ -897,6 +1012,9 @@ class BoldText(Constraint):
         "Put at least {phrases} in bold using **double asterisks**.",
         "Use markdown bold (**like this**) {times_at_least}.",
         "Make {n_word} or more key phrases bold with **...**.",
+        "Please make at least {phrases} bold with double asterisks.",
+        "Bold {n_word} or more words or phrases using **this style**.",
+        "Use **bold** text {times_at_least} in your reply.",
     )
     functions = (
         r"""
@@ -934,6 +1052,19 @@ class NoMarkdown(Constraint):
         "Do not use any markdown formatting: no asterisks, no # headings and no backticks.",
         "Write plain text only, without markdown symbols such as *, # or `.",
         "Avoid all markdown in your reply; plain sentences only.",
+        "Please reply in plain text with no markdown at all.",
+        "Don't format anything: no bold, no headings, no code marks.",
+        "Keep the answer free of markdown such as asterisks, hashes and backticks.",
+        "Use no markdown syntax anywhere; just ordinary text.",
+        "I'm pasting this into a plain text field, so avoid *, # and ` characters.",
+        "No markdown please: skip asterisks, pound signs and backticks.",
+        "Write it as unformatted text, without any markdown symbols.",
+        "Please avoid markdown formatting characters like * and #.",
+        "The reply should contain plain prose only, with no markdown markup.",
+        "Leave out all markdown: no lists with asterisks, no # titles, no code fences.",
+        "Give me simple text with none of the markdown symbols *, # or `.",
+        "Do not use asterisks, hash signs or backticks in your answer.",
+        "Stay away from markdown; plain text is all I need.",
     )
     functions = (
         r"""
@@ -960,6 +1091,19 @@ class SingleLine(Constraint):
         "Write your whole answer on a single line, with no line breaks.",
         "Reply in one line only; do not press enter.",
         "Keep the entire response on one line.",
+        "Please keep your whole answer on one line with no newlines.",
+        "Write everything as a single line of text.",
+        "No line breaks please; the answer should be one line.",
+        "Give your reply as one continuous line.",
+        "Your answer must fit on a single line, without pressing return.",
+        "Don't break your reply into multiple lines.",
+        "Put the entire answer on just one line.",
+        "Respond in a single line; no newline characters.",
+        "Keep it to one line of text, with no breaks anywhere.",
+        "Reply with a single unbroken line.",
+        "The response should be exactly one line long.",
+        "Avoid newlines entirely and write it all on one line.",
+        "Answer on one line only, with no paragraph breaks.",
     )
     functions = (
         r"""
@@ -983,6 +1127,19 @@ class AsciiOnly(Constraint):
         "Use only plain ASCII characters: no emoji, accented letters or special symbols.",
         "Do not include any emoji or non-English characters.",
         "Stick to basic keyboard characters only (ASCII), with no emoji.",
+        "Please use ASCII characters only, with no emoji or accents.",
+        "Stick to plain ASCII text: no emoji and no special symbols.",
+        "Avoid any characters outside basic ASCII, including emoji.",
+        "Write using only standard ASCII characters.",
+        "No emoji, no accented letters, no fancy quotes; ASCII only.",
+        "Keep the reply to characters you can type on a US keyboard.",
+        "Only use ASCII in your answer; leave out emoji and symbols like curly quotes.",
+        "Please don't include emoji or any non-ASCII characters.",
+        "Your text should contain nothing beyond plain ASCII.",
+        "Restrict yourself to ASCII characters; no accents or emoji.",
+        "Use basic ASCII only, so no special dashes, quotes or emoji.",
+        "Make sure every character in your reply is ASCII.",
+        "Write in plain ASCII, without emoji or other special characters.",
     )
     functions = (
         r"""
@@ -1018,6 +1175,8 @@ class StartPhrase(Constraint):
         "Begin your response with these exact words: {phrase}",
         "Start your answer with '{phrase}'",
         "The first words of your reply must be exactly: {phrase}",
+        "Please open your reply with exactly these words: {phrase}",
+        "Kick off your answer with the words '{phrase}'",
     )
     functions = (
         r"""
@@ -1053,6 +1212,11 @@ class EndPhrase(Constraint):
         "End your response with the exact phrase '{phrase}' and nothing after it.",
         "Finish your answer with '{phrase}' and do not add anything after that.",
         "The last words of your reply must be exactly: {phrase}",
+        "Please close your reply with '{phrase}' as the very last words.",
+        "Make '{phrase}' the final words of your answer, with nothing after them.",
+        "Sign off with exactly '{phrase}' and write nothing after it.",
+        "Let '{phrase}' be the closing words of your reply.",
+        "I want your reply to finish on these exact words: {phrase}",
     )
     functions = (
         r"""
@@ -1094,6 +1258,8 @@ class RestateRequest(Constraint):
         "Before you answer, repeat this request word for word: '{request}' Then give your answer.",
         "First copy the following request exactly as written, then respond to it: '{request}'",
         "Start by restating the request '{request}' without changing a word, and only then answer.",
+        "Please begin by repeating my request exactly, '{request}' and then answer it.",
+        "Copy this request word for word before your answer: '{request}'",
     )
     functions = (
         r"""
@@ -1132,6 +1298,19 @@ class NoCommas(Constraint):
         "Do not use any commas in your response.",
         "Write your answer without a single comma.",
         "Avoid commas entirely.",
+        "Please write without using any commas.",
+        "Leave out commas completely in your reply.",
+        "No commas anywhere in your answer.",
+        "Don't put a single comma in your response.",
+        "Your reply must be comma-free.",
+        "Avoid using the comma character at all.",
+        "Try to answer with zero commas.",
+        "Write your answer but skip every comma.",
+        "Make sure there are no commas in what you write.",
+        "Please use other punctuation instead of commas; none at all.",
+        "I want a reply with no commas whatsoever.",
+        "Keep commas out of your answer entirely.",
+        "The response cannot contain any commas.",
     )
     functions = (
         r"""
@@ -1155,6 +1334,11 @@ class EndMark(Constraint):
         "End your response with {mark_name}.",
         "Make sure the very last character of your answer is {mark_name}.",
         "Finish your reply with {mark_name} ({mark}).",
+        "Please make {mark_name} the last character of your reply.",
+        "Your answer should end with {mark_name} ({mark}) and nothing after it.",
+        "Close your response with {mark_name}.",
+        "The final character you write must be {mark_name}.",
+        "Conclude your answer with {mark_name} ({mark}).",
     )
     functions = (
         r"""
@@ -1192,6 +1376,19 @@ class NoExclamation(Constraint):
         "Do not use any exclamation marks.",
         "Keep a calm tone: no exclamation marks at all.",
         "Your answer must not contain the character '!'.",
+        "Please don't use exclamation marks.",
+        "Leave out every exclamation mark in your reply.",
+        "No exclamation points anywhere, please.",
+        "Write your answer without any '!' characters.",
+        "Avoid exclamation marks completely.",
+        "Keep the tone even and skip exclamation marks.",
+        "There should be no exclamation marks in your answer.",
+        "Do not end any sentence with an exclamation point.",
+        "Your response must be free of exclamation marks.",
+        "I'd like a reply with zero exclamation points.",
+        "Don't write the '!' character at all.",
+        "Refrain from using exclamation points in your response.",
+        "Please answer without a single exclamation mark.",
     )
     functions = (
         r"""
@@ -1214,6 +1411,9 @@ class MinQuestions(Constraint):
         "Ask the reader at least {questions}, each ending with a question mark.",
         "Include {n_word} or more questions in your reply.",
         "Your answer should contain at least {questions} (sentences ending in '?').",
+        "Please ask at least {questions} in your answer.",
+        "Include {questions} or more, each ending in a question mark.",
+        "Pose at least {questions} to the reader somewhere in your reply.",
     )
     functions = (
         r"""
@@ -1244,6 +1444,19 @@ class Lowercase(Constraint):
         "Write your entire answer in lowercase letters; no capital letters at all.",
         "Use only lowercase letters in your reply.",
         "Do not use any capital letters anywhere in your response.",
+        "Please write everything in lowercase.",
+        "Keep all letters lowercase; don't capitalize anything.",
+        "Reply using lowercase letters only.",
+        "No capital letters please, not even at the start of sentences.",
+        "Type your whole response in lower case.",
+        "Every letter of your answer should be lowercase.",
+        "Don't use uppercase letters anywhere.",
+        "Please answer in all lowercase, names included.",
+        "Make the entire reply lowercase.",
+        "Your text should contain no uppercase characters.",
+        "Write in small letters only, with no capitals.",
+        "Avoid capital letters completely in what you write.",
+        "Use lowercase for every word, including the first one.",
     )
     functions = (
         r"""
@@ -1272,6 +1485,19 @@ class Uppercase(Constraint):
         "Write your whole answer in capital letters.",
         "Respond in all caps, every letter uppercase.",
         "Use only uppercase letters in your response.",
+        "Please write everything in uppercase.",
+        "Use capital letters for every word of your answer.",
+        "Reply entirely in ALL CAPS.",
+        "No lowercase letters please; everything should be capitalized.",
+        "Type your whole response in upper case.",
+        "Every letter you write should be a capital.",
+        "Make the entire reply uppercase.",
+        "Don't use any lowercase letters at all.",
+        "Please answer in all capital letters.",
+        "Your text should have no lowercase characters.",
+        "Write it all in caps.",
+        "Capitalize every single letter in your response.",
+        "Put the whole answer in block capitals.",
     )
     functions = (
         r"""
@@ -1300,6 +1526,11 @@ class CapitalWords(Constraint):
         "Use {relation} {words} written entirely in capital letters.",
         "Your answer should contain {relation} {words} in ALL CAPS.",
         "The number of words written in full capitals must be {relation} {n_word}.",
+        "Please include {relation} {words} that are fully capitalized.",
+        "Write {relation} {words} in all capital letters.",
+        "Please put {relation} {words} in full uppercase.",
+        "Your reply should have {relation} {words} spelled in capitals only.",
+        "Use capitals-only spelling for {relation} {words}.",
     )
     functions = (
         r"""
@@ -1337,6 +1568,19 @@ class SentenceCapitals(Constraint):
         "Start every sentence with a capital letter.",
         "Make sure each sentence in your answer begins with an uppercase letter.",
         "Capitalize the first letter of every sentence.",
+        "Please begin each sentence with an uppercase letter.",
+        "Every sentence you write should start with a capital.",
+        "Capitalize the first word of each sentence.",
+        "Make sure no sentence starts with a lowercase letter.",
+        "Use a capital letter at the start of every sentence.",
+        "Each new sentence must open with a capital letter.",
+        "Follow normal capitalization: every sentence starts uppercase.",
+        "Don't start any sentence with a small letter.",
+        "Start all of your sentences with capital letters.",
+        "The first letter of every sentence should be uppercase.",
+        "Please capitalize the opening letter of each sentence.",
+        "Begin every sentence in your reply with a capital letter.",
+        "Check that each sentence starts with a capital.",
     )
     functions = (
         r"""
@@ -1576,6 +1820,8 @@ class AvoidLetter(Constraint):
         "Do not use the letter '{letter}' anywhere in your answer.",
         "Write your reply without the letter '{letter}', in upper or lower case.",
         "Avoid every word that contains the letter '{letter}'.",
+        "Please write without ever using the letter '{letter}'.",
+        "The letter '{letter}' must not show up in your reply, in any case.",
     )
     functions = (
         r"""
@@ -1605,6 +1851,19 @@ class NoDigits(Constraint):
         "Do not write any digits; spell numbers out in words.",
         "Your answer must not contain any digits (0-9).",
         "Write all numbers as words, never as digits.",
+        "Please don't use any digits; write numbers as words.",
+        "No numerals please: spell out every number.",
+        "Leave out the digits 0 to 9 entirely.",
+        "Write numbers in words, like 'twelve', never as digits.",
+        "Your reply should contain no digit characters.",
+        "Avoid digits; if you need a number, spell it.",
+        "Don't include any numerals in your answer.",
+        "Spell out all numbers and use no digits.",
+        "There must not be a single digit in your response.",
+        "Please avoid writing numbers with digits.",
+        "Use words for numbers, not the characters 0-9.",
+        "Make sure your answer has no digits in it.",
+        "Express any numbers in words rather than numerals.",
     )
     functions = (
         r"""
@@ -1633,6 +1892,11 @@ class LastWord(Constraint):
         "The very last word of your answer must be '{word}'.",
         "End your response with the word '{word}'.",
         "Make '{word}' the final word of your reply.",
+        "Please make sure your reply ends on the word '{word}'.",
+        "Finish with '{word}' as the last word you write.",
+        "Your final word should be '{word}', with nothing after it but punctuation.",
+        "Please end on the word '{word}'.",
+        "Close your answer with the word '{word}'.",
     )
     functions = (
         r"""
@@ -1670,12 +1934,15 @@ class ResponseLanguage(Constraint):
         "Answer only in {language}; no other language is allowed.",
         "Your entire response must be written in {language}.",
         "Please reply in {language} only.",
+        "Please write your whole answer in {language}.",
+        "Respond in {language}, and use no other language.",
     )
     functions = (
         r"""
         def evaluate(response):
             from langdetect import DetectorFactory, detect
             from langdetect.lang_detect_exception import LangDetectException
+            # Seeded here, not only by autoif's worker: the same verdict wherever the function runs.
             DetectorFactory.seed = 0
             try:
                 return detect(response) == LANGUAGE
