@@ -20,11 +20,29 @@ from __future__ import annotations
 
 import types
 
+from pydantic import BaseModel, Field
+
 # What a separate backbone pass costs beyond its tokens, in tokens: rows are grouped so that the
 # padding a group adds is worth more than one more pass (Python and small-matmul overhead).
 PASS_COST_TOKENS = 64
 # Positions scored per LM-head product: bounds the temporary tensors of the metrics (entropy, top-1).
 HEAD_CHUNK_TOKENS = 1024
+# Keyword arguments `trimmed_forward` computes; any other one with a value goes to TRL's forward.
+TRIMMABLE_KWARGS = {"input_ids", "attention_mask", "labels", "use_cache", "num_items_in_batch"}
+# Config fields with which the logits are more than the LM head's product (TRL's forward applies them).
+SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+class CpuForwardSettings(BaseModel):
+    """The trimmed CPU forward, mixed into the settings of the trainers that use it (SFT, DPO)."""
+
+    cpu_forward: bool = Field(
+        True,
+        description="on a CPU, TRL's per-token log-probs computed without padding: each forward pass's rows "
+        "run in groups of similar length, each cut to its longest row, and only answer tokens go through the "
+        "LM head (train/cpu_forward.py); the same log-probs up to float rounding. Batches it cannot compute "
+        "exactly (a GPU, left padding, packed rows, scaled logits, MoE) take TRL's own forward",
+    )
 
 
 def length_groups(lengths: list[int], pass_cost: int = PASS_COST_TOKENS) -> list[list[int]]:
@@ -43,30 +61,89 @@ def length_groups(lengths: list[int], pass_cost: int = PASS_COST_TOKENS) -> list
     return groups[::-1]
 
 
-def use_cpu_forward(model, outputs: tuple[str, ...] = ("log_probs",)) -> None:
-    """Route `model(..., fused_lm_head=True)` on a CPU through `trimmed_forward`; call it after TRL's
-    `add_fused_lm_head` has patched `model`. `outputs` lists the metrics to compute besides the
-    log-probs ("entropy", "mean_logits", "is_top1"), without gradient: the trainers only log them."""
+def with_cpu_forward(trainer_class: type, outputs: tuple[str, ...]) -> type:
+    """`trainer_class` (TRL's SFTTrainer or DPOTrainer) with its models' fused LM head routed through
+    `trimmed_forward` on a CPU. `outputs`: the metrics TRL's trainer asks its policy's head for besides
+    the log-probs (TRL keeps that tuple inside its __init__; the reference is asked for log-probs only).
+
+    TRL patches the models (`add_fused_lm_head`) inside its __init__, and DPOTrainer then computes the
+    reference log-probs (precompute_ref_log_probs) before returning: that pass goes through the public
+    `compute_ref_log_probs(model, inputs)`, which installs the trimmed forward on the model it is given;
+    the training passes get it when __init__ returns."""
+
+    class CpuForward(trainer_class):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            install(policy(self.model), outputs)
+            if getattr(self, "ref_model", None) is not None:
+                install(self.ref_model, ())
+
+    if hasattr(trainer_class, "compute_ref_log_probs"):
+
+        class CpuForwardReference(CpuForward):
+            def compute_ref_log_probs(self, model, inputs):
+                # The policy itself when there is no separate reference (precompute, PEFT).
+                install(policy(model), outputs if model is self.model else ())
+                return super().compute_ref_log_probs(model, inputs)
+
+        CpuForward = CpuForwardReference  # type: ignore[misc]
+
+    CpuForward.__name__ = CpuForward.__qualname__ = f"CpuForward{trainer_class.__name__}"
+    return CpuForward
+
+
+def policy(model):
+    """The transformers model under a PEFT wrapper (where TRL installs its head), else `model`."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def install(model, outputs: tuple[str, ...]) -> None:
+    """Route `model(..., fused_lm_head=True)` through `trimmed_forward` where it computes TRL's result;
+    call it after TRL's `add_fused_lm_head` has patched `model` (a second call does nothing). A model
+    whose logits are more than its LM head's product, or that is not a plain transformers model (a
+    DeepSpeed engine), keeps TRL's forward."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel) or getattr(model.forward, "trims_padding", False):
+        return
+    config = model.config.get_text_config()
+    if config is not model.config or hasattr(config, "output_router_logits"):
+        return  # a vision-language wrapper or an MoE model (router loss): TRL's forward
+    if any(getattr(config, name, None) is not None for name in SCALED_LOGITS):
+        return
     trl_forward = model.forward
 
     def forward(self, *args, fused_lm_head=False, **kwargs):
         if fused_lm_head and not args and trimmable(kwargs):
-            return trimmed_forward(self, outputs=outputs, **kwargs)
+            given = {name: value for name, value in kwargs.items() if value is not None}
+            return trimmed_forward(self, outputs=outputs, **given)
         return trl_forward(*args, fused_lm_head=fused_lm_head, **kwargs)
 
+    forward.trims_padding = True  # type: ignore[attr-defined]
     model.forward = types.MethodType(forward, model)
 
 
 def trimmable(kwargs: dict) -> bool:
-    """Whether a call is one `trimmed_forward` computes exactly: a right-padded CPU batch with labels."""
+    """Whether a call is one `trimmed_forward` computes exactly: a right-padded CPU batch with labels
+    and no other argument (PEFT passes its defaults as None)."""
     import torch
 
-    known = {"input_ids", "attention_mask", "labels", "use_cache", "num_items_in_batch"}
+    given = {name for name, value in kwargs.items() if value is not None}
     ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-    if set(kwargs) - known or ids is None or mask is None or kwargs.get("labels") is None or ids.device.type != "cpu":
+    if given - TRIMMABLE_KWARGS or ids is None or mask is None or kwargs.get("labels") is None:
         return False
-    # Right padding: each row's mask is ones then zeros.
-    return bool(torch.equal(mask, (torch.arange(mask.size(1)) < mask.sum(1, keepdim=True)).to(mask.dtype)))
+    labels = kwargs["labels"]
+    if ids.device.type != "cpu" or ids.dim() != 2 or mask.shape != ids.shape or labels.shape != ids.shape:
+        return False
+    lengths = mask.sum(1, keepdim=True)
+    # Right padding (each row's mask is ones then zeros), no empty row, no label on padding, and a label
+    # to score (TRL's forward keeps a batch without one connected to the model).
+    return (
+        bool(torch.equal(mask, (torch.arange(mask.size(1)) < lengths).to(mask.dtype)))
+        and bool(lengths.min() > 0)
+        and bool((labels[mask == 0] == -100).all())
+        and bool((labels[:, 1:] != -100).any())
+    )
 
 
 def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items_in_batch=None, use_cache=None):

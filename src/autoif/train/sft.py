@@ -31,10 +31,11 @@ from .common import (
     save_final,
     trl_args,
 )
+from .cpu_forward import CpuForwardSettings, with_cpu_forward
 from .end_of_turn import end_of_turn_token
 
 
-class SFTSettings(TrainSettings):
+class SFTSettings(CpuForwardSettings, TrainSettings):
     """Supervised fine-tuning (the paper's defaults)."""
 
     output_dir: str = Field("autoif-train/sft", description="checkpoints and the final model go here")
@@ -53,6 +54,10 @@ def prompt_completion(messages: list[dict]) -> dict[str, list[dict]]:
     return {"prompt": messages[:last], "completion": messages[last : last + 1]}
 
 
+# The metrics TRL's SFTTrainer asks its model's fused LM head for besides the log-probs.
+SFT_METRICS = ("entropy", "is_top1")
+
+
 def sft_trainer(settings: SFTSettings):
     """TRL's SFTTrainer on the settings' data, ready to train."""
     trl = require("trl", "train", "SFT training")
@@ -69,6 +74,8 @@ def sft_trainer(settings: SFTSettings):
     # TRL makes it the tokenizer's EOS and the model's, and adds it to the ids generation stops on.
     args.eos_token = end_of_turn_token(tokenizer)
     trainer_class = length_grouped(trl.SFTTrainer) if settings.group_by_length else trl.SFTTrainer
+    if settings.cpu_forward:
+        trainer_class = with_cpu_forward(trainer_class, SFT_METRICS)
     return trainer_class(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(settings)
     )
