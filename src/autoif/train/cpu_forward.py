@@ -154,18 +154,18 @@ def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items
     lengths = attention_mask.sum(1).tolist()
     head = model.get_output_embeddings()
     label_mask = labels[:, 1:] != -100
-    hidden_rows, targets, places = [], [], []
+    hidden_pieces, target_pieces, places = [], [], []
     for group in length_groups(lengths):
         rows, width = torch.tensor(group), lengths[group[0]]
         hidden = model.base_model(
             input_ids=input_ids[rows, :width], attention_mask=attention_mask[rows, :width], use_cache=False
         ).last_hidden_state[:, :-1]
         keep = label_mask[rows, : width - 1]
-        hidden_rows.append(hidden[keep])
-        targets.append(labels[rows, 1:width][keep])
+        hidden_pieces.append(hidden[keep])
+        target_pieces.append(labels[rows, 1:width][keep])
         row, column = keep.nonzero(as_tuple=True)
         places.append(rows[row] * label_mask.size(1) + column)  # flat positions in (batch, length - 1)
-    hidden_rows, targets, place = torch.cat(hidden_rows), torch.cat(targets), torch.cat(places)
+    hidden_rows, targets, place = torch.cat(hidden_pieces), torch.cat(target_pieces), torch.cat(places)
 
     scored: dict[str, list] = {name: [] for name in ("log_probs", *outputs)}
     for start in range(0, len(targets), HEAD_CHUNK_TOKENS):
