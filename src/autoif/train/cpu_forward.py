@@ -13,7 +13,8 @@ similar length, each group runs through the backbone cut to its own longest row,
 positions with a label go through the LM head, as one matrix product and a log-softmax whose
 backward autograd takes. The real tokens see the same computation (causal attention never looks at
 the right padding), so the log-probabilities are equal up to float rounding. Anything else (a GPU,
-a PEFT prompt-learning model, packed rows) goes to TRL's own forward.
+left padding, packed rows, a PEFT prompt-learning model's extra arguments, scaled or soft-capped
+logits, an MoE router loss) goes to TRL's own forward.
 """
 
 from __future__ import annotations
