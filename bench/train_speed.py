@@ -13,10 +13,13 @@ saving). Trained tokens are the slice's tokens (prompt and answer, chosen and re
 to max_length) as today's settings train them, the same count for every setting, so a ratio is a
 ratio of times; a setting that trains fewer tokens (max_rejected_tokens) is faster by skipping them.
 
-Settings (each adds to today's, which are: reference pass at every step, random order, fp32):
+Settings (each adds to today's, which are: reference pass at every step, random order, TRL's forward, fp32):
   precompute   reference log-probs once per pair before training (precompute_ref_log_probs)
   grouped      each step's rows ordered by length (group_by_length)
-  fast         both: the defaults now (fp32 arithmetic unchanged: same losses to 4 digits)
+  trimmed      the trimmed CPU forward: no padding, LM head on answer tokens only (cpu_forward)
+  fast         the defaults now, DPO: all three, SFT: grouped (trimmed measured slower for SFT); fp32
+               arithmetic unchanged: same losses to 4 digits
+  grouped+trimmed  SFT: grouped and the trimmed forward
   fast+rejN    fast, and rejected answers bounded to N tokens (max_rejected_tokens; not a default)
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
@@ -40,20 +43,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "results" / "smollm2-135m-selfalign" / "data-greedy"
 RECIPE = ROOT / "recipes" / "smollm2-135m-selfalign.yaml"
-TODAY = {"group_by_length": False, "bf16": "off"}  # and for DPO:
+TODAY = {"group_by_length": False, "cpu_forward": False, "bf16": "off"}  # and for DPO:
 TODAY_DPO = {**TODAY, "precompute_ref_log_probs": False}
 
 
 def settings_for(trainer: str, args) -> dict[str, dict]:
     """label -> settings overriding today's, in the order they run."""
-    grouped = {"group_by_length": True}
+    grouped, trimmed = {"group_by_length": True}, {"cpu_forward": True}
     if trainer == "sft":
-        out = {"today": {}, "fast": grouped}
+        out = {"today": {}, "fast": grouped, "grouped+trimmed": {**grouped, **trimmed}, "trimmed": trimmed}
         if args.bf16:
-            out["fast+bf16"] = {**grouped, "bf16": "on"}
+            out["fast+bf16"] = {**out["fast"], "bf16": "on"}
         return out
-    both = {**grouped, "precompute_ref_log_probs": True}
-    out = {"today": {}, "fast": both, "precompute": {"precompute_ref_log_probs": True}, "grouped": grouped}
+    both = {**grouped, **trimmed, "precompute_ref_log_probs": True}
+    out = {
+        "today": {},
+        "fast": both,
+        "precompute": {"precompute_ref_log_probs": True},
+        "grouped": grouped,
+        "trimmed": trimmed,
+    }
     for n in args.rejected_tokens:
         out[f"fast+rej{n}"] = {**both, "max_rejected_tokens": n}
     if args.bf16:
@@ -212,7 +221,8 @@ def main() -> None:
     parser.add_argument(
         "--settings",
         nargs="*",
-        default=["precompute", "grouped", "fast+bf16"] + [f"fast+rej{n}" for n in (192, 256)],
+        default=["precompute", "grouped", "trimmed", "grouped+trimmed", "fast+bf16"]
+        + [f"fast+rej{n}" for n in (192, 256)],
         help="settings besides today and fast to measure (those defined by the other options)",
     )
     args = parser.parse_args()

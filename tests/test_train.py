@@ -537,12 +537,14 @@ def test_step_grouped_sampler_keeps_each_steps_rows_and_sorts_them():
 
 @pytest.mark.parametrize("method", ["dpo", "sft"])
 def test_precompute_and_grouping_give_todays_losses(method, tiny, tmp_path):
-    """Reference log-probs computed once and steps grouped by length: the same per-step losses as TRL's
-    defaults (a reference pass per step, random order) to 4 significant digits, on the same steps."""
+    """Reference log-probs computed once, steps grouped by length and the trimmed CPU forward (together,
+    and the forward alone): the same per-step losses as TRL's defaults (a reference pass per step,
+    random order, TRL's forward) to 4 significant digits, on the same steps."""
     run = _varied_run(tmp_path / "run")
-    today = {"group_by_length": False} | ({"precompute_ref_log_probs": False} if method == "dpo" else {})
+    today = {"group_by_length": False, "cpu_forward": False}
+    today |= {"precompute_ref_log_probs": False} if method == "dpo" else {}
     runs = {}
-    for label, extra in (("today", today), ("fast", {})):
+    for label, extra in (("today", today), ("fast", {}), ("trimmed", {**today, "cpu_forward": True})):
         settings, train = _settings(
             method,
             tiny,
@@ -557,7 +559,8 @@ def test_precompute_and_grouping_give_todays_losses(method, tiny, tmp_path):
         train(settings)
         runs[label] = _losses(tmp_path / label)
     assert len(runs["today"]) == 2 and all(math.isfinite(x) for x in runs["today"])
-    assert [f"{x:.4g}" for x in runs["fast"]] == [f"{x:.4g}" for x in runs["today"]]
+    for label in ("fast", "trimmed"):
+        assert [f"{x:.4g}" for x in runs[label]] == [f"{x:.4g}" for x in runs["today"]], label
 
 
 def test_max_rejected_tokens_bounds_the_rejected_answers(tiny, tmp_path):

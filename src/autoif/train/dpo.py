@@ -25,10 +25,11 @@ from .common import (
     save_final,
     trl_args,
 )
+from .cpu_forward import CpuForwardSettings, with_cpu_forward
 from .end_of_turn import stop_at_end_of_turn
 
 
-class DPOSettings(TrainSettings):
+class DPOSettings(CpuForwardSettings, TrainSettings):
     """Offline DPO (the paper's defaults)."""
 
     output_dir: str = Field("autoif-train/dpo", description="checkpoints and the final model go here")
@@ -61,10 +62,18 @@ def dpo_rows(records: list[dict], level: str = "all") -> list[dict]:
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in keep]
 
 
+# The metrics TRL's DPOTrainer asks its policy's fused LM head for (and log_sum_sq_probs with WPO's
+# use_weighting, which these settings never turn on).
+DPO_METRICS = ("entropy", "mean_logits", "is_top1")
+
+
 def dpo_trainer_class(settings: DPOSettings) -> type:
-    """TRL's DPOTrainer, with the rows of each step grouped by length and rejected answers bounded as set."""
+    """TRL's DPOTrainer, with the rows of each step grouped by length, rejected answers bounded and the
+    trimmed CPU forward as set."""
     trl = require("trl", "train", "DPO training")
     trainer_class = length_grouped(trl.DPOTrainer) if settings.group_by_length else trl.DPOTrainer
+    if settings.cpu_forward:
+        trainer_class = with_cpu_forward(trainer_class, DPO_METRICS)
     limit = settings.max_rejected_tokens
     if limit is None:
         return trainer_class
