@@ -48,18 +48,14 @@ def cpu_name() -> str:
 def cpu_bf16_autocast_faster(config: Any, cache_dir: str | os.PathLike) -> bool:
     """True when bf16 autocast of `config`'s matmul shapes trains at least MIN_SPEEDUP x fp32 on this CPU."""
     hidden, intermediate = _shapes(config)
-    faster = _measured("", hidden, intermediate, cache_dir, partial(probe_seconds, hidden, intermediate))
-    log.info("bf16 autocast training on this CPU: %s", "bf16" if faster else "fp32")
-    return faster
+    return _measured("", hidden, intermediate, cache_dir, partial(probe_seconds, hidden, intermediate))
 
 
 def cpu_bf16_decode_faster(config: Any, cache_dir: str | os.PathLike, rows: int) -> bool:
     """True when bf16 weights decode `rows` rows at least MIN_SPEEDUP x as fast as fp32 on this CPU."""
     hidden, intermediate = _shapes(config)
     probe = partial(decode_probe_seconds, hidden, intermediate, rows)
-    faster = _measured(f"decode {rows} rows | ", hidden, intermediate, cache_dir, probe)
-    log.info("bf16 decoding on this CPU: %s", "bf16" if faster else "fp32")
-    return faster
+    return _measured(f"decode {rows} rows | ", hidden, intermediate, cache_dir, probe)
 
 
 def _shapes(config: Any) -> tuple[int, int]:
@@ -86,9 +82,15 @@ def _measured(
         cached[key] = {"fp32_s": round(fp32_s, 5), "bf16_s": round(bf16_s, 5), "speedup": round(fp32_s / bf16_s, 3)}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(cached, indent=1, sort_keys=True) + "\n")
-    speedup = cached[key]["speedup"]
-    log.info("bf16 on this CPU (%s): %.2fx fp32 (measured, %s)", key, speedup, path)
-    return speedup >= MIN_SPEEDUP
+    faster = cached[key]["speedup"] >= MIN_SPEEDUP
+    log.info(
+        "bf16 on this CPU (%s): %.2fx fp32 (measured, %s): %s",
+        key,
+        cached[key]["speedup"],
+        path,
+        "bf16" if faster else "fp32",
+    )
+    return faster
 
 
 def _projections(hidden: int, intermediate: int, generator: Any) -> list[Any]:

@@ -154,9 +154,14 @@ def resolve_dtype(dtype: str, device: str, model: str, cache_dir: str | os.PathL
     try:
         config = transformers.AutoConfig.from_pretrained(resolve_model(model, cache_dir))
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"cannot load model '{model}': {first}") from None
+        raise _load_error(model, exc) from None
     return "bfloat16" if cpu_bf16_decode_faster(config, cache_dir, rows) else "float32"
+
+
+def _load_error(model: str, exc: Exception) -> BackendError:
+    """One line for a model (or its config) that transformers cannot load."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return BackendError(f"cannot load model '{model}': {first}")
 
 
 def load_causal_lm(model: str, cache_dir: str | os.PathLike, device: str, dtype: str) -> tuple[Any, Any, str]:
@@ -173,8 +178,7 @@ def load_causal_lm(model: str, cache_dir: str | os.PathLike, device: str, dtype:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         lm = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"cannot load model '{model}': {first}") from None
+        raise _load_error(model, exc) from None
     lm.to(dev).eval()
     return lm, tokenizer, path
 
