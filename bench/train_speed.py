@@ -230,7 +230,7 @@ def main() -> None:
     import torch
 
     from autoif.config import PathsConfig
-    from autoif.train.precision import CACHE_FILE, cpu_bf16_autocast_faster, cpu_name
+    from autoif.precision import CACHE_FILE, cpu_bf16_autocast_faster, cpu_name
 
     print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     from transformers import AutoConfig

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 trl_utils = pytest.importorskip("trl.trainer.utils")
 transformers = pytest.importorskip("transformers")
 
-from autoif.train.cpu_forward import install, length_groups  # noqa: E402
+from autoif.train.cpu_forward import install, length_groups, shared_prompts, shares_prompts  # noqa: E402
 from autoif.train.dpo import DPO_METRICS  # noqa: E402
 
 PAD = 0
@@ -45,6 +45,10 @@ def test_length_groups_cover_every_row_once_and_minimise_padding_plus_passes():
 
 @pytest.fixture(scope="module")
 def model():
+    return _tiny_llama()
+
+
+def _tiny_llama():
     """A 2-layer Llama with a small vocabulary (the batches are random token ids: no tokenizer needed),
     given TRL's fused LM head as DPOTrainer gives it to its policy."""
     config = transformers.LlamaConfig(
@@ -116,3 +120,71 @@ def test_trimmed_forward_gives_trls_log_probs_and_falls_through_where_it_cannot(
         fields, grads, passes = _run(model, {"left": left, "extra": extra}[name])
         assert passes == 1, name
         assert torch.equal(fields["log_probs"], trl[name][0]["log_probs"]), name
+
+
+def _pairs_batch(prompts: list[int], chosen: list[int], rejected: list[int]) -> dict:
+    """DPOTrainer's layout: the chosen rows, then the rejected rows, row i and i + n after the same prompt;
+    right-padded, labels on the answers only."""
+    generator = torch.Generator().manual_seed(1)
+    texts = [torch.randint(1, VOCAB, (n,), generator=generator) for n in prompts]
+    rows = [(i, n) for i, n in enumerate(chosen)] + [(i, n) for i, n in enumerate(rejected)]
+    width = max(prompts[i] + n for i, n in rows)
+    ids = torch.full((len(rows), width), PAD)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for row, (pair, n) in enumerate(rows):
+        start = prompts[pair]
+        ids[row, :start] = texts[pair]
+        ids[row, start : start + n] = torch.randint(1, VOCAB, (n,), generator=generator)
+        mask[row, : start + n] = 1
+        labels[row, start : start + n] = ids[row, start : start + n]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "use_cache": False}
+
+
+def test_a_prompt_shared_by_chosen_and_rejected_runs_once_with_trls_log_probs_and_gradients():
+    # Three pairs: prompts of different lengths (so the prompt and answer passes pad and mask), one rejected
+    # answer looping far beyond its chosen one; and an SFT-like row whose prompt no other row shares.
+    batch = _pairs_batch(prompts=[12, 7, 9], chosen=[20, 5, 6], rejected=[40, 9, 6])
+    lone = _batch([30], prompt=4)  # its own prompt: the rows' own pass, beside the shared ones
+    width = max(batch["input_ids"].size(1), lone["input_ids"].size(1))
+    for name, fill in (("input_ids", PAD), ("attention_mask", 0), ("labels", -100)):
+        rows = [torch.nn.functional.pad(b[name], (0, width - b[name].size(1)), value=fill) for b in (batch, lone)]
+        batch[name] = torch.cat(rows)
+    model = _tiny_llama()
+
+    def run():
+        model.zero_grad()
+        passes, tokens = [], []
+
+        def count(module, args, kwargs, output):
+            passes.append(1)
+            tokens.append(kwargs["input_ids"].numel())
+
+        hook = model.base_model.register_forward_hook(count, with_kwargs=True)
+        try:
+            out = model(**batch, fused_lm_head=True)
+            out.loss.backward()
+        finally:
+            hook.remove()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return out, grads, len(passes), sum(tokens)
+
+    trl_out, trl_grads, _, trl_tokens = run()
+    install(model, DPO_METRICS)
+    assert shares_prompts(model)
+    prompts = shared_prompts(batch["input_ids"], batch["labels"][:, 1:] != -100)
+    assert sorted(prompts.values()) == [[0, 3], [1, 4], [2, 5]]
+    out, grads, passes, tokens = run()
+    for name in ("loss", "log_probs", "entropy", "mean_logits"):
+        torch.testing.assert_close(getattr(out, name), getattr(trl_out, name), rtol=1e-4, atol=1e-5, msg=name)
+    assert torch.equal(out.is_top1, trl_out.is_top1)
+    # Every weight's gradient, the backbone's included: they reach the prompt's pass through its keys and values.
+    assert grads.keys() == trl_grads.keys() and len(grads) == len(list(model.parameters()))
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    # Each shared prompt ran once: fewer tokens through the backbone, in prompt, answer and lone-row passes.
+    assert tokens < trl_tokens and passes >= 3
+
+    # Gradient checkpointing turns the model's cache off: prompts are not shared then (the rows' own passes).
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    assert not shares_prompts(model)

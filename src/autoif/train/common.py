@@ -60,7 +60,7 @@ class TrainSettings(Section):
         "auto",
         description="bfloat16: on a GPU, bf16 weights; on a CPU, bf16 autocast of the matmuls with fp32 weights "
         "and optimizer state. auto: where the GPU has it, and on a CPU where a short measurement of the model's "
-        "matmuls (cached per machine, see train/precision.py) finds autocast faster",
+        "matmuls (cached per machine, see autoif/precision.py) finds autocast faster",
     )
     group_by_length: bool = Field(
         True,

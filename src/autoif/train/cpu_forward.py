@@ -10,7 +10,10 @@ tokens at 2 pairs per pass), and a third of the real tokens are prompt.
 
 Here, on a CPU, the rows of a batch (right-padded, as TRL's collators pad) are split into groups of
 similar length, each group runs through the backbone cut to its own longest row, and only the
-positions with a label go through the LM head, as one matrix product and a log-softmax whose
+positions with a label go through the LM head. A prompt that several rows share (DPO's chosen and
+rejected answers; 15% of the published pairs' tokens) runs once: its keys and values are computed in
+one pass and each answer attends to them at its own positions, the gradient reaching the prompt's
+pass through them. The LM head is applied as one matrix product and a log-softmax whose
 backward autograd takes. The real tokens see the same computation (causal attention never looks at
 the right padding), so the log-probabilities are equal up to float rounding. Anything else (a GPU,
 left padding, packed rows, a PEFT prompt-learning model's extra arguments, scaled or soft-capped
@@ -20,6 +23,7 @@ logits, an MoE router loss) goes to TRL's own forward.
 from __future__ import annotations
 
 import types
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -40,8 +44,8 @@ class CpuForwardSettings(BaseModel):
     cpu_forward: bool = Field(
         True,
         description="on a CPU, TRL's per-token log-probs computed without padding: each forward pass's rows "
-        "run in groups of similar length, each cut to its longest row, and only answer tokens go through the "
-        "LM head (train/cpu_forward.py); the same log-probs up to float rounding. Batches it cannot compute "
+        "run in groups of similar length, each cut to its longest row, a prompt several rows share (DPO) runs "
+        "once, and only answer tokens go through the LM head (train/cpu_forward.py); the same log-probs up to float rounding. Batches it cannot compute "
         "exactly (a GPU, left padding, packed rows, scaled logits, MoE) take TRL's own forward",
     )
 
@@ -148,24 +152,39 @@ def trimmable(kwargs: dict) -> bool:
 
 
 def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items_in_batch=None, use_cache=None):
-    """TRL's FusedCausalLMOutput for a right-padded batch, its rows grouped by length (length_groups)."""
+    """TRL's FusedCausalLMOutput for a right-padded batch: rows whose prompt another row shares (DPO's chosen
+    and rejected) run the prompt once (shared_prompt_passes), the others in groups of similar length
+    (length_groups)."""
     import torch
     from trl.trainer.utils import FusedCausalLMOutput
 
     lengths = attention_mask.sum(1).tolist()
     head = model.get_output_embeddings()
     label_mask = labels[:, 1:] != -100
+    # Scored positions (t predicts token t + 1) gathered pass by pass; a pass's hidden column j is position start + j.
     hidden_pieces, target_pieces, places = [], [], []
-    for group in length_groups(lengths):
-        rows, width = torch.tensor(group), lengths[group[0]]
+
+    def collect(rows, starts, hidden):
+        positions = starts.unsqueeze(1) + torch.arange(hidden.size(1))
+        keep = torch.nn.functional.pad(label_mask[rows], (0, hidden.size(1))).gather(1, positions)
+        targets = torch.nn.functional.pad(labels[rows, 1:], (0, hidden.size(1)), value=-100).gather(1, positions)
+        hidden_pieces.append(hidden[keep])
+        target_pieces.append(targets[keep])
+        row, column = keep.nonzero(as_tuple=True)
+        places.append(rows[row] * label_mask.size(1) + positions[row, column])  # flat in (batch, length - 1)
+
+    prompts = shared_prompts(input_ids, label_mask) if shares_prompts(model) else {}
+    for rows, starts, hidden in shared_prompt_passes(model, input_ids, lengths, prompts):
+        collect(rows, starts, hidden)
+    shared = {row for rows in prompts.values() for row in rows}
+    plain = [row for row in range(len(lengths)) if row not in shared]
+    for group in length_groups([lengths[row] for row in plain]):
+        rows = torch.tensor([plain[i] for i in group])
+        width = lengths[plain[group[0]]]
         hidden = model.base_model(
             input_ids=input_ids[rows, :width], attention_mask=attention_mask[rows, :width], use_cache=False
         ).last_hidden_state[:, :-1]
-        keep = label_mask[rows, : width - 1]
-        hidden_pieces.append(hidden[keep])
-        target_pieces.append(labels[rows, 1:width][keep])
-        row, column = keep.nonzero(as_tuple=True)
-        places.append(rows[row] * label_mask.size(1) + column)  # flat positions in (batch, length - 1)
+        collect(rows, torch.zeros(len(rows), dtype=torch.long), hidden)
     hidden_rows, targets, place = torch.cat(hidden_pieces), torch.cat(target_pieces), torch.cat(places)
 
     scored: dict[str, list] = {name: [] for name in ("log_probs", *outputs)}
@@ -194,3 +213,104 @@ def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items
         label_mask=label_mask,
         **{name: per_token.get(name) for name in ("log_probs", "entropy", "mean_logits", "is_top1")},
     )
+
+
+def shares_prompts(model) -> bool:
+    """Whether a prompt's keys and values can be computed once and attended to from several rows exactly:
+    a model that takes a cache and explicit positions, every layer attending to the whole past (a
+    sliding-window layer would drop keys a longer row sees), no gradient checkpointing (it turns the
+    cache off)."""
+    import inspect
+
+    config = model.config.get_text_config()
+    parameters = inspect.signature(model.base_model.forward).parameters
+    # transformers 5.x renamed is_gradient_checkpointing (deprecated) to is_activation_checkpointing.
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    full_attention = getattr(config, "sliding_window", None) is None and set(
+        getattr(config, "layer_types", None) or ["full_attention"]
+    ) == {"full_attention"}
+    return full_attention and "position_ids" in parameters and cache_argument(model) is not None and not checkpointing
+
+
+def cache_argument(model) -> str | None:
+    """The name under which the backbone takes a KV cache (transformers 5.25 renamed past_key_values to cache)."""
+    import inspect
+
+    parameters = inspect.signature(model.base_model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def shared_prompts(input_ids, label_mask) -> dict[tuple[int, ...], list[int]]:
+    """Rows by their prompt (the tokens before the first scored position), for prompts at least two rows
+    share: DPO's batch holds each pair's chosen and rejected answer after the same prompt."""
+    first = label_mask.int().argmax(1).tolist()
+    scored = label_mask.any(1).tolist()
+    rows: dict[tuple[int, ...], list[int]] = {}
+    for row, (start, any_label) in enumerate(zip(first, scored, strict=True)):
+        if any_label and start > 0:
+            rows.setdefault(tuple(input_ids[row, :start].tolist()), []).append(row)
+    return {prompt: group for prompt, group in rows.items() if len(group) > 1}
+
+
+def shared_prompt_passes(model, input_ids, lengths, prompts):
+    """(rows, starts, hidden) for the rows of `prompts`: each prompt runs through the backbone once (the
+    prompts in length groups), then each row's answer runs in groups of similar length, attending to its
+    prompt's keys and values (right-padded to the group's longest prompt and masked) at its own
+    positions. Gradients flow into the prompt's pass through the keys and values (autograd)."""
+    import torch
+    from transformers import DynamicCache
+
+    if not prompts:
+        return
+    argument = str(cache_argument(model))  # shares_prompts found one
+    texts = list(prompts)
+    prompt_lengths = [len(text) for text in texts]
+    keys_values: list[list[tuple]] = [[] for _ in texts]  # per prompt, per layer: (keys, values) of its tokens
+    for group in length_groups(prompt_lengths):
+        width = prompt_lengths[group[0]]
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, index in enumerate(group):
+            ids[i, : prompt_lengths[index]] = torch.tensor(texts[index])
+            mask[i, : prompt_lengths[index]] = 1
+        filled: Any = DynamicCache()  # its layers are full-attention DynamicLayers (shares_prompts)
+        model.base_model(input_ids=ids, attention_mask=mask, use_cache=True, **{argument: filled})
+        for i, index in enumerate(group):
+            keys_values[index] = [
+                (layer.keys[i, :, : prompt_lengths[index]], layer.values[i, :, : prompt_lengths[index]])
+                for layer in filled.layers
+            ]
+
+    prompt_of = {row: index for index, text in enumerate(texts) for row in prompts[text]}
+    rows_in = sorted(prompt_of)
+    answers = [lengths[row] - prompt_lengths[prompt_of[row]] for row in rows_in]
+    for group in length_groups(answers):
+        rows = [rows_in[i] for i in group]
+        starts = [prompt_lengths[prompt_of[row]] for row in rows]
+        width, past = answers[group[0]], max(starts)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), past + width, dtype=torch.long)
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+            ids[i, : lengths[row] - start] = input_ids[row, start : lengths[row]]
+            mask[i, :start] = 1
+            mask[i, past : past + lengths[row] - start] = 1
+        cache = DynamicCache()
+        for layer in range(len(keys_values[0])):
+            keys, values = (
+                torch.stack(
+                    [
+                        torch.nn.functional.pad(keys_values[prompt_of[row]][layer][kind], (0, 0, 0, past - start))
+                        for row, start in zip(rows, starts, strict=True)
+                    ]
+                )
+                for kind in (0, 1)
+            )
+            cache.update(keys, values, layer)
+        start_tensor = torch.tensor(starts)
+        positions = start_tensor.unsqueeze(1) + torch.arange(width)
+        hidden = model.base_model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{argument: cache}
+        ).last_hidden_state
+        yield torch.tensor(rows), start_tensor, hidden
