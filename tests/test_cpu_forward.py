@@ -158,7 +158,8 @@ def test_a_prompt_shared_by_chosen_and_rejected_runs_once_with_trls_log_probs_an
 
         def count(module, args, kwargs, output):
             passes.append(1)
-            tokens.append(kwargs["input_ids"].numel())
+            given = kwargs.get("input_ids")
+            tokens.append(given.numel() if given is not None else kwargs["inputs_embeds"][..., 0].numel())
 
         hook = model.base_model.register_forward_hook(count, with_kwargs=True)
         try:

@@ -45,8 +45,9 @@ class CpuForwardSettings(BaseModel):
         True,
         description="on a CPU, TRL's per-token log-probs computed without padding: each forward pass's rows "
         "run in groups of similar length, each cut to its longest row, a prompt several rows share (DPO) runs "
-        "once, and only answer tokens go through the LM head (train/cpu_forward.py); the same log-probs up to float rounding. Batches it cannot compute "
-        "exactly (a GPU, left padding, packed rows, scaled logits, MoE) take TRL's own forward",
+        "once, and only answer tokens go through the LM head (train/cpu_forward.py); the same log-probs up to "
+        "float rounding. Batches it cannot compute exactly (a GPU, left padding, packed rows, scaled logits, "
+        "MoE) take TRL's own forward",
     )
 
 
@@ -161,6 +162,9 @@ def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items
     lengths = attention_mask.sum(1).tolist()
     head = model.get_output_embeddings()
     label_mask = labels[:, 1:] != -100
+    # One embedding lookup for every pass: each lookup's backward writes a dense gradient of the whole
+    # vocabulary's embeddings (28M numbers for SmolLM2), so one per pass cost 5% of a DPO step.
+    embeds = model.get_input_embeddings()(input_ids)
     # Scored positions (t predicts token t + 1) gathered pass by pass; a pass's hidden column j is position start + j.
     hidden_pieces, target_pieces, places = [], [], []
 
@@ -174,7 +178,7 @@ def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items
         places.append(rows[row] * label_mask.size(1) + positions[row, column])  # flat in (batch, length - 1)
 
     prompts = shared_prompts(input_ids, label_mask) if shares_prompts(model) else {}
-    for rows, starts, hidden in shared_prompt_passes(model, input_ids, lengths, prompts):
+    for rows, starts, hidden in shared_prompt_passes(model, embeds, lengths, prompts):
         collect(rows, starts, hidden)
     shared = {row for rows in prompts.values() for row in rows}
     plain = [row for row in range(len(lengths)) if row not in shared]
@@ -182,7 +186,7 @@ def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items
         rows = torch.tensor([plain[i] for i in group])
         width = lengths[plain[group[0]]]
         hidden = model.base_model(
-            input_ids=input_ids[rows, :width], attention_mask=attention_mask[rows, :width], use_cache=False
+            inputs_embeds=embeds[rows, :width], attention_mask=attention_mask[rows, :width], use_cache=False
         ).last_hidden_state[:, :-1]
         collect(rows, torch.zeros(len(rows), dtype=torch.long), hidden)
     hidden_rows, targets, place = torch.cat(hidden_pieces), torch.cat(target_pieces), torch.cat(places)
@@ -254,7 +258,7 @@ def shared_prompts(input_ids, label_mask) -> dict[tuple[int, ...], list[int]]:
     return {prompt: group for prompt, group in rows.items() if len(group) > 1}
 
 
-def shared_prompt_passes(model, input_ids, lengths, prompts):
+def shared_prompt_passes(model, embeds, lengths, prompts):
     """(rows, starts, hidden) for the rows of `prompts`: each prompt runs through the backbone once (the
     prompts in length groups), then each row's answer runs in groups of similar length, attending to its
     prompt's keys and values (right-padded to the group's longest prompt and masked) at its own
@@ -270,13 +274,10 @@ def shared_prompt_passes(model, input_ids, lengths, prompts):
     keys_values: list[list[tuple]] = [[] for _ in texts]  # per prompt, per layer: (keys, values) of its tokens
     for group in length_groups(prompt_lengths):
         width = prompt_lengths[group[0]]
-        ids = torch.zeros(len(group), width, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, index in enumerate(group):
-            ids[i, : prompt_lengths[index]] = torch.tensor(texts[index])
-            mask[i, : prompt_lengths[index]] = 1
+        inputs = pad_stack([embeds[prompts[texts[index]][0], : prompt_lengths[index]] for index in group], width)
+        mask = pad_stack([torch.ones(prompt_lengths[index], dtype=torch.long) for index in group], width)
         filled: Any = DynamicCache()  # its layers are full-attention DynamicLayers (shares_prompts)
-        model.base_model(input_ids=ids, attention_mask=mask, use_cache=True, **{argument: filled})
+        model.base_model(inputs_embeds=inputs, attention_mask=mask, use_cache=True, **{argument: filled})
         for i, index in enumerate(group):
             keys_values[index] = [
                 (layer.keys[i, :, : prompt_lengths[index]], layer.values[i, :, : prompt_lengths[index]])
@@ -290,14 +291,14 @@ def shared_prompt_passes(model, input_ids, lengths, prompts):
         rows = [rows_in[i] for i in group]
         starts = [prompt_lengths[prompt_of[row]] for row in rows]
         width, past = answers[group[0]], max(starts)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        inputs = pad_stack([embeds[row, start : lengths[row]] for row, start in zip(rows, starts, strict=True)], width)
         mask = torch.zeros(len(rows), past + width, dtype=torch.long)
         for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
-            ids[i, : lengths[row] - start] = input_ids[row, start : lengths[row]]
             mask[i, :start] = 1
             mask[i, past : past + lengths[row] - start] = 1
         cache = DynamicCache()
         for layer in range(len(keys_values[0])):
+            # (heads, tokens, head size) per row: tokens padded on dimension -2
             keys, values = (
                 torch.stack(
                     [
@@ -311,6 +312,14 @@ def shared_prompt_passes(model, input_ids, lengths, prompts):
         start_tensor = torch.tensor(starts)
         positions = start_tensor.unsqueeze(1) + torch.arange(width)
         hidden = model.base_model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{argument: cache}
+            inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True, **{argument: cache}
         ).last_hidden_state
         yield torch.tensor(rows), start_tensor, hidden
+
+
+def pad_stack(pieces, width: int):
+    """Tensors of (length, ...) stacked into (len(pieces), width, ...), zeros after each one's length."""
+    out = pieces[0].new_zeros(len(pieces), width, *pieces[0].shape[1:])
+    for i, piece in enumerate(pieces):
+        out[i, : len(piece)] = piece
+    return out

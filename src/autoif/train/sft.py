@@ -43,12 +43,6 @@ class SFTSettings(CpuForwardSettings, TrainSettings):
     completion_only_loss: bool = Field(
         True, description="loss on the answer's tokens only; false: on the whole sequence, prompt included"
     )
-    cpu_forward: bool = Field(
-        False,
-        description="the trimmed CPU forward of DPO (train/cpu_forward.py; same losses to 4 digits); off for "
-        "SFT: its rows, grouped by length and one answer each, pad little, and it measured 0.77x to 0.84x "
-        "TRL's forward on the 2-core machine (README, training speed)",
-    )
 
 
 def prompt_completion(messages: list[dict]) -> dict[str, list[dict]]:
