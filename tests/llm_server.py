@@ -88,6 +88,11 @@ class LlamaServer:
                 str(self.port),
                 "--n_ctx",
                 str(self.n_ctx),
+                # One thread for prompts too (llama.cpp's default is 2): on a 2-core machine with other work
+                # running, two threads wait on each other at every barrier and a short request took over the
+                # fault test's 10 s stall limit (an extra retry); generation already runs on one.
+                "--n_threads_batch",
+                "1",
                 *self.extra_args,
             ],
             stdout=self._log,
