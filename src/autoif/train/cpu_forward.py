@@ -177,8 +177,9 @@ def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items
         row, column = keep.nonzero(as_tuple=True)
         places.append(rows[row] * label_mask.size(1) + positions[row, column])  # flat in (batch, length - 1)
 
-    prompts = shared_prompts(input_ids, label_mask) if shares_prompts(model) else {}
-    for rows, starts, hidden in shared_prompt_passes(model, embeds, lengths, prompts):
+    argument = prompt_cache(model)
+    prompts = shared_prompts(input_ids, label_mask) if argument else {}
+    for rows, starts, hidden in shared_prompt_passes(model, argument, embeds, lengths, prompts):
         collect(rows, starts, hidden)
     shared = {row for rows in prompts.values() for row in rows}
     plain = [row for row in range(len(lengths)) if row not in shared]
@@ -219,15 +220,17 @@ def trimmed_forward(model, input_ids, attention_mask, labels, outputs, num_items
     )
 
 
-def shares_prompts(model) -> bool:
-    """Whether a prompt's keys and values can be computed once and attended to from several rows exactly:
-    a model that takes a cache and explicit positions, every layer attending to the whole past (a
-    sliding-window layer would drop keys a longer row sees), no gradient checkpointing (it turns the
-    cache off)."""
+def prompt_cache(model) -> str | None:
+    """The backbone's KV-cache argument (transformers 5.25 renamed past_key_values to cache) where a
+    prompt's keys and values can be computed once and attended to from several rows exactly: a model
+    that takes a cache and explicit positions, every layer attending to the whole past (a sliding-window
+    layer would drop keys a longer row sees), no gradient checkpointing (it turns the cache off).
+    None where they cannot."""
     import inspect
 
     config = model.config.get_text_config()
     parameters = inspect.signature(model.base_model.forward).parameters
+    argument = next((name for name in ("cache", "past_key_values") if name in parameters), None)
     # transformers 5.x renamed is_gradient_checkpointing (deprecated) to is_activation_checkpointing.
     checkpointing = getattr(model, "is_activation_checkpointing", None)
     if checkpointing is None:
@@ -235,15 +238,7 @@ def shares_prompts(model) -> bool:
     full_attention = getattr(config, "sliding_window", None) is None and set(
         getattr(config, "layer_types", None) or ["full_attention"]
     ) == {"full_attention"}
-    return full_attention and "position_ids" in parameters and cache_argument(model) is not None and not checkpointing
-
-
-def cache_argument(model) -> str | None:
-    """The name under which the backbone takes a KV cache (transformers 5.25 renamed past_key_values to cache)."""
-    import inspect
-
-    parameters = inspect.signature(model.base_model.forward).parameters
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+    return argument if full_attention and "position_ids" in parameters and not checkpointing else None
 
 
 def shared_prompts(input_ids, label_mask) -> dict[tuple[int, ...], list[int]]:
@@ -258,17 +253,17 @@ def shared_prompts(input_ids, label_mask) -> dict[tuple[int, ...], list[int]]:
     return {prompt: group for prompt, group in rows.items() if len(group) > 1}
 
 
-def shared_prompt_passes(model, embeds, lengths, prompts):
+def shared_prompt_passes(model, argument, embeds, lengths, prompts):
     """(rows, starts, hidden) for the rows of `prompts`: each prompt runs through the backbone once (the
     prompts in length groups), then each row's answer runs in groups of similar length, attending to its
     prompt's keys and values (right-padded to the group's longest prompt and masked) at its own
-    positions. Gradients flow into the prompt's pass through the keys and values (autograd)."""
+    positions, the cache passed as `argument` (prompt_cache). Gradients flow into the prompt's pass
+    through the keys and values (autograd)."""
     import torch
     from transformers import DynamicCache
 
     if not prompts:
         return
-    argument = str(cache_argument(model))  # shares_prompts found one
     texts = list(prompts)
     prompt_lengths = [len(text) for text in texts]
     keys_values: list[list[tuple]] = [[] for _ in texts]  # per prompt, per layer: (keys, values) of its tokens
@@ -276,7 +271,7 @@ def shared_prompt_passes(model, embeds, lengths, prompts):
         width = prompt_lengths[group[0]]
         inputs = pad_stack([embeds[prompts[texts[index]][0], : prompt_lengths[index]] for index in group], width)
         mask = pad_stack([torch.ones(prompt_lengths[index], dtype=torch.long) for index in group], width)
-        filled: Any = DynamicCache()  # its layers are full-attention DynamicLayers (shares_prompts)
+        filled: Any = DynamicCache()  # its layers are full-attention DynamicLayers (prompt_cache)
         model.base_model(inputs_embeds=inputs, attention_mask=mask, use_cache=True, **{argument: filled})
         for i, index in enumerate(group):
             keys_values[index] = [
