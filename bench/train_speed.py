@@ -9,16 +9,20 @@ model is the embedded SmolLM2-135M-Instruct. DPO takes the SmolLM2 recipe's sett
 optimizer step so that a few steps fit. Each setting trains the same first steps, in a process of
 its own (so that its peak memory, VmHWM, is its own), through the same `train(settings)` that
 `autoif train` calls; its time is that whole call (model load, tokenization, reference pass, steps,
-saving). Trained tokens are the slice's tokens (prompt and answer, chosen and rejected for DPO, up
-to max_length) as today's settings train them, the same count for every setting, so a ratio is a
-ratio of times; a setting that trains fewer tokens (max_rejected_tokens) is faster by skipping them.
+saving), with torch, transformers, datasets and TRL imported before it starts: importing them is the
+process's start-up (~8-16 s here), the same for every setting and for any amount of data. Trained
+tokens are the slice's tokens (prompt and answer, chosen and rejected for DPO, up to max_length) as
+today's settings train them, the same count for every setting, so a ratio is a ratio of times; a
+setting that trains fewer tokens (max_rejected_tokens) is faster by skipping them.
 
-Settings (each adds to today's, which are: reference pass at every step, random order, TRL's forward, fp32):
+Settings (each adds to today's, which are: reference pass at every step, random order, TRL's forward, fp32,
+DPO 2 pairs a forward pass as the recipe had it):
   precompute   reference log-probs once per pair before training (precompute_ref_log_probs)
   grouped      each step's rows ordered by length (group_by_length)
   trimmed      the trimmed CPU forward: no padding, LM head on answer tokens only (cpu_forward)
-  fast         the defaults now: DPO all three, SFT grouped and trimmed; fp32 arithmetic unchanged: same
-               losses to 4 digits
+  fast         the defaults now: DPO all three and 8 pairs a pass (the recipe's per_device_batch_size; with
+               the trimmed forward a pass costs its real tokens, not its longest row's), SFT grouped and
+               trimmed; fp32 arithmetic unchanged: same losses to 4 digits
   fast+rejN    fast, and rejected answers bounded to N tokens (max_rejected_tokens; not a default)
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
@@ -43,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "results" / "smollm2-135m-selfalign" / "data-greedy"
 RECIPE = ROOT / "recipes" / "smollm2-135m-selfalign.yaml"
 TODAY = {"group_by_length": False, "cpu_forward": False, "bf16": "off"}  # and for DPO:
-TODAY_DPO = {**TODAY, "precompute_ref_log_probs": False}
+TODAY_DPO = {**TODAY, "precompute_ref_log_probs": False, "per_device_batch_size": 2}
 
 
 def settings_for(trainer: str, args) -> dict[str, dict]:
@@ -54,7 +58,7 @@ def settings_for(trainer: str, args) -> dict[str, dict]:
         if args.bf16:
             out["fast+bf16"] = {**out["fast"], "bf16": "on"}
         return out
-    both = {**grouped, **trimmed, "precompute_ref_log_probs": True}
+    both = {**grouped, **trimmed, "precompute_ref_log_probs": True, "per_device_batch_size": 8}
     out = {
         "today": {},
         "fast": both,
@@ -134,6 +138,12 @@ def trained_tokens(trainer: str, data_file: Path, max_length: int) -> int:
 def child(spec: dict) -> None:
     """One training run in this process; prints its result as the last line (JSON)."""
     import logging
+
+    import datasets  # noqa: F401  (start-up, not training: see the module's docstring)
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+    import trl.trainer.dpo_trainer  # noqa: F401  (TRL imports its trainers lazily)
+    import trl.trainer.sft_trainer  # noqa: F401
 
     from autoif.train import trainer
 
