@@ -56,6 +56,10 @@ def hub(monkeypatch, tmp_path):
         monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.endpoint)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # LFS, not Xet storage
+        # The local hub is reachable on an offline machine too (HF_HUB_OFFLINE=1 is how this one runs).
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
         monkeypatch.setenv("HF_TOKEN", TOKEN)
         yield server
 
