@@ -21,11 +21,12 @@ rounding, hence some greedy answers (what that does to scores is measured by `au
 With `--peak` it measures this CPU's matmul peak in each of `--dtypes` (best GFLOP/s of the model's own
 GEMM shapes at the token counts of a decode step of each batch size and of a prefill), counts the
 model's FLOP per generated token from its config (2 x the matmul weights a token passes, plus attention
-over the mean KV length of the run), and reports the backend's greedy tokens/s as a share of that
-roofline (FLOP/token x tokens/s / peak), at its best batch and at the last batch size given (the
-recipe's: 128). It ends with the line `roofline: fp32 NN% bf16 NN% at batch B`.
+over the mean KV length of the run) and those of the prompts' prefill, and reports the backend's greedy
+GFLOP/s as a share of that roofline ((FLOP/token x tokens + prefill FLOP) / seconds / peak), at its best
+batch and at the last batch size given (the recipe's: 128). Give at least as many `--prompts` as the
+largest batch, so that the batch is full. It ends with the line `roofline: fp32 NN% bf16 NN% at batch B`.
 
-    .venv/bin/python bench/llm_local.py --peak --dtypes float32 bfloat16 --batch-sizes 64 128 --max-tokens 128
+    .venv/bin/python bench/llm_local.py --peak --batch-sizes 64 128 --prompts 128 --max-tokens 128
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ PROMPTS = [
     "What is the boiling point of water in Fahrenheit?",
     "Write a tweet announcing a new coffee shop.",
 ]
+
+
+def distinct_prompts(n: int) -> list[str]:
+    """`n` different prompts: PROMPTS, then the built-in query pool's queries (the data step's own).
+    Never a prompt twice: the backend answers a repeated greedy request once (one cache key, one text),
+    so a repeated list would count tokens it never generated and decode fewer rows than the batch."""
+    from autoif.config import QueriesConfig
+    from autoif.stages.querypool import load_queries
+
+    pool = list(dict.fromkeys([*PROMPTS, *load_queries(QueriesConfig())]))
+    if n > len(pool):
+        raise SystemExit(f"--prompts {n}: only {len(pool)} distinct prompts (PROMPTS and the built-in query pool)")
+    return pool[:n]
 
 
 def raw_generate_loop(
@@ -140,12 +154,13 @@ def matmul_shapes(config) -> list[tuple[int, int]]:
     return [(hidden, q), (hidden, kv), (hidden, kv), (q, hidden), (hidden, inter), (hidden, inter), (inter, hidden)]
 
 
-def flop_per_token(config, kv_length: float) -> float:
-    """Matmul FLOP of one generated token: 2 x the weights of every layer and the lm_head, plus attention
-    (scores and weighted values: 2 x 2 x heads x head_dim per cached position and layer)."""
+def flop_per_token(config, kv_length: float, lm_head: bool = True) -> float:
+    """Matmul FLOP of one token: 2 x the weights of every layer and (a generated token; a prompt token
+    but the last skips it) the lm_head, plus attention (scores and weighted values: 2 x 2 x heads x
+    head_dim per cached position and layer)."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     weights = config.num_hidden_layers * sum(i * o for i, o in matmul_shapes(config))
-    weights += config.hidden_size * config.vocab_size
+    weights += config.hidden_size * config.vocab_size if lm_head else 0
     attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * kv_length
     return 2 * weights + attention
 
@@ -193,13 +208,20 @@ def roofline(args, prompts: list[str]) -> None:
             seconds = time.perf_counter() - start
             backend.close()
             tokens = sum(c[0].tokens for c in out)
+            prompt_tokens = sum(c[0].prompt_tokens or 0 for c in out)
             kv = sum((c[0].prompt_tokens or 0) + c[0].tokens / 2 for c in out) / len(out)
             flop = flop_per_token(config, kv)
-            share = flop * tokens / seconds / 1e9 / peaks[dtype]
+            # The prompts' prefill is timed too, so its FLOP count: each prompt token attends to half
+            # its prompt on average, and only a prompt's last position goes through the lm_head.
+            prefill = prompt_tokens * flop_per_token(config, prompt_tokens / len(out) / 2, lm_head=False)
+            prefill += len(out) * 2 * config.hidden_size * config.vocab_size
+            gflops = (flop * tokens + prefill) / seconds / 1e9
+            share = gflops / peaks[dtype]
             shares.setdefault(dtype, {})[batch_size] = share
             print(
                 f"batch {batch_size:3d} {dtype:>8}: {tokens / seconds:7.1f} tok/s x {flop / 1e6:.0f} MFLOP/token "
-                f"(mean KV {kv:.0f}) = {flop * tokens / seconds / 1e9:.1f} GFLOP/s, {100 * share:.0f}% of peak",
+                f"(mean KV {kv:.0f}) + prefill {prompt_tokens} tokens ({prefill / 1e12:.2f} TFLOP) = "
+                f"{gflops:.1f} GFLOP/s, {100 * share:.0f}% of peak",
                 flush=True,
             )
     for dtype, by_batch in shares.items():
@@ -221,7 +243,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many (the list repeated)")
+    parser.add_argument(
+        "--prompts", type=int, default=len(PROMPTS), help="distinct prompts (past 32: the built-in query pool's)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat each measurement (ratios per round)")
     parser.add_argument("--dtypes", nargs="+", help="compare the backend across weights dtypes, not against raw")
@@ -229,7 +253,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]
+    prompts = distinct_prompts(args.prompts)
     temperature = args.temperature
 
     print(

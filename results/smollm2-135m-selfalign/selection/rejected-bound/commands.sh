@@ -12,6 +12,8 @@ DPO="--model embedded --data results/smollm2-135m-selfalign/data-greedy --set le
 DEV="--max-tokens 512 --set llm.batch_size=64 --set llm.dtype=float32 --set llm.cache=true"
 for arm in full rej192; do
   extra=""; [ "$arm" = rej192 ] && extra="--set max_rejected_tokens=192"
+  # An arm cut off mid-way goes on from its last checkpoint.
+  compgen -G "$OUT/dpo-$arm/checkpoint-*" >/dev/null && extra="$extra --set resume=latest"
   [ -d "$OUT/dpo-$arm/final" ] || .venv/bin/autoif train dpo $DPO $extra --output "$OUT/dpo-$arm"
 done
 for arm in full rej192 base; do
