@@ -27,7 +27,7 @@ DPO 2 pairs a forward pass as the recipe had it):
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
 
-    .venv/bin/python bench/train_speed.py                       # today and fast: ~9 minutes on 2 idle cores
+    .venv/bin/python bench/train_speed.py                       # today and fast: ~8 minutes on 2 idle cores
     .venv/bin/python bench/train_speed.py --only dpo --settings precompute grouped trimmed fast+rej192
 
 Ends with `train_speed: dpo X.XXx sft Y.YYx` (fast over today, trained tokens/s).
@@ -219,8 +219,9 @@ def main() -> None:
         child(json.loads(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # 4 steps: a run's fixed costs (model load, tokenization, saving: ~15 s a call) weigh less than at 2.
-    parser.add_argument("--dpo-steps", type=int, default=4)
+    # 3 steps: a run's fixed costs (model load, tokenization, saving: ~15 s a call) weigh less than at 2,
+    # and today's and fast's DPO and SFT fit in 10 minutes on 2 idle cores (4 steps took 11-14).
+    parser.add_argument("--dpo-steps", type=int, default=3)
     parser.add_argument("--dpo-pairs", type=int, default=8, help="pairs per optimizer step (recipe: 16)")
     parser.add_argument("--sft-steps", type=int, default=2)
     parser.add_argument("--sft-rows", type=int, default=16, help="records per optimizer step (default: 128)")
