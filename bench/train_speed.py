@@ -4,8 +4,8 @@ today's settings against each faster one, in one run, with every step's loss.
 The data is a fixed slice of the published run (results/smollm2-135m-selfalign/data-greedy/): pairs of
 `dpo.jsonl` at the recipe's level (query) and records of `sft.jsonl` at evenly spaced quantiles of
 their length, so that the slice pads and loops as the whole file does; the
-model is the embedded SmolLM2-135M-Instruct. DPO takes the SmolLM2 recipe's settings
-(recipes/smollm2-135m-selfalign.yaml), SFT `autoif train sft`'s defaults, both with a smaller
+model is the embedded SmolLM2-135M-Instruct. DPO takes the SmolLM2 5x recipe's settings
+(recipes/smollm2-135m-selfalign-5x.yaml), SFT `autoif train sft`'s defaults, both with a smaller
 optimizer step so that a few steps fit. Each setting trains the same first steps, in a process of
 its own (so that its peak memory, VmHWM, is its own), through the same `train(settings)` that
 `autoif train` calls; its time is that whole call (model load, tokenization, reference pass, steps,
@@ -16,19 +16,23 @@ today's settings train them, the same count for every setting, so a ratio is a r
 setting that trains fewer tokens (max_rejected_tokens) is faster by skipping them.
 
 Settings (each adds to today's, which are: reference pass at every step, random order, TRL's forward, fp32,
-DPO 2 pairs a forward pass as the recipe had it):
+DPO 2 pairs a forward pass and every rejected token, as the recipe had it):
   precompute   reference log-probs once per pair before training (precompute_ref_log_probs)
   grouped      each step's rows ordered by length (group_by_length)
   trimmed      the trimmed CPU forward: no padding, LM head on answer tokens only (cpu_forward)
-  fast         the defaults now: DPO all three and 8 pairs a pass (the recipe's per_device_batch_size; with
-               the trimmed forward a pass costs its real tokens, not its longest row's), SFT grouped and
-               trimmed; fp32 arithmetic unchanged: same losses to 4 digits
-  fast+rejN    fast, and rejected answers bounded to N tokens (max_rejected_tokens; not a default)
+  exact        DPO: all three and 8 pairs a pass (with the trimmed forward a pass costs its real tokens,
+               not its longest row's); fp32 arithmetic unchanged: same losses to 4 digits
+  fast         what the recipe and `autoif train` run now: SFT grouped and trimmed (the same losses to 4
+               digits); DPO exact and the recipe's bound on rejected answers (max_rejected_tokens: 192,
+               which trains fewer tokens, so other losses; measured on the dev set to change nothing
+               detectable, see the recipe)
+  fast+rejN    DPO exact, and rejected answers bounded to N tokens (max_rejected_tokens)
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
 
     .venv/bin/python bench/train_speed.py                       # today and fast: ~8 minutes on 2 idle cores
-    .venv/bin/python bench/train_speed.py --only dpo --settings precompute grouped trimmed fast+rej192
+    .venv/bin/python bench/train_speed.py --repeats 2 --settings exact   # the README's table
+    .venv/bin/python bench/train_speed.py --only dpo --settings precompute grouped trimmed fast+rej128
 
 Ends with `train_speed: dpo X.XXx sft Y.YYx` (fast over today, trained tokens/s).
 """
@@ -45,9 +49,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "results" / "smollm2-135m-selfalign" / "data-greedy"
-RECIPE = ROOT / "recipes" / "smollm2-135m-selfalign.yaml"
+RECIPE = ROOT / "recipes" / "smollm2-135m-selfalign-5x.yaml"
 TODAY = {"group_by_length": False, "cpu_forward": False, "bf16": "off"}  # and for DPO:
-TODAY_DPO = {**TODAY, "precompute_ref_log_probs": False, "per_device_batch_size": 2}
+TODAY_DPO = {**TODAY, "precompute_ref_log_probs": False, "per_device_batch_size": 2, "max_rejected_tokens": None}
 
 
 def settings_for(trainer: str, args) -> dict[str, dict]:
@@ -61,7 +65,8 @@ def settings_for(trainer: str, args) -> dict[str, dict]:
     both = {**grouped, **trimmed, "precompute_ref_log_probs": True, "per_device_batch_size": 8}
     out = {
         "today": {},
-        "fast": both,
+        "fast": {**both, "max_rejected_tokens": recipe_dpo_settings().get("max_rejected_tokens")},
+        "exact": both,
         "precompute": {"precompute_ref_log_probs": True},
         "grouped": grouped,
         "trimmed": trimmed,
@@ -69,8 +74,15 @@ def settings_for(trainer: str, args) -> dict[str, dict]:
     for n in args.rejected_tokens:
         out[f"fast+rej{n}"] = {**both, "max_rejected_tokens": n}
     if args.bf16:
-        out["fast+bf16"] = {**both, "bf16": "on"}
+        out["fast+bf16"] = {**out["fast"], "bf16": "on"}
     return out
+
+
+def recipe_dpo_settings() -> dict:
+    """The `set` of the recipe's DPO step."""
+    import yaml
+
+    return next(s for s in yaml.safe_load(RECIPE.read_text())["train"] if s["trainer"] == "dpo")["set"]
 
 
 def base_settings(trainer: str, data_file: Path, rows: int, steps: int) -> dict:
@@ -86,10 +98,7 @@ def base_settings(trainer: str, data_file: Path, rows: int, steps: int) -> dict:
         "warmup_steps": 0,
     }
     if trainer == "dpo":
-        import yaml
-
-        step = next(s for s in yaml.safe_load(RECIPE.read_text())["train"] if s["trainer"] == "dpo")
-        recipe = {k: v for k, v in step["set"].items() if k not in ("save_steps", "logging_steps")}
+        recipe = {k: v for k, v in recipe_dpo_settings().items() if k not in ("save_steps", "logging_steps")}
         return {**recipe, **common, "global_batch_size": rows}
     return common
 
@@ -225,7 +234,7 @@ def main() -> None:
     parser.add_argument("--dpo-pairs", type=int, default=8, help="pairs per optimizer step (recipe: 16)")
     parser.add_argument("--sft-steps", type=int, default=2)
     parser.add_argument("--sft-rows", type=int, default=16, help="records per optimizer step (default: 128)")
-    parser.add_argument("--rejected-tokens", type=int, nargs="*", default=[192], help="fast+rejN settings")
+    parser.add_argument("--rejected-tokens", type=int, nargs="*", default=[128], help="fast+rejN settings")
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast")
     parser.add_argument("--repeats", type=int, default=1, help="runs of today and fast each, alternating (best kept)")
     parser.add_argument("--only", choices=["dpo", "sft"])
@@ -233,7 +242,7 @@ def main() -> None:
         "--settings",
         nargs="*",
         default=[],
-        help="settings besides today and fast to measure: precompute, grouped, trimmed, fast+rejN (with "
+        help="settings besides today and fast to measure: exact, precompute, grouped, trimmed, fast+rejN (with "
         "--rejected-tokens N), fast+bf16 (with --bf16); none by default, so the defaults run in 10 minutes",
     )
     args = parser.parse_args()
