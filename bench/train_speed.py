@@ -30,7 +30,7 @@ DPO 2 pairs a forward pass and every rejected token, as the recipe had it):
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
 
-    .venv/bin/python bench/train_speed.py                       # today and fast: ~8 minutes on 2 idle cores
+    .venv/bin/python bench/train_speed.py                       # today and fast: ~10.5 minutes on 2 idle cores
     .venv/bin/python bench/train_speed.py --repeats 2 --settings exact   # the README's table
     .venv/bin/python bench/train_speed.py --only dpo --settings precompute grouped trimmed fast+rej128
 
@@ -228,8 +228,8 @@ def main() -> None:
         child(json.loads(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # 3 steps: a run's fixed costs (model load, tokenization, saving: ~15 s a call) weigh less than at 2,
-    # and today's and fast's DPO and SFT fit in 10 minutes on 2 idle cores (4 steps took 11-14).
+    # 3 steps: a run's fixed costs (model load, tokenization, saving: ~15 s a call) weigh less than at 2;
+    # today's and fast's DPO and SFT took 10.5 minutes on 2 idle cores (4 steps took 11-14).
     parser.add_argument("--dpo-steps", type=int, default=3)
     parser.add_argument("--dpo-pairs", type=int, default=8, help="pairs per optimizer step (recipe: 16)")
     parser.add_argument("--sft-steps", type=int, default=2)
