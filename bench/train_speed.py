@@ -22,16 +22,16 @@ DPO 2 pairs a forward pass and every rejected token, as the recipe had it):
   trimmed      the trimmed CPU forward: no padding, LM head on answer tokens only (cpu_forward)
   exact        DPO: all three and 8 pairs a pass (with the trimmed forward a pass costs its real tokens,
                not its longest row's); fp32 arithmetic unchanged: same losses to 4 digits
-  fast         what the recipe and `autoif train` run now: SFT grouped and trimmed (the same losses to 4
-               digits); DPO exact and the recipe's bound on rejected answers (max_rejected_tokens: 192,
-               which trains fewer tokens, so other losses; measured on the dev set to change nothing
-               detectable, see the recipe)
+  fast         what runs now: SFT grouped and trimmed (`autoif train sft`'s defaults; the same losses to 4
+               digits); DPO exact and the 5x recipe's bound on rejected answers (max_rejected_tokens: 192,
+               not an `autoif train` default; it trains fewer tokens, so other losses; measured on the dev
+               set to change nothing detectable, see the recipe)
   fast+rejN    DPO exact, and rejected answers bounded to N tokens (max_rejected_tokens)
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
 
     .venv/bin/python bench/train_speed.py                       # today and fast: ~10.5 minutes on 2 idle cores
-    .venv/bin/python bench/train_speed.py --repeats 2 --settings exact   # the README's table
+    .venv/bin/python bench/train_speed.py --repeats 2 --settings exact   # best of two; exact beside fast
     .venv/bin/python bench/train_speed.py --only dpo --settings precompute grouped trimmed fast+rej128
 
 Ends with `train_speed: dpo X.XXx sft Y.YYx` (fast over today, trained tokens/s).
