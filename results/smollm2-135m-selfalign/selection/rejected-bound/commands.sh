@@ -19,7 +19,7 @@ done
 for arm in full rej192 base; do
   model="$OUT/dpo-$arm/final"; [ "$arm" = base ] && model=embedded
   [ -f "$OUT/dev-$arm/dev_results.json" ] || .venv/bin/autoif eval dev --model "$model" $DEV \
-    --set llm.cache_path="$OUT/dev-$arm/cache.sqlite" --out "$OUT/dev-$arm"
+    --set paths.out="$OUT/dev-$arm" --set llm.cache_path=cache.sqlite --out "$OUT/dev-$arm"
 done
 .venv/bin/autoif eval compare "$OUT/dev-full/dev_results.json" "$OUT/dev-rej192/dev_results.json" \
   --json "$OUT/compare_full_rej192.json"
