@@ -43,13 +43,17 @@ $(EXPERIMENT_OUT)/data/llm_cache.sqlite: | results/$(EXPERIMENT)/llm_cache.sqlit
 	gzip -dc results/$(EXPERIMENT)/llm_cache.sqlite.gz > $@.partial
 	mv $@.partial $@
 
+# The suite on two pytest-xdist workers, a module at a time (tests/conftest.py orders the modules): the
+# tests run torch on one thread each, so two workers use both cores (`make test TEST_WORKERS=0`: serial).
+TEST_WORKERS ?= 2
+
 # Lint, format and types before the suite, so a style or type error fails first (mypy takes minutes
 # on a fresh clone, where it reads torch's and ray's types once, then seconds from .mypy_cache).
 test: $(VENV)/.test-deps $(VENV)/.chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

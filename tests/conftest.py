@@ -15,6 +15,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 from llm_server import LlamaServer
 from small_run import SMALL_RUN, finish, start
@@ -22,14 +23,36 @@ from small_run import SMALL_RUN, finish, start
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # ray_verify: the cluster
 
 
+# `make test` runs the suite on two pytest-xdist workers, a module at a time (--dist loadfile
+# --no-loadscope-reorder: modules in the order below). The modules that use a session fixture costing a
+# minute or more (a real run, a Ray cluster, a model server) go first: started last, the longest would
+# run alone on one core at the end.
+COSTLY_SESSION_FIXTURES = {"small_run", "ray_cluster", "llama_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    costly = {item.path for item in items if COSTLY_SESSION_FIXTURES & set(item.fixturenames)}
+    items.sort(key=lambda item: item.path not in costly)  # stable: each module's tests stay in order
+
+
+def shared_tmp_dir(tmp_path_factory, name: str) -> Path:
+    """A directory every xdist worker of this session sees (each has a base temp of its own)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """(config file, output dir) of the small real run, made once, uninterrupted, on the local executor."""
-    root = tmp_path_factory.mktemp("small-run")
-    config = root / "small.yaml"
-    config.write_text(json.dumps(SMALL_RUN))  # JSON is YAML
-    out = root / "local"
-    finish(start(out, config))
+    root = shared_tmp_dir(tmp_path_factory, "small-run")
+    root.mkdir(exist_ok=True)
+    config, out = root / "small.yaml", root / "local"
+    # Made once for both xdist workers: the second waits for the first's run, then reads it.
+    with FileLock(root / ".lock"):
+        if not (root / "done").exists():
+            config.write_text(json.dumps(SMALL_RUN))  # JSON is YAML
+            finish(start(out, config))
+            (root / "done").touch()
     return config, out
 
 
