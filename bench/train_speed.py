@@ -20,8 +20,8 @@ DPO 2 pairs a forward pass and every rejected token, as the recipe had it):
   precompute   reference log-probs once per pair before training (precompute_ref_log_probs)
   grouped      each step's rows ordered by length (group_by_length)
   trimmed      the trimmed CPU forward: no padding, LM head on answer tokens only (cpu_forward)
-  exact        DPO: all three and 8 pairs a pass (with the trimmed forward a pass costs its real tokens,
-               not its longest row's); fp32 arithmetic unchanged: same losses to 4 digits
+  exact        DPO: all three and a step's pairs (up to 8) in one pass (with the trimmed forward a pass
+               costs its real tokens, not its longest row's); fp32 arithmetic unchanged: same losses to 4 digits
   fast         what runs now: SFT grouped and trimmed (`autoif train sft`'s defaults; the same losses to 4
                digits); DPO exact and the 5x recipe's bound on rejected answers (max_rejected_tokens: 192,
                not an `autoif train` default; it trains fewer tokens, so other losses; measured on the dev
@@ -62,7 +62,7 @@ def settings_for(trainer: str, args) -> dict[str, dict]:
         if args.bf16:
             out["fast+bf16"] = {**out["fast"], "bf16": "on"}
         return out
-    both = {**grouped, **trimmed, "precompute_ref_log_probs": True, "per_device_batch_size": 8}
+    both = {**grouped, **trimmed, "precompute_ref_log_probs": True, "per_device_batch_size": min(8, args.dpo_pairs)}
     out = {
         "today": {},
         "fast": {**both, "max_rejected_tokens": recipe_dpo_settings().get("max_rejected_tokens")},
@@ -228,12 +228,14 @@ def main() -> None:
         child(json.loads(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # 3 steps: a run's fixed costs (model load, tokenization, saving: ~15 s a call) weigh less than at 2;
-    # today's and fast's DPO and SFT took 10.5 minutes on 2 idle cores (4 steps took 11-14).
+    # A call's fixed costs (model load, tokenization, saving) are the same for every setting, so the
+    # shorter a run, the lower its ratio: DPO 3 steps of 8 pairs and SFT 2 of 16 (2.66x and 1.99x) took
+    # 10.5 minutes on 2 idle cores, over the 10 the benchmark may take; DPO's 6 pairs a step and SFT's
+    # 20 rows trade a quarter of DPO's time for more SFT rows.
     parser.add_argument("--dpo-steps", type=int, default=3)
-    parser.add_argument("--dpo-pairs", type=int, default=8, help="pairs per optimizer step (recipe: 16)")
+    parser.add_argument("--dpo-pairs", type=int, default=6, help="pairs per optimizer step (recipe: 16)")
     parser.add_argument("--sft-steps", type=int, default=2)
-    parser.add_argument("--sft-rows", type=int, default=16, help="records per optimizer step (default: 128)")
+    parser.add_argument("--sft-rows", type=int, default=20, help="records per optimizer step (default: 128)")
     parser.add_argument("--rejected-tokens", type=int, nargs="*", default=[128], help="fast+rejN settings")
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast")
     parser.add_argument("--repeats", type=int, default=1, help="runs of today and fast each, alternating (best kept)")

@@ -24,15 +24,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # ray_ve
 
 
 # `make test` runs the suite on two pytest-xdist workers, a module at a time (--dist loadfile
-# --no-loadscope-reorder: modules in the order below). The modules that use a session fixture costing a
-# minute or more (a real run, a Ray cluster, a model server) go first: started last, the longest would
-# run alone on one core at the end.
-COSTLY_SESSION_FIXTURES = {"small_run", "ray_cluster", "llama_server"}
+# --no-loadscope-reorder: modules in the order below). The longest modules go first, each to a worker:
+# started last, one would run alone on one core at the end. First the two that run the small real run
+# again (test_run's killed and resumed run makes its own while test_ray's worker makes the shared one)
+# and the trainers' (3 minutes), then the modules that use a fixture costing a minute or more (a real
+# run, a Ray cluster, a model server), then the rest in collection order.
+LONGEST_MODULES = ("test_run.py", "test_ray.py", "test_train.py")
+COSTLY_FIXTURES = {"small_run", "ray_cluster", "llama_server"}
 
 
 def pytest_collection_modifyitems(config, items):
-    costly = {item.path for item in items if COSTLY_SESSION_FIXTURES & set(item.fixturenames)}
-    items.sort(key=lambda item: item.path not in costly)  # stable: each module's tests stay in order
+    costly = {item.path for item in items if COSTLY_FIXTURES & set(item.fixturenames)}
+
+    def rank(item) -> tuple[int, int]:
+        if item.path.name in LONGEST_MODULES:
+            return 0, LONGEST_MODULES.index(item.path.name)
+        return (1 if item.path in costly else 2), 0
+
+    items.sort(key=rank)  # stable: each module's tests stay in order
 
 
 def shared_tmp_dir(tmp_path_factory, name: str) -> Path:
@@ -56,10 +65,11 @@ def small_run(tmp_path_factory):
     return config, out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
     """A Ray cluster on this machine (a head with no CPUs, two worker nodes of 2 CPUs each, see
-    bench/ray_verify.py), started once for every module that runs on one (a start takes seconds)."""
+    bench/ray_verify.py), for one module: a start takes seconds, and an idle cluster's daemons take
+    5% of a core, which the other xdist worker's modules would lose for the rest of the session."""
     pytest.importorskip("ray")
     from ray_verify import start_cluster
 
