@@ -30,7 +30,7 @@ DPO 2 pairs a forward pass and every rejected token, as the recipe had it):
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
 
-    .venv/bin/python bench/train_speed.py                       # today and fast: ~10.5 minutes on 2 idle cores
+    .venv/bin/python bench/train_speed.py                       # today and fast: ~9 minutes on 2 idle cores
     .venv/bin/python bench/train_speed.py --repeats 2 --settings exact   # best of two; exact beside fast
     .venv/bin/python bench/train_speed.py --only dpo --settings precompute grouped trimmed fast+rej128
 
