@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
 from llm_server import LlamaServer
-from small_run import SMALL_RUN, finish, start
+from small_run import finish, start, write_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # ray_verify: the cluster
 
@@ -59,8 +58,7 @@ def small_run(tmp_path_factory):
     # Made once for both xdist workers: the second waits for the first's run, then reads it.
     with FileLock(root / ".lock"):
         if not (root / "done").exists():
-            config.write_text(json.dumps(SMALL_RUN))  # JSON is YAML
-            finish(start(out, config))
+            finish(start(out, write_config(config)))
             (root / "done").touch()
     return config, out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -41,6 +42,12 @@ OUTPUTS = [
     "sft.jsonl",
     "dpo.jsonl",
 ]
+
+
+def write_config(path: Path) -> Path:
+    """SMALL_RUN as a config file at `path` (JSON is YAML)."""
+    path.write_text(json.dumps(SMALL_RUN))
+    return path
 
 
 def start(out: Path, config: Path, *args: str) -> subprocess.Popen:

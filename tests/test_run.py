@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from autoif.sandbox import Sandbox, pass_rate
-from small_run import OUTPUTS, SMALL_RUN, cache_rows, finish, kill_during_responses, start, wait_for_lock
+from small_run import OUTPUTS, cache_rows, finish, kill_during_responses, start, wait_for_lock, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +40,7 @@ def runs(request, tmp_path_factory):
     # B first, from a config of its own, and A (the shared small run) only then: under xdist another
     # worker makes A meanwhile (tests/conftest.py), so neither core waits for the other's run.
     b = tmp_path_factory.mktemp("run-b") / "b"
-    config = b.parent / "small.yaml"
-    config.write_text(json.dumps(SMALL_RUN))  # JSON is YAML
+    config = write_config(b.parent / "small.yaml")
     # B: killed while stage 2 samples responses (some samples cached, the stage unfinished).
     live = start(b, config)
     wait_for_lock(live, b)
