@@ -27,6 +27,7 @@ DPO 2 pairs a forward pass and every rejected token, as the recipe had it):
                not an `autoif train` default; it trains fewer tokens, so other losses; measured on the dev
                set to change nothing detectable, see the recipe)
   fast+rejN    DPO exact, and rejected answers bounded to N tokens (max_rejected_tokens)
+  fast+passN   fast, with N rows a forward pass (per_device_batch_size; only with --pass-rows N)
   fast+bf16    fast, and bf16 autocast (bf16: on; only with --bf16: on a CPU without native bf16
                it is several times slower, see `bf16 autocast probe` in the output)
 
@@ -58,10 +59,8 @@ def settings_for(trainer: str, args) -> dict[str, dict]:
     """label -> settings overriding today's, in the order they run."""
     grouped, trimmed = {"group_by_length": True}, {"cpu_forward": True}
     if trainer == "sft":
-        out = {"today": {}, "fast": {**grouped, **trimmed}, "grouped": grouped, "trimmed": trimmed}
-        if args.bf16:
-            out["fast+bf16"] = {**out["fast"], "bf16": "on"}
-        return out
+        sft = {"today": {}, "fast": {**grouped, **trimmed}, "grouped": grouped, "trimmed": trimmed}
+        return with_variants(sft, args)
     both = {**grouped, **trimmed, "precompute_ref_log_probs": True, "per_device_batch_size": min(8, args.dpo_pairs)}
     out = {
         "today": {},
@@ -73,6 +72,13 @@ def settings_for(trainer: str, args) -> dict[str, dict]:
     }
     for n in args.rejected_tokens:
         out[f"fast+rej{n}"] = {**both, "max_rejected_tokens": n}
+    return with_variants(out, args)
+
+
+def with_variants(out: dict[str, dict], args) -> dict[str, dict]:
+    """`out` and the variants of its fast setting the arguments ask for: fast+passN, fast+bf16."""
+    for n in args.pass_rows:
+        out[f"fast+pass{n}"] = {**out["fast"], "per_device_batch_size": n}
     if args.bf16:
         out["fast+bf16"] = {**out["fast"], "bf16": "on"}
     return out
@@ -237,6 +243,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=2)
     parser.add_argument("--sft-rows", type=int, default=20, help="records per optimizer step (default: 128)")
     parser.add_argument("--rejected-tokens", type=int, nargs="*", default=[128], help="fast+rejN settings")
+    parser.add_argument("--pass-rows", type=int, nargs="*", default=[], help="fast+passN settings: N rows a pass")
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast")
     parser.add_argument("--repeats", type=int, default=1, help="runs of today and fast each, alternating (best kept)")
     parser.add_argument("--only", choices=["dpo", "sft"])
