@@ -276,6 +276,24 @@ def test_humaneval_pass_at_1_equals_human_evals_checker(tmp_path):
     assert [r["passed"] for r in checked] == [r["passed"] for r in rows]
 
 
+def test_humaneval_compare_pairs_a_published_file_with_a_run(tmp_path):
+    """A recipe's published HumanEval rows ({task_id, completion, passed, reason}: no id, no prompt) pair
+    with another run's responses by task_id, as the published base is compared with a trained model."""
+    chosen = problems([0, 2])
+    data = tmp_path / "problems.jsonl"
+    write_jsonl(data, chosen)
+    for name, bodies in (("a", ["    return True\n", chosen[1]["canonical_solution"]]), ("b", ["x", "y"])):
+        answers = tmp_path / f"{name}.jsonl"
+        write_jsonl(answers, [{"id": p["task_id"], "response": r} for p, r in zip(chosen, bodies)])
+        run_benchmark("humaneval", Config(), str(data), str(answers), None, tmp_path / name, show=False)
+    rows = read_jsonl(tmp_path / "a" / "humaneval_responses.jsonl")
+    write_jsonl(tmp_path / "a" / "humaneval_responses.jsonl", [HUMANEVAL.published_row(r) for r in rows])
+    report = compare_runs(tmp_path / "a", tmp_path / "b", resamples=100)
+    assert report["pairing"]["by"] == "task_id" and report["pairing"]["paired"] == 2
+    assert not any("different text" in w for w in report["warnings"])
+    assert report["metrics"]["pass_at_1"]["a"] == pytest.approx(0.5) and report["metrics"]["pass_at_1"]["b"] == 0
+
+
 def test_humaneval_sandbox_refuses_imports_outside_the_allowlist(tmp_path):
     chosen = problems([1])
     answers = tmp_path / "answers.jsonl"

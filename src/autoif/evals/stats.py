@@ -90,13 +90,13 @@ def keys(run: Run, by: str) -> list[str] | None:
 
 
 def pair_keys(a: Run, b: Run) -> tuple[str, list[str], list[str]]:
-    """How the runs' prompts pair ("id", else "prompt" when the ids are missing or share nothing)
-    and each run's keys."""
-    for by in ("id", "prompt"):
+    """How the runs' prompts pair ("id", else HumanEval's "task_id", which its published rows keep in
+    place of the id, else "prompt" when those are missing or share nothing) and each run's keys."""
+    for by in ("id", "task_id", "prompt"):
         ka, kb = keys(a, by), keys(b, by)
         if ka is not None and kb is not None and not set(ka).isdisjoint(kb):
             return by, ka, kb
-    raise AutoifError(f"{a.responses_path} and {b.responses_path} share no prompt (by id or by prompt text)")
+    raise AutoifError(f"{a.responses_path} and {b.responses_path} share no prompt (by id, task_id or prompt text)")
 
 
 def unique_rows(rows: list[dict], path: Path) -> list[dict]:
@@ -271,7 +271,8 @@ def pair_runs(a_path: str | Path, b_path: str | Path) -> Pairing:
         raise AutoifError(
             f"{a.responses_path} and {b.responses_path} have no prompt scored in both runs (paired by {by}: {reasons})"
         )
-    reworded = sum(text_a[k] != text_b[k] for k in shared)
+    # A published row may carry no prompt text (HumanEval's: task_id and completion): nothing to tell.
+    reworded = sum(None not in (text_a[k], text_b[k]) and text_a[k] != text_b[k] for k in shared)
     return Pairing(bench, a, b, by, pairs, len(keys_a) - len(shared), len(keys_b) - len(shared), excluded, reworded)
 
 
@@ -352,7 +353,7 @@ def compare_pairing(pairing: Pairing, names: tuple[str, str], *, resamples: int,
     if a.results.get("data") != b.results.get("data") or a.results.get("limit") != b.results.get("limit"):
         warnings.append("the runs used different data or subsets")
     if pairing.reworded:
-        warnings.append(f"{pairing.reworded} prompts paired by id have different text")
+        warnings.append(f"{pairing.reworded} prompts paired by {pairing.by} have different text")
     modes = bench.outcome_modes
     return {
         "benchmark": bench.name,
