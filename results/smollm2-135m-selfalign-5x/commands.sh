@@ -37,6 +37,26 @@ for a in base full rej192; do
 done
 .venv/bin/autoif eval compare results/smollm2-135m-selfalign/humaneval_base_fp32_results.json $O/humaneval_results.json \
   --json $P/humaneval_compare_base.json
+# MMLU zero-shot on the base's seeded 2,048-question subset (seed 42). The base's published rows
+# (question, choice, answer, correct) are paired by position, after checking question and answer,
+# with the subject and group of the trained run's rows (compare's per-group lines need them).
+.venv/bin/autoif eval mmlu --model $M $E --limit 2048 --out $R/eval/dpo/fp32-mmlu2048 \
+  --set paths.out=$R/eval/dpo/fp32-mmlu2048 --set llm.cache_path=mmlu_cache.sqlite
+cp $R/eval/dpo/fp32-mmlu2048/mmlu_results.json $P/mmlu_limit2048_results.json
+cp $R/eval/dpo/fp32-mmlu2048/mmlu_responses.jsonl $P/mmlu_limit2048_responses.jsonl
+T=$(mktemp -d); mkdir -p $T/base $T/dpo-5x
+cp results/smollm2-135m-selfalign/mmlu_base_fp32_limit2048_results.json $T/base/mmlu_results.json
+cp $R/eval/dpo/fp32-mmlu2048/mmlu_re* $T/dpo-5x/
+.venv/bin/python - "$T" <<'PY'
+import json, sys
+base = [json.loads(l) for l in open("results/smollm2-135m-selfalign/mmlu_base_fp32_limit2048_responses.jsonl")]
+new = [json.loads(l) for l in open(f"{sys.argv[1]}/dpo-5x/mmlu_responses.jsonl")]
+assert len(base) == len(new) and all(b["question"] == n["question"] and b["answer"] == n["answer"] for b, n in zip(base, new))
+with open(f"{sys.argv[1]}/base/mmlu_responses.jsonl", "w") as f:
+    f.writelines(json.dumps({"id": n["id"], "subject": n["subject"], "group": n["group"], **b}) + "\n" for b, n in zip(base, new))
+PY
+.venv/bin/autoif eval compare $T/base $T/dpo-5x --json $P/mmlu2048_compare_base.json
+rm -rf $T
 # The dev set's ranking against IFEval's over the models measured on both (fp32).
 T=$(mktemp -d)
 mkdir -p $T/base $T/c2 $T/c2-bound192 $T/dpo-5x
