@@ -359,3 +359,17 @@ def test_embedded_conversion_is_atomic(tmp_path):
 
     config = AutoConfig.from_pretrained(target)
     assert config.num_hidden_layers == 30 and getattr(config, "quantization_config", None) is None
+
+
+def test_a_bf16_cache_key_names_the_machine_and_an_fp32_key_does_not(tiny):
+    # bf16 answers differ between CPUs (fp32 ones do not): a shipped cache's bf16 answers from
+    # another machine must miss, its fp32 answers must still hit.
+    from autoif.llm.embedded import model_identity
+    from autoif.precision import cpu_name, machine
+
+    assert model_identity("embedded", "float32") == "embedded"
+    bf16 = model_identity("embedded", "bfloat16", "cpu")
+    assert bf16 == f"embedded [bfloat16 on {machine('cpu')}]" and cpu_name() in bf16 and "torch " in bf16
+    backend = LocalBackend(str(tiny), batch_size=4, device="cpu", dtype="bfloat16")
+    fp32 = model_identity(str(tiny), "float32")
+    assert backend.cache_identity == model_identity(str(tiny), "bfloat16", "cpu") != fp32

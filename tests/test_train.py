@@ -588,3 +588,17 @@ def test_bf16_choice_is_measured_once_per_machine(tmp_path):
     assert entry["fp32_s"] > 0 and entry["bf16_s"] > 0 and first == (entry["speedup"] >= 1.1)
     assert cpu_bf16_autocast_faster(config, tmp_path) == first
     assert json.loads((tmp_path / CACHE_FILE).read_text()) == cached  # read back, not measured again
+
+
+def test_bf16_on_and_off_are_read_as_typed_where_yaml_makes_them_booleans(tmp_path):
+    from autoif.config import load_config
+
+    settings_class, _ = trainer("dpo")
+    for typed, meant in (("on", "on"), ("off", "off"), ("auto", "auto"), ('"on"', "on")):
+        settings = load_config(None, [f"bf16={typed}", "model=m", "data=d"], model=settings_class)
+        assert settings.bf16 == meant
+    recipe_style = tmp_path / "train.yaml"
+    recipe_style.write_text("model: m\ndata: d\nbf16: off\n")
+    assert load_config(str(recipe_style), [], model=settings_class).bf16 == "off"
+    with pytest.raises(AutoifError, match="bf16"):
+        load_config(None, ["bf16=maybe", "model=m", "data=d"], model=settings_class)

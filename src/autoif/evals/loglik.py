@@ -75,7 +75,7 @@ class LoglikScorer:
         self.batch_tokens = batch_tokens
         # "auto" decided as the local backend decides it, on a prefill-sized pass of PROBE_ROWS rows.
         self.dtype = resolve_dtype(llm.dtype, llm.device, llm.model, config.paths.cache_dir, PROBE_ROWS)
-        self.identity = model_identity(llm.model, self.dtype)
+        self.identity = model_identity(llm.model, self.dtype, llm.device)
         self.cache = ResponseCache(config.resolve_under_out(llm.cache_path)) if llm.cache else None
         self._model: Any = None
         self.computed = 0  # requests scored by the model (the others came from the cache)

@@ -82,7 +82,7 @@ class LocalBackend(Backend):
 
     @property
     def cache_identity(self) -> str:
-        return model_identity(self.model, self.resolved_dtype)
+        return model_identity(self.model, self.resolved_dtype, self.device)
 
     @property
     def resolved_dtype(self) -> str:

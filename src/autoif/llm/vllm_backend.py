@@ -170,7 +170,7 @@ class VLLMBackend(Backend):
 
     @property
     def cache_identity(self) -> str:
-        return model_identity(self.model, self.dtype)
+        return model_identity(self.model, self.dtype, "cuda")
 
     def _engine(self) -> Any:
         with self._build_lock:

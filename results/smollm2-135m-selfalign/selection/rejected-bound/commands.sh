@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../../../.."
 OUT=${OUT:-runs/rejdev}
 DPO="--model embedded --data results/smollm2-135m-selfalign/data-greedy --set level=query --set learning_rate=1e-5
   --set beta=0.1 --set num_train_epochs=1 --set global_batch_size=16 --set per_device_batch_size=8
-  --set warmup_steps=0.1 --set max_length=1024 --set logging_steps=2 --set save_steps=5"
+  --set warmup_steps=0.1 --set max_length=1024 --set logging_steps=2 --set save_steps=5 --set bf16=off"
 DEV="--max-tokens 512 --set llm.batch_size=64 --set llm.dtype=float32 --set llm.cache=true"
 for arm in full rej192; do
   extra=""; [ "$arm" = rej192 ] && extra="--set max_rejected_tokens=192"
