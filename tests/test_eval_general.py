@@ -23,9 +23,9 @@ from autoif.jsonl import read_json, read_jsonl, write_jsonl
 
 
 def config(tmp_path: Path, model: str = "embedded") -> Config:
-    return Config.model_validate(
-        {"paths": {"out": str(tmp_path / "out")}, "llm": {"backend": "local", "model": model, "batch_size": 4}}
-    )
+    # fp32, as lm-eval's HFLM scores (`llm.dtype: auto` takes bf16 on a CPU where it is faster).
+    llm = {"backend": "local", "model": model, "batch_size": 4, "dtype": "float32"}
+    return Config.model_validate({"paths": {"out": str(tmp_path / "out")}, "llm": llm})
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,8 @@ def test_mmlu_choices_equal_lm_evals_hflm_on_a_slice(tmp_path, tiny):
         ("The capital of France is", [" Paris", " a big city on the Seine", "\nLyon"]),
         ("Answer: ", ["yes", "no way"]),
     ]
-    scorer = LoglikScorer(Config.model_validate({"llm": {"backend": "local", "model": tiny, "cache": False}}))
+    llm = {"backend": "local", "model": tiny, "cache": False, "dtype": "float32"}
+    scorer = LoglikScorer(Config.model_validate({"llm": llm}))
     try:
         mine = [ll for scores in scorer.score(free) for ll in scores]
     finally:
