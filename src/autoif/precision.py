@@ -52,7 +52,7 @@ def machine(device: str = "cpu") -> str:
     the first ones on 176 of 541 prompts, where its fp32 answers came out byte-identical."""
     import torch
 
-    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    gpu = torch.cuda.is_available() and (device.startswith("cuda") or device == "auto")
     name = torch.cuda.get_device_name(torch.device(device if device != "auto" else "cuda")) if gpu else cpu_name()
     return f"{name} | torch {torch.__version__}"
 
