@@ -24,7 +24,7 @@ from .pairs import PairBounds
 from .quality import QualityConfig
 
 
-def _on_off(cls, value: Any) -> Any:
+def on_off(cls, value: Any) -> Any:
     """YAML 1.1 reads a bare on/off (and true/false) as a boolean: map it back to "on"/"off"."""
     return {True: "on", False: "off"}[value] if isinstance(value, bool) else value
 
@@ -283,7 +283,7 @@ class SeedsConfig(Section):
         None, ge=1, description="built-in library: use only this many instructions, sampled with the seed (None: all)"
     )
 
-    _yaml_booleans = field_validator("builtin_library", mode="before")(_on_off)
+    _yaml_booleans = field_validator("builtin_library", mode="before")(on_off)
 
     def library_enabled(self, llm: LLMConfig) -> bool:
         if self.builtin_library == "auto":
@@ -504,7 +504,7 @@ class ScoreConfig(RoleSection):
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature of the judge")
     max_tokens: int = Field(256, ge=16, description="longest judgement")
 
-    _yaml_booleans = field_validator("enabled", mode="before")(_on_off)
+    _yaml_booleans = field_validator("enabled", mode="before")(on_off)
 
     def active(self, llm: LLMConfig) -> bool:
         if self.enabled == "auto":

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..config import Section
+from ..config import Section, on_off
 from ..errors import AutoifError, require
 from ..jsonl import read_jsonl
 from ..rundir import SFT
@@ -62,7 +62,6 @@ class TrainSettings(Section):
         "and optimizer state. auto: where the GPU has it, and on a CPU where a short measurement of the model's "
         "matmuls (cached per machine, see autoif/precision.py) finds autocast faster",
     )
-
     group_by_length: bool = Field(
         True,
         description="order the rows of each optimizer step by length, so a forward pass pads only to the longest "
@@ -82,11 +81,7 @@ class TrainSettings(Section):
     # The file a run writes for this trainer (subclasses set it).
     data_file: str = Field(SFT.name, description="file taken from `data` when `data` is a run directory")
 
-    @field_validator("bf16", mode="before")
-    @classmethod
-    def _on_off_as_yaml_reads_them(cls, value: Any) -> Any:
-        # YAML 1.1 (and so `--set bf16=on` and an unquoted `bf16: off`) reads on/off as true/false.
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    _yaml_booleans = field_validator("bf16", mode="before")(on_off)
 
 
 def data_path(settings: TrainSettings) -> Path:
