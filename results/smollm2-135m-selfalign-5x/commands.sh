@@ -93,3 +93,12 @@ for b in ifeval ifbench; do
   .venv/bin/autoif eval compare $S/base/${b}_results.json,$B16/${b}_results.json $P/${b}_results.json,$Q/bf16/${b}_results.json \
     --decodings fp32,bf16 --json $Q/${b}_compare_base_fp32_bf16.json
 done
+# Are the base's bf16 answers this machine's? Re-decoded without the cache (541 of 541 byte-identical on 2026-12-07).
+.venv/bin/autoif eval ifeval --model embedded --max-tokens 512 --set seed=42 --set llm.backend=local --set llm.cache=false \
+  --set llm.dtype=bfloat16 --set llm.batch_size=128 --out runs/base-bf16-recheck --set paths.out=runs/base-bf16-recheck
+.venv/bin/python - <<'PY'
+import json
+new, old = ({r["id"]: r["response"] for r in map(json.loads, open(f"{d}/ifeval_responses.jsonl"))}
+            for d in ("runs/base-bf16-recheck", "results/smollm2-135m-selfalign-5x/selection/base-bf16-epyc"))
+print("base bf16 answers identical:", sum(new[k] == v for k, v in old.items()), "of", len(old))
+PY
