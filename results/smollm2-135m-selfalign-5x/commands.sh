@@ -67,38 +67,31 @@ cp $R/eval/dpo/dev/dev_re* $O/ifeval_re* $T/dpo-5x/
 .venv/bin/autoif eval agreement $T/base $T/c2 $T/c2-bound192 $T/dpo-5x --json results/smollm2-135m-selfalign-5x/agreement_dev315_ifeval_fp32.json
 rm -rf $T
 # The bf16 check (2026-12-07, a 2-core AMD EPYC with native bf16): the DPO retrained by the recipe (above,
-# from the shipped cache; its log in selection/dpo-5x-epyc/trainer_state.json), decoded in bf16 with the
-# recipe's bf16 settings, and in fp32 again (all 541 IFEval and 294 IFBench answers came out byte-identical
-# to selection/dpo-5x/'s, made on an AVX2 CPU). The base's bf16 answers: selection/base-bf16-epyc/, from the
-# same CPU model (the data step's cache keys bf16 answers by the machine: the recipe's eval.base.bf16 steps).
+# from the shipped cache; its log in selection/dpo-5x-epyc/trainer_state.json), its fp32 answers ($O, above)
+# checked against the published ones (all 541 IFEval and 294 IFBench byte-identical to selection/dpo-5x/'s,
+# made on an AVX2 CPU), then decoded in bf16 with the recipe's bf16 settings. The base's bf16 answers:
+# selection/base-bf16-epyc/ (the recipe's eval.base.bf16 steps on a machine reporting the same CPU), re-decoded
+# here without the cache to check that they are this machine's (541 of 541 byte-identical).
 Q=results/smollm2-135m-selfalign-5x/selection/dpo-5x-epyc
-for d in bf16 fp32; do
-  DT="--set llm.dtype=float32 --set llm.batch_size=64"
-  [ $d = bf16 ] && DT="--set llm.dtype=bfloat16 --set llm.batch_size=128"
-  for b in ifeval ifbench; do
-    .venv/bin/autoif eval $b --model $M --max-tokens 512 --set seed=42 --set llm.backend=local --set llm.cache=true $DT \
-      --out $R/eval/dpo/$d --set paths.out=$R/eval/dpo/$d --set llm.cache_path=${b}_cache.sqlite
-  done
-done
-mkdir -p $Q/bf16 && cp $R/eval/dpo/bf16/if*_re* $Q/bf16/ && cp $R/train/dpo/trainer_state.json $Q/
-.venv/bin/python - "$R/eval/dpo/fp32" "$P" <<'PY'
-import json, sys
-for b in ("ifeval", "ifbench"):
-    new, old = ({r["id"]: r["response"] for r in map(json.loads, open(f"{d}/{b}_responses.jsonl"))} for d in sys.argv[1:])
-    print(b, "fp32 answers identical to the published:", sum(new[k] == v for k, v in old.items()), "of", len(old))
-PY
 B16=results/smollm2-135m-selfalign-5x/selection/base-bf16-epyc
+BF16="--max-tokens 512 --set seed=42 --set llm.backend=local --set llm.dtype=bfloat16 --set llm.batch_size=128"
+for b in ifeval ifbench; do
+  .venv/bin/autoif eval $b --model $M $BF16 --set llm.cache=true --out $R/eval/dpo/bf16 \
+    --set paths.out=$R/eval/dpo/bf16 --set llm.cache_path=${b}_cache.sqlite
+done
+.venv/bin/autoif eval ifeval --model embedded $BF16 --set llm.cache=false --out runs/base-bf16-recheck \
+  --set paths.out=runs/base-bf16-recheck
+# Each pair: a benchmark, the answers made here, the published ones.
+.venv/bin/python - ifeval $O $P ifbench $O $P ifeval runs/base-bf16-recheck $B16 <<'PY'
+import json, sys
+args = sys.argv[1:]
+for bench, here, published in zip(args[::3], args[1::3], args[2::3]):
+    new, old = ({r["id"]: r["response"] for r in map(json.loads, open(f"{d}/{bench}_responses.jsonl"))} for d in (here, published))
+    print(f"{bench} {here}: {sum(new[k] == v for k, v in old.items())} of {len(old)} answers identical to {published}")
+PY
+mkdir -p $Q/bf16 && cp $R/eval/dpo/bf16/if*_re* $Q/bf16/ && cp $R/train/dpo/trainer_state.json $Q/
 for b in ifeval ifbench; do
   .venv/bin/autoif eval compare $B16/${b}_results.json $Q/bf16/${b}_results.json --json $Q/bf16/${b}_compare_base.json
   .venv/bin/autoif eval compare $S/base/${b}_results.json,$B16/${b}_results.json $P/${b}_results.json,$Q/bf16/${b}_results.json \
     --decodings fp32,bf16 --json $Q/${b}_compare_base_fp32_bf16.json
 done
-# Are the base's bf16 answers this machine's? Re-decoded without the cache (541 of 541 byte-identical on 2026-12-07).
-.venv/bin/autoif eval ifeval --model embedded --max-tokens 512 --set seed=42 --set llm.backend=local --set llm.cache=false \
-  --set llm.dtype=bfloat16 --set llm.batch_size=128 --out runs/base-bf16-recheck --set paths.out=runs/base-bf16-recheck
-.venv/bin/python - <<'PY'
-import json
-new, old = ({r["id"]: r["response"] for r in map(json.loads, open(f"{d}/ifeval_responses.jsonl"))}
-            for d in ("runs/base-bf16-recheck", "results/smollm2-135m-selfalign-5x/selection/base-bf16-epyc"))
-print("base bf16 answers identical:", sum(new[k] == v for k, v in old.items()), "of", len(old))
-PY
