@@ -335,6 +335,10 @@ def test_shipped_recipes_load_resolve_and_plan(path, tmp_path, monkeypatch):
     ]
     measure = {b: recipe.eval.decodings_of(b)[0] for b in ("ifeval", "ifbench", "mmlu", "humaneval")}
     assert {plan.eval_step("base", b, d) for b, d in measure.items()} <= set(names)
+    for bench, decoding in measure.items():  # a per-benchmark limit reaches that benchmark's command only
+        limit = recipe.eval.limit_of(bench)
+        command = plan.step(plan.eval_step("base", bench, decoding)).command
+        assert (f"--limit {limit}" in command) if limit else ("--limit" not in command), command
     assert "contamination" in names and "results" in names
     lines = describe(plan)
     assert len(lines) == len(names) and all("would run" in line for line in lines)
@@ -358,6 +362,9 @@ def test_shipped_recipes_load_resolve_and_plan(path, tmp_path, monkeypatch):
         ("name: x\ntrain: [{name: a, trainer: sft, set: {lr: 1}}]\n", [], "unknown key 'lr'"),
         ("name: x\ntrain: [{name: a, trainer: sft}]\n", ["train.b.learning_rate=1"], "unknown train step 'b'"),
         ("name: x\neval: {benchmarks: [followbench]}\n", [], "followbench needs a judge"),
+        ("name: x\neval: {benchmarks: [mmlu], limit: {mmlo: 5}}\n", [], "unknown benchmark of eval.limit 'mmlo'"),
+        ("name: x\neval: {limit: {ifeval: 0}}\n", [], "eval.limit must be at least 1"),
+        ("name: x\n", ["eval.limit=0"], "eval.limit must be at least 1"),
         ("name: x\ndata: {config: missing.yaml}\n", [], "no such config file"),
     ],
 )

@@ -164,7 +164,11 @@ class EvalSpec(Section):
     models: list[str] | None = Field(
         None, description=f"'{BASE}' and train step names to evaluate (None: the base and every trained model)"
     )
-    limit: int | None = Field(None, ge=1, description="a seeded subset of this many prompts per benchmark")
+    limit: int | dict[str, int] | None = Field(
+        None,
+        description="a seeded subset of this many prompts per benchmark, or per named benchmark ({mmlu: 2048}: "
+        "the others whole)",
+    )
     settings: RecipeEvalSettings = Field(default_factory=RecipeEvalSettings)
     llm: dict[str, Any] = Field(
         default_factory=dict,
@@ -185,6 +189,20 @@ class EvalSpec(Section):
     @classmethod
     def _known_benchmarks(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else [BENCHMARKS.check(name) for name in value]
+
+    @model_validator(mode="after")
+    def _limits(self) -> EvalSpec:
+        limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
+        if any(n is not None and n < 1 for n in limits):
+            raise ValueError(f"eval.limit must be at least 1: {self.limit}")
+        for name in self.limit if isinstance(self.limit, dict) else ():
+            if name not in self.names():
+                raise unknown_name("benchmark of eval.limit", name, self.names(), ConfigError)
+        return self
+
+    def limit_of(self, bench: str) -> int | None:
+        """The size of the seeded subset of `bench` (None: the whole benchmark)."""
+        return self.limit.get(bench) if isinstance(self.limit, dict) else self.limit
 
     @model_validator(mode="after")
     def _decodings(self) -> EvalSpec:
@@ -567,7 +585,7 @@ class Plan:
         key = {
             "benchmark": bench,
             "model": made_by.digest if made_by else self.recipe.base_model,
-            "limit": spec.limit,
+            "limit": spec.limit_of(bench),
             "seed": self.recipe.seed,
             "settings": spec.settings.model_dump(mode="json"),
             "llm": llm,
@@ -585,10 +603,11 @@ class Plan:
                 (),
                 Config,
             )
-            results = run_benchmark(bench, config, None, None, spec.limit, out_dir, spec.settings, show=False)
+            results = run_benchmark(bench, config, None, None, spec.limit_of(bench), out_dir, spec.settings, show=False)
             return {"metrics": results["metrics"]}
 
-        flags = ["--limit", str(spec.limit)] if spec.limit else []
+        limit = spec.limit_of(bench)
+        flags = ["--limit", str(limit)] if limit else []
         judge = spec.settings.judge
         if bench == "followbench" and judge == "self":
             flags += ["--judge", "self"]
