@@ -5,7 +5,7 @@
 # 5x recipe's DPO (1,663 query-level pairs, the same settings) from the SFT model, whose reference is
 # the SFT model. fp32 training (bf16 off) as the recipe. Chosen on the 315-prompt dev set against the
 # 5x DPO (selection/dpo-5x/); IFEval and IFBench in fp32 (the measure), then bf16 (the check).
-# Needs the 5x data step: runs/smollm2-135m-selfalign-5x/data (results/smollm2-135m-selfalign-5x/commands.sh).
+# Needs the 5x data step: runs/smollm2-135m-selfalign-5x/data (results/smollm2-135m-selfalign-5x/selection/commands.sh).
 # Resumable: rerun to go on (a training cut off goes on from its last checkpoint; evaluations from their caches).
 set -e
 cd "$(dirname "$0")/../../../.."

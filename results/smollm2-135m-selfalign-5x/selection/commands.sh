@@ -1,7 +1,7 @@
 #!/bin/bash
-# Issue 29's scaling run as measured so far (see README.md here). Resumable: rerun to go on.
+# Issue 29's scaling run as measured so far (see ../README.md). Resumable: rerun to go on.
 set -e
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 R=runs/smollm2-135m-selfalign-5x
 # The data (hours on 2 cores from nothing; minutes from the shipped cache) and the DPO training. The recipe
 # then goes on to its evaluations (base and trained, fp32 and bf16, MMLU and HumanEval): many hours here.
