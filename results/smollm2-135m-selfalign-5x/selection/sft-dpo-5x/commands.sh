@@ -48,3 +48,14 @@ for b in ifeval ifbench; do
   $A eval compare $X/dpo-5x/${b}_results.json $P/fp32/${b}_results.json --json $P/fp32/${b}_compare_dpo5x.json
   $A eval compare $OUT/base-bf16/${b}_results.json $P/bf16/${b}_results.json --json $P/bf16/${b}_compare_base.json
 done
+# The dev set's ranking against IFEval's (fp32) over every configuration measured on both, this one included.
+B=$S/rejected-bound
+T=$(mktemp -d)
+mkdir -p $T/base $T/c2 $T/c2-bound192 $T/dpo-5x $T/sft-dpo-5x
+ln -s $PWD/$B/dev-base/dev_* $PWD/$S/base/ifeval_* $T/base/
+ln -s $PWD/$B/dev-full/dev_* $PWD/$S/c2-dpo-greedy/ifeval_re* $T/c2/
+ln -s $PWD/$B/dev-rej192/dev_* $PWD/$B/ifeval-rej192/ifeval_re* $T/c2-bound192/
+ln -s $PWD/$X/dpo-5x/dev_re* $PWD/$X/dpo-5x/ifeval_re* $T/dpo-5x/
+ln -s $PWD/$P/dev_re* $PWD/$P/fp32/ifeval_re* $T/sft-dpo-5x/
+$A eval agreement $T/base $T/c2 $T/c2-bound192 $T/dpo-5x $T/sft-dpo-5x --json results/smollm2-135m-selfalign-5x/agreement_dev315_ifeval_fp32.json
+rm -rf $T
