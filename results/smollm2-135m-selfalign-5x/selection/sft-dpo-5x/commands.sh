@@ -1,10 +1,10 @@
 #!/bin/bash
 # Issue 29's "SFT then DPO" on the 5x data (the paper's SFT + offline DPO; c5 of the 1x selection at 5x).
-# SFT from the base on the data step's 1,430 SFT records (lr 2e-5 as c5; one epoch: 89 steps of 16,
-# already 2.6x c5's 34 steps over two epochs of 262 records, and half an hour of the 2 cores), then the
+# SFT from the base on the data step's 1,430 SFT records (lr 2e-5 as c5; one epoch: 90 steps of 16,
+# already 2.6x c5's 34 steps over two epochs of 262 records, 21 minutes on the 2 cores), then the
 # 5x recipe's DPO (1,663 query-level pairs, the same settings) from the SFT model, whose reference is
 # the SFT model. fp32 training (bf16 off) as the recipe. Chosen on the 315-prompt dev set against the
-# 5x DPO (selection/dpo-5x/); IFEval and IFBench in fp32 (the measure), then bf16 (the check).
+# 5x DPO (selection/dpo-5x/); IFEval and IFBench in fp32 (the measure), then bf16 (the check): evaluate.sh.
 # Needs the 5x data step: runs/smollm2-135m-selfalign-5x/data (results/smollm2-135m-selfalign-5x/selection/commands.sh).
 # Resumable: rerun to go on (a training cut off goes on from its last checkpoint; evaluations from their caches).
 set -e
@@ -21,33 +21,12 @@ COMMON="--set global_batch_size=16 --set per_device_batch_size=8 --set max_lengt
   --set level=query --set learning_rate=1e-5 --set beta=0.1 --set num_train_epochs=1 \
   --set max_rejected_tokens=192 $(resume $OUT/dpo)
 M=$OUT/dpo/final
-E="--max-tokens 512 --set seed=42 --set llm.backend=local --set llm.cache=true"
-FP32="$E --set llm.dtype=float32 --set llm.batch_size=64"
-BF16="$E --set llm.dtype=bfloat16 --set llm.batch_size=128"
-$A eval dev --model $M $FP32 --out $OUT/dev --set paths.out=$OUT/dev --set llm.cache_path=cache.sqlite
-for b in ifeval ifbench; do
-  $A eval $b --model $M $FP32 --out $OUT/fp32 --set paths.out=$OUT/fp32 --set llm.cache_path=${b}_cache.sqlite
-done
-for b in ifeval ifbench; do
-  $A eval $b --model $M $BF16 --out $OUT/bf16 --set paths.out=$OUT/bf16 --set llm.cache_path=${b}_cache.sqlite
-  # The base in bf16 on this machine (bf16 answers depend on the CPU; the data step's cache keys them by
-  # the machine, so on the machine that made them they are read from it, elsewhere decoded: ~10 min each).
-  $A eval $b --model embedded $BF16 --out $OUT/base-bf16 --set paths.out=$OUT/base-bf16 --set llm.cache_path=$PWD/$D/llm_cache.sqlite
-done
 S=results/smollm2-135m-selfalign/selection
 X=results/smollm2-135m-selfalign-5x/selection
 P=$X/sft-dpo-5x
-cp $OUT/dev/dev_re* $P/
-for d in fp32 bf16 base-bf16; do mkdir -p $P/$d && cp $OUT/$d/ifeval_re* $OUT/$d/ifbench_re* $P/$d/; done
+$X/evaluate.sh $M $OUT $P
 cp $OUT/sft/trainer_state.json $P/sft_trainer_state.json
 cp $OUT/dpo/trainer_state.json $P/dpo_trainer_state.json
-$A eval compare $S/rejected-bound/dev-base/dev_results.json $P/dev_results.json --json $P/dev_compare_base.json
-$A eval compare $X/dpo-5x/dev_results.json $P/dev_results.json --json $P/dev_compare_dpo5x.json
-for b in ifeval ifbench; do
-  $A eval compare $S/base/${b}_results.json $P/fp32/${b}_results.json --json $P/fp32/${b}_compare_base.json
-  $A eval compare $X/dpo-5x/${b}_results.json $P/fp32/${b}_results.json --json $P/fp32/${b}_compare_dpo5x.json
-  $A eval compare $OUT/base-bf16/${b}_results.json $P/bf16/${b}_results.json --json $P/bf16/${b}_compare_base.json
-done
 # The dev set's ranking against IFEval's (fp32) over every configuration measured on both, this one included.
 B=$S/rejected-bound
 T=$(mktemp -d)
