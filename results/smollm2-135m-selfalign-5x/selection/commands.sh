@@ -95,3 +95,8 @@ for b in ifeval ifbench; do
   .venv/bin/autoif eval compare $S/base/${b}_results.json,$B16/${b}_results.json $P/${b}_results.json,$Q/bf16/${b}_results.json \
     --decodings fp32,bf16 --json $Q/${b}_compare_base_fp32_bf16.json
 done
+# The base's evaluations added to the shipped cache (2026-12-07): the recipe's eval.base steps write to the
+# data step's cache (eval.base_cache); run until they are done (the rest of the recipe follows), then snapshot.
+.venv/bin/autoif recipe recipes/smollm2-135m-selfalign-5x.yaml -o $R
+.venv/bin/python -c "import sqlite3; sqlite3.connect('$R/data/llm_cache.sqlite').execute(\"VACUUM INTO '/tmp/cache_snap.sqlite'\")"
+gzip -n -9 -c /tmp/cache_snap.sqlite > results/smollm2-135m-selfalign-5x/llm_cache.sqlite.gz && rm /tmp/cache_snap.sqlite
