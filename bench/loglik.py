@@ -28,7 +28,7 @@ import time
 import torch
 
 from autoif.config import Config
-from autoif.evals.choice import LETTERS, MMLU_BENCHMARK
+from autoif.evals.choice import LETTERS, MMLU_BENCHMARK, chosen_letter
 from autoif.evals.data import load_records, subset
 from autoif.evals.loglik import LoglikScorer
 
@@ -77,11 +77,7 @@ def main() -> None:
     for label, wall, cpu, load in table:
         print(f"{label:<24}{wall:>10.3f}{cpu:>10.3f}{wall / ours[1]:>9.2f}{cpu / ours[2]:>8.2f}{load:>7.1f}")
     print(f"largest |autoif - hflm| log-likelihood: {max(abs(a - b) for a, b in zip(mine, reference)):.2e}")
-    same = sum(
-        max(range(4), key=mine[4 * q : 4 * q + 4].__getitem__)
-        == max(range(4), key=reference[4 * q : 4 * q + 4].__getitem__)
-        for q in range(n)
-    )
+    same = sum(chosen_letter(mine[4 * q : 4 * q + 4]) == chosen_letter(reference[4 * q : 4 * q + 4]) for q in range(n))
     print(f"same choice as hflm: {same}/{n}")
 
 

@@ -26,14 +26,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autoif.config import Config
-from autoif.evals.choice import LETTERS
+from autoif.evals.choice import LETTERS, chosen_letter
 from autoif.evals.loglik import LoglikScorer
-from autoif.jsonl import atomic_write_text, read_jsonl
-
-
-def best(scores: list[float]) -> int:
-    # The first of equal maxima, as autoif's and lm-eval's argmax both take.
-    return max(range(len(scores)), key=scores.__getitem__)
+from autoif.jsonl import atomic_write_text, read_jsonl, write_jsonl
 
 
 def main() -> None:
@@ -65,9 +60,7 @@ def main() -> None:
                 for n, r in enumerate(chunk):
                     theirs[r["id"]] = dict(zip(LETTERS, scores[4 * n : 4 * n + 4]))
                 # The whole file rewritten atomically: a kill leaves the previous chunk's file whole.
-                atomic_write_text(
-                    done_path, "".join(json.dumps({"id": i, "loglikelihoods": s}) + "\n" for i, s in theirs.items())
-                )
+                write_jsonl(done_path, [{"id": i, "loglikelihoods": s} for i, s in theirs.items()])
                 bar.update(len(chunk))
         scorer.close()
 
@@ -76,7 +69,7 @@ def main() -> None:
         mine = [r["loglikelihoods"][x] for x in LETTERS]
         other = [theirs[r["id"]][x] for x in LETTERS]
         largest = max(largest, *(abs(a - b) for a, b in zip(mine, other)))
-        a, b = LETTERS[best(mine)], LETTERS[best(other)]
+        a, b = chosen_letter(mine), chosen_letter(other)
         if a != r["choice"]:
             raise SystemExit(f"{r['id']}: the file's choice {r['choice']} is not its log-likelihoods' argmax {a}")
         right["autoif"] += a == r["answer"]

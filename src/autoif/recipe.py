@@ -575,6 +575,7 @@ class Plan:
         spec = self.recipe.eval
         out_dir = self.eval_dir(model, decoding)
         own_cache = model != BASE or spec.base_cache is None
+        limit = spec.limit_of(bench)
         # The base's shared cache, written relative to the evaluation's directory (llm.cache_path's
         # rule): the key stays the same wherever OUT is.
         cache = f"{bench}_cache.sqlite" if own_cache else os.path.relpath(self.out / str(spec.base_cache), out_dir)
@@ -585,7 +586,7 @@ class Plan:
         key = {
             "benchmark": bench,
             "model": made_by.digest if made_by else self.recipe.base_model,
-            "limit": spec.limit_of(bench),
+            "limit": limit,
             "seed": self.recipe.seed,
             "settings": spec.settings.model_dump(mode="json"),
             "llm": llm,
@@ -603,10 +604,9 @@ class Plan:
                 (),
                 Config,
             )
-            results = run_benchmark(bench, config, None, None, spec.limit_of(bench), out_dir, spec.settings, show=False)
+            results = run_benchmark(bench, config, None, None, limit, out_dir, spec.settings, show=False)
             return {"metrics": results["metrics"]}
 
-        limit = spec.limit_of(bench)
         flags = ["--limit", str(limit)] if limit else []
         judge = spec.settings.judge
         if bench == "followbench" and judge == "self":

@@ -33,6 +33,12 @@ from .base import Benchmark, EvalConfig, EvalContext, Item, PromptScores, Respon
 
 LETTERS = ("A", "B", "C", "D")
 
+
+def chosen_letter(scores: list[float]) -> str:
+    """The letter of the highest log-likelihood, the first of equal ones (as lm-eval's argmax)."""
+    return LETTERS[max(range(len(LETTERS)), key=scores.__getitem__)]
+
+
 # lm-evaluation-harness's MMLU subject groups (the "tag" of each of its 57 mmlu_<subject> tasks).
 MMLU_GROUPS: dict[str, tuple[str, ...]] = {
     "stem": (
@@ -174,7 +180,7 @@ class ChoiceBenchmark(Benchmark):
             )
         finally:
             scorer.close()
-        texts = [LETTERS[max(range(len(LETTERS)), key=s.__getitem__)] for s in scores]
+        texts = [chosen_letter(s) for s in scores]
         per_item = [{"loglikelihoods": dict(zip(LETTERS, s))} for s in scores]
         return Responses(texts, per_item=per_item)
 
