@@ -1,7 +1,8 @@
 #!/bin/bash
 # Issue 29's "online DPO with K >= 8 samples per prompt" on the 5x data: one iteration of the paper's
-# online DPO from the model the dev set chose (FROM: SFT then DPO, selection/sft-dpo-5x/; it needs that
-# run's OUT), 8 samples per prompt (T 0.8,
+# online DPO from the model the dev set chose (FROM: SFT then DPO, the 5x recipe's model: `make
+# reproduce EXPERIMENT=smollm2-135m-selfalign-5x` makes it; selection/sft-dpo-5x/'s is the same, its
+# fp32 answers byte-identical), 8 samples per prompt (T 0.8,
 # bf16 sampler, batch 128) on a seeded 400 of the 1,116 distinct prompts of the 5x dpo.jsonl, scored by
 # their functions in the sandbox, pairs as the export builds them (chosen pass rate >= 0.5, rejected
 # 0 or cut off at 512 tokens, at most 2 per prompt), then DPO with the 5x recipe's settings (reference:
@@ -12,7 +13,7 @@ set -e
 cd "$(dirname "$0")/../../../.."
 A=.venv/bin/autoif
 D=runs/smollm2-135m-selfalign-5x/data
-FROM=${FROM:-runs/5x-sft-dpo/dpo/final}
+FROM=${FROM:-runs/smollm2-135m-selfalign-5x/train/dpo/final}
 OUT=${OUT:-runs/5x-online-dpo}
 [ -d $OUT/train/iter-1 ] || $A train online-dpo --model $FROM --data $D --output $OUT/train \
   --set data_file=dpo.jsonl --set max_prompts=400 --set iterations=1 --set samples_per_prompt=8 \
