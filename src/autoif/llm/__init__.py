@@ -42,12 +42,17 @@ def make_backend(config, cache: Cache | None = None) -> Backend:
     llm = config.llm if isinstance(config, Config) else config
     if cache is None and isinstance(config, Config) and llm.cache:
         cache = ResponseCache(config.resolve_under_out(llm.cache_path))
+    cache_only = getattr(llm, "cache_only", False)
+    if cache_only and cache is None:
+        raise BackendError("llm.cache_only answers from the response cache, and llm.cache is off")
     cls = backend_class(llm.backend)
     if getattr(llm, "batch", False):
         if llm.backend not in BATCH_BACKENDS:
             raise BackendError(f"llm.batch is for the {' and '.join(BATCH_BACKENDS)} backends, not '{llm.backend}'")
         cls = Registry("batch backend", BATCH_BACKENDS, error=BackendError).load(llm.backend)
-    return cls.from_config(llm, cache=cache, paths=config.paths if isinstance(config, Config) else None)
+    backend = cls.from_config(llm, cache=cache, paths=config.paths if isinstance(config, Config) else None)
+    backend.cache_only = cache_only
+    return backend
 
 
 __all__ = [

@@ -154,6 +154,10 @@ class BackendStats:
         return asdict(self)
 
 
+# Why a sample failed under `llm.cache_only`: not in the cache, so not asked of the model.
+NOT_CACHED = "not in the response cache (llm.cache_only)"
+
+
 def cache_key(backend: str, model: str, request: Request, sample_index: int) -> str:
     """Hash of everything that determines a sample; `n` is left out so n=8 reuses n=4's samples."""
     payload = {
@@ -200,6 +204,8 @@ class Backend(ABC):
         self.divert: Callable[[Backend, list[Job], list[list[str]], Emit], None] | None = None
         # Set under a budget (`llm.max_cost`, cost.Meter): jobs are sent only in rounds it can pay for.
         self.meter: Meter | None = None
+        # Set by `llm.cache_only`: a cache miss fails (NOT_CACHED) instead of reaching the model.
+        self.cache_only = False
         self.stats = BackendStats()
         # The message of the latest sample that failed (not rejected; stats.errors counts them all).
         self.last_error: str | None = None
@@ -281,7 +287,11 @@ class Backend(ABC):
             bar.update(1)
 
         try:
-            if self.divert is not None:
+            if self.cache_only:
+                for job_index, job in enumerate(jobs):
+                    for sample_index in job.samples:
+                        emit(job_index, sample_index, Completion("", error=NOT_CACHED))
+            elif self.divert is not None:
                 self.divert(self, jobs, [keys[ri] for ri in job_slots], emit)
             elif self.meter is not None:
                 self._run_metered(self.meter, jobs, emit)
