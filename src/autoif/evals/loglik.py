@@ -68,6 +68,7 @@ class LoglikScorer:
                 f"llm.backend={llm.backend} serves only generated text"
             )
         from ..llm import ResponseCache
+        from ..llm.base import NO_CACHE_TO_REPLAY
         from ..llm.embedded import model_identity
         from ..llm.local import resolve_dtype
 
@@ -78,7 +79,7 @@ class LoglikScorer:
         self.identity = model_identity(llm.model, self.dtype, llm.device)
         self.cache = ResponseCache(config.resolve_under_out(llm.cache_path)) if llm.cache else None
         if llm.cache_only and self.cache is None:
-            raise AutoifError("llm.cache_only answers from the response cache, and llm.cache is off")
+            raise AutoifError(NO_CACHE_TO_REPLAY)
         self._model: Any = None
         self.computed = 0  # requests scored by the model (the others came from the cache)
 

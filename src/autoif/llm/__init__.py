@@ -7,7 +7,17 @@ chosen, so that the HTTP backend never pays for torch and `autoif --help` stays 
 from __future__ import annotations
 
 from ..registry import Registry
-from .base import Backend, BackendError, BackendStats, Completion, Job, Request, Sampling, failure
+from .base import (
+    NO_CACHE_TO_REPLAY,
+    Backend,
+    BackendError,
+    BackendStats,
+    Completion,
+    Job,
+    Request,
+    Sampling,
+    failure,
+)
 from .cache import Cache, ResponseCache
 
 BACKENDS = Registry(
@@ -44,7 +54,7 @@ def make_backend(config, cache: Cache | None = None) -> Backend:
         cache = ResponseCache(config.resolve_under_out(llm.cache_path))
     cache_only = getattr(llm, "cache_only", False)
     if cache_only and cache is None:
-        raise BackendError("llm.cache_only answers from the response cache, and llm.cache is off")
+        raise BackendError(NO_CACHE_TO_REPLAY)
     cls = backend_class(llm.backend)
     if getattr(llm, "batch", False):
         if llm.backend not in BATCH_BACKENDS:

@@ -156,6 +156,7 @@ class BackendStats:
 
 # Why a sample failed under `llm.cache_only`: not in the cache, so not asked of the model.
 NOT_CACHED = "not in the response cache (llm.cache_only)"
+NO_CACHE_TO_REPLAY = "llm.cache_only answers from the response cache, and llm.cache is off"
 
 
 def cache_key(backend: str, model: str, request: Request, sample_index: int) -> str:
