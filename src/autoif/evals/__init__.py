@@ -65,9 +65,7 @@ def run_benchmark(
         texts, generation = answered.texts, answered.generation
         missing = sum(1 for c in generation or () if c.error == NOT_CACHED)
         if missing:  # a replay that is not one: no results from answers that were never generated
-            raise AutoifError(
-                f"{bench.title}: {missing} of {len(texts)} answers are not in the response cache (llm.cache_only)"
-            )
+            raise AutoifError(f"{bench.title}: {missing} of {len(texts)} answers are {NOT_CACHED}")
         scores = bench.score(items, texts, context)
     finally:
         context.close()

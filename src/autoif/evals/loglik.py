@@ -27,6 +27,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import AutoifError
+from ..llm.base import NO_CACHE_TO_REPLAY, NOT_CACHED
 
 # Padded tokens per forward pass: a few MB of activations for a 135M model, and enough rows that the
 # CPU's matrix kernels stay busy.
@@ -68,7 +69,6 @@ class LoglikScorer:
                 f"llm.backend={llm.backend} serves only generated text"
             )
         from ..llm import ResponseCache
-        from ..llm.base import NO_CACHE_TO_REPLAY
         from ..llm.embedded import model_identity
         from ..llm.local import resolve_dtype
 
@@ -101,7 +101,7 @@ class LoglikScorer:
         out: list[list[float] | None] = [json.loads(found[k]) if k in found else None for k in keys]
         todo = [i for i, r in enumerate(out) if r is None]
         if todo and self.config.llm.cache_only:
-            raise AutoifError(f"{len(todo)} of {len(requests)} {desc} are not in the response cache (llm.cache_only)")
+            raise AutoifError(f"{len(todo)} of {len(requests)} {desc} are {NOT_CACHED}")
         if todo:
             self._score_missing(requests, keys, todo, out, desc)
         return [r for r in out if r is not None]
