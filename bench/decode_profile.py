@@ -7,7 +7,7 @@ then the timed and profiled steps, so that the profile holds nothing but decode 
 own worker thread hides its ops from a profiler started elsewhere). Prints the step's milliseconds
 and tokens/s, then the ops by self CPU time, with and without their input shapes.
 
-    .venv/bin/python bench/decode_profile.py --dtype bfloat16 --batch 128 --context 200
+    .venv/bin/python bench/decode_profile.py --dtype bfloat16 --batch 128 --context 200 [--attention sdpa]
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="rows decoded together (the recipe's bf16 batch)")
     parser.add_argument("--context", type=int, default=200, help="decode steps before the timed ones")
     parser.add_argument("--steps", type=int, default=30, help="timed steps (the profile takes 10 more)")
+    parser.add_argument("--attention", default="auto", choices=["auto", "sdpa", "autoif"], help="llm.attention")
     args = parser.parse_args()
-    backend = LocalBackend(args.model, None, batch_size=args.batch, device="cpu", dtype=args.dtype)
+    backend = LocalBackend(
+        args.model, None, batch_size=args.batch, device="cpu", dtype=args.dtype, attention=args.attention
+    )
     engine = backend.engine
     total = args.context + args.steps + 10
     requests = [Request.user(p, temperature=0.0, max_tokens=total) for p in distinct_prompts(args.batch)]
@@ -52,7 +55,7 @@ def main() -> None:
             step()
         seconds = (time.perf_counter() - start) / args.steps
         print(
-            f"{args.dtype} batch {args.batch}, cache ~{batch.mask.shape[1]} columns: "
+            f"{args.dtype} ({backend.resolved_attention}) batch {args.batch}, cache ~{batch.mask.shape[1]} columns: "
             f"{1000 * seconds:.1f} ms a step, {args.batch / seconds:.0f} tokens/s"
         )
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -24,7 +24,10 @@ model's FLOP per generated token from its config (2 x the matmul weights a token
 over the mean KV length of the run) and those of the prompts' prefill, and reports the backend's greedy
 GFLOP/s as a share of that roofline ((FLOP/token x tokens + prefill FLOP) / seconds / peak), at its best
 batch and at the last batch size given (the recipe's: 128). Give at least as many `--prompts` as the
-largest batch, so that the batch is full. It ends with the line `roofline: fp32 NN% bf16 NN% at batch B`.
+largest batch, so that the batch is full. bf16 runs once with each of `--attentions` (default: torch's
+SDPA, then autoif's decode kernel, `llm.attention`), fp32 with SDPA (the backend's default for each);
+it prints the kernel's tokens/s against SDPA's and how many greedy answers came out the same. It ends
+with the line `roofline: fp32 NN% bf16 NN% at batch B` (bf16: the last of `--attentions`).
 
     .venv/bin/python bench/llm_local.py --peak --batch-sizes 64 128 --prompts 128 --max-tokens 128
 """
@@ -198,9 +201,14 @@ def roofline(args, prompts: list[str]) -> None:
         peaks[dtype] = best
         print(f"peak {dtype}: {best:.1f} GFLOP/s", flush=True)
     shares: dict[str, dict[int, float]] = {}
+    runs: dict[tuple[str, int, str], tuple[float, list[str]]] = {}  # (dtype, batch, attention) -> tokens/s, texts
     for dtype in args.dtypes:
-        for batch_size in args.batch_sizes:
-            backend = LocalBackend(args.model, None, batch_size=batch_size, dtype=dtype, cache_dir=args.cache_dir)
+        for batch_size, attention in (
+            (b, a) for b in args.batch_sizes for a in (args.attentions if dtype == "bfloat16" else ["sdpa"])
+        ):
+            backend = LocalBackend(
+                args.model, None, batch_size=batch_size, dtype=dtype, attention=attention, cache_dir=args.cache_dir
+            )
             backend_generate(backend, prompts[:batch_size], 4, 0.0, seed=0)  # warm-up
             requests = [Request.user(p, temperature=0.0, max_tokens=args.max_tokens) for p in prompts]
             start = time.perf_counter()
@@ -208,6 +216,7 @@ def roofline(args, prompts: list[str]) -> None:
             seconds = time.perf_counter() - start
             backend.close()
             tokens = sum(c[0].tokens for c in out)
+            runs[dtype, batch_size, attention] = (tokens / seconds, [str(c[0]) for c in out])
             prompt_tokens = sum(c[0].prompt_tokens or 0 for c in out)
             kv = sum((c[0].prompt_tokens or 0) + c[0].tokens / 2 for c in out) / len(out)
             flop = flop_per_token(config, kv)
@@ -219,10 +228,20 @@ def roofline(args, prompts: list[str]) -> None:
             share = gflops / peaks[dtype]
             shares.setdefault(dtype, {})[batch_size] = share
             print(
-                f"batch {batch_size:3d} {dtype:>8}: {tokens / seconds:7.1f} tok/s x {flop / 1e6:.0f} MFLOP/token "
+                f"batch {batch_size:3d} {dtype:>8} {attention:>6}: {tokens / seconds:7.1f} tok/s "
+                f"x {flop / 1e6:.0f} MFLOP/token "
                 f"(mean KV {kv:.0f}) + prefill {prompt_tokens} tokens ({prefill / 1e12:.2f} TFLOP) = "
                 f"{gflops:.1f} GFLOP/s, {100 * share:.0f}% of peak",
                 flush=True,
+            )
+    if len(args.attentions) > 1 and "bfloat16" in args.dtypes:
+        first, last = args.attentions[0], args.attentions[-1]
+        for batch_size in args.batch_sizes:
+            (base, base_texts), (new, texts) = runs["bfloat16", batch_size, first], runs["bfloat16", batch_size, last]
+            same = sum(a == b for a, b in zip(base_texts, texts))
+            print(
+                f"bf16 batch {batch_size}: attention {last} {new / base:.2f}x {first}'s tokens/s; "
+                f"same greedy answers {same} of {len(texts)}"
             )
     for dtype, by_batch in shares.items():
         best_batch = max(by_batch, key=by_batch.__getitem__)
@@ -250,6 +269,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat each measurement (ratios per round)")
     parser.add_argument("--dtypes", nargs="+", help="compare the backend across weights dtypes, not against raw")
     parser.add_argument("--peak", action="store_true", help="matmul peak and the backend's share of the roofline")
+    parser.add_argument(
+        "--attentions", nargs="+", default=["sdpa", "autoif"], help="--peak: bf16 decode attentions (llm.attention)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

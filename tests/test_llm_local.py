@@ -271,7 +271,7 @@ def test_auto_dtype_on_a_cpu_is_measured_once_and_keys_the_cache_by_the_dtype_ch
     from autoif.llm.embedded import model_identity
     from autoif.precision import CACHE_FILE
 
-    backend = LocalBackend(str(tiny), batch_size=4, device="cpu", cache_dir=tmp_path)
+    backend = LocalBackend(str(tiny), batch_size=4, device="cpu", cache_dir=tmp_path, attention="sdpa")
     chosen = backend.resolved_dtype
     assert chosen in ("float32", "bfloat16") and backend.cache_identity == model_identity(str(tiny), chosen)
     measured = json.loads((tmp_path / CACHE_FILE).read_text())
@@ -401,6 +401,6 @@ def test_a_bf16_cache_key_names_the_machine_and_an_fp32_key_does_not(tiny):
     assert model_identity("embedded", "float32") == "embedded"
     bf16 = model_identity("embedded", "bfloat16", "cpu")
     assert bf16 == f"embedded [bfloat16 on {machine('cpu')}]" and cpu_name() in bf16 and "torch " in bf16
-    backend = LocalBackend(str(tiny), batch_size=4, device="cpu", dtype="bfloat16")
+    backend = LocalBackend(str(tiny), batch_size=4, device="cpu", dtype="bfloat16", attention="sdpa")
     fp32 = model_identity(str(tiny), "float32")
     assert backend.cache_identity == model_identity(str(tiny), "bfloat16", "cpu") != fp32

@@ -115,6 +115,12 @@ class LLMConfig(Section):
         description="local, vllm: weights dtype (auto: bfloat16 on GPU; on CPU bfloat16 only where a short "
         "measurement of the model's matmuls, cached per machine, finds it faster than float32)",
     )
+    attention: Literal["auto", "sdpa", "autoif"] = Field(
+        "auto",
+        description="local: a decode step's attention in bf16 on a CPU: autoif's compiled kernel (reads the KV "
+        "cache in place; built on first use with the system's C++ compiler), sdpa (torch's), or auto (autoif's "
+        "where it builds, else sdpa). bf16 answers are cached by it; fp32 and GPUs always use sdpa",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory to use")
     max_model_len: int | None = Field(None, ge=1, description="vllm: context length (None: the model's)")

@@ -74,7 +74,7 @@ rm -rf $T
 # here without the cache to check that they are this machine's (541 of 541 byte-identical).
 Q=results/smollm2-135m-selfalign-5x/selection/dpo-5x-epyc
 B16=results/smollm2-135m-selfalign-5x/selection/base-bf16-epyc
-BF16="--max-tokens 512 --set seed=42 --set llm.backend=local --set llm.dtype=bfloat16 --set llm.batch_size=128"
+BF16="--max-tokens 512 --set seed=42 --set llm.backend=local --set llm.dtype=bfloat16 --set llm.batch_size=128 --set llm.attention=sdpa"
 for b in ifeval ifbench; do
   .venv/bin/autoif eval $b --model $M $BF16 --set llm.cache=true --out $R/eval/dpo/bf16 \
     --set paths.out=$R/eval/dpo/bf16 --set llm.cache_path=${b}_cache.sqlite

@@ -13,7 +13,7 @@ A=.venv/bin/autoif
 D=runs/smollm2-135m-selfalign-5x/data
 E="--max-tokens 512 --set seed=42 --set llm.backend=local --set llm.cache=true"
 FP32="$E --set llm.dtype=float32 --set llm.batch_size=64"
-BF16="$E --set llm.dtype=bfloat16 --set llm.batch_size=128"
+BF16="$E --set llm.dtype=bfloat16 --set llm.batch_size=128 --set llm.attention=sdpa"
 $A eval dev --model $M $FP32 --out $OUT/dev --set paths.out=$OUT/dev --set llm.cache_path=cache.sqlite
 for b in ifeval ifbench; do
   $A eval $b --model $M $FP32 --out $OUT/fp32 --set paths.out=$OUT/fp32 --set llm.cache_path=${b}_cache.sqlite

@@ -89,19 +89,21 @@ def resolve_model(model: str, cache_dir: str | os.PathLike) -> str:
     return model  # a hub id such as "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 
-def model_identity(model: str, dtype: str, device: str = "cpu") -> str:
+def model_identity(model: str, dtype: str, device: str = "cpu", attention: str = "sdpa") -> str:
     """The model's identity in response-cache keys: the configured model, plus what else changes its
     answers: a weights dtype other than the default (bfloat16 rounds differently: 38 of 64 greedy
     answers differed in `bench/llm_local.py --dtypes`) with the machine it runs on (`device`'s
     hardware and torch's version: bf16 answers differ between CPUs, so a cache shipped from one
     machine does not stand in for another's bf16 decoding), and a local directory's weights files
     (names, sizes, times), so that a model retrained in place is not served its predecessor's
-    cached answers. "embedded" in fp32 stays "embedded": shipped caches keep their keys."""
+    cached answers; and a decode attention other than SDPA (`decode_attention`: it rounds bf16
+    otherwise). "embedded" in fp32 stays "embedded": shipped caches keep their keys."""
     identity = model
     if dtype not in ("auto", "float32"):
         from ..precision import machine
 
-        identity += f" [{dtype} on {machine(device)}]"
+        kernel = "" if attention == "sdpa" else f" | attention {attention}"
+        identity += f" [{dtype} on {machine(device)}{kernel}]"
     path = Path(model).expanduser()
     if path.is_dir():
         weights = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import require
+from . import decode_attention
 from .base import Backend, BackendError, Completion, Emit, Job, Request
 from .cache import Cache
 from .embedded import chat_prompt_ids, model_identity, resolve_model
@@ -49,6 +50,7 @@ class LocalBackend(Backend):
         batch_wait_ms: float = 5.0,
         device: str = "auto",
         dtype: str = "auto",
+        attention: str = "auto",
         cache_dir: str | os.PathLike = "~/.cache/autoif",
         kv_budget_tokens: int | None = None,
     ) -> None:
@@ -59,12 +61,14 @@ class LocalBackend(Backend):
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.device = device
         self.dtype = dtype
+        self.attention = attention
         self.cache_dir = cache_dir
         self._start_lock = threading.Lock()
         self._engine: _Engine | None = None
         self._scheduler: _Scheduler | None = None
         self._finalizer: weakref.finalize | None = None
         self._resolved_dtype: str | None = None
+        self._resolved_attention: str | None = None
 
     @classmethod
     def from_config(cls, llm, cache: Cache | None = None, paths=None) -> LocalBackend:
@@ -77,12 +81,15 @@ class LocalBackend(Backend):
             batch_wait_ms=llm.batch_wait_ms,
             device=llm.device,
             dtype=llm.dtype,
+            attention=llm.attention,
             cache_dir=(paths or PathsConfig()).cache_dir,
         )
 
     @property
     def cache_identity(self) -> str:
-        return model_identity(self.model, self.resolved_dtype, self.device)
+        attention = self.resolved_attention
+        kernel = "sdpa" if attention == "sdpa" else decode_attention.version()
+        return model_identity(self.model, self.resolved_dtype, self.device, kernel)
 
     @property
     def resolved_dtype(self) -> str:
@@ -92,6 +99,15 @@ class LocalBackend(Backend):
         return self._resolved_dtype
 
     @property
+    def resolved_attention(self) -> str:
+        """The decode step's attention: "sdpa" or autoif's kernel (`decode_attention.resolve`), decided once."""
+        if self._resolved_attention is None:
+            torch = require("torch", "local", "the local backend")
+            device = _pick_device(torch, self.device).type
+            self._resolved_attention = decode_attention.resolve(self.attention, self.resolved_dtype, device)
+        return self._resolved_attention
+
+    @property
     def engine(self) -> _Engine:
         """The loaded model and tokenizer (loaded on first use)."""
         return self._started()[0]
@@ -99,7 +115,9 @@ class LocalBackend(Backend):
     def _started(self) -> tuple[_Engine, _Scheduler]:
         with self._start_lock:
             if self._scheduler is None:
-                engine = self._engine or _Engine.load(self.model, self.cache_dir, self.device, self.resolved_dtype)
+                engine = self._engine or _Engine.load(
+                    self.model, self.cache_dir, self.device, self.resolved_dtype, self.resolved_attention
+                )
                 self._engine = engine
                 budget = self.kv_budget_tokens or engine.kv_budget_tokens()
                 self._scheduler = _Scheduler(engine, self.batch_size, self.batch_wait_s, budget)
@@ -278,8 +296,12 @@ class _Engine:
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str, cache_dir: str | os.PathLike, device: str, dtype: str) -> _Engine:
+    def load(
+        cls, model: str, cache_dir: str | os.PathLike, device: str, dtype: str, attention: str = "sdpa"
+    ) -> _Engine:
         lm, tokenizer, path = load_causal_lm(model, cache_dir, device, dtype)
+        if attention == decode_attention.NAME:
+            decode_attention.install(lm)
         if tokenizer.chat_template is None:
             raise BackendError(f"model '{model}' has no chat template: the local backend needs a chat/instruct model")
         return cls(lm, tokenizer, require("torch", "local", "the local backend"), path)

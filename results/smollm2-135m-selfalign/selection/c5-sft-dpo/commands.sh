@@ -16,7 +16,7 @@ $A eval dev --model $M --max-tokens 512 --out runs/dev/c5 --set llm.batch_size=6
 $A eval compare results/smollm2-135m-selfalign/selection/base/dev_results.json runs/dev/c5/dev_results.json --json runs/dev/c5/dev_compare_base.json
 $A eval compare runs/dev/c3/dev_results.json runs/dev/c5/dev_results.json --json runs/dev/c5/dev_compare_c3.json
 for b in ifeval ifbench; do
-  $A eval $b --model $M --max-tokens 512 --out runs/eval/c5 --set seed=42 --set llm.backend=local --set llm.batch_size=128 --set llm.dtype=bfloat16 --set llm.cache=true --set llm.cache_path=${b}_cache.sqlite
+  $A eval $b --model $M --max-tokens 512 --out runs/eval/c5 --set seed=42 --set llm.backend=local --set llm.batch_size=128 --set llm.dtype=bfloat16 --set llm.attention=sdpa --set llm.cache=true --set llm.cache_path=${b}_cache.sqlite
   $A eval compare runs/smollm2-135m-selfalign/eval/base/${b}_results.json runs/eval/c5/${b}_results.json --json runs/eval/c5/${b}_compare_base.json
   $A eval compare runs/smollm2-135m-selfalign/eval/dpo/${b}_results.json runs/eval/c5/${b}_results.json --json runs/eval/c5/${b}_compare_c2.json
 done
