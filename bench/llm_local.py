@@ -239,9 +239,14 @@ def roofline(args, prompts: list[str]) -> None:
         for batch_size in args.batch_sizes:
             (base, base_texts), (new, texts) = runs["bfloat16", batch_size, first], runs["bfloat16", batch_size, last]
             same = sum(a == b for a, b in zip(base_texts, texts))
+            # bf16 greedy answers drift from fp32's with any rounding: which attention drifts less.
+            fp32 = runs.get(("float32", batch_size, "sdpa"), (0.0, []))[1]
+            as_fp32 = " ".join(
+                f"{a} {sum(x == y for x, y in zip(fp32, runs['bfloat16', batch_size, a][1]))}" for a in (first, last)
+            )
             print(
                 f"bf16 batch {batch_size}: attention {last} {new / base:.2f}x {first}'s tokens/s; "
-                f"same greedy answers {same} of {len(texts)}"
+                f"same greedy answers {same} of {len(texts)}" + (f"; the same as fp32's: {as_fp32}" if fp32 else "")
             )
     for dtype, by_batch in shares.items():
         best_batch = max(by_batch, key=by_batch.__getitem__)
