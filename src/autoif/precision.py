@@ -35,14 +35,19 @@ PROBE_TOKENS = 256
 MIN_SPEEDUP = 1.1
 
 
-def cpu_name() -> str:
+def cpuinfo(*fields: str) -> str | None:
+    """The value of the first line of /proc/cpuinfo that starts with one of `fields` (None: none, or no such file)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(fields):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def machine(device: str = "cpu") -> str:

@@ -9,8 +9,9 @@ and torch build, where torch keeps its extensions (`TORCH_EXTENSIONS_DIR`, by de
 `~/.cache/torch_extensions/`); where that fails (no C++ compiler) `llm.attention: auto` keeps SDPA
 and says why once.
 
-No maintained library does this on a CPU: torch's SDPA and flex attention (inductor) were measured
-slower (README), and IPEX's decode kernels do not build for this torch.
+Hand-written because nothing in torch does this as fast on a CPU: SDPA, and the same attention as
+two batched products or as elementwise work compiled by torch.compile, all measured slower (README,
+"How close the local backend comes to the CPU's limit").
 
 Answers in bf16 differ from SDPA's in the last bits of some activations, so the response cache keys
 bf16 answers by the attention too (`embedded.model_identity`). fp32 decoding keeps SDPA: it is the
@@ -25,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..precision import cpu_name, cpuinfo
 from .base import BackendError
 
 log = logging.getLogger("autoif.llm")
@@ -33,18 +35,6 @@ SOURCE = Path(__file__).with_name("decode_attention.cpp")
 # The name transformers' attention registry knows it by, and the one response-cache keys carry.
 NAME = "autoif_decode"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffast-math")
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def version() -> str:
@@ -58,7 +48,9 @@ def build_name() -> str:
     torch build, hashed, so that another CPU (`-march=native`) or torch never loads this build."""
     import torch
 
-    parts = (SOURCE.read_bytes().decode(), " ".join(FLAGS), _cpu_flags(), torch.__version__)
+    # The instruction sets (x86 "flags", ARM "Features"), else the CPU's name.
+    cpu = cpuinfo("flags", "Features") or cpu_name()
+    parts = (SOURCE.read_text(), " ".join(FLAGS), cpu, torch.__version__)
     return "autoif_decode_attention_" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
