@@ -5,8 +5,12 @@
 # 8 completions a prompt at T 0.8, 4 prompts a step (32 completions, one generation batch a step),
 # on the distinct prompts of the 5x dpo.jsonl (those with a passing and a failing answer among the
 # data's 5, so a group's rewards differ), lr 1e-5 (the DPO runs' rate; GRPO's usual 1e-6 moves a
-# 135M model nothing in a few steps), no KL term (beta 0, TRL's default), fp32 training, STEPS steps:
-# short because TRL samples with transformers' generate, ~2-3 minutes a step on 2 cores.
+# 135M model nothing in a few steps), no KL term (beta 0, TRL's default), fp32 training, STEPS steps.
+# Measured (2026-12-08, 2-core AMD EPYC): the first step took ~5.5 minutes of its own (590 s wall with a
+# 4.3-minute pause for a benchmark) and 12 GB of memory: TRL samples the 32 completions with
+# transformers' generate (mean 162 tokens, 4 of 32 cut off at 512) and scores them with the whole
+# vocabulary's logits in fp32; reward 0.34 mean, a quarter of the groups with no spread. 10 steps (40
+# prompts) are ~55 minutes, a run that moves the model many hours: not run to the end yet.
 # Evaluated as every configuration here (evaluate.sh). Resumable: rerun to go on.
 set -e
 cd "$(dirname "$0")/../../../.."
