@@ -256,8 +256,8 @@ def test_online_dpo_samples_in_the_sampling_dtype(tiny_that_ends, monkeypatch, d
     loaded = []
     real_load = local._Engine.load.__func__
 
-    def recording_load(cls, model, cache_dir, device, dtype):  # the real load; keeps the (resolved) dtype asked for
-        engine = real_load(cls, model, cache_dir, device, dtype)
+    def recording_load(cls, model, cache_dir, device, dtype, *rest):  # the real load; keeps the dtype asked for
+        engine = real_load(cls, model, cache_dir, device, dtype, *rest)
         loaded.append((dtype, next(engine.model.parameters()).dtype))
         return engine
 
