@@ -36,6 +36,20 @@ struct Strides {
   int64_t qb, qh, kb, kh, kt, vb, vh, vt, mb;
 };
 
+// exp(w - max) over the columns `keep` marks (all when null), 0 elsewhere; returns their sum. Masked
+// columns never enter the max, so whatever their scores hold (the cache's free room) is ignored.
+inline float softmax_weights(float* w, const bool* keep, int64_t length) {
+  float top = -FLT_MAX;
+  for (int64_t t = 0; t < length; ++t)
+    if (!keep || keep[t]) top = std::max(top, w[t]);
+  float mass = 0.f;
+  for (int64_t t = 0; t < length; ++t) {
+    w[t] = (!keep || keep[t]) ? std::exp(w[t] - top) : 0.f;
+    mass += w[t];
+  }
+  return mass;
+}
+
 template <typename T, int D>
 void attend(const T* q, const T* k, const T* v, const bool* mask, T* out, int64_t rows, int64_t heads,
             int64_t kv_heads, int64_t length, const Strides& s, float scale) {
@@ -64,18 +78,7 @@ void attend(const T* q, const T* k, const T* v, const bool* mask, T* out, int64_
           weight[g * length + t] = dot;
         }
       }
-      for (int64_t g = 0; g < group; ++g) {
-        float* w = &weight[g * length];
-        float top = -FLT_MAX;
-        for (int64_t t = 0; t < length; ++t)
-          if (!keep || keep[t]) top = std::max(top, w[t]);
-        float mass = 0.f;
-        for (int64_t t = 0; t < length; ++t) {
-          w[t] = (!keep || keep[t]) ? std::exp(w[t] - top) : 0.f;
-          mass += w[t];
-        }
-        total[g] = mass;
-      }
+      for (int64_t g = 0; g < group; ++g) total[g] = softmax_weights(&weight[g * length], keep, length);
       std::fill(sum.begin(), sum.end(), 0.f);
       const T* values = v + b * s.vb + h * s.vh;
       for (int64_t t = 0; t < length; ++t) {
@@ -115,6 +118,12 @@ inline __m512 sum_each(__m512 v[16]) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88), _mm512_shuffle_f32x4(w[0], w[1], 0xDD));
 }
 
+// 16 partial sums of a 64-long bf16 dot product (pairs of products, summed in fp32).
+inline __m512 dot64(__m512bh q0, __m512bh q1, const at::BFloat16* key) {
+  const __m512 low = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, (__m512bh)_mm512_loadu_si512(key));
+  return _mm512_dpbf16_ps(low, q1, (__m512bh)_mm512_loadu_si512(key + 32));
+}
+
 inline __m512 widen16(const at::BFloat16* p) {  // 16 bf16 -> 16 fp32
   const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
@@ -137,28 +146,11 @@ void attend_bf16_64(const at::BFloat16* q, const at::BFloat16* k, const at::BFlo
         int64_t t = 0;
         for (; t + 16 <= length; t += 16) {
           __m512 dots[16];
-          for (int i = 0; i < 16; ++i) {
-            const at::BFloat16* key = keys + (t + i) * s.kt;
-            dots[i] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), q0, (__m512bh)_mm512_loadu_si512(key)),
-                                       q1, (__m512bh)_mm512_loadu_si512(key + 32));
-          }
+          for (int i = 0; i < 16; ++i) dots[i] = dot64(q0, q1, keys + (t + i) * s.kt);
           _mm512_storeu_ps(&weight[t], _mm512_mul_ps(sum_each(dots), _mm512_set1_ps(scale)));
         }
-        for (; t < length; ++t) {
-          const at::BFloat16* key = keys + t * s.kt;
-          const __m512 dot = _mm512_dpbf16_ps(
-              _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, (__m512bh)_mm512_loadu_si512(key)), q1,
-              (__m512bh)_mm512_loadu_si512(key + 32));
-          weight[t] = _mm512_reduce_add_ps(dot) * scale;
-        }
-        float top = -FLT_MAX;
-        for (int64_t i = 0; i < length; ++i)
-          if (!keep || keep[i]) top = std::max(top, weight[i]);
-        float mass = 0.f;
-        for (int64_t i = 0; i < length; ++i) {
-          weight[i] = (!keep || keep[i]) ? std::exp(weight[i] - top) : 0.f;
-          mass += weight[i];
-        }
+        for (; t < length; ++t) weight[t] = _mm512_reduce_add_ps(dot64(q0, q1, keys + t * s.kt)) * scale;
+        const float mass = softmax_weights(weight.data(), keep, length);
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int64_t i = 0; i < length; ++i) {
           if (keep && !keep[i]) continue;
