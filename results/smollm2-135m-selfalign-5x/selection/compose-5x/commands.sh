@@ -21,10 +21,13 @@ $A run -o $D --set seed=42 --set seeds.limit=1 --set seeds.library_per_constrain
   --set compose.enabled=true --set compose.ratio=0.35
 $A eval contamination $D
 T="--set global_batch_size=16 --set per_device_batch_size=8 --set bf16=off --set warmup_steps=0.1 --set max_length=1024 --set logging_steps=2 --set save_steps=10"
+# A training cut off goes on from its last checkpoint.
+resume() { ls -d $1/checkpoint-* >/dev/null 2>&1 && echo "--set resume=latest" || true; }
 [ -d $OUT/train/sft/final ] || $A train sft --model embedded --data $D --output $OUT/train/sft \
-  --set learning_rate=2e-5 --set num_train_epochs=1 $T
+  --set learning_rate=2e-5 --set num_train_epochs=1 $T $(resume $OUT/train/sft)
 [ -d $OUT/train/dpo/final ] || $A train dpo --model $OUT/train/sft/final --data $D --output $OUT/train/dpo \
-  --set level=query --set learning_rate=1e-5 --set beta=0.1 --set num_train_epochs=1 --set max_rejected_tokens=192 $T
+  --set level=query --set learning_rate=1e-5 --set beta=0.1 --set num_train_epochs=1 --set max_rejected_tokens=192 $T \
+  $(resume $OUT/train/dpo)
 P=results/smollm2-135m-selfalign-5x/selection/compose-5x
 cp $D/funnel.json $D/contamination.json $P/
 results/smollm2-135m-selfalign-5x/selection/evaluate.sh $OUT/train/dpo/final $OUT/eval $P
