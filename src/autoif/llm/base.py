@@ -232,7 +232,9 @@ class Backend(ABC):
     ) -> list[list[Completion]]:
         """For each request, its n completions, in order. Cached samples are not requested again."""
         requests = list(requests)
-        keys = [[cache_key(self.kind, self.cache_identity, r, i) for i in range(r.n)] for r in requests]
+        # Once a call: a backend's identity may read files (a local model's weights, the CPU's name).
+        identity = self.cache_identity
+        keys = [[cache_key(self.kind, identity, r, i) for i in range(r.n)] for r in requests]
         found = self.cache.get_many([k for ks in keys for k in ks]) if self.cache else {}
         results: list[list[Completion | None]] = [[None] * r.n for r in requests]
         jobs: list[Job] = []

@@ -44,13 +44,13 @@ def version() -> str:
 
 
 def build_name() -> str:
-    """The compiled module's name: the source, the build flags, this CPU's instruction sets and the
-    torch build, hashed, so that another CPU (`-march=native`) or torch never loads this build."""
+    """The compiled module's name: the kernel's version (source and flags), this CPU's instruction
+    sets and the torch build, hashed, so that another CPU (`-march=native`) or torch never loads it."""
     import torch
 
     # The instruction sets (x86 "flags", ARM "Features"), else the CPU's name.
     cpu = cpuinfo("flags", "Features") or cpu_name()
-    parts = (SOURCE.read_text(), " ".join(FLAGS), cpu, torch.__version__)
+    parts = (version(), cpu, torch.__version__)
     return "autoif_decode_attention_" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
